@@ -1,0 +1,141 @@
+//! Check 1: is this a valid RFC 6455 opening handshake (section 4.2.1)?
+
+use base64::Engine;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::{Reason, Rejection};
+use crate::http1::RequestHead;
+
+/// The only protocol version RFC 6455 defines.
+pub const WEBSOCKET_VERSION: &str = "13";
+
+/// A valid upgrade: what the 101 answer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept: String,
+    /// Subprotocols the client offered, in its order.
+    pub offered_protocols: Vec<String>,
+}
+
+/// Validate the opening handshake of a request to a WebSocket route.
+pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
+    if !head.header_has_token("upgrade", "websocket") {
+        return Err(Rejection::new(
+            Reason::UpgradeRequired,
+            426,
+            "this endpoint speaks WebSocket only\n",
+        )
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", WEBSOCKET_VERSION));
+    }
+    let bad = |why: &str| Rejection::new(Reason::BadRequest, 400, format!("{why}\n"));
+    if head.method != "GET" {
+        return Err(bad("a WebSocket handshake must use GET"));
+    }
+    if head.minor_version < 1 {
+        return Err(bad("a WebSocket handshake needs HTTP/1.1"));
+    }
+    if head.headers.get_all("host").iter().count() != 1 {
+        return Err(bad("a WebSocket handshake needs one Host header"));
+    }
+    if !head.header_has_token("connection", "upgrade") {
+        return Err(bad("the Connection header must include Upgrade"));
+    }
+    match head.header("sec-websocket-version") {
+        Some(v) if v.trim() == WEBSOCKET_VERSION => {}
+        _ => {
+            return Err(bad("Sec-WebSocket-Version must be 13")
+                .header("Sec-WebSocket-Version", WEBSOCKET_VERSION))
+        }
+    }
+    let mut keys = head.headers.get_all("sec-websocket-key").iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => k.as_bytes(),
+        (None, _) => return Err(bad("missing Sec-WebSocket-Key")),
+        (Some(_), Some(_)) => return Err(bad("more than one Sec-WebSocket-Key")),
+    };
+    let key = key.trim_ascii();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if !matches!(decoded, Ok(ref nonce) if nonce.len() == 16) {
+        return Err(bad("invalid Sec-WebSocket-Key (must be 16 bytes in base64)"));
+    }
+    let offered_protocols = head
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    Ok(Upgrade {
+        accept: derive_accept_key(key),
+        offered_protocols,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn head(method: &str, headers: &[(&'static str, &'static str)]) -> RequestHead {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        RequestHead {
+            method: method.into(),
+            target: "/ws".into(),
+            minor_version: 1,
+            headers: map,
+        }
+    }
+
+    const GOOD: [(&str, &str); 5] = [
+        ("host", "example"),
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn accepts_the_rfc_example() {
+        let mut h = GOOD.to_vec();
+        h.push(("sec-websocket-protocol", "chat, superchat"));
+        let up = check(&head("GET", &h)).unwrap();
+        // RFC 6455, section 1.3.
+        assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(up.offered_protocols, ["chat", "superchat"]);
+    }
+
+    #[test]
+    fn refuses_each_defect() {
+        let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+            GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
+        };
+        let with = |name: &'static str, value: &'static str| {
+            let mut h = without(name);
+            h.push((name, value));
+            h
+        };
+        let cases: Vec<(&str, Vec<(&'static str, &'static str)>, u16, &str)> = vec![
+            ("GET", without("upgrade"), 426, "WebSocket only"),
+            ("POST", GOOD.to_vec(), 400, "must use GET"),
+            ("GET", without("host"), 400, "Host"),
+            ("GET", without("connection"), 400, "Connection"),
+            ("GET", without("sec-websocket-version"), 400, "Version must be 13"),
+            ("GET", with("sec-websocket-version", "8"), 400, "Version must be 13"),
+            ("GET", without("sec-websocket-key"), 400, "missing Sec-WebSocket-Key"),
+            ("GET", with("sec-websocket-key", "c2hvcnQ="), 400, "invalid Sec-WebSocket-Key"),
+            ("GET", with("sec-websocket-key", "!!!!"), 400, "invalid Sec-WebSocket-Key"),
+        ];
+        for (method, headers, status, text) in cases {
+            let r = check(&head(method, &headers)).unwrap_err();
+            assert_eq!(r.answer.status, status, "{method} {headers:?}");
+            assert!(r.answer.body.contains(text), "{:?} should say {text}", r.answer.body);
+        }
+    }
+}

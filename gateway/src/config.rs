@@ -1,0 +1,505 @@
+//! The configuration: its TOML schema, the embedded default, and validation.
+//!
+//! This module is the one place where defaults live (see [`defaults`]). Unknown keys are errors
+//! (`deny_unknown_fields` everywhere), and every validation error names the file and the key, so
+//! `portcullis --check --config FILE` can tell a user exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration used when `portcullis` starts without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The name the embedded default goes by in logs and errors.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// Every default value, in one place.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// How long a client may take to send its whole request head (after TLS).
+    pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Largest request head (request line and headers) accepted; larger gets `431`.
+    pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+    /// Most headers in one request head; more gets `431`.
+    pub const MAX_HEADERS: usize = 64;
+    /// Largest WebSocket message (after reassembly of fragments); larger gets close `1009`.
+    pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+    /// Initial read buffer per WebSocket. Small on purpose: idle sockets should cost little
+    /// (tungstenite's own default is 128 KiB per connection).
+    pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+    /// Most bytes queued for a slow reader before the session stops and waits (backpressure).
+    pub const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+    /// How long to wait for the peer's reply to our close frame.
+    pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long a graceful stop (SIGTERM/SIGINT) waits for open sockets to finish.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Idle time allowed between requests on a kept-alive plain HTTP connection.
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Worker threads for the gateway's listeners.
+    pub const THREADS: usize = 2;
+    /// The prefix the echo mode puts in front of a text message (the Pedestal guide's example).
+    pub const ECHO_PREFIX: &str = "echo: ";
+    /// The policy name a route uses when it names none.
+    pub const POLICY: &str = "default";
+}
+
+/// A configuration error: which file, and what (with the key) is wrong in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A duration written as `"500ms"`, `"10s"`, `"2m"`, `"1h"`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?} (expected e.g. \"500ms\", \"10s\", \"2m\")"))?;
+        let secs = match unit.trim() {
+            "ms" => value / 1000.0,
+            "s" | "" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+        };
+        if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 * 365.0 {
+            return Err(format!("duration {s:?} is out of range"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(HumanDuration(Duration::from_secs(s))),
+            Raw::Text(t) => HumanDuration::parse(&t)
+                .map(HumanDuration)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Worker threads serving the listeners.
+    pub threads: usize,
+    /// On SIGTERM/SIGINT: how long open sockets get to finish after they were sent close 1001.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            threads: defaults::THREADS,
+            shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
+        }
+    }
+}
+
+/// `[admin]`: the separate listener for health (and, later, metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// `false` turns the admin listener off.
+    pub enabled: bool,
+    pub address: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            address: "127.0.0.1:9090".to_string(),
+        }
+    }
+}
+
+/// `[limits]`: connection-level protections, for every listener and route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub head_timeout: HumanDuration,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub keepalive_timeout: HumanDuration,
+    pub max_message_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub max_write_buffer_bytes: usize,
+    pub close_timeout: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head_timeout: HumanDuration(defaults::HEAD_TIMEOUT),
+            max_head_bytes: defaults::MAX_HEAD_BYTES,
+            max_headers: defaults::MAX_HEADERS,
+            keepalive_timeout: HumanDuration(defaults::KEEPALIVE_TIMEOUT),
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            read_buffer_bytes: defaults::READ_BUFFER_BYTES,
+            max_write_buffer_bytes: defaults::MAX_WRITE_BUFFER_BYTES,
+            close_timeout: HumanDuration(defaults::CLOSE_TIMEOUT),
+        }
+    }
+}
+
+/// `[[listeners]]`: one address the gateway accepts connections on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: String,
+    /// Absent: plain `ws://` (local development only).
+    pub tls: Option<Tls>,
+}
+
+/// `[listeners.tls]`: certificate chain and key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Generate a self-signed development pair into `cert`/`key` when they do not exist.
+    #[serde(default)]
+    pub generate_self_signed: bool,
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A fixed HTTP answer (`status`, `body`); not a WebSocket.
+    Static,
+    /// A local WebSocket echo served by the gateway itself.
+    Echo,
+}
+
+/// `[[routes]]`: a path, what to do there, and the policy that admits clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Exact path (the query string is not part of the match).
+    pub path: String,
+    pub mode: Mode,
+    /// `echo`: text put in front of each echoed text message.
+    pub prefix: Option<String>,
+    /// `static`: the answer's status (default 200) and body.
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    /// Name of a table under `[policies]`; `"default"` when absent.
+    pub policy: Option<String>,
+    /// Overrides `[limits].max_message_bytes` for this route.
+    pub max_message_bytes: Option<usize>,
+}
+
+impl Route {
+    pub fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or(defaults::POLICY)
+    }
+
+    pub fn echo_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(defaults::ECHO_PREFIX)
+    }
+}
+
+/// `[policies.NAME]`: admission rules. Empty for now; the admission work fills it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    /// Where this configuration came from (a path or [`EMBEDDED_NAME`]); not a TOML key.
+    #[serde(skip)]
+    pub source: String,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, None)
+    }
+
+    /// Read and validate a configuration file. Relative paths inside it (certificates) are taken
+    /// relative to the file's own folder, so a config works wherever it is started from.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, &source, path.parent())
+    }
+
+    /// Parse and validate TOML text; `base` resolves relative paths.
+    pub fn parse(text: &str, source: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source: source.to_string(),
+            message,
+        };
+        let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        config.source = source.to_string();
+        if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
+            for l in &mut config.listeners {
+                if let Some(tls) = &mut l.tls {
+                    tls.cert = base.join(&tls.cert);
+                    tls.key = base.join(&tls.key);
+                }
+            }
+        }
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.server;
+        if s.threads == 0 || s.threads > 1024 {
+            return Err("server.threads must be between 1 and 1024".into());
+        }
+        if self.admin.enabled {
+            self.admin
+                .socket_addr()
+                .map_err(|e| format!("admin.address: {e}"))?;
+        }
+        let l = &self.limits;
+        check_range("limits.max_head_bytes", l.max_head_bytes, 1024, 1 << 20)?;
+        check_range("limits.max_headers", l.max_headers, 8, 1024)?;
+        check_range("limits.max_message_bytes", l.max_message_bytes, 1, 1 << 30)?;
+        check_range("limits.read_buffer_bytes", l.read_buffer_bytes, 512, 1 << 20)?;
+        check_range(
+            "limits.max_write_buffer_bytes",
+            l.max_write_buffer_bytes,
+            4096,
+            1 << 30,
+        )?;
+        for (key, d) in [
+            ("limits.head_timeout", l.head_timeout),
+            ("limits.keepalive_timeout", l.keepalive_timeout),
+            ("limits.close_timeout", l.close_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("{key} must be greater than zero"));
+            }
+        }
+
+        if self.listeners.is_empty() {
+            return Err("listeners: at least one [[listeners]] table is required".into());
+        }
+        let mut seen = Vec::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let addr = listener
+                .socket_addr()
+                .map_err(|e| format!("listeners[{i}].address: {e}"))?;
+            if seen.contains(&addr) {
+                return Err(format!("listeners[{i}].address: {addr} is used twice"));
+            }
+            if self.admin.enabled && self.admin.socket_addr().ok() == Some(addr) {
+                return Err(format!(
+                    "listeners[{i}].address: {addr} is also admin.address; the admin listener \
+                     must be separate"
+                ));
+            }
+            seen.push(addr);
+            if let Some(tls) = &listener.tls {
+                for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                    if path.as_os_str().is_empty() {
+                        return Err(format!("listeners[{i}].tls.{key} must not be empty"));
+                    }
+                    if !tls.generate_self_signed && !path.exists() {
+                        return Err(format!(
+                            "listeners[{i}].tls.{key}: {} does not exist (set \
+                             generate_self_signed = true for a development certificate)",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut paths = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{i}].{k}");
+            if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "{}: {:?} must start with '/' and hold no query",
+                    key("path"),
+                    route.path
+                ));
+            }
+            if paths.contains(&route.path.as_str()) {
+                return Err(format!("{}: {:?} is routed twice", key("path"), route.path));
+            }
+            paths.push(&route.path);
+            match route.mode {
+                Mode::Static => {
+                    if route.prefix.is_some() {
+                        return Err(format!("{} is only valid with mode = \"echo\"", key("prefix")));
+                    }
+                    if let Some(status) = route.status {
+                        if !(200..=599).contains(&status) {
+                            return Err(format!("{}: {status} is not a final HTTP status", key("status")));
+                        }
+                    }
+                }
+                Mode::Echo => {
+                    for (k, set) in [("status", route.status.is_some()), ("body", route.body.is_some())] {
+                        if set {
+                            return Err(format!("{} is only valid with mode = \"static\"", key(k)));
+                        }
+                    }
+                }
+            }
+            if let Some(max) = route.max_message_bytes {
+                check_range(&key("max_message_bytes"), max, 1, 1 << 30)?;
+            }
+            let policy = route.policy_name();
+            if policy != defaults::POLICY && !self.policies.contains_key(policy) {
+                return Err(format!(
+                    "{}: no policy named {policy:?} (define [policies.{policy}])",
+                    key("policy")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        parse_addr(&self.address)
+    }
+}
+
+impl Admin {
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        parse_addr(&self.address)
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP address with a port (e.g. \"127.0.0.1:8443\")"))
+}
+
+fn check_range(key: &str, v: usize, min: usize, max: usize) -> Result<(), String> {
+    if v < min || v > max {
+        return Err(format!("{key} = {v} is out of range ({min}..={max})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        address = "127.0.0.1:0"
+    "#;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.listeners[0].address, "127.0.0.1:8443");
+        assert!(c.listeners[0].tls.as_ref().unwrap().generate_self_signed);
+        assert!(c.routes.iter().any(|r| r.path == "/ws/echo" && r.mode == Mode::Echo));
+        assert_eq!(c.admin.address, "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_mesage_bytes = 10\n");
+        let e = Config::parse(&text, "x.toml", None).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml: "), "{e}");
+        assert!(e.contains("max_mesage_bytes"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[[listeners]]\naddress = \"nope\"", "listeners[0].address"),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"missing\"",
+                "routes[0].policy",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/a\"\nmode = \"echo\"\nbody = \"x\"",
+                "routes[0].body",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[limits]\nhead_timeout = \"3 fortnights\"",
+                "head_timeout",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "listeners[0].tls.cert",
+            ),
+            ("listeners = []", "listeners"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text, "f.toml", None).unwrap_err().to_string();
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(HumanDuration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(HumanDuration::parse("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(HumanDuration::parse("7").unwrap(), Duration::from_secs(7));
+        assert!(HumanDuration::parse("-1s").is_err());
+        assert!(HumanDuration::parse("1y").is_err());
+    }
+
+    #[test]
+    fn relative_cert_paths_follow_the_file() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\ngenerate_self_signed = true";
+        let c = Config::parse(text, "f", Some(Path::new("/etc/portcullis"))).unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/portcullis/c.pem"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The public listener's application: read the request head, route it, run admission, then
+//! either answer over HTTP or complete the upgrade and run the WebSocket session.
+//!
+//! This is one pingora `ServerApp`: pingora owns the listening sockets, TLS and the process
+//! lifecycle; everything from the first request byte on is ours (see `http1` for why).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::admission::{self, Reason, Rejection};
+use crate::config::{Config, Mode, Route};
+use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
+use crate::route::Router;
+use crate::session::{self, echo, Sessions};
+
+/// Shared state of the public listeners.
+pub struct Gateway {
+    config: Arc<Config>,
+    router: Router,
+    sessions: Arc<Sessions>,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Gateway {
+        Gateway {
+            router: Router::new(&config),
+            config,
+            sessions,
+        }
+    }
+
+    fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_bytes: self.config.limits.max_head_bytes,
+            max_headers: self.config.limits.max_headers,
+        }
+    }
+
+    /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
+    /// them upgrades to a WebSocket, which then owns the connection to its end.
+    async fn serve(&self, mut io: Stream, mut shutdown: ShutdownWatch) {
+        let client = Client::of(&io);
+        let limits = &self.config.limits;
+        let mut buf = BytesMut::new();
+        let mut first = true;
+        loop {
+            let timeout = if first {
+                limits.head_timeout.0
+            } else {
+                limits.keepalive_timeout.0
+            };
+            // An idle kept-alive connection just ends when the gateway stops.
+            let idle = !first && buf.is_empty();
+            let read = http1::read_head(&mut io, &mut buf, self.head_limits(), timeout);
+            let result = tokio::select! {
+                r = read => r,
+                _ = crate::shutdown::shutting_down(&mut shutdown), if idle => return,
+            };
+            let head = match result {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(HeadError::Timeout) if !first && buf.is_empty() => return,
+                Err(e) => {
+                    if let Some((status, why)) = e.answer() {
+                        log::info!("bad request head client={client} status={status} reason={why}");
+                        let _ = Answer::new(status, format!("{why}\n"))
+                            .write(&mut io, false, false)
+                            .await;
+                    }
+                    return;
+                }
+            };
+            first = false;
+            let Some(route) = self.router.find(head.path()).cloned() else {
+                let keep = self.may_keep_alive(&head, &shutdown);
+                let answer = Answer::new(404, "no route\n");
+                if answer.write(&mut io, keep, head.method == "HEAD").await.is_err() || !keep {
+                    return;
+                }
+                continue;
+            };
+            match route.mode {
+                Mode::Static => {
+                    let keep = self.may_keep_alive(&head, &shutdown);
+                    let answer = static_answer(&route, &head);
+                    if answer.write(&mut io, keep, head.method == "HEAD").await.is_err() || !keep {
+                        return;
+                    }
+                }
+                Mode::Echo => {
+                    self.websocket(io, buf, head, &route, client, shutdown).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn may_keep_alive(&self, head: &RequestHead, shutdown: &ShutdownWatch) -> bool {
+        head.keep_alive() && !head.has_body() && !*shutdown.borrow()
+    }
+
+    /// Admission, the 101, then the session.
+    async fn websocket(
+        &self,
+        mut io: Stream,
+        preread: BytesMut,
+        head: RequestHead,
+        route: &Route,
+        client: Client,
+        shutdown: ShutdownWatch,
+    ) {
+        let admitted = admission::upgrade::check(&head).and_then(|upgrade| {
+            if *shutdown.borrow() {
+                Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n"))
+            } else {
+                Ok(upgrade)
+            }
+        });
+        let upgrade = match admitted {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => {
+                log::info!(
+                    "rejected route={} client={client} reason={} status={}",
+                    route.path,
+                    rejection.reason.as_str(),
+                    rejection.answer.status
+                );
+                let _ = rejection.answer.write(&mut io, false, false).await;
+                return;
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            upgrade.accept
+        );
+        if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        let _open = self.sessions.open();
+        let started = Instant::now();
+        let max_message = route
+            .max_message_bytes
+            .unwrap_or(self.config.limits.max_message_bytes);
+        let config = session::websocket_config(&self.config.limits, max_message);
+        // Frames the client sent right behind its head are already in `preread`.
+        let ws =
+            WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
+                .await;
+        let close_timeout = self.config.limits.close_timeout.0;
+        let end = echo::run(ws, route.echo_prefix(), shutdown, close_timeout).await;
+        log::info!(
+            "session route={} client={client} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
+            route.path,
+            end.close_code.map_or("none".to_string(), |c| c.to_string()),
+            end.initiator.as_str(),
+            started.elapsed().as_secs_f64(),
+            end.messages_in,
+            end.messages_out,
+            end.bytes_in,
+            end.bytes_out,
+        );
+    }
+}
+
+/// The answer of a `static` route.
+fn static_answer(route: &Route, head: &RequestHead) -> Answer {
+    if head.method != "GET" && head.method != "HEAD" {
+        return Answer::new(405, "method not allowed\n").header("Allow", "GET, HEAD");
+    }
+    Answer::new(
+        route.status.unwrap_or(200),
+        route.body.clone().unwrap_or_default(),
+    )
+}
+
+/// The client's address, for logs.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(Option<SocketAddr>);
+
+impl Client {
+    pub fn of(io: &Stream) -> Client {
+        Client(
+            io.get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
+        )
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{}", addr.ip()),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Gateway {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.serve(stream, shutdown.clone()).await;
+        None
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line: `portcullis [--config FILE] [--check]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use portcullis::config::Config;
+use portcullis::server;
+
+const USAGE: &str = "\
+portcullis - a security-focused WebSocket gateway
+
+USAGE:
+    portcullis                      run the embedded default configuration
+                                    (wss://127.0.0.1:8443, admin http://127.0.0.1:9090)
+    portcullis --config FILE        run FILE (TOML; see policies/example.toml)
+    portcullis --check [--config FILE]
+                                    validate the configuration and exit (0 when valid)
+
+OPTIONS:
+    -c, --config FILE   configuration file
+    -t, --check         validate only
+    -h, --help          this text
+    -V, --version       version
+
+Logging: RUST_LOG (default \"info\").";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                let file = it.next().ok_or("--config needs a file")?;
+                args.config = Some(PathBuf::from(file));
+            }
+            s if s.starts_with("--config=") => {
+                args.config = Some(PathBuf::from(&s["--config=".len()..]));
+            }
+            "-t" | "--check" => args.check = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Config::embedded(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        return match server::preflight(&config, false) {
+            Ok(()) => {
+                println!("portcullis: configuration OK: {}", config.source);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: configuration error: {}: {e}", config.source);
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Err(e) = server::run(config) {
+        eprintln!("portcullis: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
