@@ -75,17 +75,21 @@ impl HumanDuration {
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?} (expected e.g. \"500ms\", \"10s\", \"2m\")"))?;
+        let value: f64 = num.parse().map_err(|_| {
+            format!("invalid duration {s:?} (expected e.g. \"500ms\", \"10s\", \"2m\")")
+        })?;
         let secs = match unit.trim() {
             "ms" => value / 1000.0,
             "s" | "" => value,
             "m" => value * 60.0,
             "h" => value * 3600.0,
-            other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+                ))
+            }
         };
-        if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 * 365.0 {
+        if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
             return Err(format!("duration {s:?} is out of range"));
         }
         Ok(Duration::from_secs_f64(secs))
@@ -309,7 +313,12 @@ impl Config {
         check_range("limits.max_head_bytes", l.max_head_bytes, 1024, 1 << 20)?;
         check_range("limits.max_headers", l.max_headers, 8, 1024)?;
         check_range("limits.max_message_bytes", l.max_message_bytes, 1, 1 << 30)?;
-        check_range("limits.read_buffer_bytes", l.read_buffer_bytes, 512, 1 << 20)?;
+        check_range(
+            "limits.read_buffer_bytes",
+            l.read_buffer_bytes,
+            512,
+            1 << 20,
+        )?;
         check_range(
             "limits.max_write_buffer_bytes",
             l.max_write_buffer_bytes,
@@ -377,16 +386,25 @@ impl Config {
             match route.mode {
                 Mode::Static => {
                     if route.prefix.is_some() {
-                        return Err(format!("{} is only valid with mode = \"echo\"", key("prefix")));
+                        return Err(format!(
+                            "{} is only valid with mode = \"echo\"",
+                            key("prefix")
+                        ));
                     }
                     if let Some(status) = route.status {
                         if !(200..=599).contains(&status) {
-                            return Err(format!("{}: {status} is not a final HTTP status", key("status")));
+                            return Err(format!(
+                                "{}: {status} is not a final HTTP status",
+                                key("status")
+                            ));
                         }
                     }
                 }
                 Mode::Echo => {
-                    for (k, set) in [("status", route.status.is_some()), ("body", route.body.is_some())] {
+                    for (k, set) in [
+                        ("status", route.status.is_some()),
+                        ("body", route.body.is_some()),
+                    ] {
                         if set {
                             return Err(format!("{} is only valid with mode = \"static\"", key(k)));
                         }
@@ -446,14 +464,19 @@ mod tests {
         let c = Config::embedded().unwrap();
         assert_eq!(c.listeners[0].address, "127.0.0.1:8443");
         assert!(c.listeners[0].tls.as_ref().unwrap().generate_self_signed);
-        assert!(c.routes.iter().any(|r| r.path == "/ws/echo" && r.mode == Mode::Echo));
+        assert!(c
+            .routes
+            .iter()
+            .any(|r| r.path == "/ws/echo" && r.mode == Mode::Echo));
         assert_eq!(c.admin.address, "127.0.0.1:9090");
     }
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
         let text = format!("{MINIMAL}\n[limits]\nmax_mesage_bytes = 10\n");
-        let e = Config::parse(&text, "x.toml", None).unwrap_err().to_string();
+        let e = Config::parse(&text, "x.toml", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml: "), "{e}");
         assert!(e.contains("max_mesage_bytes"), "{e}");
     }
@@ -488,8 +511,14 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(HumanDuration::parse("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(HumanDuration::parse("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            HumanDuration::parse("2m").unwrap(),
+            Duration::from_secs(120)
+        );
         assert_eq!(HumanDuration::parse("7").unwrap(), Duration::from_secs(7));
         assert!(HumanDuration::parse("-1s").is_err());
         assert!(HumanDuration::parse("1y").is_err());

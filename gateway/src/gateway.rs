@@ -85,7 +85,12 @@ impl Gateway {
             let Some(route) = self.router.find(head.path()).cloned() else {
                 let keep = self.may_keep_alive(&head, &shutdown);
                 let answer = Answer::new(404, "no route\n");
-                if answer.write(&mut io, keep, head.method == "HEAD").await.is_err() || !keep {
+                if answer
+                    .write(&mut io, keep, head.method == "HEAD")
+                    .await
+                    .is_err()
+                    || !keep
+                {
                     return;
                 }
                 continue;
@@ -94,12 +99,18 @@ impl Gateway {
                 Mode::Static => {
                     let keep = self.may_keep_alive(&head, &shutdown);
                     let answer = static_answer(&route, &head);
-                    if answer.write(&mut io, keep, head.method == "HEAD").await.is_err() || !keep {
+                    if answer
+                        .write(&mut io, keep, head.method == "HEAD")
+                        .await
+                        .is_err()
+                        || !keep
+                    {
                         return;
                     }
                 }
                 Mode::Echo => {
-                    self.websocket(io, buf, head, &route, client, shutdown).await;
+                    self.websocket(io, buf, head, &route, client, shutdown)
+                        .await;
                     return;
                 }
             }

@@ -152,7 +152,9 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("unsupported HTTP version"))
+        }
         Err(_) => return Err(HeadError::Malformed("malformed request head")),
     };
     if len > limits.max_bytes {
@@ -267,10 +269,16 @@ mod tests {
     #[tokio::test]
     async fn limits_and_garbage() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
-        assert_eq!(read(big.as_bytes()).await.0.unwrap_err(), HeadError::TooLarge);
+        assert_eq!(
+            read(big.as_bytes()).await.0.unwrap_err(),
+            HeadError::TooLarge
+        );
         let many: String = (0..20).map(|i| format!("H{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(read(many.as_bytes()).await.0.unwrap_err(), HeadError::TooLarge);
+        assert_eq!(
+            read(many.as_bytes()).await.0.unwrap_err(),
+            HeadError::TooLarge
+        );
         assert!(matches!(
             read(b"\x16\x03\x01garbage\r\n\r\n").await.0,
             Err(HeadError::Malformed(_))
@@ -291,7 +299,10 @@ mod tests {
     #[test]
     fn tokens_and_keepalive() {
         let mut headers = HeaderMap::new();
-        headers.append("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         let head = RequestHead {
             method: "GET".into(),
             target: "/".into(),

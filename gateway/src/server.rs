@@ -20,9 +20,7 @@ use crate::tls;
 pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
     for (i, listener) in config.listeners.iter().enumerate() {
         if let Some(tls_conf) = &listener.tls {
-            if tls::ensure_dev_pair(tls_conf)
-                .map_err(|e| format!("listeners[{i}].tls: {e}"))?
-            {
+            if tls::ensure_dev_pair(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))? {
                 log::warn!(
                     "generated a self-signed development certificate {} (key {}); clients must \
                      trust it explicitly. Do not use it in production.",

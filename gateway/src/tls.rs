@@ -34,8 +34,7 @@ pub fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
     .map_err(|e| format!("cannot generate a development certificate: {e}"))?;
     for path in [&tls.cert, &tls.key] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
     write_private(&tls.key, pair.signing_key.serialize_pem().as_bytes())?;

@@ -58,7 +58,9 @@ pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     let key = key.trim_ascii();
     let decoded = base64::engine::general_purpose::STANDARD.decode(key);
     if !matches!(decoded, Ok(ref nonce) if nonce.len() == 16) {
-        return Err(bad("invalid Sec-WebSocket-Key (must be 16 bytes in base64)"));
+        return Err(bad(
+            "invalid Sec-WebSocket-Key (must be 16 bytes in base64)",
+        ));
     }
     let offered_protocols = head
         .headers
@@ -79,6 +81,8 @@ pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
 mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
+
+    type Headers = Vec<(&'static str, &'static str)>;
 
     fn head(method: &str, headers: &[(&'static str, &'static str)]) -> RequestHead {
         let mut map = HeaderMap::new();
@@ -113,7 +117,7 @@ mod tests {
 
     #[test]
     fn refuses_each_defect() {
-        let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+        let without = |name: &str| -> Headers {
             GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
         };
         let with = |name: &'static str, value: &'static str| {
@@ -121,21 +125,50 @@ mod tests {
             h.push((name, value));
             h
         };
-        let cases: Vec<(&str, Vec<(&'static str, &'static str)>, u16, &str)> = vec![
+        let cases: Vec<(&str, Headers, u16, &str)> = vec![
             ("GET", without("upgrade"), 426, "WebSocket only"),
             ("POST", GOOD.to_vec(), 400, "must use GET"),
             ("GET", without("host"), 400, "Host"),
             ("GET", without("connection"), 400, "Connection"),
-            ("GET", without("sec-websocket-version"), 400, "Version must be 13"),
-            ("GET", with("sec-websocket-version", "8"), 400, "Version must be 13"),
-            ("GET", without("sec-websocket-key"), 400, "missing Sec-WebSocket-Key"),
-            ("GET", with("sec-websocket-key", "c2hvcnQ="), 400, "invalid Sec-WebSocket-Key"),
-            ("GET", with("sec-websocket-key", "!!!!"), 400, "invalid Sec-WebSocket-Key"),
+            (
+                "GET",
+                without("sec-websocket-version"),
+                400,
+                "Version must be 13",
+            ),
+            (
+                "GET",
+                with("sec-websocket-version", "8"),
+                400,
+                "Version must be 13",
+            ),
+            (
+                "GET",
+                without("sec-websocket-key"),
+                400,
+                "missing Sec-WebSocket-Key",
+            ),
+            (
+                "GET",
+                with("sec-websocket-key", "c2hvcnQ="),
+                400,
+                "invalid Sec-WebSocket-Key",
+            ),
+            (
+                "GET",
+                with("sec-websocket-key", "!!!!"),
+                400,
+                "invalid Sec-WebSocket-Key",
+            ),
         ];
         for (method, headers, status, text) in cases {
             let r = check(&head(method, &headers)).unwrap_err();
             assert_eq!(r.answer.status, status, "{method} {headers:?}");
-            assert!(r.answer.body.contains(text), "{:?} should say {text}", r.answer.body);
+            assert!(
+                r.answer.body.contains(text),
+                "{:?} should say {text}",
+                r.answer.body
+            );
         }
     }
 }

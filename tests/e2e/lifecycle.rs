@@ -1,0 +1,120 @@
+//! Start-up on the embedded default, and the graceful stop: SIGTERM/SIGINT stop accepting, send
+//! close 1001 to every open socket, and exit once they are gone (within the grace period).
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// The README's first command runs exactly this: no arguments, default ports 8443 and 9090.
+#[tokio::test]
+async fn embedded_default_starts_generates_a_cert_and_echoes() {
+    let dir = tempfile::tempdir().unwrap();
+    for port in [8443, 9090] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is busy: the default-config test needs it free"
+        );
+    }
+    let child = spawn(&[], dir.path());
+    let mut gw = Gateway {
+        child: Some(child),
+        cert: dir.path().join("certs/dev/cert.pem"),
+        dir,
+        port: 8443,
+        admin_port: 9090,
+        tls: true,
+    };
+    gw.wait_ready();
+    assert!(gw.cert.exists());
+    assert!(gw.dir.path().join("certs/dev/key.pem").exists());
+    assert!(
+        gw.log()
+            .contains("generated a self-signed development certificate"),
+        "{}",
+        gw.log()
+    );
+    let mut ws = gw.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("default")).await,
+        Message::text("echo: default")
+    );
+    let answer = gw
+        .raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(answer.ends_with("Hello, World!"), "{answer}");
+    let health = gw.admin_get("/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The admin listener is not on the public port.
+    let answer = gw
+        .raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status_of(&answer), 404);
+    drop(ws);
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(15));
+}
+
+async fn drain_with(sig: &str) {
+    let mut gw = Gateway::start("[server]\nshutdown_grace = \"5s\"\n");
+    let mut a = gw.ws("/ws/echo").await;
+    let mut b = gw.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut a, Message::text("1")).await,
+        Message::text("echo: 1")
+    );
+    gw.signal(sig);
+    assert_eq!(
+        expect_close(&mut a).await,
+        (1001, "server shutting down".to_string())
+    );
+    assert_eq!(expect_close(&mut b).await.0, 1001);
+    // tungstenite replies to the close for us; then the gateway has nothing open and exits,
+    // well before the grace period.
+    let _ = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut a)).await;
+    let _ = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut b)).await;
+    let took = gw.wait_exit(Duration::from_secs(8));
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    let log = gw.log();
+    assert!(log.contains("all sockets closed"), "{log}");
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn sigterm_drains_with_1001() {
+    drain_with("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_drains_with_1001() {
+    drain_with("INT").await;
+}
+
+/// A client that never answers our close does not hold the process past the grace period.
+#[tokio::test]
+async fn grace_period_bounds_the_drain() {
+    let mut gw =
+        Gateway::start("[server]\nshutdown_grace = \"1s\"\n[limits]\nclose_timeout = \"30s\"\n");
+    // A raw client: completes the upgrade, then never reads or answers.
+    let mut raw = gw.tls().await;
+    tokio::io::AsyncWriteExt::write_all(&mut raw, handshake("/ws/echo", "").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(STEP, tokio::io::AsyncReadExt::read(&mut raw, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    gw.signal("TERM");
+    let took = gw.wait_exit(Duration::from_secs(8));
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited before the grace period: {took:?}"
+    );
+    assert!(gw.log().contains("grace period over"), "{}", gw.log());
+}
