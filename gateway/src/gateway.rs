@@ -22,7 +22,8 @@ use crate::admission::{self, Reason, Rejection};
 use crate::config::{Config, Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
 use crate::route::Router;
-use crate::session::{self, echo, Sessions};
+use crate::session::guard::{Guard, Rates};
+use crate::session::{self, echo, SessionContext, Sessions};
 
 /// Shared state of the public listeners.
 pub struct Gateway {
@@ -168,8 +169,13 @@ impl Gateway {
         let ws =
             WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
                 .await;
-        let close_timeout = self.config.limits.close_timeout.0;
-        let end = echo::run(ws, route.echo_prefix(), shutdown, close_timeout).await;
+        let ctx = SessionContext {
+            shutdown,
+            close_timeout: self.config.limits.close_timeout.0,
+            inbound: Guard::new(max_message, Rates::default()),
+            expiry: None,
+        };
+        let end = echo::run(ws, route.echo_prefix(), ctx).await;
         log::info!(
             "session route={} client={client} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
             route.path,

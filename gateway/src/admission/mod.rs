@@ -6,7 +6,28 @@
 
 pub mod upgrade;
 
+use std::net::IpAddr;
+
 use crate::http1::Answer;
+use crate::session::guard::Expiry;
+
+/// What admission learned about a client it let in. Sessions use it for the token's expiry;
+/// relays for identity forwarding and the subprotocols to offer upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted {
+    /// The client's address: the socket peer, or the forwarded address from a trusted proxy.
+    pub client_ip: Option<IpAddr>,
+    /// The token's `sub`, when a token was checked.
+    pub subject: Option<String>,
+    /// The token's verified claims (empty for public routes).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The raw token, kept only so a route that asks for it can forward it; never logged.
+    pub token: Option<String>,
+    /// When the socket must close because the token expires.
+    pub expiry: Option<Expiry>,
+    /// The subprotocols the client offered, minus any `bearer.<token>` entry.
+    pub protocols: Vec<String>,
+}
 
 /// Why a request was refused: a low-cardinality label for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

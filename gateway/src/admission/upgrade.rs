@@ -117,9 +117,8 @@ mod tests {
 
     #[test]
     fn refuses_each_defect() {
-        let without = |name: &str| -> Headers {
-            GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
-        };
+        let without =
+            |name: &str| -> Headers { GOOD.iter().copied().filter(|(k, _)| *k != name).collect() };
         let with = |name: &'static str, value: &'static str| {
             let mut h = without(name);
             h.push((name, value));

@@ -2,35 +2,39 @@
 //! unchanged, pings get pongs (tungstenite answers them), and a close gets a close with the same
 //! code. This is the Pedestal guide's example, served by the gateway itself.
 
-use std::time::Duration;
-
 use futures_util::{SinkExt, StreamExt};
-use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{close, close_and_drain, close_for_error, Initiator, SessionEnd};
+use super::guard::{Expiry, Violation};
+use super::{close, close_and_drain, close_for_error, Initiator, SessionContext, SessionEnd};
 use crate::shutdown::shutting_down;
 
-/// Run one echo session until either side closes or the gateway shuts down.
-pub async fn run<S>(
-    mut ws: WebSocketStream<S>,
-    prefix: &str,
-    mut shutdown: ShutdownWatch,
-    close_timeout: Duration,
-) -> SessionEnd
+/// Run one echo session until either side closes, policy ends it, or the gateway shuts down.
+pub async fn run<S>(mut ws: WebSocketStream<S>, prefix: &str, ctx: SessionContext) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let SessionContext {
+        mut shutdown,
+        close_timeout,
+        inbound,
+        expiry,
+    } = ctx;
     let mut end = SessionEnd::default();
     loop {
         let next = tokio::select! {
             biased;
             _ = shutting_down(&mut shutdown) => {
-                end.initiator = Initiator::Gateway;
-                end.close_code = Some(close::GOING_AWAY);
+                end.close_by_gateway(close::GOING_AWAY);
                 close_and_drain(&mut ws, close::GOING_AWAY, "server shutting down", close_timeout).await;
+                return end;
+            }
+            _ = Expiry::wait(expiry) => {
+                let v = Expiry::VIOLATION;
+                end.close_by_gateway(v.code);
+                close_and_drain(&mut ws, v.code, v.reason, close_timeout).await;
                 return end;
             }
             next = ws.next() => next,
@@ -38,10 +42,9 @@ where
         let reply = match next {
             None => return end,
             Some(Err(e)) => {
-                if let Some((code, reason)) = close_for_error(&e) {
+                if let Some(Violation { code, reason }) = close_for_error(&e) {
                     log::debug!("echo session: {e}; closing with {code}");
-                    end.initiator = Initiator::Gateway;
-                    end.close_code = Some(code);
+                    end.close_by_gateway(code);
                     close_and_drain(&mut ws, code, reason, close_timeout).await;
                 }
                 return end;
@@ -50,6 +53,11 @@ where
                 if message.is_text() || message.is_binary() {
                     end.messages_in += 1;
                     end.bytes_in += message.len() as u64;
+                    if let Err(Violation { code, reason }) = inbound.on_message(message.len()) {
+                        end.close_by_gateway(code);
+                        close_and_drain(&mut ws, code, reason, close_timeout).await;
+                        return end;
+                    }
                 }
                 match message {
                     Message::Text(text) => Message::text(format!("{prefix}{}", text.as_str())),

@@ -2,6 +2,7 @@
 //! close codes, and the count of open sockets that a graceful stop waits on.
 
 pub mod echo;
+pub mod guard;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use pingora::server::ShutdownWatch;
+
 use crate::config::Limits;
+use guard::{Expiry, Guard, Violation};
 
 /// Close codes the gateway sends (RFC 6455, section 7.4.1), in one place.
 pub mod close {
@@ -75,19 +79,38 @@ pub struct SessionEnd {
     pub bytes_out: u64,
 }
 
+impl SessionEnd {
+    /// Record that the gateway closed the session with `code`.
+    pub fn close_by_gateway(&mut self, code: u16) {
+        self.initiator = Initiator::Gateway;
+        self.close_code = Some(code);
+    }
+}
+
+/// What every session needs besides its socket: the shutdown signal, the close timeout, the
+/// policy for messages from the client, and the token's expiry.
+pub struct SessionContext {
+    pub shutdown: ShutdownWatch,
+    pub close_timeout: Duration,
+    /// Applied to each data message the client sends.
+    pub inbound: Guard,
+    pub expiry: Option<Expiry>,
+}
+
 /// The close code and reason for a read error, or `None` when the peer is gone and nothing can
 /// be sent.
-pub fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
-    match e {
+pub fn close_for_error(e: &WsError) -> Option<Violation> {
+    let (code, reason) = match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Some((close::MESSAGE_TOO_BIG, "message too big"))
+            (close::MESSAGE_TOO_BIG, "message too big")
         }
-        WsError::Capacity(_) => Some((close::MESSAGE_TOO_BIG, "frame too big")),
-        WsError::Utf8(_) => Some((close::INVALID_PAYLOAD, "invalid UTF-8 in text message")),
-        WsError::Protocol(_) => Some((close::PROTOCOL_ERROR, "protocol error")),
-        WsError::WriteBufferFull(_) => Some((close::POLICY_VIOLATION, "peer does not read")),
-        _ => None,
-    }
+        WsError::Capacity(_) => (close::MESSAGE_TOO_BIG, "frame too big"),
+        WsError::Utf8(_) => (close::INVALID_PAYLOAD, "invalid UTF-8 in text message"),
+        WsError::Protocol(_) => (close::PROTOCOL_ERROR, "protocol error"),
+        WsError::WriteBufferFull(_) => (close::POLICY_VIOLATION, "peer does not read"),
+        _ => return None,
+    };
+    Some(Violation { code, reason })
 }
 
 /// Send our close frame, then wait (bounded) for the peer's reply so the close handshake

@@ -1,0 +1,143 @@
+//! Per-connection, per-direction message policy applied inside a session (echo and relay alike):
+//! message size (close 1009), message rate and byte rate (close 1008), and the token's expiry
+//! (close 1008 `token expired`).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::close;
+
+type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
+/// Rates for one direction of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// Data messages per second (burst = one second's worth); `None`: unlimited.
+    pub messages_per_second: Option<NonZeroU32>,
+    /// Payload bytes per second (burst = one second's worth); `None`: unlimited.
+    pub bytes_per_second: Option<NonZeroU32>,
+}
+
+/// Why a session must end under policy: the close code and reason to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// The policy of one direction of one connection.
+pub struct Guard {
+    max_message_bytes: usize,
+    messages: Option<Direct>,
+    bytes: Option<Direct>,
+}
+
+impl Guard {
+    pub fn new(max_message_bytes: usize, rates: Rates) -> Guard {
+        let limiter = |per_second: NonZeroU32| RateLimiter::direct(Quota::per_second(per_second));
+        Guard {
+            max_message_bytes,
+            messages: rates.messages_per_second.map(limiter),
+            bytes: rates.bytes_per_second.map(limiter),
+        }
+    }
+
+    /// Account for one data message of `len` payload bytes.
+    pub fn on_message(&self, len: usize) -> Result<(), Violation> {
+        if len > self.max_message_bytes {
+            return Err(Violation {
+                code: close::MESSAGE_TOO_BIG,
+                reason: "message too big",
+            });
+        }
+        if let Some(limiter) = &self.messages {
+            if limiter.check().is_err() {
+                return Err(Violation {
+                    code: close::POLICY_VIOLATION,
+                    reason: "message rate exceeded",
+                });
+            }
+        }
+        if let Some(limiter) = &self.bytes {
+            let n = NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX));
+            if let Some(n) = n {
+                if !matches!(limiter.check_n(n), Ok(Ok(()))) {
+                    return Err(Violation {
+                        code: close::POLICY_VIOLATION,
+                        reason: "byte rate exceeded",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When an admitted token stops being valid for the open socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// The moment the session must close (the token's `exp` plus any grace).
+    pub at: Instant,
+}
+
+impl Expiry {
+    pub const VIOLATION: Violation = Violation {
+        code: close::POLICY_VIOLATION,
+        reason: "token expired",
+    };
+
+    /// Resolves at the expiry, or never when there is none.
+    pub async fn wait(expiry: Option<Expiry>) {
+        match expiry {
+            Some(e) => tokio::time::sleep_until(e.at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn after(d: Duration) -> Expiry {
+        Expiry {
+            at: Instant::now() + d,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_and_rates() {
+        let g = Guard::new(10, Rates::default());
+        assert!(g.on_message(10).is_ok());
+        assert_eq!(g.on_message(11).unwrap_err().code, close::MESSAGE_TOO_BIG);
+
+        let g = Guard::new(
+            1000,
+            Rates {
+                messages_per_second: NonZeroU32::new(3),
+                bytes_per_second: None,
+            },
+        );
+        for _ in 0..3 {
+            g.on_message(1).unwrap();
+        }
+        assert_eq!(g.on_message(1).unwrap_err().reason, "message rate exceeded");
+
+        let g = Guard::new(
+            1000,
+            Rates {
+                messages_per_second: None,
+                bytes_per_second: NonZeroU32::new(100),
+            },
+        );
+        g.on_message(60).unwrap();
+        assert_eq!(g.on_message(60).unwrap_err().reason, "byte rate exceeded");
+        // Empty messages cost no bytes.
+        g.on_message(0).unwrap();
+    }
+}
