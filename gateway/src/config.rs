@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod policy;
+pub use policy::Policy;
+
 /// The configuration used when `portcullis` starts without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
@@ -45,6 +48,8 @@ pub mod defaults {
     pub const THREADS: usize = 2;
     /// The prefix the echo mode puts in front of a text message (the Pedestal guide's example).
     pub const ECHO_PREFIX: &str = "echo: ";
+    /// Open WebSockets across the gateway before new handshakes get 503.
+    pub const MAX_CONNECTIONS: usize = 100_000;
     /// The policy name a route uses when it names none.
     pub const POLICY: &str = "default";
 }
@@ -121,6 +126,9 @@ pub struct Server {
     pub threads: usize,
     /// On SIGTERM/SIGINT: how long open sockets get to finish after they were sent close 1001.
     pub shutdown_grace: HumanDuration,
+    /// Networks (CIDR) whose `X-Forwarded-For`/`Forwarded` headers are believed for the client
+    /// address. Empty: the socket's peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Server {
@@ -128,6 +136,7 @@ impl Default for Server {
         Server {
             threads: defaults::THREADS,
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -162,6 +171,8 @@ pub struct Limits {
     pub read_buffer_bytes: usize,
     pub max_write_buffer_bytes: usize,
     pub close_timeout: HumanDuration,
+    /// Open WebSockets across the whole gateway; past it new handshakes get 503.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -175,6 +186,7 @@ impl Default for Limits {
             read_buffer_bytes: defaults::READ_BUFFER_BYTES,
             max_write_buffer_bytes: defaults::MAX_WRITE_BUFFER_BYTES,
             close_timeout: HumanDuration(defaults::CLOSE_TIMEOUT),
+            max_connections: defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -237,11 +249,6 @@ impl Route {
     }
 }
 
-/// `[policies.NAME]`: admission rules. Empty for now; the admission work fills it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {}
-
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,12 +294,22 @@ impl Config {
         };
         let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         config.source = source.to_string();
-        if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
+        let base = base.filter(|b| !b.as_os_str().is_empty());
+        if let Some(base) = base {
             for l in &mut config.listeners {
                 if let Some(tls) = &mut l.tls {
                     tls.cert = base.join(&tls.cert);
                     tls.key = base.join(&tls.key);
                 }
+            }
+        }
+        let base = base.unwrap_or(Path::new(""));
+        for (name, policy) in config.policies.iter_mut() {
+            match policy.include.take() {
+                Some(file) => {
+                    *policy = load_policy_file(&base.join(file), name)?;
+                }
+                None => policy.resolve_paths(base),
             }
         }
         config.validate().map_err(err)?;
@@ -369,6 +386,17 @@ impl Config {
             }
         }
 
+        for (i, net) in s.trusted_proxies.iter().enumerate() {
+            crate::admission::client_ip::Cidr::parse(net)
+                .map_err(|e| format!("server.trusted_proxies[{i}]: {e}"))?;
+        }
+        if l.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        for (name, policy) in &self.policies {
+            policy.validate(&format!("policies.{name}"))?;
+        }
+
         let mut paths = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
@@ -424,6 +452,29 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Read a policy from its own file (`include = "..."`); its relative paths follow that file.
+fn load_policy_file(path: &Path, name: &str) -> Result<Policy, ConfigError> {
+    let source = path.display().to_string();
+    let err = |message: String| ConfigError {
+        source: source.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "cannot read policy {name:?} (policies.{name}.include): {e}"
+        ))
+    })?;
+    let mut policy: Policy = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if policy.include.is_some() {
+        return Err(err(
+            "include: an included policy cannot include another".into()
+        ));
+    }
+    policy.resolve_paths(path.parent().unwrap_or(Path::new("")));
+    policy.validate(&format!("policies.{name}")).map_err(err)?;
+    Ok(policy)
 }
 
 impl Listener {

@@ -18,25 +18,27 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::admission::{self, Reason, Rejection};
+use crate::admission::{self, Admission, Reason, Rejection};
 use crate::config::{Config, Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
 use crate::route::Router;
-use crate::session::guard::{Guard, Rates};
+use crate::session::guard::Guard;
 use crate::session::{self, echo, SessionContext, Sessions};
 
 /// Shared state of the public listeners.
 pub struct Gateway {
     config: Arc<Config>,
     router: Router,
+    admission: Arc<Admission>,
     sessions: Arc<Sessions>,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Gateway {
+    pub fn new(config: Arc<Config>, admission: Arc<Admission>, sessions: Arc<Sessions>) -> Gateway {
         Gateway {
             router: Router::new(&config),
             config,
+            admission,
             sessions,
         }
     }
@@ -132,18 +134,24 @@ impl Gateway {
         client: Client,
         shutdown: ShutdownWatch,
     ) {
-        let admitted = admission::upgrade::check(&head).and_then(|upgrade| {
-            if *shutdown.borrow() {
+        let client_ip = self.admission.client_ip(client.0.map(|a| a.ip()), &head);
+        let who = Client(client_ip.map(|ip| SocketAddr::new(ip, 0)));
+        let admitted = match admission::upgrade::check(&head) {
+            Err(rejection) => Err(rejection),
+            Ok(_) if *shutdown.borrow() => {
                 Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n"))
-            } else {
-                Ok(upgrade)
             }
-        });
-        let upgrade = match admitted {
-            Ok(upgrade) => upgrade,
+            Ok(upgrade) => self
+                .admission
+                .admit(&head, route, client_ip, &upgrade)
+                .await
+                .map(|(admitted, permit)| (upgrade, admitted, permit)),
+        };
+        let (upgrade, admitted, _permit) = match admitted {
+            Ok(ok) => ok,
             Err(rejection) => {
                 log::info!(
-                    "rejected route={} client={client} reason={} status={}",
+                    "rejected route={} client={who} reason={} status={}",
                     route.path,
                     rejection.reason.as_str(),
                     rejection.answer.status
@@ -152,8 +160,15 @@ impl Gateway {
                 return;
             }
         };
+        // The echo speaks any subprotocol: it picks the client's first (never a token entry),
+        // since browsers fail a handshake that offered protocols and got none back.
+        let protocol = admitted
+            .protocols
+            .first()
+            .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+            .unwrap_or_default();
         let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
             upgrade.accept
         );
         if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
@@ -172,13 +187,14 @@ impl Gateway {
         let ctx = SessionContext {
             shutdown,
             close_timeout: self.config.limits.close_timeout.0,
-            inbound: Guard::new(max_message, Rates::default()),
-            expiry: None,
+            inbound: Guard::new(max_message, self.admission.client_rates(route)),
+            expiry: admitted.expiry,
         };
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
         log::info!(
-            "session route={} client={client} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
+            "session route={} client={who} subject={} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
             route.path,
+            admitted.subject.as_deref().unwrap_or("-"),
             end.close_code.map_or("none".to_string(), |c| c.to_string()),
             end.initiator.as_str(),
             started.elapsed().as_secs_f64(),
@@ -203,7 +219,7 @@ fn static_answer(route: &Route, head: &RequestHead) -> Answer {
 
 /// The client's address, for logs.
 #[derive(Debug, Clone, Copy)]
-pub struct Client(Option<SocketAddr>);
+pub struct Client(pub Option<SocketAddr>);
 
 impl Client {
     pub fn of(io: &Stream) -> Client {

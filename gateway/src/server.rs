@@ -9,6 +9,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::session::Sessions;
@@ -16,7 +17,7 @@ use crate::shutdown::{spawn_exit_monitor, Signals};
 use crate::tls;
 
 /// Everything that can be checked before the server starts, with errors a user can act on:
-/// certificates load and match their keys, and the addresses can be bound.
+/// certificates load and match their keys, policy keys load, and the addresses can be bound.
 pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
     for (i, listener) in config.listeners.iter().enumerate() {
         if let Some(tls_conf) = &listener.tls {
@@ -31,6 +32,7 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
             tls::load_certified_key(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))?;
         }
     }
+    Admission::new(config)?;
     if bind {
         let admin = config.admin.enabled.then_some(&config.admin.address);
         for addr in config.listeners.iter().map(|l| &l.address).chain(admin) {
@@ -56,10 +58,12 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let admission = Arc::new(Admission::new(&config)?);
+    admission.start_background();
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
         "portcullis".to_string(),
-        Gateway::new(config.clone(), sessions.clone()),
+        Gateway::new(config.clone(), admission, sessions.clone()),
     );
     for listener in &config.listeners {
         match &listener.tls {

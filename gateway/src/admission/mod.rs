@@ -4,12 +4,29 @@
 //! rate, Origin, token, claims and connection caps. Each check is a pure function of the request
 //! head (plus shared state where it must be) and yields either a go-ahead or a [`Rejection`].
 
+pub mod client_ip;
+pub mod fetch;
+pub mod keys;
+pub mod limits;
+pub mod origin;
+pub mod token;
 pub mod upgrade;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::http1::Answer;
-use crate::session::guard::Expiry;
+use client_ip::Cidr;
+use limits::{Caps, HandshakeRate, Permit};
+use token::TokenPolicy;
+use upgrade::Upgrade;
+
+use crate::config::policy::{self, PolicyLimits};
+use crate::config::{Config, Route};
+use crate::http1::{Answer, RequestHead};
+use crate::session::guard::{Expiry, Rates};
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
 /// relays for identity forwarding and the subprotocols to offer upstream.
@@ -38,6 +55,20 @@ pub enum Reason {
     UpgradeRequired,
     /// The gateway is draining for shutdown (503).
     ShuttingDown,
+    /// The `Origin` is not allowed (403).
+    Origin,
+    /// No token where the policy looks for one (401).
+    AuthMissing,
+    /// A token that does not verify (401).
+    AuthInvalid,
+    /// A token past its `exp` (401).
+    AuthExpired,
+    /// A valid token without the required claims (403).
+    Forbidden,
+    /// Over a handshake rate (429).
+    RateLimited,
+    /// Over a connection cap (429 per client, 503 global).
+    ConnLimit,
 }
 
 impl Reason {
@@ -46,6 +77,13 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::UpgradeRequired => "upgrade_required",
             Reason::ShuttingDown => "shutting_down",
+            Reason::Origin => "origin",
+            Reason::AuthMissing => "auth_missing",
+            Reason::AuthInvalid => "auth_invalid",
+            Reason::AuthExpired => "auth_expired",
+            Reason::Forbidden => "forbidden",
+            Reason::RateLimited => "rate_limited",
+            Reason::ConnLimit => "conn_limit",
         }
     }
 }
@@ -69,4 +107,223 @@ impl Rejection {
         self.answer = self.answer.header(name, value);
         self
     }
+}
+
+/// The compiled state of one policy: its checks and the counters they keep.
+struct PolicyState {
+    origin: Option<policy::Origin>,
+    token: Option<TokenPolicy>,
+    limits: PolicyLimits,
+    ip_rate: Option<HandshakeRate<IpAddr>>,
+    subject_rate: Option<HandshakeRate<String>>,
+    per_ip: Arc<Caps<IpAddr>>,
+    per_subject: Arc<Caps<String>>,
+}
+
+impl PolicyState {
+    fn compile(p: &policy::Policy, key: &str) -> Result<PolicyState, String> {
+        Ok(PolicyState {
+            origin: p.origin.clone(),
+            token: p
+                .jwt
+                .as_ref()
+                .map(|jwt| TokenPolicy::compile(jwt, &format!("{key}.jwt")))
+                .transpose()?,
+            limits: p.limits.clone(),
+            ip_rate: p.limits.handshakes_per_ip.as_ref().map(HandshakeRate::new),
+            subject_rate: p
+                .limits
+                .handshakes_per_subject
+                .as_ref()
+                .map(HandshakeRate::new),
+            per_ip: Arc::default(),
+            per_subject: Arc::default(),
+        })
+    }
+}
+
+/// The admission engine: every policy compiled, plus the gateway-wide counters.
+pub struct Admission {
+    policies: HashMap<String, PolicyState>,
+    public: PolicyState,
+    trusted_proxies: Vec<Cidr>,
+    per_route: Arc<Caps<String>>,
+    global: Arc<Caps<()>>,
+    max_connections: usize,
+}
+
+impl Admission {
+    /// Compile the policies of a validated config: keys are loaded here, so a bad key file is a
+    /// start-up (and `--check`) error naming its key.
+    pub fn new(config: &Config) -> Result<Admission, String> {
+        let mut policies = HashMap::new();
+        for (name, p) in &config.policies {
+            policies.insert(
+                name.clone(),
+                PolicyState::compile(p, &format!("policies.{name}"))?,
+            );
+        }
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|c| Cidr::parse(c))
+            .collect::<Result<_, _>>()?;
+        Ok(Admission {
+            policies,
+            public: PolicyState::compile(&policy::Policy::default(), "policies.default")?,
+            trusted_proxies,
+            per_route: Arc::default(),
+            global: Arc::default(),
+            max_connections: config.limits.max_connections,
+        })
+    }
+
+    /// Start the background JWKS fetchers (on their own thread, outside the request path).
+    pub fn start_background(&self) {
+        let remotes: Vec<_> = self
+            .policies
+            .values()
+            .filter_map(|p| p.token.as_ref().and_then(|t| t.keys.remote()))
+            .collect();
+        if remotes.is_empty() {
+            return;
+        }
+        std::thread::Builder::new()
+            .name("jwks".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("jwks runtime");
+                rt.block_on(futures_util::future::join_all(
+                    remotes.into_iter().map(|r| r.run()),
+                ));
+            })
+            .expect("spawn jwks thread");
+    }
+
+    fn policy(&self, route: &Route) -> &PolicyState {
+        self.policies
+            .get(route.policy_name())
+            .unwrap_or(&self.public)
+    }
+
+    /// The client address (trusted-proxy aware).
+    pub fn client_ip(&self, peer: Option<IpAddr>, head: &RequestHead) -> Option<IpAddr> {
+        client_ip::resolve(peer, head, &self.trusted_proxies)
+    }
+
+    /// Per-connection rates for messages from the client on `route`.
+    pub fn client_rates(&self, route: &Route) -> Rates {
+        let l = &self.policy(route).limits;
+        Rates {
+            messages_per_second: l.messages_per_second.and_then(NonZeroU32::new),
+            bytes_per_second: l.bytes_per_second.and_then(NonZeroU32::new),
+        }
+    }
+
+    /// Run checks 2-6 on a valid upgrade (check 1), cheapest first. On success the returned
+    /// [`Permit`] holds the connection slots until it is dropped with the session.
+    pub async fn admit(
+        &self,
+        head: &RequestHead,
+        route: &Route,
+        client_ip: Option<IpAddr>,
+        upgrade: &Upgrade,
+    ) -> Result<(Admitted, Permit), Rejection> {
+        let policy = self.policy(route);
+        // 2. handshake rate per client IP
+        if let (Some(rate), Some(ip)) = (&policy.ip_rate, client_ip) {
+            rate.check(&ip).map_err(rate_limited)?;
+        }
+        // 3. Origin
+        if let Some(origin) = &policy.origin {
+            origin::check(head, origin)?;
+        }
+        // 4 and 5. token and claims
+        let verified = match &policy.token {
+            Some(token) => Some(token.check(head).await?),
+            None => None,
+        };
+        let subject = verified.as_ref().and_then(|v| v.subject.clone());
+        if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
+            rate.check(sub).map_err(rate_limited)?;
+        }
+        // 6. connection caps
+        let mut permit = Permit::default();
+        let over = |who: &str| {
+            Rejection::new(
+                Reason::ConnLimit,
+                429,
+                format!("too many connections {who}\n"),
+            )
+        };
+        if let (Some(cap), Some(ip)) = (policy.limits.connections_per_ip, client_ip) {
+            permit.hold(
+                policy
+                    .per_ip
+                    .acquire(ip, cap)
+                    .ok_or_else(|| over("from this address"))?,
+            );
+        }
+        if let (Some(cap), Some(sub)) = (policy.limits.connections_per_subject, &subject) {
+            permit.hold(
+                policy
+                    .per_subject
+                    .acquire(sub.clone(), cap)
+                    .ok_or_else(|| over("for this subject"))?,
+            );
+        }
+        if let Some(cap) = policy.limits.connections_per_route {
+            permit.hold(
+                self.per_route
+                    .acquire(route.path.clone(), cap)
+                    .ok_or_else(|| over("on this route"))?,
+            );
+        }
+        permit.hold(
+            self.global
+                .acquire((), self.max_connections)
+                .ok_or_else(|| {
+                    Rejection::new(Reason::ConnLimit, 503, "gateway at capacity\n")
+                        .header("Retry-After", "1")
+                })?,
+        );
+
+        let expiry = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            Expiry::after(left)
+        });
+        let (token, claims) = match verified {
+            Some(v) => (Some(v.token), v.claims),
+            None => (None, Default::default()),
+        };
+        let admitted = Admitted {
+            client_ip,
+            subject,
+            claims,
+            token,
+            expiry,
+            protocols: upgrade
+                .offered_protocols
+                .iter()
+                .filter(|p| !token::is_token_subprotocol(p))
+                .cloned()
+                .collect(),
+        };
+        Ok((admitted, permit))
+    }
+
+    /// Open sockets counted against the global cap.
+    pub fn open_connections(&self) -> usize {
+        self.global.count(&())
+    }
+}
+
+fn rate_limited(retry_after: std::time::Duration) -> Rejection {
+    Rejection::new(Reason::RateLimited, 429, "too many handshakes\n").header(
+        "Retry-After",
+        limits::retry_after_secs(retry_after).to_string(),
+    )
 }
