@@ -1,9 +1,11 @@
 //! End-to-end tests: the real `portcullis` binary over real sockets, real TLS and real
 //! WebSocket clients. Each test starts its own gateway on free loopback ports.
 
+mod admission;
 mod clients;
 mod config_check;
 mod echo;
 mod handshake;
 mod lifecycle;
 mod support;
+mod tokens;

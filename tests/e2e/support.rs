@@ -70,7 +70,13 @@ impl Gateway {
     }
 
     pub fn start_with(tls: bool, extra: &str) -> Gateway {
+        Gateway::start_prepared(tls, extra, |_| {})
+    }
+
+    /// Start after `prepare` has written files (keys, policies) into the gateway's folder.
+    pub fn start_prepared(tls: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, config_text(port, admin_port, tls, extra)).unwrap();
@@ -174,6 +180,30 @@ impl Gateway {
             .await
             .expect("no answer in time");
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Send a handshake for `path` with `extra` header lines and return the answer's status and
+    /// head (without waiting for the connection to end, since a 101 keeps it open).
+    pub async fn try_handshake(&self, target: &str, extra: &str) -> (u16, String) {
+        let mut tls = self.tls().await;
+        tls.write_all(handshake(target, extra).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + STEP;
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout_at(deadline, tls.read(&mut chunk))
+                .await
+                .expect("no answer in time")
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        (status_of(&text), text)
     }
 
     /// GET over plain HTTP on the admin port.
