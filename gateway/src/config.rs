@@ -306,6 +306,11 @@ impl Config {
         let base = base.unwrap_or(Path::new(""));
         for (name, policy) in config.policies.iter_mut() {
             match policy.include.take() {
+                Some(_) if !policy.is_empty() => {
+                    return Err(err(format!(
+                        "policies.{name}.include cannot be combined with other keys of the policy"
+                    )))
+                }
                 Some(file) => {
                     *policy = load_policy_file(&base.join(file), name)?;
                 }

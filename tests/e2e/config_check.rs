@@ -149,3 +149,81 @@ fn busy_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Every shipped policy file passes `--check` when included (internal.toml with its key file).
+#[test]
+fn shipped_policy_files_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(
+        dir.path().join("keys/ops-2026.pub.pem"),
+        key.public_key_pem(),
+    )
+    .unwrap();
+    for file in ["public-echo.toml", "chat.toml", "internal.toml"] {
+        std::fs::copy(format!("{policies}/{file}"), dir.path().join(file)).unwrap();
+    }
+    let text = format!(
+        "{}\n[policies.public]\ninclude = \"public-echo.toml\"\n[policies.chat]\ninclude = \"chat.toml\"\n\
+         [policies.internal]\ninclude = \"internal.toml\"\n\
+         [[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"public\"\n\
+         [[routes]]\npath = \"/b\"\nmode = \"echo\"\npolicy = \"chat\"\n\
+         [[routes]]\npath = \"/c\"\nmode = \"echo\"\npolicy = \"internal\"\n",
+        config_text(free_port(), free_port(), true, "")
+    );
+    let (ok, out) = check(dir.path(), &text);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn bad_policies_fail_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config_text(free_port(), free_port(), true, "");
+    std::fs::write(dir.path().join("ec.pem"), "not a key").unwrap();
+    std::fs::write(dir.path().join("short.secret"), "tooshort").unwrap();
+    std::fs::write(
+        dir.path().join("inc.toml"),
+        "[origin]\nallow = [\"ftp://x\"]\n",
+    )
+    .unwrap();
+    let cases = [
+        ("[policies.p.jwt]\nissuers = [\"x\"]\n", "policies.p.jwt: no verification keys"),
+        (
+            "[policies.p.jwt]\nkeys = [{ alg = \"RS256\", secret_env = \"S\" }]\n",
+            "policies.p.jwt.keys[0]",
+        ),
+        (
+            "[policies.p.jwt]\nkeys = [{ alg = \"HS256\", pem_file = \"ec.pem\" }]\n",
+            "policies.p.jwt.keys[0]",
+        ),
+        (
+            "[policies.p.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"ec.pem\" }]\n",
+            "policies.p.jwt.keys[0]: ",
+        ),
+        (
+            "[policies.p.jwt]\nkeys = [{ alg = \"HS256\", secret_file = \"short.secret\" }]\n",
+            "at least 32",
+        ),
+        (
+            "[policies.p.jwt]\nkeys = [{ alg = \"HS256\", secret_env = \"PORTCULLIS_TEST_UNSET_VAR\" }]\n",
+            "PORTCULLIS_TEST_UNSET_VAR",
+        ),
+        ("[policies.p.jwt]\nkeys = [{ alg = \"none\" }]\n", "none"),
+        ("[policies.p.origin]\nallow = [\"https://a.com/\"]\n", "policies.p.origin.allow[0]"),
+        ("[policies.p.origin]\nallow = [\"https://a.*.com\"]\n", "policies.p.origin.allow[0]"),
+        ("[policies.p.limits]\nhandshakes_per_ip = { burst = 3 }\n", "policies.p.limits.handshakes_per_ip"),
+        ("[policies.p.limits]\nconnections_per_subject = 3\n", "per-subject limits need"),
+        ("[policies.p.limits]\nconnections_per_ip = 0\n", "policies.p.limits.connections_per_ip"),
+        ("[policies.p]\ninclude = \"inc.toml\"\n", "inc.toml"),
+        ("[policies.p]\ninclude = \"inc.toml\"\n[policies.p.limits]\nconnections_per_ip = 1\n", "cannot be combined"),
+        ("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n", "server.trusted_proxies[0]"),
+    ];
+    for (policy, key) in cases {
+        let text = format!("{base}\n{policy}");
+        let (ok, out) = check(dir.path(), &text);
+        assert!(!ok, "should fail: {policy}");
+        assert!(out.contains(key), "error should name {key:?}: {out}");
+    }
+}

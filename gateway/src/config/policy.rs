@@ -200,6 +200,20 @@ pub struct PolicyLimits {
 }
 
 impl Policy {
+    /// No rules at all (besides a possible `include`).
+    pub fn is_empty(&self) -> bool {
+        let l = &self.limits;
+        self.origin.is_none()
+            && self.jwt.is_none()
+            && l.handshakes_per_ip.is_none()
+            && l.handshakes_per_subject.is_none()
+            && l.connections_per_ip.is_none()
+            && l.connections_per_subject.is_none()
+            && l.connections_per_route.is_none()
+            && l.messages_per_second.is_none()
+            && l.bytes_per_second.is_none()
+    }
+
     /// Validate; `key` is this policy's key path (e.g. `policies.chat`) for error messages.
     pub fn validate(&self, key: &str) -> Result<(), String> {
         if let Some(origin) = &self.origin {
