@@ -5,7 +5,7 @@
 //! lifecycle; everything from the first request byte on is ours (see `http1` for why).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -134,8 +134,8 @@ impl Gateway {
         client: Client,
         shutdown: ShutdownWatch,
     ) {
-        let client_ip = self.admission.client_ip(client.0.map(|a| a.ip()), &head);
-        let who = Client(client_ip.map(|ip| SocketAddr::new(ip, 0)));
+        let client_ip = self.admission.client_ip(client.0, &head);
+        let who = Client(client_ip);
         let admitted = match admission::upgrade::check(&head) {
             Err(rejection) => Err(rejection),
             Ok(_) if *shutdown.borrow() => {
@@ -219,21 +219,22 @@ fn static_answer(route: &Route, head: &RequestHead) -> Answer {
 
 /// The client's address, for logs.
 #[derive(Debug, Clone, Copy)]
-pub struct Client(pub Option<SocketAddr>);
+pub struct Client(pub Option<IpAddr>);
 
 impl Client {
+    /// The socket's peer.
     pub fn of(io: &Stream) -> Client {
-        Client(
-            io.get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
-        )
+        Client(io.get_socket_digest().and_then(|d| {
+            d.peer_addr()
+                .and_then(|a| a.as_inet().map(|inet| inet.ip()))
+        }))
     }
 }
 
 impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(addr) => write!(f, "{}", addr.ip()),
+            Some(ip) => write!(f, "{ip}"),
             None => f.write_str("unknown"),
         }
     }

@@ -439,19 +439,44 @@ async fn expiry_can_be_ignored_or_given_grace() {
         true,
         "[[routes]]\npath = \"/ws/lax\"\nmode = \"echo\"\npolicy = \"lax\"\n\
          [policies.lax.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
-         leeway = \"0s\"\non_expiry = \"ignore\"\n",
+         leeway = \"0s\"\non_expiry = \"ignore\"\n\
+         [[routes]]\npath = \"/ws/graced\"\nmode = \"echo\"\npolicy = \"graced\"\n\
+         [policies.graced.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
+         leeway = \"0s\"\nexpiry_grace = \"2s\"\n",
         write_keys,
     );
-    let token = sign(Algorithm::ES256, None, &claims(json!({"exp": now() + 1})));
-    let mut req = gw.url("/ws/lax").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, gw.tls().await)
-        .await
-        .unwrap();
+    let connect = |path: &'static str| {
+        let gw = &gw;
+        async move {
+            let token = sign(Algorithm::ES256, None, &claims(json!({"exp": now() + 2})));
+            let mut req = gw.url(path).into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::client_async(req, gw.tls().await)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut lax = connect("/ws/lax").await;
+    let mut graced = connect("/ws/graced").await;
+    // exp is 1-2 s away (whole seconds); the graced close comes 2 s after it, so at 2.5 s the
+    // token has expired and the graced socket is still open.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
-        roundtrip(&mut ws, Message::text("after exp")).await,
+        roundtrip(&mut graced, Message::text("in grace")).await,
+        Message::text("echo: in grace")
+    );
+    let (code, reason) = expect_close(&mut graced).await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        roundtrip(&mut lax, Message::text("after exp")).await,
         Message::text("echo: after exp")
     );
 }

@@ -48,7 +48,7 @@ pub struct Verified {
     pub token: String,
     pub subject: Option<String>,
     pub claims: Map<String, Value>,
-    /// When an open socket must close (`exp` + grace), unless the policy ignores expiry.
+    /// When an open socket must close (`exp` + leeway + grace), unless the policy ignores expiry.
     pub closes_at: Option<SystemTime>,
 }
 
@@ -93,8 +93,9 @@ impl TokenPolicy {
         self.authorize(&claims)?;
         let subject = claims.get("sub").and_then(Value::as_str).map(String::from);
         let closes_at = match (self.on_expiry, claims.get("exp").and_then(Value::as_u64)) {
+            // The leeway that admitted a just-expired token also keeps it open that long.
             (OnExpiry::Close, Some(exp)) => {
-                Some(UNIX_EPOCH + Duration::from_secs(exp) + self.expiry_grace)
+                Some(UNIX_EPOCH + Duration::from_secs(exp) + self.leeway + self.expiry_grace)
             }
             _ => None,
         };
