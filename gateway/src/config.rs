@@ -129,6 +129,8 @@ pub struct Server {
     /// Networks (CIDR) whose `X-Forwarded-For`/`Forwarded` headers are believed for the client
     /// address. Empty: the socket's peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// Also reload when files change, checking this often (SIGHUP always reloads).
+    pub watch_interval: Option<HumanDuration>,
 }
 
 impl Default for Server {
@@ -137,6 +139,7 @@ impl Default for Server {
             threads: defaults::THREADS,
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
             trusted_proxies: Vec::new(),
+            watch_interval: None,
         }
     }
 }
@@ -204,11 +207,25 @@ pub struct Listener {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    /// The default certificate chain and key: served when no `sni` entry matches.
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Generate a self-signed development pair into `cert`/`key` when they do not exist.
     #[serde(default)]
     pub generate_self_signed: bool,
+    /// More certificates on the same listener, chosen by the client's SNI name.
+    #[serde(default)]
+    pub sni: Vec<SniCert>,
+}
+
+/// `[[listeners.tls.sni]]`: a certificate for some server names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// Exact names (`chat.example.com`) or one-level wildcards (`*.example.com`).
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// What a route does with a request.
@@ -300,6 +317,10 @@ impl Config {
                 if let Some(tls) = &mut l.tls {
                     tls.cert = base.join(&tls.cert);
                     tls.key = base.join(&tls.key);
+                    for sni in &mut tls.sni {
+                        sni.cert = base.join(&sni.cert);
+                        sni.key = base.join(&sni.key);
+                    }
                 }
             }
         }
@@ -376,6 +397,21 @@ impl Config {
             }
             seen.push(addr);
             if let Some(tls) = &listener.tls {
+                for (j, sni) in tls.sni.iter().enumerate() {
+                    let key = format!("listeners[{i}].tls.sni[{j}]");
+                    if sni.names.is_empty() {
+                        return Err(format!("{key}.names must name at least one server name"));
+                    }
+                    for name in &sni.names {
+                        crate::tls::NamePattern::parse(name)
+                            .map_err(|e| format!("{key}.names: {e}"))?;
+                    }
+                    for (k, path) in [("cert", &sni.cert), ("key", &sni.key)] {
+                        if !path.exists() {
+                            return Err(format!("{key}.{k}: {} does not exist", path.display()));
+                        }
+                    }
+                }
                 for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
                     if path.as_os_str().is_empty() {
                         return Err(format!("listeners[{i}].tls.{key} must not be empty"));

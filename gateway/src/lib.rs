@@ -9,6 +9,7 @@ pub mod admission;
 pub mod config;
 pub mod gateway;
 pub mod http1;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -12,6 +12,7 @@ use crate::admin::Admin;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::reload::Reloader;
 use crate::session::Sessions;
 use crate::shutdown::{spawn_exit_monitor, Signals};
 use crate::tls;
@@ -29,7 +30,7 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
                     tls_conf.key.display()
                 );
             }
-            tls::load_certified_key(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))?;
+            tls::CertStore::load(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))?;
         }
     }
     Admission::new(config)?;
@@ -65,16 +66,18 @@ pub fn run(config: Config) -> Result<(), String> {
         "portcullis".to_string(),
         Gateway::new(config.clone(), admission, sessions.clone()),
     );
+    let mut cert_stores = Vec::new();
     for listener in &config.listeners {
         match &listener.tls {
             Some(tls_conf) => {
-                let key = tls::load_certified_key(tls_conf)?;
+                let store = tls::CertStore::load(tls_conf)?;
+                cert_stores.push(store.clone());
                 let mut settings = TlsSettings::intermediate(
                     &tls_conf.cert.to_string_lossy(),
                     &tls_conf.key.to_string_lossy(),
                 )
                 .map_err(|e| format!("TLS settings for {}: {e}", listener.address))?;
-                settings.set_cert_resolver(Arc::new(tls::StaticCert(key)));
+                settings.set_cert_resolver(store);
                 public.add_tls_with_settings(&listener.address, None, settings);
                 log::info!("listening on wss://{}", listener.address);
             }
@@ -97,6 +100,11 @@ pub fn run(config: Config) -> Result<(), String> {
         log::info!("admin listener on http://{}", config.admin.address);
     }
 
+    Reloader {
+        cert_stores,
+        watch_interval: config.server.watch_interval.map(|d| d.0),
+    }
+    .spawn();
     spawn_exit_monitor(server.watch_execution_phase(), sessions, grace);
     log::info!(
         "portcullis {} running with {}",
