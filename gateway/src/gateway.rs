@@ -5,7 +5,7 @@
 //! lifecycle; everything from the first request byte on is ours (see `http1` for why).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,9 +18,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::access_log::{AccessLog, RejectionRecord, SessionRecord};
 use crate::admission::{self, Reason, Rejection};
 use crate::config::{Config, Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
+use crate::metrics::{self, HandshakeResult, Metrics};
 use crate::route::Router;
 use crate::session::guard::{Guard, Rates};
 use crate::session::{self, echo, SessionContext, Sessions};
@@ -30,15 +32,53 @@ pub struct Gateway {
     config: Arc<Config>,
     router: Router,
     sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    access: AccessLog,
 }
 
 impl Gateway {
+    /// The gateway of `config`, counting into the process-wide [`Metrics::global`].
     pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Gateway {
+        Gateway::with_metrics(config, sessions, Metrics::global().clone())
+    }
+
+    pub fn with_metrics(
+        config: Arc<Config>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        for route in config.routes.iter().filter(|r| r.mode != Mode::Static) {
+            metrics.init_route(&route.path);
+        }
         Gateway {
             router: Router::new(&config),
+            access: AccessLog::new(config.server.log_format),
             config,
             sessions,
+            metrics,
         }
+    }
+
+    /// Answer a refused request, count it and log it. `route` is the configured route path or
+    /// [`metrics::NO_ROUTE`]; `started` is when its head was complete.
+    async fn refuse(
+        &self,
+        io: &mut Stream,
+        route: &str,
+        client: Client,
+        rejection: &Rejection,
+        started: Instant,
+    ) {
+        let _ = rejection.answer.write(io, false, false).await;
+        self.metrics
+            .rejected(route, rejection.reason, started.elapsed());
+        self.access.rejection(&RejectionRecord {
+            route,
+            client: client.ip(),
+            subject: None,
+            reason: rejection.reason,
+            status: rejection.answer.status,
+        });
     }
 
     fn head_limits(&self) -> HeadLimits {
@@ -51,6 +91,7 @@ impl Gateway {
     /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
     /// them upgrades to a WebSocket, which then owns the connection to its end.
     async fn serve(&self, mut io: Stream, mut shutdown: ShutdownWatch) {
+        self.metrics.connection_accepted();
         let client = Client::of(&io);
         let limits = &self.config.limits;
         let mut buf = BytesMut::new();
@@ -74,9 +115,14 @@ impl Gateway {
                 Err(HeadError::Timeout) if !first && buf.is_empty() => return,
                 Err(e) => {
                     if let Some((status, why)) = e.answer() {
-                        log::info!("bad request head client={client} status={status} reason={why}");
-                        let _ = Answer::new(status, format!("{why}\n"))
-                            .write(&mut io, false, false)
+                        let reason = match e {
+                            HeadError::Timeout => Reason::HeadTimeout,
+                            HeadError::TooLarge => Reason::HeadTooLarge,
+                            _ => Reason::BadRequest,
+                        };
+                        let rejection = Rejection::new(reason, status, format!("{why}\n"));
+                        let now = Instant::now();
+                        self.refuse(&mut io, metrics::NO_ROUTE, client, &rejection, now)
                             .await;
                     }
                     return;
@@ -84,6 +130,14 @@ impl Gateway {
             };
             first = false;
             let Some(route) = self.router.find(head.path()).cloned() else {
+                if head.header_has_token("upgrade", "websocket") {
+                    // A WebSocket upgrade to nowhere is a refused handshake.
+                    let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
+                    let now = Instant::now();
+                    self.refuse(&mut io, metrics::NO_ROUTE, client, &rejection, now)
+                        .await;
+                    return;
+                }
                 let keep = self.may_keep_alive(&head, &shutdown);
                 let answer = Answer::new(404, "no route\n");
                 if answer
@@ -132,6 +186,7 @@ impl Gateway {
         client: Client,
         shutdown: ShutdownWatch,
     ) {
+        let started = Instant::now();
         let admitted = admission::upgrade::check(&head).and_then(|upgrade| {
             if *shutdown.borrow() {
                 Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n"))
@@ -142,13 +197,8 @@ impl Gateway {
         let upgrade = match admitted {
             Ok(upgrade) => upgrade,
             Err(rejection) => {
-                log::info!(
-                    "rejected route={} client={client} reason={} status={}",
-                    route.path,
-                    rejection.reason.as_str(),
-                    rejection.answer.status
-                );
-                let _ = rejection.answer.write(&mut io, false, false).await;
+                self.refuse(&mut io, &route.path, client, &rejection, started)
+                    .await;
                 return;
             }
         };
@@ -157,10 +207,15 @@ impl Gateway {
             upgrade.accept
         );
         if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            let failed = HandshakeResult::Failed;
+            self.metrics
+                .handshake(&route.path, failed, started.elapsed());
             return;
         }
+        self.metrics
+            .handshake(&route.path, HandshakeResult::Accepted, started.elapsed());
         let _open = self.sessions.open();
-        let started = Instant::now();
+        let open = self.metrics.session_opened(&route.path);
         let max_message = route
             .max_message_bytes
             .unwrap_or(self.config.limits.max_message_bytes);
@@ -174,19 +229,19 @@ impl Gateway {
             close_timeout: self.config.limits.close_timeout.0,
             inbound: Guard::new(max_message, Rates::default()),
             expiry: None,
+            meter: self.metrics.meter(&route.path),
         };
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
-        log::info!(
-            "session route={} client={client} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
-            route.path,
-            end.close_code.map_or("none".to_string(), |c| c.to_string()),
-            end.initiator.as_str(),
-            started.elapsed().as_secs_f64(),
-            end.messages_in,
-            end.messages_out,
-            end.bytes_in,
-            end.bytes_out,
-        );
+        self.metrics
+            .closed(&route.path, end.close_code, end.initiator);
+        self.access.session(&SessionRecord {
+            route: &route.path,
+            client: client.ip(),
+            // Admission fills this from `Admitted::subject` once routes authenticate.
+            subject: None,
+            end: &end,
+            duration: open.elapsed(),
+        });
     }
 }
 
@@ -211,6 +266,11 @@ impl Client {
             io.get_socket_digest()
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
         )
+    }
+
+    /// The client's IP address (no port), when known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.0.map(|a| a.ip())
     }
 }
 
