@@ -288,6 +288,16 @@ impl Class {
     }
 }
 
+/// The payload bytes of a message as they go on the wire: for a close frame its 2-byte code
+/// plus the reason (tungstenite's `Message::len` counts only the reason).
+pub fn payload_len(message: &tokio_tungstenite::tungstenite::Message) -> usize {
+    use tokio_tungstenite::tungstenite::Message;
+    match message {
+        Message::Close(frame) => frame.as_ref().map_or(0, |f| 2 + f.reason.len()),
+        other => other.len(),
+    }
+}
+
 /// Why an upstream connect failed (`error` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -423,6 +433,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let config_reloads = counter_vec(&r, &defs::CONFIG_RELOADS);
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         Metrics {
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
@@ -442,7 +456,7 @@ impl Metrics {
             ),
             upstream_healthy: gauge_vec(&r, &defs::UPSTREAM_HEALTHY),
             tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
-            config_reloads: counter_vec(&r, &defs::CONFIG_RELOADS),
+            config_reloads,
             meters: RwLock::new(HashMap::new()),
             registry: r,
         }

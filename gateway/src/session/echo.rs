@@ -9,7 +9,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::guard::{Expiry, Violation};
 use super::{close, close_and_drain, close_for_error, Initiator, SessionContext, SessionEnd};
-use crate::metrics::{Class, Direction, Meter};
+use crate::metrics::{payload_len, Class, Direction, Meter};
 use crate::shutdown::shutting_down;
 
 /// The gateway ends the session: record it, count our close frame, send it and wait for the
@@ -65,7 +65,11 @@ where
                 return end;
             }
             Some(Ok(message)) => {
-                meter.message(Direction::FromClient, Class::of(&message), message.len());
+                meter.message(
+                    Direction::FromClient,
+                    Class::of(&message),
+                    payload_len(&message),
+                );
                 if message.is_text() || message.is_binary() {
                     end.messages_in += 1;
                     end.bytes_in += message.len() as u64;
