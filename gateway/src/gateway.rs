@@ -206,6 +206,9 @@ impl Gateway {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             upgrade.accept
         );
+        // Counted for the graceful stop before the client can see the 101, so that a stop
+        // signalled right after it still waits for this session.
+        let _open = self.sessions.open();
         if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
             let failed = HandshakeResult::Failed;
             self.metrics
@@ -214,7 +217,6 @@ impl Gateway {
         }
         self.metrics
             .handshake(&route.path, HandshakeResult::Accepted, started.elapsed());
-        let _open = self.sessions.open();
         let open = self.metrics.session_opened(&route.path);
         let max_message = route
             .max_message_bytes
