@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod policy;
+pub use crate::access_log::LogFormat;
 pub use policy::Policy;
 
 /// The configuration used when `portcullis` starts without `--config`.
@@ -131,6 +132,8 @@ pub struct Server {
     pub trusted_proxies: Vec<String>,
     /// Also reload when files change, checking this often (SIGHUP always reloads).
     pub watch_interval: Option<HumanDuration>,
+    /// `"text"` (default) or `"json"`: the format of every log line, access lines included.
+    pub log_format: LogFormat,
 }
 
 impl Default for Server {
@@ -140,17 +143,23 @@ impl Default for Server {
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
             trusted_proxies: Vec::new(),
             watch_interval: None,
+            log_format: LogFormat::default(),
         }
     }
 }
 
-/// `[admin]`: the separate listener for health (and, later, metrics).
+/// `[admin]`: the separate listener for `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// `false` turns the admin listener off.
     pub enabled: bool,
     pub address: String,
+    /// A file holding the bearer token that `/metrics` and `/readyz` require (relative to the
+    /// config file's folder). At most one of `token_file` and `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// The name of an environment variable holding that token.
+    pub token_env: Option<String>,
 }
 
 impl Default for Admin {
@@ -158,6 +167,8 @@ impl Default for Admin {
         Admin {
             enabled: true,
             address: "127.0.0.1:9090".to_string(),
+            token_file: None,
+            token_env: None,
         }
     }
 }
@@ -313,6 +324,9 @@ impl Config {
         config.source = source.to_string();
         let base = base.filter(|b| !b.as_os_str().is_empty());
         if let Some(base) = base {
+            if let Some(file) = &mut config.admin.token_file {
+                *file = base.join(&*file);
+            }
             for l in &mut config.listeners {
                 if let Some(tls) = &mut l.tls {
                     tls.cert = base.join(&tls.cert);
@@ -351,6 +365,20 @@ impl Config {
             self.admin
                 .socket_addr()
                 .map_err(|e| format!("admin.address: {e}"))?;
+        }
+        match (&self.admin.token_file, &self.admin.token_env) {
+            (Some(_), Some(_)) => {
+                return Err("admin.token_file and admin.token_env: set at most one".into())
+            }
+            (Some(file), None) if file.as_os_str().is_empty() => {
+                return Err("admin.token_file must not be empty".into())
+            }
+            (None, Some(var)) if var.is_empty() || var.contains(['=', '\0']) => {
+                return Err(format!(
+                    "admin.token_env: {var:?} is not an environment variable name"
+                ))
+            }
+            _ => {}
         }
         let l = &self.limits;
         check_range("limits.max_head_bytes", l.max_head_bytes, 1024, 1 << 20)?;
@@ -528,6 +556,37 @@ impl Admin {
     pub fn socket_addr(&self) -> Result<SocketAddr, String> {
         parse_addr(&self.address)
     }
+
+    /// The admin bearer token, read from `token_file` or `token_env` (surrounding whitespace
+    /// removed); `None` when neither is set. An unreadable or empty source is an error naming
+    /// its key (never the token).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let (key, value) = match (&self.token_file, &self.token_env) {
+            (Some(file), _) => (
+                "admin.token_file",
+                std::fs::read_to_string(file).map_err(|e| {
+                    format!("admin.token_file: cannot read {}: {e}", file.display())
+                })?,
+            ),
+            (None, Some(var)) => (
+                "admin.token_env",
+                std::env::var(var).map_err(|_| {
+                    format!("admin.token_env: the environment variable {var} is not set")
+                })?,
+            ),
+            (None, None) => return Ok(None),
+        };
+        let token = value.trim();
+        if token.is_empty() {
+            return Err(format!("{key}: the token is empty"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{key}: the token must be printable ASCII without spaces"
+            ));
+        }
+        Ok(Some(token.to_string()))
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -614,6 +673,52 @@ mod tests {
         assert_eq!(HumanDuration::parse("7").unwrap(), Duration::from_secs(7));
         assert!(HumanDuration::parse("-1s").is_err());
         assert!(HumanDuration::parse("1y").is_err());
+    }
+
+    #[test]
+    fn admin_token_sources() {
+        let both = format!("{MINIMAL}\n[admin]\ntoken_file = \"t\"\ntoken_env = \"T\"\n");
+        let e = Config::parse(&both, "f", None).unwrap_err().to_string();
+        assert!(e.contains("admin.token_file and admin.token_env"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret-token\n").unwrap();
+        let text = format!("{MINIMAL}\n[admin]\ntoken_file = \"admin.token\"\n");
+        let c = Config::parse(&text, "f", Some(dir.path())).unwrap();
+        assert_eq!(c.admin.token().unwrap().as_deref(), Some("s3cret-token"));
+
+        std::fs::write(dir.path().join("admin.token"), "  \n").unwrap();
+        let e = c.admin.token().unwrap_err();
+        assert!(e.contains("admin.token_file") && e.contains("empty"), "{e}");
+
+        let text = format!("{MINIMAL}\n[admin]\ntoken_env = \"PORTCULLIS_TEST_UNSET_TOKEN\"\n");
+        let c = Config::parse(&text, "f", None).unwrap();
+        let e = c.admin.token().unwrap_err();
+        assert!(e.contains("PORTCULLIS_TEST_UNSET_TOKEN"), "{e}");
+        assert!(Config::embedded().unwrap().admin.token().unwrap().is_none());
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let c = Config::parse(
+            &format!("{MINIMAL}\n[server]\nlog_format = \"json\"\n"),
+            "f",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        assert_eq!(
+            Config::embedded().unwrap().server.log_format,
+            LogFormat::Text
+        );
+        let e = Config::parse(
+            &format!("{MINIMAL}\n[server]\nlog_format = \"xml\"\n"),
+            "f",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log_format") || e.contains("xml"), "{e}");
     }
 
     #[test]

@@ -18,9 +18,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::access_log::{AccessLog, RejectionRecord, SessionRecord};
 use crate::admission::{self, Admission, Reason, Rejection};
 use crate::config::{Config, Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
+use crate::metrics::{self, HandshakeResult, Metrics};
 use crate::route::Router;
 use crate::session::guard::Guard;
 use crate::session::{self, echo, SessionContext, Sessions};
@@ -31,16 +33,55 @@ pub struct Gateway {
     router: Router,
     admission: Arc<Admission>,
     sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    access: AccessLog,
 }
 
 impl Gateway {
+    /// The gateway of `config`, counting into the process-wide [`Metrics::global`].
     pub fn new(config: Arc<Config>, admission: Arc<Admission>, sessions: Arc<Sessions>) -> Gateway {
+        Gateway::with_metrics(config, admission, sessions, Metrics::global().clone())
+    }
+
+    pub fn with_metrics(
+        config: Arc<Config>,
+        admission: Arc<Admission>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        for route in config.routes.iter().filter(|r| r.mode != Mode::Static) {
+            metrics.init_route(&route.path);
+        }
         Gateway {
             router: Router::new(&config),
+            access: AccessLog::new(config.server.log_format),
             config,
             admission,
             sessions,
+            metrics,
         }
+    }
+
+    /// Answer a refused request, count it and log it. `route` is the configured route path or
+    /// [`metrics::NO_ROUTE`]; `started` is when its head was complete.
+    async fn refuse(
+        &self,
+        io: &mut Stream,
+        route: &str,
+        client: Client,
+        rejection: &Rejection,
+        started: Instant,
+    ) {
+        let _ = rejection.answer.write(io, false, false).await;
+        self.metrics
+            .rejected(route, rejection.reason, started.elapsed());
+        self.access.rejection(&RejectionRecord {
+            route,
+            client: client.ip(),
+            subject: None,
+            reason: rejection.reason,
+            status: rejection.answer.status,
+        });
     }
 
     fn head_limits(&self) -> HeadLimits {
@@ -53,6 +94,7 @@ impl Gateway {
     /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
     /// them upgrades to a WebSocket, which then owns the connection to its end.
     async fn serve(&self, mut io: Stream, mut shutdown: ShutdownWatch) {
+        self.metrics.connection_accepted();
         let client = Client::of(&io);
         let limits = &self.config.limits;
         let mut buf = BytesMut::new();
@@ -76,9 +118,14 @@ impl Gateway {
                 Err(HeadError::Timeout) if !first && buf.is_empty() => return,
                 Err(e) => {
                     if let Some((status, why)) = e.answer() {
-                        log::info!("bad request head client={client} status={status} reason={why}");
-                        let _ = Answer::new(status, format!("{why}\n"))
-                            .write(&mut io, false, false)
+                        let reason = match e {
+                            HeadError::Timeout => Reason::HeadTimeout,
+                            HeadError::TooLarge => Reason::HeadTooLarge,
+                            _ => Reason::BadRequest,
+                        };
+                        let rejection = Rejection::new(reason, status, format!("{why}\n"));
+                        let now = Instant::now();
+                        self.refuse(&mut io, metrics::NO_ROUTE, client, &rejection, now)
                             .await;
                     }
                     return;
@@ -86,6 +133,14 @@ impl Gateway {
             };
             first = false;
             let Some(route) = self.router.find(head.path()).cloned() else {
+                if head.header_has_token("upgrade", "websocket") {
+                    // A WebSocket upgrade to nowhere is a refused handshake.
+                    let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
+                    let now = Instant::now();
+                    self.refuse(&mut io, metrics::NO_ROUTE, client, &rejection, now)
+                        .await;
+                    return;
+                }
                 let keep = self.may_keep_alive(&head, &shutdown);
                 let answer = Answer::new(404, "no route\n");
                 if answer
@@ -134,6 +189,7 @@ impl Gateway {
         client: Client,
         shutdown: ShutdownWatch,
     ) {
+        let started = Instant::now();
         let client_ip = self.admission.client_ip(client.0, &head);
         let who = Client(client_ip);
         let admitted = match admission::upgrade::check(&head) {
@@ -150,13 +206,8 @@ impl Gateway {
         let (upgrade, admitted, _permit) = match admitted {
             Ok(ok) => ok,
             Err(rejection) => {
-                log::info!(
-                    "rejected route={} client={who} reason={} status={}",
-                    route.path,
-                    rejection.reason.as_str(),
-                    rejection.answer.status
-                );
-                let _ = rejection.answer.write(&mut io, false, false).await;
+                self.refuse(&mut io, &route.path, who, &rejection, started)
+                    .await;
                 return;
             }
         };
@@ -171,11 +222,18 @@ impl Gateway {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
             upgrade.accept
         );
+        // Counted for the graceful stop before the client can see the 101, so that a stop
+        // signalled right after it still waits for this session.
+        let _open = self.sessions.open();
         if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            let failed = HandshakeResult::Failed;
+            self.metrics
+                .handshake(&route.path, failed, started.elapsed());
             return;
         }
-        let _open = self.sessions.open();
-        let started = Instant::now();
+        self.metrics
+            .handshake(&route.path, HandshakeResult::Accepted, started.elapsed());
+        let open = self.metrics.session_opened(&route.path);
         let max_message = route
             .max_message_bytes
             .unwrap_or(self.config.limits.max_message_bytes);
@@ -189,20 +247,18 @@ impl Gateway {
             close_timeout: self.config.limits.close_timeout.0,
             inbound: Guard::new(max_message, self.admission.client_rates(route)),
             expiry: admitted.expiry,
+            meter: self.metrics.meter(&route.path),
         };
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
-        log::info!(
-            "session route={} client={who} subject={} close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
-            route.path,
-            admitted.subject.as_deref().unwrap_or("-"),
-            end.close_code.map_or("none".to_string(), |c| c.to_string()),
-            end.initiator.as_str(),
-            started.elapsed().as_secs_f64(),
-            end.messages_in,
-            end.messages_out,
-            end.bytes_in,
-            end.bytes_out,
-        );
+        self.metrics
+            .closed(&route.path, end.close_code, end.initiator);
+        self.access.session(&SessionRecord {
+            route: &route.path,
+            client: who.ip(),
+            subject: admitted.subject.as_deref(),
+            end: &end,
+            duration: open.elapsed(),
+        });
     }
 }
 
@@ -228,6 +284,11 @@ impl Client {
             d.peer_addr()
                 .and_then(|a| a.as_inet().map(|inet| inet.ip()))
         }))
+    }
+
+    /// The client's IP address (no port), when known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.0
     }
 }
 

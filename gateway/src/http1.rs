@@ -199,12 +199,19 @@ impl Answer {
         self
     }
 
-    /// Serialize; `head_only` for answers to `HEAD`.
+    /// Serialize; `head_only` for answers to `HEAD`. The content type is plain text unless a
+    /// `Content-Type` header was added.
     pub fn to_bytes(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nServer: portcullis\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        let typed = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        let mut out =
+            format!(
+            "HTTP/1.1 {} {}\r\nServer: portcullis\r\n{}Content-Length: {}\r\nConnection: {}\r\n",
             self.status,
             reason_phrase(self.status),
+            if typed { "" } else { "Content-Type: text/plain; charset=utf-8\r\n" },
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" },
         );

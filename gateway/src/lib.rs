@@ -4,11 +4,13 @@
 //! `101` → `session`. `server` wires the pieces into a pingora server; `main.rs` is the command
 //! line only.
 
+pub mod access_log;
 pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod gateway;
 pub mod http1;
+pub mod metrics;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use portcullis::access_log::Logger;
 use portcullis::config::Config;
 use portcullis::server;
 
@@ -60,9 +61,6 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
@@ -82,6 +80,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = Logger::install(config.server.log_format) {
+        eprintln!("portcullis: cannot install the logger: {e}");
+        return ExitCode::from(1);
+    }
     if args.check {
         return match server::preflight(&config, false) {
             Ok(()) => {

@@ -8,10 +8,11 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::session::Sessions;
 use crate::shutdown::{spawn_exit_monitor, Signals};
@@ -20,6 +21,9 @@ use crate::tls;
 /// Everything that can be checked before the server starts, with errors a user can act on:
 /// certificates load and match their keys, policy keys load, and the addresses can be bound.
 pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
+    if config.admin.enabled {
+        config.admin.token()?;
+    }
     for (i, listener) in config.listeners.iter().enumerate() {
         if let Some(tls_conf) = &listener.tls {
             if tls::ensure_dev_pair(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))? {
@@ -59,12 +63,31 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let metrics = Metrics::global().clone();
+    // `/readyz`: the listeners run once pingora reaches its Running phase. Code that needs more
+    // before traffic may come (the relay's upstreams) adds checks with `readiness.add_check`.
+    let readiness = Arc::new(Readiness::default());
+    readiness.follow(server.watch_execution_phase());
+
     let admission = Arc::new(Admission::new(&config)?);
     admission.start_background();
+    metrics.set_connection_limit(
+        crate::metrics::ALL_ROUTES,
+        config.limits.max_connections as u64,
+    );
+    for route in &config.routes {
+        if let Some(cap) = config
+            .policies
+            .get(route.policy_name())
+            .and_then(|p| p.limits.connections_per_route)
+        {
+            metrics.set_connection_limit(&route.path, cap as u64);
+        }
+    }
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
         "portcullis".to_string(),
-        Gateway::new(config.clone(), admission, sessions.clone()),
+        Gateway::with_metrics(config.clone(), admission, sessions.clone(), metrics.clone()),
     );
     let mut cert_stores = Vec::new();
     for listener in &config.listeners {
@@ -93,7 +116,14 @@ pub fn run(config: Config) -> Result<(), String> {
     server.add_service(public);
 
     if config.admin.enabled {
-        let mut admin = Service::new("portcullis-admin".to_string(), Admin);
+        let token = config.admin.token()?;
+        if token.is_none() {
+            log::info!(
+                "admin listener has no token: /metrics and /readyz are open to whoever reaches it"
+            );
+        }
+        let app = Admin::new(metrics.clone(), readiness.clone(), token);
+        let mut admin = Service::new("portcullis-admin".to_string(), app);
         admin.threads = Some(1);
         admin.add_tcp(&config.admin.address);
         server.add_service(admin);

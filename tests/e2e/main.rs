@@ -7,5 +7,6 @@ mod config_check;
 mod echo;
 mod handshake;
 mod lifecycle;
+mod metrics;
 mod support;
 mod tokens;

@@ -50,6 +50,17 @@ pub struct Gateway {
 
 /// The base configuration every test starts from; `extra` TOML is appended (new tables only).
 pub fn config_text(port: u16, admin_port: u16, tls: bool, extra: &str) -> String {
+    config_text_admin(port, admin_port, tls, "", extra)
+}
+
+/// [`config_text`] with `admin_extra` keys added to the `[admin]` table.
+pub fn config_text_admin(
+    port: u16,
+    admin_port: u16,
+    tls: bool,
+    admin_extra: &str,
+    extra: &str,
+) -> String {
     let tls_table = if tls {
         "[listeners.tls]\ncert = \"certs/cert.pem\"\nkey = \"certs/key.pem\"\ngenerate_self_signed = true\n"
     } else {
@@ -57,7 +68,7 @@ pub fn config_text(port: u16, admin_port: u16, tls: bool, extra: &str) -> String
     };
     format!(
         "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n{tls_table}\n\
-         [admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
+         [admin]\naddress = \"127.0.0.1:{admin_port}\"\n{admin_extra}\n\
          [[routes]]\npath = \"/\"\nmode = \"static\"\nbody = \"Hello, World!\"\n\n\
          [[routes]]\npath = \"/ws/echo\"\nmode = \"echo\"\n\n{extra}\n"
     )
@@ -70,16 +81,31 @@ impl Gateway {
     }
 
     pub fn start_with(tls: bool, extra: &str) -> Gateway {
-        Gateway::start_prepared(tls, extra, |_| {})
+        Gateway::start_full(tls, "", extra, |_| {})
     }
 
     /// Start after `prepare` has written files (keys, policies) into the gateway's folder.
     pub fn start_prepared(tls: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Gateway {
+        Gateway::start_full(tls, "", extra, prepare)
+    }
+
+    /// Start over TLS with `admin_extra` keys in `[admin]` and `extra` tables appended.
+    pub fn start_admin(admin_extra: &str, extra: &str) -> Gateway {
+        Gateway::start_full(true, admin_extra, extra, |_| {})
+    }
+
+    fn start_full(
+        tls: bool,
+        admin_extra: &str,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("portcullis.toml");
-        std::fs::write(&config, config_text(port, admin_port, tls, extra)).unwrap();
+        let text = config_text_admin(port, admin_port, tls, admin_extra, extra);
+        std::fs::write(&config, text).unwrap();
         let child = spawn(&["--config", config.to_str().unwrap()], dir.path());
         let gw = Gateway {
             child: Some(child),

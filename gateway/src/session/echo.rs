@@ -9,7 +9,24 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::guard::{Expiry, Violation};
 use super::{close, close_and_drain, close_for_error, Initiator, SessionContext, SessionEnd};
+use crate::metrics::{payload_len, Class, Direction, Meter};
 use crate::shutdown::shutting_down;
+
+/// The gateway ends the session: record it, count our close frame, send it and wait for the
+/// client's reply.
+async fn close_by_gateway<S>(
+    ws: &mut WebSocketStream<S>,
+    end: &mut SessionEnd,
+    meter: &Meter,
+    Violation { code, reason }: Violation,
+    close_timeout: std::time::Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    end.close_by_gateway(code);
+    meter.message(Direction::ToClient, Class::Control, 2 + reason.len());
+    close_and_drain(ws, code, reason, close_timeout).await;
+}
 
 /// Run one echo session until either side closes, policy ends it, or the gateway shuts down.
 pub async fn run<S>(mut ws: WebSocketStream<S>, prefix: &str, ctx: SessionContext) -> SessionEnd
@@ -21,20 +38,19 @@ where
         close_timeout,
         inbound,
         expiry,
+        meter,
     } = ctx;
     let mut end = SessionEnd::default();
     loop {
         let next = tokio::select! {
             biased;
             _ = shutting_down(&mut shutdown) => {
-                end.close_by_gateway(close::GOING_AWAY);
-                close_and_drain(&mut ws, close::GOING_AWAY, "server shutting down", close_timeout).await;
+                let going_away = Violation { code: close::GOING_AWAY, reason: "server shutting down" };
+                close_by_gateway(&mut ws, &mut end, &meter, going_away, close_timeout).await;
                 return end;
             }
             _ = Expiry::wait(expiry) => {
-                let v = Expiry::VIOLATION;
-                end.close_by_gateway(v.code);
-                close_and_drain(&mut ws, v.code, v.reason, close_timeout).await;
+                close_by_gateway(&mut ws, &mut end, &meter, Expiry::VIOLATION, close_timeout).await;
                 return end;
             }
             next = ws.next() => next,
@@ -42,20 +58,23 @@ where
         let reply = match next {
             None => return end,
             Some(Err(e)) => {
-                if let Some(Violation { code, reason }) = close_for_error(&e) {
-                    log::debug!("echo session: {e}; closing with {code}");
-                    end.close_by_gateway(code);
-                    close_and_drain(&mut ws, code, reason, close_timeout).await;
+                if let Some(violation) = close_for_error(&e) {
+                    log::debug!("echo session: {e}; closing with {}", violation.code);
+                    close_by_gateway(&mut ws, &mut end, &meter, violation, close_timeout).await;
                 }
                 return end;
             }
             Some(Ok(message)) => {
+                meter.message(
+                    Direction::FromClient,
+                    Class::of(&message),
+                    payload_len(&message),
+                );
                 if message.is_text() || message.is_binary() {
                     end.messages_in += 1;
                     end.bytes_in += message.len() as u64;
-                    if let Err(Violation { code, reason }) = inbound.on_message(message.len()) {
-                        end.close_by_gateway(code);
-                        close_and_drain(&mut ws, code, reason, close_timeout).await;
+                    if let Err(violation) = inbound.on_message(message.len()) {
+                        close_by_gateway(&mut ws, &mut end, &meter, violation, close_timeout).await;
                         return end;
                     }
                 }
@@ -66,6 +85,8 @@ where
                         // tungstenite has queued the reply with the same code; the next read
                         // flushes it and then ends the stream.
                         if end.initiator == Initiator::None {
+                            let len = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
+                            meter.message(Direction::ToClient, Class::Control, len);
                             end.initiator = Initiator::Client;
                             end.close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
                         }
@@ -76,11 +97,12 @@ where
                 }
             }
         };
-        let len = reply.len() as u64;
+        let (len, class) = (reply.len(), Class::of(&reply));
         if ws.send(reply).await.is_err() {
             return end;
         }
+        meter.message(Direction::ToClient, class, len);
         end.messages_out += 1;
-        end.bytes_out += len;
+        end.bytes_out += len as u64;
     }
 }

@@ -19,6 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use pingora::server::ShutdownWatch;
 
 use crate::config::Limits;
+use crate::metrics::Meter;
 use guard::{Expiry, Guard, Violation};
 
 /// Close codes the gateway sends (RFC 6455, section 7.4.1), in one place.
@@ -88,13 +89,15 @@ impl SessionEnd {
 }
 
 /// What every session needs besides its socket: the shutdown signal, the close timeout, the
-/// policy for messages from the client, and the token's expiry.
+/// policy for messages from the client, the token's expiry, and the route's message counters.
 pub struct SessionContext {
     pub shutdown: ShutdownWatch,
     pub close_timeout: Duration,
     /// Applied to each data message the client sends.
     pub inbound: Guard,
     pub expiry: Option<Expiry>,
+    /// Counts every message by direction and class (`Meter::default()` counts nothing).
+    pub meter: Meter,
 }
 
 /// The close code and reason for a read error, or `None` when the peer is gone and nothing can
