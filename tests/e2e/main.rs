@@ -2,6 +2,7 @@
 //! WebSocket clients. Each test starts its own gateway on free loopback ports.
 
 mod admission;
+mod certs;
 mod clients;
 mod config_check;
 mod echo;

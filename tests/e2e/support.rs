@@ -276,6 +276,17 @@ pub fn wait_listening(port: u16, log: &Path) {
 
 /// A TLS client connection trusting only `cert`.
 pub async fn tls_connect(port: u16, cert: &Path) -> TlsStream<TcpStream> {
+    try_tls_connect(port, cert, "localhost")
+        .await
+        .expect("TLS handshake failed")
+}
+
+/// A TLS client connection to `port` asking for server name `name` and trusting only `cert`.
+pub async fn try_tls_connect(
+    port: u16,
+    cert: &Path,
+    name: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -287,14 +298,13 @@ pub async fn tls_connect(port: u16, cert: &Path) -> TlsStream<TcpStream> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
     tokio::time::timeout(
         STEP,
         TlsConnector::from(Arc::new(config)).connect(name, tcp),
     )
     .await
     .expect("TLS handshake timed out")
-    .expect("TLS handshake failed")
 }
 
 /// A blocking HTTP/1.1 GET (one request, connection closed after).

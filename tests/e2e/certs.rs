@@ -1,0 +1,134 @@
+//! Certificates: several on one listener chosen by SNI, and rotation without a restart (SIGHUP or
+//! file watch) while old sockets stay open.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// Write a fresh self-signed pair for `names` at `dir/stem.{cert,key}.pem`.
+fn pair(dir: &Path, stem: &str, names: &[&str]) {
+    let p =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    std::fs::write(dir.join(format!("certs/{stem}.cert.pem")), p.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("certs/{stem}.key.pem")),
+        p.signing_key.serialize_pem(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    pair(dir.path(), "alpha", &["alpha.test"]);
+    pair(dir.path(), "beta", &["x.beta.test", "y.beta.test"]);
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [listeners.tls]\ncert = \"certs/cert.pem\"\nkey = \"certs/key.pem\"\ngenerate_self_signed = true\n\
+         [[listeners.tls.sni]]\nnames = [\"alpha.test\"]\ncert = \"certs/alpha.cert.pem\"\nkey = \"certs/alpha.key.pem\"\n\
+         [[listeners.tls.sni]]\nnames = [\"*.beta.test\"]\ncert = \"certs/beta.cert.pem\"\nkey = \"certs/beta.key.pem\"\n\
+         [admin]\naddress = \"127.0.0.1:{admin}\"\n\
+         [[routes]]\npath = \"/ws/echo\"\nmode = \"echo\"\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let child = spawn(&["--config", "c.toml"], dir.path());
+    let gw = Gateway {
+        child: Some(child),
+        cert: dir.path().join("certs/cert.pem"),
+        dir,
+        port,
+        admin_port: admin,
+        tls: true,
+    };
+    gw.wait_ready();
+    let certs = gw.dir.path().join("certs");
+    let alpha = certs.join("alpha.cert.pem");
+    let beta = certs.join("beta.cert.pem");
+    assert!(try_tls_connect(port, &alpha, "alpha.test").await.is_ok());
+    assert!(try_tls_connect(port, &beta, "x.beta.test").await.is_ok());
+    assert!(try_tls_connect(port, &beta, "y.beta.test").await.is_ok());
+    // Each name gets its own certificate, not another's.
+    assert!(try_tls_connect(port, &beta, "alpha.test").await.is_err());
+    assert!(try_tls_connect(port, &alpha, "x.beta.test").await.is_err());
+    // Unknown names get the default.
+    assert!(try_tls_connect(port, &gw.cert, "localhost").await.is_ok());
+    assert!(try_tls_connect(port, &alpha, "other.test").await.is_err());
+}
+
+/// certbot/cert-manager style rotation: the files are replaced, then SIGHUP (or the watcher)
+/// reloads; a new client sees the new certificate while an old socket stays open; a broken
+/// replacement keeps the old certificate.
+async fn rotation(trigger: &str) {
+    let extra = if trigger == "watch" {
+        "[server]\nwatch_interval = \"200ms\"\n"
+    } else {
+        ""
+    };
+    let gw = Gateway::start(extra);
+    let old_cert = gw.dir.path().join("old.pem");
+    std::fs::copy(&gw.cert, &old_cert).unwrap();
+    let mut old = gw.ws("/ws/echo").await;
+
+    // Replace with a new pair (new key too), as certbot does.
+    let fresh = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key_path = gw.dir.path().join("certs/key.pem");
+    std::fs::write(&key_path, fresh.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&gw.cert, fresh.cert.pem()).unwrap();
+    if trigger == "hup" {
+        gw.signal("HUP");
+    }
+    let deadline = std::time::Instant::now() + STEP;
+    while try_tls_connect(gw.port, &gw.cert, "localhost")
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded: {}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(try_tls_connect(gw.port, &old_cert, "localhost")
+        .await
+        .is_err());
+    assert_eq!(
+        roundtrip(&mut old, Message::text("still open")).await,
+        Message::text("echo: still open")
+    );
+
+    // A broken replacement: the certificate in use stays.
+    std::fs::write(&gw.cert, "garbage").unwrap();
+    if trigger == "hup" {
+        gw.signal("HUP");
+    }
+    let deadline = std::time::Instant::now() + STEP;
+    while !gw.log().contains("certificates kept") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&gw.cert, fresh.cert.pem()).unwrap();
+    // The serving certificate is still the fresh one.
+    let fresh_copy = gw.dir.path().join("fresh.pem");
+    std::fs::write(&fresh_copy, fresh.cert.pem()).unwrap();
+    assert!(try_tls_connect(gw.port, &fresh_copy, "localhost")
+        .await
+        .is_ok());
+    assert!(gw.child.is_some());
+}
+
+#[tokio::test]
+async fn certificate_swap_on_sighup_keeps_old_sockets() {
+    rotation("hup").await;
+}
+
+#[tokio::test]
+async fn certificate_swap_on_file_change_keeps_old_sockets() {
+    rotation("watch").await;
+}
