@@ -43,6 +43,10 @@ pub mod defaults {
     pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long a graceful stop (SIGTERM/SIGINT) waits for open sockets to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Window over which shutdown spreads its 1001 closes.
+    pub const DRAIN_WINDOW: Duration = Duration::from_secs(5);
+    /// Time a removed route's sockets keep after a reload.
+    pub const ROUTE_REMOVAL_GRACE: Duration = Duration::from_secs(30);
     /// Idle time allowed between requests on a kept-alive plain HTTP connection.
     pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
     /// Worker threads for the gateway's listeners.
@@ -132,8 +136,24 @@ pub struct Server {
     pub trusted_proxies: Vec<String>,
     /// Also reload when files change, checking this often (SIGHUP always reloads).
     pub watch_interval: Option<HumanDuration>,
+    /// On shutdown, open sockets are sent close 1001 at random moments over this window, so
+    /// their clients do not all reconnect at once. At most `shutdown_grace`; by default the
+    /// smaller of 5 s and half of `shutdown_grace`.
+    pub drain_window: Option<HumanDuration>,
+    /// After a reload removed a route, its open sockets get this long before close 1001.
+    pub route_removal_grace: HumanDuration,
     /// `"text"` (default) or `"json"`: the format of every log line, access lines included.
     pub log_format: LogFormat,
+}
+
+impl Server {
+    /// The drain window in force (see `drain_window`).
+    pub fn drain_window(&self) -> Duration {
+        match self.drain_window {
+            Some(d) => d.0,
+            None => defaults::DRAIN_WINDOW.min(self.shutdown_grace.0 / 2),
+        }
+    }
 }
 
 impl Default for Server {
@@ -143,6 +163,8 @@ impl Default for Server {
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
             trusted_proxies: Vec::new(),
             watch_interval: None,
+            drain_window: None,
+            route_removal_grace: HumanDuration(defaults::ROUTE_REMOVAL_GRACE),
             log_format: LogFormat::default(),
         }
     }
@@ -295,6 +317,10 @@ pub struct Config {
     /// Where this configuration came from (a path or [`EMBEDDED_NAME`]); not a TOML key.
     #[serde(skip)]
     pub source: String,
+    /// Every file this configuration was read from (the file and its included policies), for
+    /// reloading when they change.
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -311,7 +337,9 @@ impl Config {
             source: source.clone(),
             message: format!("cannot read the file: {e}"),
         })?;
-        Config::parse(&text, &source, path.parent())
+        let mut config = Config::parse(&text, &source, path.parent())?;
+        config.files.insert(0, path.to_path_buf());
+        Ok(config)
     }
 
     /// Parse and validate TOML text; `base` resolves relative paths.
@@ -347,7 +375,9 @@ impl Config {
                     )))
                 }
                 Some(file) => {
-                    *policy = load_policy_file(&base.join(file), name)?;
+                    let file = base.join(file);
+                    *policy = load_policy_file(&file, name)?;
+                    config.files.push(file);
                 }
                 None => policy.resolve_paths(base),
             }
@@ -360,6 +390,9 @@ impl Config {
         let s = &self.server;
         if s.threads == 0 || s.threads > 1024 {
             return Err("server.threads must be between 1 and 1024".into());
+        }
+        if s.drain_window.is_some_and(|d| d.0 > s.shutdown_grace.0) {
+            return Err("server.drain_window must not be longer than server.shutdown_grace".into());
         }
         if self.admin.enabled {
             self.admin

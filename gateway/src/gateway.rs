@@ -19,44 +19,38 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::access_log::{AccessLog, RejectionRecord, SessionRecord};
-use crate::admission::{self, Admission, Reason, Rejection};
-use crate::config::{Config, Mode, Route};
+use crate::admission::{self, Reason, Rejection};
+use crate::config::{Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
+use crate::live::{Live, LiveConfig};
 use crate::metrics::{self, HandshakeResult, Metrics};
-use crate::route::Router;
+use crate::route::RouteEntry;
 use crate::session::guard::Guard;
 use crate::session::{self, echo, SessionContext, Sessions};
+use crate::shutdown::StopSignal;
 
 /// Shared state of the public listeners.
 pub struct Gateway {
-    config: Arc<Config>,
-    router: Router,
-    admission: Arc<Admission>,
+    live: Arc<LiveConfig>,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     access: AccessLog,
 }
 
 impl Gateway {
-    /// The gateway of `config`, counting into the process-wide [`Metrics::global`].
-    pub fn new(config: Arc<Config>, admission: Arc<Admission>, sessions: Arc<Sessions>) -> Gateway {
-        Gateway::with_metrics(config, admission, sessions, Metrics::global().clone())
-    }
-
-    pub fn with_metrics(
-        config: Arc<Config>,
-        admission: Arc<Admission>,
-        sessions: Arc<Sessions>,
-        metrics: Arc<Metrics>,
-    ) -> Gateway {
-        for route in config.routes.iter().filter(|r| r.mode != Mode::Static) {
+    pub fn new(live: Arc<LiveConfig>, sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Gateway {
+        let current = live.get();
+        for route in current
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.mode != Mode::Static)
+        {
             metrics.init_route(&route.path);
         }
         Gateway {
-            router: Router::new(&config),
-            access: AccessLog::new(config.server.log_format),
-            config,
-            admission,
+            access: AccessLog::new(current.config.server.log_format),
+            live,
             sessions,
             metrics,
         }
@@ -72,7 +66,8 @@ impl Gateway {
         rejection: &Rejection,
         started: Instant,
     ) {
-        let _ = rejection.answer.write(io, false, false).await;
+        // Counted and logged before the answer goes out, so whoever sees the answer also finds
+        // it in the metrics and the log.
         self.metrics
             .rejected(route, rejection.reason, started.elapsed());
         self.access.rejection(&RejectionRecord {
@@ -82,13 +77,7 @@ impl Gateway {
             reason: rejection.reason,
             status: rejection.answer.status,
         });
-    }
-
-    fn head_limits(&self) -> HeadLimits {
-        HeadLimits {
-            max_bytes: self.config.limits.max_head_bytes,
-            max_headers: self.config.limits.max_headers,
-        }
+        let _ = rejection.answer.write(io, false, false).await;
     }
 
     /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
@@ -96,10 +85,16 @@ impl Gateway {
     async fn serve(&self, mut io: Stream, mut shutdown: ShutdownWatch) {
         self.metrics.connection_accepted();
         let client = Client::of(&io);
-        let limits = &self.config.limits;
         let mut buf = BytesMut::new();
         let mut first = true;
         loop {
+            // Each request follows the configuration in force when it starts.
+            let live = self.live.get();
+            let limits = &live.config.limits;
+            let head_limits = HeadLimits {
+                max_bytes: limits.max_head_bytes,
+                max_headers: limits.max_headers,
+            };
             let timeout = if first {
                 limits.head_timeout.0
             } else {
@@ -107,7 +102,7 @@ impl Gateway {
             };
             // An idle kept-alive connection just ends when the gateway stops.
             let idle = !first && buf.is_empty();
-            let read = http1::read_head(&mut io, &mut buf, self.head_limits(), timeout);
+            let read = http1::read_head(&mut io, &mut buf, head_limits, timeout);
             let result = tokio::select! {
                 r = read => r,
                 _ = crate::shutdown::shutting_down(&mut shutdown), if idle => return,
@@ -132,7 +127,7 @@ impl Gateway {
                 }
             };
             first = false;
-            let Some(route) = self.router.find(head.path()).cloned() else {
+            let Some(entry) = live.router.find(head.path()).cloned() else {
                 if head.header_has_token("upgrade", "websocket") {
                     // A WebSocket upgrade to nowhere is a refused handshake.
                     let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
@@ -153,10 +148,10 @@ impl Gateway {
                 }
                 continue;
             };
-            match route.mode {
+            match entry.route.mode {
                 Mode::Static => {
                     let keep = self.may_keep_alive(&head, &shutdown);
-                    let answer = static_answer(&route, &head);
+                    let answer = static_answer(&entry.route, &head);
                     if answer
                         .write(&mut io, keep, head.method == "HEAD")
                         .await
@@ -167,7 +162,7 @@ impl Gateway {
                     }
                 }
                 Mode::Echo => {
-                    self.websocket(io, buf, head, &route, client, shutdown)
+                    self.websocket(io, buf, head, &live, &entry, client, shutdown)
                         .await;
                     return;
                 }
@@ -180,24 +175,27 @@ impl Gateway {
     }
 
     /// Admission, the 101, then the session.
+    #[allow(clippy::too_many_arguments)]
     async fn websocket(
         &self,
         mut io: Stream,
         preread: BytesMut,
         head: RequestHead,
-        route: &Route,
+        live: &Live,
+        entry: &RouteEntry,
         client: Client,
         shutdown: ShutdownWatch,
     ) {
+        let route = &*entry.route;
         let started = Instant::now();
-        let client_ip = self.admission.client_ip(client.0, &head);
+        let client_ip = live.admission.client_ip(client.0, &head);
         let who = Client(client_ip);
         let admitted = match admission::upgrade::check(&head) {
             Err(rejection) => Err(rejection),
             Ok(_) if *shutdown.borrow() => {
                 Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n"))
             }
-            Ok(upgrade) => self
+            Ok(upgrade) => live
                 .admission
                 .admit(&head, route, client_ip, &upgrade)
                 .await
@@ -236,16 +234,16 @@ impl Gateway {
         let open = self.metrics.session_opened(&route.path);
         let max_message = route
             .max_message_bytes
-            .unwrap_or(self.config.limits.max_message_bytes);
-        let config = session::websocket_config(&self.config.limits, max_message);
+            .unwrap_or(live.config.limits.max_message_bytes);
+        let config = session::websocket_config(&live.config.limits, max_message);
         // Frames the client sent right behind its head are already in `preread`.
         let ws =
             WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
                 .await;
         let ctx = SessionContext {
-            shutdown,
-            close_timeout: self.config.limits.close_timeout.0,
-            inbound: Guard::new(max_message, self.admission.client_rates(route)),
+            stop: StopSignal::new(shutdown, entry.removed(), live.config.server.drain_window()),
+            close_timeout: live.config.limits.close_timeout.0,
+            inbound: Guard::new(max_message, live.admission.client_rates(route)),
             expiry: admitted.expiry,
             meter: self.metrics.meter(&route.path),
         };

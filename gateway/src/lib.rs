@@ -10,6 +10,7 @@ pub mod admission;
 pub mod config;
 pub mod gateway;
 pub mod http1;
+pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod route;

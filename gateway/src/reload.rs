@@ -1,45 +1,140 @@
-//! Reloading without dropping sockets: on SIGHUP (and, when `[server] watch_interval` is set, when
-//! the files change) certificates are re-read and swapped into the listeners' resolvers. Open
-//! connections keep the TLS session they have; new handshakes get the new certificate. A file
-//! that fails to load leaves the certificates in use untouched.
+//! Reloading without dropping sockets, on SIGHUP and (when `[server] watch_interval` is set)
+//! when the files change.
+//!
+//! - Configuration and policies: the new file is validated first (certificates, keys, every
+//!   key); if it fails, the configuration in force stays and the failure is logged and counted.
+//!   Otherwise it becomes the new generation ([`crate::live`]): new handshakes follow it at once,
+//!   open sockets keep the rules they were admitted under, and sockets on routes the reload
+//!   removed are closed with 1001 `route removed` after `route_removal_grace`.
+//! - Certificates: re-read and swapped into the listeners' resolvers; open connections keep
+//!   their TLS sessions, new handshakes get the new certificate. A file that fails to load
+//!   leaves the certificates in use untouched.
+//!
+//! Listener addresses and the admin listener are bound once: changing them needs a restart (or
+//! a zero-downtime upgrade with SIGQUIT).
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::admission::Admission;
+use crate::config::Config;
+use crate::live::{Live, LiveConfig};
+use crate::metrics::Metrics;
+use crate::route::Router;
+use crate::server::preflight;
 use crate::tls::CertStore;
 
-/// What can be reloaded.
+/// What can be reloaded, and from where.
 pub struct Reloader {
     pub cert_stores: Vec<Arc<CertStore>>,
+    /// The file the gateway was started with; `None` for the embedded default.
+    pub config_path: Option<PathBuf>,
+    pub live: Arc<LiveConfig>,
+    pub metrics: Arc<Metrics>,
     /// Poll the files this often; `None`: only on SIGHUP.
     pub watch_interval: Option<Duration>,
 }
 
 impl Reloader {
-    /// Reload everything now (SIGHUP).
-    fn reload_all(&self) {
+    /// Reload the configuration file. Returns whether a new configuration is in force.
+    fn reload_config(&self) -> bool {
+        let Some(path) = &self.config_path else {
+            log::info!("reload: running the embedded default configuration; nothing to reload");
+            return false;
+        };
+        let old = self.live.get();
+        let next = Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                preflight(&config, false).map_err(|e| format!("{}: {e}", config.source))?;
+                let admission = Admission::new_after(&config, &old.admission)
+                    .map_err(|e| format!("{}: {e}", config.source))?;
+                Ok((config, admission))
+            });
+        let (config, admission) = match next {
+            Ok(next) => next,
+            Err(e) => {
+                self.metrics.config_reload(false);
+                log::error!("reload failed, the configuration in force stays: {e}");
+                return false;
+            }
+        };
+        let listeners = |c: &Config| {
+            c.listeners
+                .iter()
+                .map(|l| (l.address.clone(), l.tls.is_some()))
+                .collect::<Vec<_>>()
+        };
+        if listeners(&config) != listeners(&old.config)
+            || config.admin.address != old.config.admin.address
+            || config.admin.enabled != old.config.admin.enabled
+        {
+            log::warn!(
+                "reload: listener or admin address changes take effect after a restart (or a \
+                 SIGQUIT upgrade); routes and policies are reloaded now"
+            );
+        }
+        for route in &config.routes {
+            self.metrics.init_route(&route.path);
+        }
+        let (router, gone) = Router::next(&config, &old.router);
+        let grace = config.server.route_removal_grace.0;
+        let admission = Arc::new(admission);
+        admission.start_background();
+        let routes = config.routes.len();
+        self.live.swap(Live {
+            config: Arc::new(config),
+            router,
+            admission,
+        });
+        if !gone.is_empty() {
+            log::info!(
+                "reload: {} route(s) removed; their open sockets close with 1001 in {:.1}s",
+                gone.len(),
+                grace.as_secs_f64()
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                for removed in gone {
+                    removed.send_replace(true);
+                }
+            });
+        }
+        self.metrics.config_reload(true);
+        log::info!(
+            "reload: configuration from {} in force ({routes} routes)",
+            path.display()
+        );
+        true
+    }
+
+    fn reload_certs(&self, only_changed: bool) {
         for store in &self.cert_stores {
-            match store.reload() {
-                Ok(()) => log::info!("reload: certificates of {} reloaded", store.describe()),
+            let result = if only_changed {
+                store.reload_if_changed()
+            } else {
+                store.reload().map(|()| true)
+            };
+            match result {
+                Ok(true) => log::info!("reload: certificates of {} reloaded", store.describe()),
+                Ok(false) => {}
                 Err(e) => log::error!("reload: certificates kept, new ones failed: {e}"),
             }
         }
     }
 
-    /// Reload what changed on disk.
-    fn reload_changed(&self) {
-        for store in &self.cert_stores {
-            match store.reload_if_changed() {
-                Ok(true) => log::info!(
-                    "reload: certificates of {} changed on disk, reloaded",
-                    store.describe()
-                ),
-                Ok(false) => {}
-                Err(e) => log::error!("reload: certificates kept, changed files failed: {e}"),
-            }
-        }
+    /// Modification times of the configuration's files.
+    fn config_stamps(&self) -> Vec<Option<SystemTime>> {
+        self.live
+            .get()
+            .config
+            .files
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
     }
 
     /// Start the reload thread. The SIGHUP handler is installed before this returns, so a
@@ -56,15 +151,24 @@ impl Reloader {
             .name("reload".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let watch = self.watch_interval;
+                    let mut stamps = self.config_stamps();
                     loop {
                         tokio::select! {
                             _ = hup.recv() => {
                                 log::info!("SIGHUP: reloading");
-                                self.reload_all();
+                                self.reload_config();
+                                self.reload_certs(false);
                             }
-                            _ = sleep_or_never(watch) => self.reload_changed(),
+                            _ = sleep_or_never(self.watch_interval) => {
+                                let now = self.config_stamps();
+                                if now != stamps {
+                                    log::info!("configuration files changed: reloading");
+                                    self.reload_config();
+                                }
+                                self.reload_certs(true);
+                            }
                         }
+                        stamps = self.config_stamps();
                     }
                 })
             })

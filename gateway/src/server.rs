@@ -12,8 +12,10 @@ use crate::admin::{Admin, Readiness};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::live::{Live, LiveConfig};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::route::Router;
 use crate::session::Sessions;
 use crate::shutdown::{spawn_exit_monitor, Signals};
 use crate::tls;
@@ -71,6 +73,11 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let admission = Arc::new(Admission::new(&config)?);
     admission.start_background();
+    let live = Arc::new(LiveConfig::new(Live {
+        router: Router::new(&config),
+        config: config.clone(),
+        admission,
+    }));
     metrics.set_connection_limit(
         crate::metrics::ALL_ROUTES,
         config.limits.max_connections as u64,
@@ -87,7 +94,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
         "portcullis".to_string(),
-        Gateway::with_metrics(config.clone(), admission, sessions.clone(), metrics.clone()),
+        Gateway::new(live.clone(), sessions.clone(), metrics.clone()),
     );
     let mut cert_stores = Vec::new();
     for listener in &config.listeners {
@@ -132,6 +139,9 @@ pub fn run(config: Config) -> Result<(), String> {
 
     Reloader {
         cert_stores,
+        config_path: config.files.first().cloned(),
+        live,
+        metrics: metrics.clone(),
         watch_interval: config.server.watch_interval.map(|d| d.0),
     }
     .spawn();

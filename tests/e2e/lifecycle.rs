@@ -57,7 +57,7 @@ async fn embedded_default_starts_generates_a_cert_and_echoes() {
 }
 
 async fn drain_with(sig: &str) {
-    let mut gw = Gateway::start("[server]\nshutdown_grace = \"5s\"\n");
+    let mut gw = Gateway::start("[server]\nshutdown_grace = \"5s\"\ndrain_window = \"0s\"\n");
     let mut a = gw.ws("/ws/echo").await;
     let mut b = gw.ws("/ws/echo").await;
     assert_eq!(
@@ -117,4 +117,34 @@ async fn grace_period_bounds_the_drain() {
         "exited before the grace period: {took:?}"
     );
     assert!(gw.log().contains("grace period over"), "{}", gw.log());
+}
+
+/// The 1001 closes of a drain are spread over `drain_window`, so clients do not reconnect in a
+/// stampede; all of them still come within the window.
+#[tokio::test]
+async fn drain_spreads_closes_over_the_window() {
+    let mut gw = Gateway::start("[server]\nshutdown_grace = \"6s\"\ndrain_window = \"2s\"\n");
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        sockets.push(gw.ws("/ws/echo").await);
+    }
+    let signalled = std::time::Instant::now();
+    gw.signal("TERM");
+    let arrivals = futures_util::future::join_all(sockets.iter_mut().map(|ws| async move {
+        let close = expect_close(ws).await;
+        (close, signalled.elapsed())
+    }))
+    .await;
+    let times: Vec<Duration> = arrivals.iter().map(|(_, t)| *t).collect();
+    for ((code, reason), t) in &arrivals {
+        assert_eq!((*code, reason.as_str()), (1001, "server shutting down"));
+        assert!(*t < Duration::from_millis(2600), "{t:?}");
+    }
+    let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        spread > Duration::from_millis(200),
+        "closes not spread: {times:?}"
+    );
+    drop(sockets);
+    gw.wait_exit(Duration::from_secs(8));
 }

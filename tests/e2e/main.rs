@@ -9,5 +9,6 @@ mod echo;
 mod handshake;
 mod lifecycle;
 mod metrics;
+mod reload;
 mod support;
 mod tokens;

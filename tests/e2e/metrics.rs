@@ -682,9 +682,13 @@ async fn exposition_passes_promtool_and_python_parser() {
     let out = run_ok(Command::new("python3").arg(&script).arg(&url));
     let families: serde_json::Value =
         serde_json::from_str(out.trim()).expect("JSON from the script");
-    // Families without a series yet (no cap, no upstream configured) are not exposed.
+    // Families without a series yet (no upstream configured) are not exposed. The global
+    // connection cap always exists (`[limits] max_connections`).
+    assert_eq!(
+        families[defs::CONNECTIONS_LIMIT.name]["samples"][0]["value"],
+        serde_json::json!(100000)
+    );
     let unset = [
-        defs::CONNECTIONS_LIMIT.name,
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,

@@ -7,7 +7,7 @@
 //! `none` is not an algorithm at all here.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
@@ -162,6 +162,8 @@ pub struct RemoteJwks {
     last_on_demand: Mutex<Option<Instant>>,
     /// Wakes the fetch loop for an on-demand refresh.
     wake: Notify,
+    /// Keys were taken over from the previous configuration's fetcher of the same URL.
+    inherited: bool,
     /// Signalled after every fetch attempt.
     fetched: Notify,
 }
@@ -189,13 +191,20 @@ impl RemoteJwks {
         self.fetched.notify_waiters();
     }
 
-    /// The background loop: fetch now, then periodically and when woken.
-    pub async fn run(self: Arc<Self>) {
+    /// The background loop: fetch now (unless keys were inherited from the previous
+    /// configuration), then periodically and when woken. It ends once the policy that owns
+    /// these keys is gone (replaced by a reload and no longer used).
+    pub async fn run(me: Weak<Self>) {
+        let mut first = true;
         loop {
-            self.fetch_once().await;
+            let Some(this) = me.upgrade() else { return };
+            if !(first && this.inherited) {
+                this.fetch_once().await;
+            }
+            first = false;
             tokio::select! {
-                _ = tokio::time::sleep(self.refresh_every) => {}
-                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(this.refresh_every) => {}
+                _ = this.wake.notified() => {}
             }
         }
     }
@@ -272,6 +281,7 @@ impl KeySet {
                     last_on_demand: Mutex::new(None),
                     wake: Notify::new(),
                     fetched: Notify::new(),
+                    inherited: false,
                 }))
             }
         };
@@ -279,8 +289,21 @@ impl KeySet {
     }
 
     /// The background fetcher to run, if the policy has a JWKS URL.
-    pub fn remote(&self) -> Option<Arc<RemoteJwks>> {
-        self.remote.clone()
+    pub fn remote(&self) -> Option<Weak<RemoteJwks>> {
+        self.remote.as_ref().map(Arc::downgrade)
+    }
+
+    /// After a reload: start from the previous configuration's keys for the same JWKS URL, so
+    /// tokens keep verifying while the new fetcher's first fetch is under way.
+    pub fn inherit(&mut self, old: &KeySet) {
+        if let (Some(new), Some(old)) = (&mut self.remote, &old.remote) {
+            if new.url_text == old.url_text {
+                if let Some(new) = Arc::get_mut(new) {
+                    *new.keys.get_mut().expect("jwks lock") = old.snapshot();
+                    new.inherited = true;
+                }
+            }
+        }
     }
 
     /// Keys that may verify a token with this `kid` and `alg`. An unknown `kid` triggers a

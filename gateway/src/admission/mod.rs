@@ -146,8 +146,8 @@ struct PolicyState {
     origin: Option<policy::Origin>,
     token: Option<TokenPolicy>,
     limits: PolicyLimits,
-    ip_rate: Option<HandshakeRate<IpAddr>>,
-    subject_rate: Option<HandshakeRate<String>>,
+    ip_rate: Option<Arc<HandshakeRate<IpAddr>>>,
+    subject_rate: Option<Arc<HandshakeRate<String>>>,
     per_ip: Arc<Caps<IpAddr>>,
     per_subject: Arc<Caps<String>>,
 }
@@ -162,12 +162,16 @@ impl PolicyState {
                 .map(|jwt| TokenPolicy::compile(jwt, &format!("{key}.jwt")))
                 .transpose()?,
             limits: p.limits.clone(),
-            ip_rate: p.limits.handshakes_per_ip.as_ref().map(HandshakeRate::new),
+            ip_rate: p
+                .limits
+                .handshakes_per_ip
+                .as_ref()
+                .map(|r| Arc::new(HandshakeRate::new(r))),
             subject_rate: p
                 .limits
                 .handshakes_per_subject
                 .as_ref()
-                .map(HandshakeRate::new),
+                .map(|r| Arc::new(HandshakeRate::new(r))),
             per_ip: Arc::default(),
             per_subject: Arc::default(),
         })
@@ -211,6 +215,32 @@ impl Admission {
         })
     }
 
+    /// Compile a reloaded configuration, carrying over what must survive a reload: connection
+    /// counts (so sockets admitted before it still count against the caps), rate-limiter state
+    /// of unchanged rates, and JWKS keys of unchanged URLs.
+    pub fn new_after(config: &Config, old: &Admission) -> Result<Admission, String> {
+        let mut next = Admission::new(config)?;
+        next.per_route = old.per_route.clone();
+        next.global = old.global.clone();
+        for (name, policy) in next.policies.iter_mut() {
+            let Some(prev) = old.policies.get(name) else {
+                continue;
+            };
+            policy.per_ip = prev.per_ip.clone();
+            policy.per_subject = prev.per_subject.clone();
+            if policy.limits.handshakes_per_ip == prev.limits.handshakes_per_ip {
+                policy.ip_rate = prev.ip_rate.clone();
+            }
+            if policy.limits.handshakes_per_subject == prev.limits.handshakes_per_subject {
+                policy.subject_rate = prev.subject_rate.clone();
+            }
+            if let (Some(token), Some(prev_token)) = (&mut policy.token, &prev.token) {
+                token.keys.inherit(&prev_token.keys);
+            }
+        }
+        Ok(next)
+    }
+
     /// Start the background JWKS fetchers (on their own thread, outside the request path).
     pub fn start_background(&self) {
         let remotes: Vec<_> = self
@@ -229,7 +259,7 @@ impl Admission {
                     .build()
                     .expect("jwks runtime");
                 rt.block_on(futures_util::future::join_all(
-                    remotes.into_iter().map(|r| r.run()),
+                    remotes.into_iter().map(keys::RemoteJwks::run),
                 ));
             })
             .expect("spawn jwks thread");

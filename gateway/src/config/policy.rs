@@ -173,7 +173,7 @@ impl ClaimRule {
 }
 
 /// A rate with a burst: `{ per_second = 5, burst = 10 }` or `{ per_minute = 60 }`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     pub per_second: Option<u32>,

@@ -10,7 +10,6 @@ use tokio_tungstenite::WebSocketStream;
 use super::guard::{Expiry, Violation};
 use super::{close, close_and_drain, close_for_error, Initiator, SessionContext, SessionEnd};
 use crate::metrics::{payload_len, Class, Direction, Meter};
-use crate::shutdown::shutting_down;
 
 /// The gateway ends the session: record it, count our close frame, send it and wait for the
 /// client's reply.
@@ -34,7 +33,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let SessionContext {
-        mut shutdown,
+        mut stop,
         close_timeout,
         inbound,
         expiry,
@@ -44,8 +43,8 @@ where
     loop {
         let next = tokio::select! {
             biased;
-            _ = shutting_down(&mut shutdown) => {
-                let going_away = Violation { code: close::GOING_AWAY, reason: "server shutting down" };
+            why = stop.wait() => {
+                let going_away = Violation { code: close::GOING_AWAY, reason: why.reason() };
                 close_by_gateway(&mut ws, &mut end, &meter, going_away, close_timeout).await;
                 return end;
             }

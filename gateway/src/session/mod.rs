@@ -16,10 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use pingora::server::ShutdownWatch;
-
 use crate::config::Limits;
 use crate::metrics::Meter;
+use crate::shutdown::StopSignal;
 use guard::{Expiry, Guard, Violation};
 
 /// Close codes the gateway sends (RFC 6455, section 7.4.1), in one place.
@@ -91,7 +90,8 @@ impl SessionEnd {
 /// What every session needs besides its socket: the shutdown signal, the close timeout, the
 /// policy for messages from the client, the token's expiry, and the route's message counters.
 pub struct SessionContext {
-    pub shutdown: ShutdownWatch,
+    /// Shutdown (jittered over the drain window) and route removal: close 1001.
+    pub stop: StopSignal,
     pub close_timeout: Duration,
     /// Applied to each data message the client sends.
     pub inbound: Guard,

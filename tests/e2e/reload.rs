@@ -1,0 +1,168 @@
+//! Reloading without dropping sockets: SIGHUP (or a file change) puts a new configuration in
+//! force for new handshakes while open sockets keep the rules they were admitted under; an
+//! invalid file keeps the old configuration; removed routes close their sockets with 1001 after
+//! a grace period.
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+const OPEN: &str =
+    "[[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\nprefix = \"v1: \"\npolicy = \"room\"\n\
+                    [policies.room]\n";
+const LOCKED: &str =
+    "[[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\nprefix = \"v2: \"\npolicy = \"room\"\n\
+                      [policies.room.origin]\nallow = [\"https://only.example\"]\n";
+
+fn rewrite(gw: &Gateway, extra: &str, server: &str) {
+    let text = config_text(gw.port, gw.admin_port, true, &format!("{server}\n{extra}"));
+    std::fs::write(gw.dir.path().join("portcullis.toml"), text).unwrap();
+}
+
+async fn wait_log(gw: &Gateway, needle: &str) {
+    let deadline = std::time::Instant::now() + STEP;
+    while !gw.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_policy_to_new_handshakes_only() {
+    let gw = Gateway::start(OPEN);
+    let mut old = gw.ws("/ws/room").await;
+    assert_eq!(
+        roundtrip(&mut old, Message::text("a")).await,
+        Message::text("v1: a")
+    );
+
+    rewrite(&gw, LOCKED, "");
+    gw.signal("HUP");
+    wait_log(&gw, "reload: configuration from").await;
+
+    // New handshakes follow the new policy...
+    assert_eq!(gw.try_handshake("/ws/room", "").await.0, 403);
+    let (status, _) = gw
+        .try_handshake("/ws/room", "Origin: https://only.example\r\n")
+        .await;
+    assert_eq!(status, 101);
+    // ...and the new route settings.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        gw.url("/ws/room"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://only.example".parse().unwrap());
+    let (mut new, _) = tokio_tungstenite::client_async(req, gw.tls().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        roundtrip(&mut new, Message::text("b")).await,
+        Message::text("v2: b")
+    );
+    // The old socket keeps the rules it was admitted under.
+    assert_eq!(
+        roundtrip(&mut old, Message::text("c")).await,
+        Message::text("v1: c")
+    );
+    let metrics = gw.admin_get("/metrics");
+    assert!(
+        metrics.contains("portcullis_config_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_reload_keeps_the_old_configuration() {
+    let gw = Gateway::start(OPEN);
+    let mut old = gw.ws("/ws/room").await;
+    // One at a time: signals sent back to back may be delivered as one.
+    for (i, broken) in [
+        "[[routes]\nthis is not toml",
+        "[[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\npolicy = \"nope\"\n",
+        "[limits]\nmax_mesage_bytes = 1\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(gw.dir.path().join("portcullis.toml"), broken).unwrap();
+        gw.signal("HUP");
+        let want = format!(
+            "portcullis_config_reloads_total{{result=\"failure\"}} {}",
+            i + 1
+        );
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let m = gw.admin_get("/metrics");
+            if m.contains(&want) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{m}\n{}", gw.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(gw
+        .log()
+        .contains("reload failed, the configuration in force stays"));
+    // Still the old configuration: open, v1.
+    assert_eq!(gw.try_handshake("/ws/room", "").await.0, 101);
+    assert_eq!(
+        roundtrip(&mut old, Message::text("x")).await,
+        Message::text("v1: x")
+    );
+    let mut fresh = gw.ws("/ws/room").await;
+    assert_eq!(
+        roundtrip(&mut fresh, Message::text("y")).await,
+        Message::text("v1: y")
+    );
+}
+
+#[tokio::test]
+async fn removed_routes_close_their_sockets_after_the_grace_period() {
+    let gw = Gateway::start(OPEN);
+    let mut doomed = gw.ws("/ws/room").await;
+    let mut kept = gw.ws("/ws/echo").await;
+    rewrite(&gw, "", "[server]\nroute_removal_grace = \"1s\"\n");
+    let reloaded = std::time::Instant::now();
+    gw.signal("HUP");
+    wait_log(&gw, "reload: configuration from").await;
+    // Gone for new handshakes at once...
+    assert_eq!(gw.try_handshake("/ws/room", "").await.0, 404);
+    // ...but the open socket lives through the grace period, then gets 1001.
+    assert_eq!(
+        roundtrip(&mut doomed, Message::text("still")).await,
+        Message::text("v1: still")
+    );
+    let (code, reason) = expect_close(&mut doomed).await;
+    assert_eq!((code, reason.as_str()), (1001, "route removed"));
+    assert!(
+        reloaded.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        reloaded.elapsed()
+    );
+    assert_eq!(
+        roundtrip(&mut kept, Message::text("ok")).await,
+        Message::text("echo: ok")
+    );
+}
+
+#[tokio::test]
+async fn file_changes_reload_when_watched() {
+    let gw = Gateway::start(&format!("[server]\nwatch_interval = \"100ms\"\n{OPEN}"));
+    let mut old = gw.ws("/ws/room").await;
+    // Make sure the new file gets a different modification time.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rewrite(&gw, LOCKED, "[server]\nwatch_interval = \"100ms\"\n");
+    wait_log(&gw, "reload: configuration from").await;
+    assert_eq!(gw.try_handshake("/ws/room", "").await.0, 403);
+    assert_eq!(
+        roundtrip(&mut old, Message::text("z")).await,
+        Message::text("v1: z")
+    );
+}
