@@ -43,6 +43,8 @@ pub mod defaults {
     pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long a graceful stop (SIGTERM/SIGINT) waits for open sockets to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Where an upgrading process picks up the listening sockets.
+    pub const UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
     /// Window over which shutdown spreads its 1001 closes.
     pub const DRAIN_WINDOW: Duration = Duration::from_secs(5);
     /// Time a removed route's sockets keep after a reload.
@@ -142,6 +144,9 @@ pub struct Server {
     pub drain_window: Option<HumanDuration>,
     /// After a reload removed a route, its open sockets get this long before close 1001.
     pub route_removal_grace: HumanDuration,
+    /// Unix socket over which a new process (`portcullis --upgrade`) takes the listening sockets
+    /// from this one when it gets SIGQUIT (zero-downtime upgrade).
+    pub upgrade_sock: PathBuf,
     /// `"text"` (default) or `"json"`: the format of every log line, access lines included.
     pub log_format: LogFormat,
 }
@@ -165,6 +170,7 @@ impl Default for Server {
             watch_interval: None,
             drain_window: None,
             route_removal_grace: HumanDuration(defaults::ROUTE_REMOVAL_GRACE),
+            upgrade_sock: PathBuf::from(defaults::UPGRADE_SOCK),
             log_format: LogFormat::default(),
         }
     }

@@ -16,10 +16,15 @@ USAGE:
     portcullis --config FILE        run FILE (TOML; see policies/example.toml)
     portcullis --check [--config FILE]
                                     validate the configuration and exit (0 when valid)
+    portcullis --upgrade [--config FILE]
+                                    take over the listening sockets of a running gateway
+                                    (then send the old one SIGQUIT; it hands them over and
+                                    drains its sockets)
 
 OPTIONS:
     -c, --config FILE   configuration file
     -t, --check         validate only
+    -u, --upgrade       zero-downtime upgrade: take the sockets of a running gateway
     -h, --help          this text
     -V, --version       version
 
@@ -28,12 +33,14 @@ Logging: RUST_LOG (default \"info\").";
 struct Args {
     config: Option<PathBuf>,
     check: bool,
+    upgrade: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         config: None,
         check: false,
+        upgrade: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,6 +53,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.config = Some(PathBuf::from(&s["--config=".len()..]));
             }
             "-t" | "--check" => args.check = true,
+            "-u" | "--upgrade" => args.upgrade = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -96,7 +104,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = server::run(config) {
+    if let Err(e) = server::run(config, args.upgrade) {
         eprintln!("portcullis: {e}");
         return ExitCode::from(1);
     }

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
@@ -49,9 +49,11 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Run the gateway until it is stopped. Does not return.
-pub fn run(config: Config) -> Result<(), String> {
-    preflight(&config, true)?;
+/// Run the gateway until it is stopped. Does not return. With `upgrade`, the listening sockets
+/// are taken over from a running gateway (which hands them over on SIGQUIT and then drains)
+/// instead of being bound anew.
+pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
+    preflight(&config, !upgrade)?;
     let config = Arc::new(config);
     let grace = config.server.shutdown_grace.0;
 
@@ -60,9 +62,20 @@ pub fn run(config: Config) -> Result<(), String> {
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
         grace_period_seconds: Some(grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    if upgrade {
+        log::info!(
+            "upgrade: waiting for the running gateway's sockets on {} (send it SIGQUIT)",
+            config.server.upgrade_sock.display()
+        );
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let metrics = Metrics::global().clone();

@@ -148,3 +148,53 @@ async fn drain_spreads_closes_over_the_window() {
     drop(sockets);
     gw.wait_exit(Duration::from_secs(8));
 }
+
+/// A deploy without cutting sockets: a new process takes the listening sockets (`--upgrade`),
+/// the old one gets SIGQUIT, hands them over, then drains its own sockets with 1001 and exits.
+/// New connections are served throughout.
+#[tokio::test]
+async fn zero_downtime_upgrade_hands_over_the_listeners() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("upgrade.sock");
+    let mut old = Gateway::start(&format!(
+        "[server]\nupgrade_sock = \"{}\"\ndrain_window = \"0s\"\nshutdown_grace = \"5s\"\n",
+        sock.display()
+    ));
+    let mut before = old.ws("/ws/echo").await;
+    let new = Reaper(spawn_logged(
+        &["--upgrade", "--config", "portcullis.toml"],
+        old.dir.path(),
+        "new.log",
+    ));
+    let new_log = old.dir.path().join("new.log");
+    let deadline = std::time::Instant::now() + STEP;
+    while !std::fs::read_to_string(&new_log)
+        .unwrap_or_default()
+        .contains("waiting for the running gateway")
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    old.signal("QUIT");
+    // While the old process hands over and drains, new connections keep being served.
+    let mut during = old.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut during, Message::text("d")).await,
+        Message::text("echo: d")
+    );
+    // The old process's sockets get 1001, then it exits.
+    assert_eq!(expect_close(&mut before).await.0, 1001);
+    drop(during);
+    old.wait_exit(Duration::from_secs(15));
+    // The new process alone serves now.
+    let mut after = old.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut after, Message::text("a")).await,
+        Message::text("echo: a")
+    );
+    drop(after);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(&new_log).unwrap();
+    assert!(log.contains("route=/ws/echo"), "{log}");
+    drop(new);
+}

@@ -249,7 +249,12 @@ impl Drop for Gateway {
 
 /// Spawn the binary in `cwd`, logging to `cwd/gateway.log`.
 pub fn spawn(args: &[&str], cwd: &Path) -> Child {
-    let log = std::fs::File::create(cwd.join("gateway.log")).unwrap();
+    spawn_logged(args, cwd, "gateway.log")
+}
+
+/// Spawn the binary in `cwd`, logging to `cwd/log_name`.
+pub fn spawn_logged(args: &[&str], cwd: &Path, log_name: &str) -> Child {
+    let log = std::fs::File::create(cwd.join(log_name)).unwrap();
     Command::new(binary())
         .args(args)
         .current_dir(cwd)
@@ -388,4 +393,14 @@ pub fn client_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8
         None => out.extend_from_slice(payload),
     }
     out
+}
+
+/// Kills a child process when dropped (for processes a test starts besides its `Gateway`).
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
