@@ -5,6 +5,7 @@ mod admission;
 mod certs;
 mod clients;
 mod config_check;
+mod deploy;
 mod echo;
 mod handshake;
 mod lifecycle;
