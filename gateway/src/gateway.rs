@@ -136,28 +136,16 @@ impl Gateway {
                         .await;
                     return;
                 }
-                let keep = self.may_keep_alive(&head, &shutdown);
                 let answer = Answer::new(404, "no route\n");
-                if answer
-                    .write(&mut io, keep, head.method == "HEAD")
-                    .await
-                    .is_err()
-                    || !keep
-                {
+                if !answer_http(&mut io, &head, &answer, &shutdown).await {
                     return;
                 }
                 continue;
             };
             match entry.route.mode {
                 Mode::Static => {
-                    let keep = self.may_keep_alive(&head, &shutdown);
                     let answer = static_answer(&entry.route, &head);
-                    if answer
-                        .write(&mut io, keep, head.method == "HEAD")
-                        .await
-                        .is_err()
-                        || !keep
-                    {
+                    if !answer_http(&mut io, &head, &answer, &shutdown).await {
                         return;
                     }
                 }
@@ -168,10 +156,6 @@ impl Gateway {
                 }
             }
         }
-    }
-
-    fn may_keep_alive(&self, head: &RequestHead, shutdown: &ShutdownWatch) -> bool {
-        head.keep_alive() && !head.has_body() && !*shutdown.borrow()
     }
 
     /// Admission, the 101, then the session.
@@ -258,6 +242,19 @@ impl Gateway {
             duration: open.elapsed(),
         });
     }
+}
+
+/// Answer a plain HTTP request; `true` when the connection stays open for another request
+/// (the client allows it, sent no body we would have to skip, and the gateway is not stopping).
+async fn answer_http(
+    io: &mut Stream,
+    head: &RequestHead,
+    answer: &Answer,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let keep = head.keep_alive() && !head.has_body() && !*shutdown.borrow();
+    let written = answer.write(io, keep, head.method == "HEAD").await.is_ok();
+    written && keep
 }
 
 /// The answer of a `static` route.

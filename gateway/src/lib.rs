@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod admission;
+pub mod background;
 pub mod config;
 pub mod gateway;
 pub mod http1;

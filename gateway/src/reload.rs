@@ -140,39 +140,31 @@ impl Reloader {
     /// Start the reload thread. The SIGHUP handler is installed before this returns, so a
     /// SIGHUP can never fall through to the default action (terminating the process).
     pub fn spawn(self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("reload runtime");
+        let rt = crate::background::runtime();
         let mut hup = rt
             .block_on(async { signal(SignalKind::hangup()) })
             .expect("SIGHUP handler");
-        std::thread::Builder::new()
-            .name("reload".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let mut stamps = self.config_stamps();
-                    loop {
-                        tokio::select! {
-                            _ = hup.recv() => {
-                                log::info!("SIGHUP: reloading");
-                                self.reload_config();
-                                self.reload_certs(false);
-                            }
-                            _ = sleep_or_never(self.watch_interval) => {
-                                let now = self.config_stamps();
-                                if now != stamps {
-                                    log::info!("configuration files changed: reloading");
-                                    self.reload_config();
-                                }
-                                self.reload_certs(true);
-                            }
-                        }
-                        stamps = self.config_stamps();
+        crate::background::spawn_on("reload", rt, async move {
+            let mut stamps = self.config_stamps();
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        log::info!("SIGHUP: reloading");
+                        self.reload_config();
+                        self.reload_certs(false);
                     }
-                })
-            })
-            .expect("spawn reload thread");
+                    _ = sleep_or_never(self.watch_interval) => {
+                        let now = self.config_stamps();
+                        if now != stamps {
+                            log::info!("configuration files changed: reloading");
+                            self.reload_config();
+                        }
+                        self.reload_certs(true);
+                    }
+                }
+                stamps = self.config_stamps();
+            }
+        });
     }
 }
 

@@ -128,43 +128,35 @@ pub fn spawn_exit_monitor(
     sessions: Arc<Sessions>,
     grace: Duration,
 ) {
-    std::thread::Builder::new()
-        .name("exit-monitor".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("exit monitor runtime");
-            rt.block_on(async move {
-                loop {
-                    match phases.recv().await {
-                        Ok(ExecutionPhase::GracefulTerminate)
-                        | Ok(ExecutionPhase::ShutdownStarted) => break,
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
+    crate::background::spawn("exit-monitor", async move {
+        loop {
+            match phases.recv().await {
+                Ok(ExecutionPhase::GracefulTerminate) | Ok(ExecutionPhase::ShutdownStarted) => {
+                    break
                 }
-                let open = sessions.count();
-                log::info!(
-                    "graceful stop: closing {open} open socket(s) with 1001, waiting up to {:.1}s",
-                    grace.as_secs_f64()
-                );
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-                tokio::select! {
-                    _ = sessions.all_closed() => log::info!("graceful stop: all sockets closed, exiting"),
-                    _ = tokio::time::sleep(grace) => log::warn!(
-                        "graceful stop: grace period over with {} socket(s) still open, exiting",
-                        sessions.count()
-                    ),
-                    _ = term.recv() => log::warn!("second signal: exiting now"),
-                    _ = int.recv() => log::warn!("second signal: exiting now"),
-                }
-                log::logger().flush();
-                std::process::exit(0);
-            });
-        })
-        .expect("spawn exit monitor");
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        let open = sessions.count();
+        log::info!(
+            "graceful stop: closing {open} open socket(s) with 1001, waiting up to {:.1}s",
+            grace.as_secs_f64()
+        );
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = sessions.all_closed() => log::info!("graceful stop: all sockets closed, exiting"),
+            _ = tokio::time::sleep(grace) => log::warn!(
+                "graceful stop: grace period over with {} socket(s) still open, exiting",
+                sessions.count()
+            ),
+            _ = term.recv() => log::warn!("second signal: exiting now"),
+            _ = int.recv() => log::warn!("second signal: exiting now"),
+        }
+        log::logger().flush();
+        std::process::exit(0);
+    });
 }
 
 #[cfg(test)]

@@ -77,12 +77,9 @@ async fn every_algorithm_with_its_pinned_key_is_admitted() {
     }
     // A real client session with a token: echo works and the log names the subject, not the token.
     let token = good(Algorithm::ES256, "es");
-    let mut req = gw.url("/ws/chat").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, gw.tls().await)
-        .await
-        .unwrap();
+    let (mut ws, _) = gw
+        .ws_headers("/ws/chat", &[("authorization", &format!("Bearer {token}"))])
+        .await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hi")).await,
         Message::text("echo: hi")
@@ -145,16 +142,16 @@ async fn token_sources_header_subprotocol_query_cookie() {
 async fn browser_style_subprotocol_client() {
     let gw = chat_gateway("");
     let t = good(Algorithm::RS256, "rs");
-    let mut req = gw.url("/ws/chat").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("bearer.{t}, chat.v1").parse().unwrap(),
-    );
-    req.headers_mut()
-        .insert("origin", "https://chat.example.com".parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, gw.tls().await)
-        .await
-        .unwrap();
+    let protocols = format!("bearer.{t}, chat.v1");
+    let (mut ws, resp) = gw
+        .ws_headers(
+            "/ws/chat",
+            &[
+                ("sec-websocket-protocol", &protocols),
+                ("origin", "https://chat.example.com"),
+            ],
+        )
+        .await;
     assert_eq!(
         resp.headers().get("sec-websocket-protocol").unwrap(),
         "chat.v1"
@@ -417,12 +414,9 @@ async fn token_expiring_during_an_open_socket_closes_it_with_1008() {
         Some("es"),
         &claims(json!({"exp": now() + 2})),
     );
-    let mut req = gw.url("/ws/chat").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, gw.tls().await)
-        .await
-        .unwrap();
+    let (mut ws, _) = gw
+        .ws_headers("/ws/chat", &[("authorization", &format!("Bearer {token}"))])
+        .await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("before")).await,
         Message::text("echo: before")
@@ -449,12 +443,8 @@ async fn expiry_can_be_ignored_or_given_grace() {
         let gw = &gw;
         async move {
             let token = sign(Algorithm::ES256, None, &claims(json!({"exp": now() + 2})));
-            let mut req = gw.url(path).into_client_request().unwrap();
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::client_async(req, gw.tls().await)
+            gw.ws_headers(path, &[("authorization", &format!("Bearer {token}"))])
                 .await
-                .unwrap()
                 .0
         }
     };
@@ -640,8 +630,7 @@ async fn connection_caps_under_concurrency_and_no_slot_leaks() {
          [policies.capped.limits]\nconnections_per_ip = 3\n",
     );
     let attempts = futures_util::future::join_all((0..12).map(|_| async {
-        let mut req = gw.url("/ws/capped").into_client_request().unwrap();
-        req.headers_mut().insert("x-test", "1".parse().unwrap());
+        let req = gw.url("/ws/capped").into_client_request().unwrap();
         tokio_tungstenite::client_async(req, gw.tls().await).await
     }))
     .await;

@@ -53,15 +53,9 @@ async fn sighup_applies_a_new_policy_to_new_handshakes_only() {
         .await;
     assert_eq!(status, 101);
     // ...and the new route settings.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        gw.url("/ws/room"),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://only.example".parse().unwrap());
-    let (mut new, _) = tokio_tungstenite::client_async(req, gw.tls().await)
-        .await
-        .unwrap();
+    let (mut new, _) = gw
+        .ws_headers("/ws/room", &[("origin", "https://only.example")])
+        .await;
     assert_eq!(
         roundtrip(&mut new, Message::text("b")).await,
         Message::text("v2: b")

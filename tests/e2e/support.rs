@@ -184,6 +184,28 @@ impl Gateway {
         self.ws_with(path, None).await
     }
 
+    /// A WebSocket client session on `path` whose handshake carries `headers`; also returns the
+    /// 101 answer.
+    pub async fn ws_headers(
+        &self,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> (
+        Wss,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = self.url(path).into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        let tls = self.tls().await;
+        tokio::time::timeout(STEP, tokio_tungstenite::client_async(req, tls))
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed")
+    }
+
     pub async fn ws_with(&self, path: &str, config: Option<WebSocketConfig>) -> Wss {
         let tls = self.tls().await;
         let (ws, resp) = tokio::time::timeout(

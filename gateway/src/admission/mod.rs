@@ -13,6 +13,8 @@ pub mod token;
 pub mod upgrade;
 
 use std::collections::HashMap;
+
+use futures_util::FutureExt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -251,18 +253,11 @@ impl Admission {
         if remotes.is_empty() {
             return;
         }
-        std::thread::Builder::new()
-            .name("jwks".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("jwks runtime");
-                rt.block_on(futures_util::future::join_all(
-                    remotes.into_iter().map(keys::RemoteJwks::run),
-                ));
-            })
-            .expect("spawn jwks thread");
+        crate::background::spawn(
+            "jwks",
+            futures_util::future::join_all(remotes.into_iter().map(keys::RemoteJwks::run))
+                .map(|_| ()),
+        );
     }
 
     fn policy(&self, route: &Route) -> &PolicyState {
