@@ -18,27 +18,41 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::admission::{self, Reason, Rejection};
+use crate::admission::{self, Admitted, Reason, Rejection};
 use crate::config::{Config, Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
 use crate::route::Router;
 use crate::session::guard::{Guard, Rates};
+use crate::session::relay::RelayOptions;
 use crate::session::{self, echo, SessionContext, Sessions};
+use crate::upstream::Relays;
 
 /// Shared state of the public listeners.
 pub struct Gateway {
     config: Arc<Config>,
     router: Router,
     sessions: Arc<Sessions>,
+    relays: Arc<Relays>,
 }
 
 impl Gateway {
     pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Gateway {
+        // `server::preflight` has built the relays once already and reported any error.
+        let relays = Relays::build(&config).unwrap_or_else(|e| {
+            log::error!("relay routes: {e}");
+            Relays::default()
+        });
         Gateway {
             router: Router::new(&config),
             config,
             sessions,
+            relays: Arc::new(relays),
         }
+    }
+
+    /// The relay routes (their upstreams and health), shared with the health-check service.
+    pub fn relays(&self) -> Arc<Relays> {
+        self.relays.clone()
     }
 
     fn head_limits(&self) -> HeadLimits {
@@ -109,7 +123,7 @@ impl Gateway {
                         return;
                     }
                 }
-                Mode::Echo => {
+                Mode::Echo | Mode::Relay => {
                     self.websocket(io, buf, head, &route, client, shutdown)
                         .await;
                     return;
@@ -152,6 +166,11 @@ impl Gateway {
                 return;
             }
         };
+        if route.mode == Mode::Relay {
+            return self
+                .relay(io, preread, head, route, client, upgrade, shutdown)
+                .await;
+        }
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             upgrade.accept
@@ -186,6 +205,127 @@ impl Gateway {
             end.messages_out,
             end.bytes_in,
             end.bytes_out,
+        );
+    }
+}
+
+impl Gateway {
+    /// A relay route: connect and handshake upstream FIRST (a failure is a `502`/`504` or the
+    /// upstream's own refusal, never a `101` then a close), then the `101` with the upstream's
+    /// subprotocol, then the frames both ways.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        mut io: Stream,
+        preread: BytesMut,
+        head: RequestHead,
+        route: &Route,
+        client: Client,
+        upgrade: admission::upgrade::Upgrade,
+        mut shutdown: ShutdownWatch,
+    ) {
+        let Some(relay) = self.relays.get(&route.path).cloned() else {
+            let _ = Answer::new(502, "relay route not configured\n")
+                .write(&mut io, false, false)
+                .await;
+            return;
+        };
+        // What admission knows about the client (the token work fills in the rest).
+        let admitted = Admitted {
+            client_ip: client.0.map(|a| a.ip()),
+            protocols: upgrade
+                .offered_protocols
+                .iter()
+                .filter(|p| !p.starts_with("bearer."))
+                .cloned()
+                .collect(),
+            ..Admitted::default()
+        };
+        let limits = &self.config.limits;
+        let client_max = route.max_message_bytes.unwrap_or(limits.max_message_bytes);
+        let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
+        // Each side writes the other side's messages: its write queue must hold the largest.
+        let ws_config = |read_max: usize, write_max: usize| {
+            session::websocket_config(limits, read_max)
+                .max_write_buffer_size(limits.max_write_buffer_bytes.max(write_max + 64))
+        };
+        let client_tls = io.get_ssl_digest().is_some();
+        let connect = relay.connect(
+            &head,
+            &admitted,
+            client_tls,
+            ws_config(upstream_max, client_max),
+        );
+        let connected = tokio::select! {
+            c = connect => c,
+            _ = crate::shutdown::shutting_down(&mut shutdown) => {
+                let _ = Answer::new(503, "shutting down\n").write(&mut io, false, false).await;
+                return;
+            }
+        };
+        let connected = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let answer = e.answer();
+                log::info!(
+                    "rejected route={} client={client} reason={} status={}",
+                    route.path,
+                    e.reason(),
+                    answer.status
+                );
+                let _ = answer.write(&mut io, false, false).await;
+                return;
+            }
+        };
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+            upgrade.accept
+        );
+        if let Some(protocol) = &connected.protocol {
+            response.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+        }
+        response.push_str("\r\n");
+        if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        let _open = self.sessions.open();
+        let started = Instant::now();
+        let upstream_url = relay.upstreams[connected.upstream].url.url.clone();
+        let (upstream_ws, _active) = connected.into_parts();
+        let client_ws = WebSocketStream::from_partially_read(
+            io,
+            preread.to_vec(),
+            Role::Server,
+            Some(ws_config(client_max, upstream_max)),
+        )
+        .await;
+        let settings = relay.settings;
+        let ctx = SessionContext {
+            shutdown,
+            close_timeout: limits.close_timeout.0,
+            inbound: Guard::new(client_max, Rates::default()),
+            expiry: admitted.expiry,
+        };
+        let opts = RelayOptions {
+            outbound: Guard::new(upstream_max, Rates::default()),
+            ping_interval: settings.ping_interval,
+            ping_timeout: settings.ping_timeout,
+            idle_timeout: settings.idle_timeout,
+        };
+        let end = session::relay::run(client_ws, upstream_ws, ctx, opts).await;
+        let s = &end.session;
+        log::info!(
+            "session route={} client={client} upstream={upstream_url} end_reason={} close_code={} upstream_close_code={} initiator={} duration_s={:.3} messages_in={} messages_out={} bytes_in={} bytes_out={}",
+            route.path,
+            end.reason.as_str(),
+            s.close_code.map_or("none".to_string(), |c| c.to_string()),
+            end.upstream_close_code.map_or("none".to_string(), |c| c.to_string()),
+            s.initiator.as_str(),
+            started.elapsed().as_secs_f64(),
+            s.messages_in,
+            s.messages_out,
+            s.bytes_in,
+            s.bytes_out,
         );
     }
 }

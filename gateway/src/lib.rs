@@ -14,3 +14,4 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod tls;
+pub mod upstream;

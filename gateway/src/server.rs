@@ -6,6 +6,7 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
@@ -14,6 +15,7 @@ use crate::gateway::Gateway;
 use crate::session::Sessions;
 use crate::shutdown::{spawn_exit_monitor, Signals};
 use crate::tls;
+use crate::upstream::{HealthChecks, Relays};
 
 /// Everything that can be checked before the server starts, with errors a user can act on:
 /// certificates load and match their keys, and the addresses can be bound.
@@ -31,6 +33,9 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
             tls::load_certified_key(tls_conf).map_err(|e| format!("listeners[{i}].tls: {e}"))?;
         }
     }
+    // Relay routes: upstream URLs, CA files and client certificates load (upstreams need not
+    // be up).
+    Relays::build(config)?;
     if bind {
         let admin = config.admin.enabled.then_some(&config.admin.address);
         for addr in config.listeners.iter().map(|l| &l.address).chain(admin) {
@@ -57,10 +62,9 @@ pub fn run(config: Config) -> Result<(), String> {
     server.bootstrap();
 
     let sessions = Arc::new(Sessions::default());
-    let mut public = Service::new(
-        "portcullis".to_string(),
-        Gateway::new(config.clone(), sessions.clone()),
-    );
+    let gateway = Gateway::new(config.clone(), sessions.clone());
+    let relays = gateway.relays();
+    let mut public = Service::new("portcullis".to_string(), gateway);
     for listener in &config.listeners {
         match &listener.tls {
             Some(tls_conf) => {
@@ -84,6 +88,9 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
     server.add_service(public);
+    if relays.has_health_checks() {
+        server.add_service(background_service("upstream health", HealthChecks(relays)));
+    }
 
     if config.admin.enabled {
         let mut admin = Service::new("portcullis-admin".to_string(), Admin);
