@@ -570,7 +570,8 @@ fn handshake_error(e: WsError) -> ConnectError {
                 })
                 .collect();
             // tungstenite hands over the bytes it had read past the head: the body when it
-            // was complete and short; otherwise a body of our own.
+            // is complete (its Content-Length, or any when the upstream sent none), short and
+            // text; otherwise a body of our own.
             let expected = response
                 .headers()
                 .get("content-length")
@@ -579,7 +580,8 @@ fn handshake_error(e: WsError) -> ConnectError {
             let body = response
                 .body()
                 .as_ref()
-                .filter(|b| Some(b.len()) == expected && b.len() <= MAX_PASSED_BODY)
+                .filter(|b| expected.is_none_or(|n| n == b.len()))
+                .filter(|b| !b.is_empty() && b.len() <= MAX_PASSED_BODY)
                 .and_then(|b| String::from_utf8(b.clone()).ok());
             ConnectError::Refused {
                 status,

@@ -6,4 +6,5 @@ mod config_check;
 mod echo;
 mod handshake;
 mod lifecycle;
+mod relay;
 mod support;

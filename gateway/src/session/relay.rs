@@ -239,12 +239,13 @@ where
             biased;
             _ = shutting_down(&mut shutdown) => Outcome::Gateway { reason: EndReason::Shutdown },
             _ = Expiry::wait(expiry) => Outcome::Gateway { reason: EndReason::TokenExpired },
-            o = up => o,
-            o = down => o,
+            // The timers before the pumps: a busy pump must not starve them.
             _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
                 Outcome::Gateway { reason: EndReason::PingTimeout }
             }
             _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
+            o = up => o,
+            o = down => o,
         }
     };
 
@@ -302,10 +303,10 @@ where
             } else {
                 EndReason::ClientProtocolError
             };
-            let other = if policy {
-                "client closed by policy"
-            } else {
-                "client protocol error"
+            let other = match (policy, violation.code) {
+                (_, close::MESSAGE_TOO_BIG) => "client message too big",
+                (true, _) => "client closed by policy",
+                (false, _) => "client protocol error",
             };
             (
                 Some(frame(violation.code, violation.reason)),
@@ -453,7 +454,7 @@ where
                         Outcome::Broke {
                             client: true,
                             violation,
-                            policy: false,
+                            policy: matches!(e, WsError::Capacity(_)),
                         }
                     }
                     None => Outcome::Gone { client: true },
@@ -506,18 +507,31 @@ where
 {
     loop {
         // Ping once per silence: when the client has been quiet for the interval and has not
-        // been pinged since it was last heard.
-        let ping_at = opts.ping_interval.and_then(|interval| {
-            let heard = shared.heard();
-            let pinged = shared.get(&shared.last_ping).is_some_and(|p| p >= heard);
-            (!pinged).then_some(heard + interval)
-        });
+        // been pinged since it was last heard. After a ping, wake again an interval later to
+        // see whether the client has been heard since (the other pump hears it).
+        let (wake_at, ping_due) = match opts.ping_interval {
+            None => (None, false),
+            Some(interval) => {
+                let heard = shared.heard();
+                match shared.get(&shared.last_ping).filter(|p| *p >= heard) {
+                    // Pinged, not heard since: look again later (never in the past, which
+                    // would spin).
+                    Some(pinged) => (
+                        Some((pinged + interval).max(Instant::now() + interval)),
+                        false,
+                    ),
+                    None => (Some(heard + interval), true),
+                }
+            }
+        };
         let next = tokio::select! {
             next = rx.next() => next,
-            _ = sleep_until_opt(ping_at) => {
-                shared.touch(&shared.last_ping);
-                if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return Outcome::Gone { client: true };
+            _ = sleep_until_opt(wake_at) => {
+                if ping_due {
+                    shared.touch(&shared.last_ping);
+                    if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Outcome::Gone { client: true };
+                    }
                 }
                 continue;
             }
@@ -531,7 +545,7 @@ where
                         Outcome::Broke {
                             client: false,
                             violation,
-                            policy: false,
+                            policy: matches!(e, WsError::Capacity(_)),
                         }
                     }
                     None => Outcome::Gone { client: false },
@@ -688,7 +702,7 @@ mod tests {
         );
         assert_eq!(
             upstream.next().await.unwrap().unwrap(),
-            Message::Close(frame(1001, "client closed by policy"))
+            Message::Close(frame(1001, "client message too big"))
         );
         let end = tokio::time::timeout(Duration::from_secs(5), session)
             .await
