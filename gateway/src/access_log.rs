@@ -55,6 +55,19 @@ pub struct SessionRecord<'a> {
     pub subject: Option<&'a str>,
     pub end: &'a SessionEnd,
     pub duration: Duration,
+    /// What a relayed session adds: the upstream and why the session ended.
+    pub relay: Option<RelayRecord<'a>>,
+}
+
+/// The relay part of a session line.
+#[derive(Debug)]
+pub struct RelayRecord<'a> {
+    /// The upstream URL as configured.
+    pub upstream: &'a str,
+    /// Why the session ended (`session::relay::EndReason` label).
+    pub end_reason: &'a str,
+    /// The close code the upstream got or sent.
+    pub upstream_close_code: Option<u16>,
 }
 
 /// One rejection's access line.
@@ -135,13 +148,19 @@ fn session_fields(r: &SessionRecord<'_>) -> Fields {
     if let Some(subject) = r.subject {
         f.push(("subject", subject.into()));
     }
+    if let Some(relay) = &r.relay {
+        f.push(("upstream", relay.upstream.into()));
+    }
     let result = if e.close_code.is_some() {
         "closed"
     } else {
         "dropped"
     };
+    f.push(("result", result.into()));
+    if let Some(relay) = &r.relay {
+        f.push(("end_reason", relay.end_reason.into()));
+    }
     f.extend([
-        ("result", result.into()),
         (
             "close_code",
             e.close_code.map_or(Value::from("none"), Value::from),
@@ -156,6 +175,13 @@ fn session_fields(r: &SessionRecord<'_>) -> Fields {
         ("bytes_in", e.bytes_in.into()),
         ("bytes_out", e.bytes_out.into()),
     ]);
+    if let Some(relay) = &r.relay {
+        let code = relay.upstream_close_code;
+        f.push((
+            "upstream_close_code",
+            code.map_or(Value::from("none"), Value::from),
+        ));
+    }
     f
 }
 
@@ -321,6 +347,7 @@ mod tests {
             subject: Some("alice"),
             end: &end,
             duration: Duration::from_millis(1250),
+            relay: None,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert_eq!(
@@ -351,6 +378,7 @@ mod tests {
             subject: Some("eve status=200\n[INFO access] session route=/admin"),
             end: &end,
             duration: Duration::ZERO,
+            relay: None,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert!(!line.contains('\n'), "{line}");
@@ -370,6 +398,7 @@ mod tests {
             subject: None,
             end: &end,
             duration: Duration::from_millis(5),
+            relay: None,
         };
         let msg = AccessLog::new(LogFormat::Json).format_line("session", &session_fields(&r));
         let line = with_record(TARGET, Level::Info, &msg, |r| {

@@ -59,6 +59,20 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 100_000;
     /// The policy name a route uses when it names none.
     pub const POLICY: &str = "default";
+
+    // Relay routes (`mode = "relay"`).
+
+    /// How long connecting to an upstream may take: TCP, TLS and the WebSocket handshake.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long an upstream that refused or failed a connection is left out of the rotation.
+    pub const UNHEALTHY_FOR: Duration = Duration::from_secs(10);
+    /// A client silent this long is sent a ping.
+    pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+    /// How long a pinged client has to send anything (its pong) before it is dropped.
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
+    /// The query parameter that may carry a token; never forwarded upstream unless the route
+    /// sets `forward_token = true`.
+    pub const TOKEN_QUERY_PARAMETER: &str = "access_token";
 }
 
 /// A configuration error: which file, and what (with the key) is wrong in it.
@@ -275,6 +289,19 @@ pub enum Mode {
     Static,
     /// A local WebSocket echo served by the gateway itself.
     Echo,
+    /// Forward admitted WebSockets, frame by frame, to upstream `ws://`/`wss://` services.
+    Relay,
+}
+
+/// How a relay route spreads new sockets over its upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each new socket goes to the next healthy upstream in turn.
+    #[default]
+    RoundRobin,
+    /// Each new socket goes to the healthy upstream with the fewest open sockets.
+    LeastConnections,
 }
 
 /// `[[routes]]`: a path, what to do there, and the policy that admits clients.
@@ -293,6 +320,42 @@ pub struct Route {
     pub policy: Option<String>,
     /// Overrides `[limits].max_message_bytes` for this route.
     pub max_message_bytes: Option<usize>,
+
+    // `relay` routes only (see docs/relay.md). Validated only for mode = "relay"; an error on
+    // any other mode.
+    /// `ws://` or `wss://` URLs of the upstream service; one or several.
+    pub upstreams: Option<Vec<String>>,
+    /// `round_robin` (default) or `least_connections`.
+    pub balance: Option<Balance>,
+    /// TCP + TLS + WebSocket handshake with the upstream; then `504`.
+    pub connect_timeout: Option<HumanDuration>,
+    /// PEM file of CA certificates trusted for `wss://` upstreams, instead of the system roots.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented to `wss://` upstreams (mutual TLS).
+    pub upstream_client_cert: Option<PathBuf>,
+    pub upstream_client_key: Option<PathBuf>,
+    /// The TLS server name sent to and verified against `wss://` upstreams, instead of the
+    /// host of each upstream URL.
+    pub upstream_sni: Option<String>,
+    /// Allow-list of subprotocols a client may offer upstream; absent: any.
+    pub subprotocols: Option<Vec<String>>,
+    /// Token claims sent upstream as headers: claim name → header name.
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    /// Forward the client's token (`Authorization`, `access_token` query) upstream.
+    pub forward_token: Option<bool>,
+    /// Ping a client silent this long; `"0s"` turns pings off.
+    pub ping_interval: Option<HumanDuration>,
+    /// Drop a pinged client that sends nothing for this long.
+    pub ping_timeout: Option<HumanDuration>,
+    /// Close a socket with no data message either way for this long; absent: never.
+    pub idle_timeout: Option<HumanDuration>,
+    /// Actively check each upstream (TCP + TLS connect) this often; absent: passive only.
+    pub health_check_interval: Option<HumanDuration>,
+    /// How long an upstream that failed is left out of the rotation.
+    pub unhealthy_for: Option<HumanDuration>,
+    /// Largest message accepted from the upstream (the route's `max_message_bytes` applies
+    /// to the client's messages); default: the same as for the client.
+    pub upstream_max_message_bytes: Option<usize>,
 }
 
 impl Route {
@@ -303,7 +366,162 @@ impl Route {
     pub fn echo_prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or(defaults::ECHO_PREFIX)
     }
+
+    /// The relay keys this route sets, by name (for "only valid with mode = relay" errors).
+    fn relay_keys_set(&self) -> Vec<&'static str> {
+        [
+            ("upstreams", self.upstreams.is_some()),
+            ("balance", self.balance.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("upstream_ca_file", self.upstream_ca_file.is_some()),
+            ("upstream_client_cert", self.upstream_client_cert.is_some()),
+            ("upstream_client_key", self.upstream_client_key.is_some()),
+            ("upstream_sni", self.upstream_sni.is_some()),
+            ("subprotocols", self.subprotocols.is_some()),
+            ("forward_claims", self.forward_claims.is_some()),
+            ("forward_token", self.forward_token.is_some()),
+            ("ping_interval", self.ping_interval.is_some()),
+            ("ping_timeout", self.ping_timeout.is_some()),
+            ("idle_timeout", self.idle_timeout.is_some()),
+            (
+                "health_check_interval",
+                self.health_check_interval.is_some(),
+            ),
+            ("unhealthy_for", self.unhealthy_for.is_some()),
+            (
+                "upstream_max_message_bytes",
+                self.upstream_max_message_bytes.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The relay settings of a `relay` route, with defaults applied.
+    pub fn relay(&self) -> RelaySettings {
+        let d = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
+        RelaySettings {
+            balance: self.balance.unwrap_or_default(),
+            connect_timeout: d(self.connect_timeout, defaults::CONNECT_TIMEOUT),
+            unhealthy_for: d(self.unhealthy_for, defaults::UNHEALTHY_FOR),
+            health_check_interval: self.health_check_interval.map(|h| h.0),
+            ping_interval: Some(d(self.ping_interval, defaults::PING_INTERVAL))
+                .filter(|i| !i.is_zero()),
+            ping_timeout: d(self.ping_timeout, defaults::PING_TIMEOUT),
+            idle_timeout: self.idle_timeout.map(|h| h.0),
+            forward_token: self.forward_token.unwrap_or(false),
+        }
+    }
 }
+
+/// The scalar settings of a relay route, defaults applied (see [`Route::relay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub unhealthy_for: Duration,
+    pub health_check_interval: Option<Duration>,
+    /// `None`: no keepalive pings.
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub forward_token: bool,
+}
+
+/// A parsed upstream URL of a relay route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// The URL as configured (for logs).
+    pub url: String,
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path and query sent in the upstream request line.
+    pub path_and_query: String,
+}
+
+impl UpstreamUrl {
+    /// Parse `ws://host[:port]/path[?query]` or `wss://...`.
+    pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| format!("{url:?} is not a URL (e.g. \"ws://127.0.0.1:9001/chat\")"))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(format!("{url:?} must start with ws:// or wss://")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("{url:?}: credentials in the URL are not supported"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if port == 0 {
+            return Err(format!("{url:?}: port 0 is not a port"));
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string());
+        let path_and_query = if path_and_query.starts_with('/') {
+            path_and_query
+        } else {
+            format!("/{path_and_query}")
+        };
+        Ok(UpstreamUrl {
+            url: url.to_string(),
+            tls,
+            host: host.to_string(),
+            port,
+            path_and_query,
+        })
+    }
+
+    /// The `Host` header value for this upstream.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Request headers the relay sets itself; a route cannot name them in `forward_claims`.
+pub const RELAY_RESERVED_HEADERS: [&str; 16] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "authorization",
+];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -369,6 +587,18 @@ impl Config {
                         sni.cert = base.join(&sni.cert);
                         sni.key = base.join(&sni.key);
                     }
+                }
+            }
+            for r in &mut config.routes {
+                for path in [
+                    &mut r.upstream_ca_file,
+                    &mut r.upstream_client_cert,
+                    &mut r.upstream_client_key,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    *path = base.join(&*path);
                 }
             }
         }
@@ -546,6 +776,12 @@ impl Config {
                         }
                     }
                 }
+                Mode::Relay => validate_relay(route, &key)?,
+            }
+            if route.mode != Mode::Relay {
+                if let Some(k) = route.relay_keys_set().first() {
+                    return Err(format!("{} is only valid with mode = \"relay\"", key(k)));
+                }
             }
             if let Some(max) = route.max_message_bytes {
                 check_range(&key("max_message_bytes"), max, 1, 1 << 30)?;
@@ -633,6 +869,126 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not an IP address with a port (e.g. \"127.0.0.1:8443\")"))
 }
 
+/// The checks of a `relay` route's keys. `key` names a key of this route.
+fn validate_relay(route: &Route, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+    for (k, set) in [
+        ("prefix", route.prefix.is_some()),
+        ("status", route.status.is_some()),
+        ("body", route.body.is_some()),
+    ] {
+        if set {
+            return Err(format!("{} is not valid with mode = \"relay\"", key(k)));
+        }
+    }
+    let upstreams = match &route.upstreams {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            return Err(format!(
+                "{}: a relay route needs at least one upstream (e.g. upstreams = \
+                 [\"ws://127.0.0.1:9001/chat\"])",
+                key("upstreams")
+            ))
+        }
+    };
+    if upstreams.len() > 256 {
+        return Err(format!("{}: at most 256 upstreams", key("upstreams")));
+    }
+    let mut any_tls = false;
+    for (j, url) in upstreams.iter().enumerate() {
+        let parsed =
+            UpstreamUrl::parse(url).map_err(|e| format!("{}[{j}]: {e}", key("upstreams")))?;
+        any_tls |= parsed.tls;
+    }
+    for (k, d) in [
+        ("connect_timeout", route.connect_timeout),
+        ("ping_timeout", route.ping_timeout),
+        ("idle_timeout", route.idle_timeout),
+        ("health_check_interval", route.health_check_interval),
+        ("unhealthy_for", route.unhealthy_for),
+    ] {
+        if d.is_some_and(|d| d.0.is_zero()) {
+            return Err(format!("{} must be greater than zero", key(k)));
+        }
+    }
+    let tls_keys = [
+        ("upstream_ca_file", route.upstream_ca_file.as_ref()),
+        ("upstream_client_cert", route.upstream_client_cert.as_ref()),
+        ("upstream_client_key", route.upstream_client_key.as_ref()),
+    ];
+    for (k, path) in tls_keys {
+        let Some(path) = path else { continue };
+        if !any_tls {
+            return Err(format!("{} is set but no upstream uses wss://", key(k)));
+        }
+        if !path.is_file() {
+            return Err(format!("{}: {} does not exist", key(k), path.display()));
+        }
+    }
+    if route.upstream_client_cert.is_some() != route.upstream_client_key.is_some() {
+        return Err(format!(
+            "{} and {} go together: set both or neither",
+            key("upstream_client_cert"),
+            key("upstream_client_key")
+        ));
+    }
+    if let Some(sni) = &route.upstream_sni {
+        if !any_tls {
+            return Err(format!(
+                "{} is set but no upstream uses wss://",
+                key("upstream_sni")
+            ));
+        }
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            return Err(format!(
+                "{}: {sni:?} is not a DNS name or IP address",
+                key("upstream_sni")
+            ));
+        }
+    }
+    if let Some(protocols) = &route.subprotocols {
+        for (j, p) in protocols.iter().enumerate() {
+            let token = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                return Err(format!(
+                    "{}[{j}]: {p:?} is not a valid subprotocol name",
+                    key("subprotocols")
+                ));
+            }
+            if p.starts_with("bearer.") {
+                return Err(format!(
+                    "{}[{j}]: \"bearer.\" entries carry tokens and are never forwarded",
+                    key("subprotocols")
+                ));
+            }
+        }
+    }
+    if let Some(claims) = &route.forward_claims {
+        let mut headers = Vec::new();
+        for (claim, header) in claims {
+            let k = key(&format!("forward_claims.{claim}"));
+            let name = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("{k}: {header:?} is not a valid header name"))?;
+            if RELAY_RESERVED_HEADERS.contains(&name.as_str())
+                || name.as_str().starts_with("sec-websocket-")
+            {
+                return Err(format!(
+                    "{k}: the header {header:?} is set by the gateway and cannot carry a claim"
+                ));
+            }
+            if headers.contains(&name) {
+                return Err(format!("{k}: the header {header:?} carries two claims"));
+            }
+            headers.push(name);
+        }
+    }
+    if let Some(max) = route.upstream_max_message_bytes {
+        check_range(&key("upstream_max_message_bytes"), max, 1, 1 << 30)?;
+    }
+    Ok(())
+}
+
 fn check_range(key: &str, v: usize, min: usize, max: usize) -> Result<(), String> {
     if v < min || v > max {
         return Err(format!("{key} = {v} is out of range ({min}..={max})"));
@@ -697,6 +1053,82 @@ mod tests {
             let e = Config::parse(text, "f.toml", None).unwrap_err().to_string();
             assert!(e.contains(key), "error {e:?} should name {key}");
         }
+    }
+
+    #[test]
+    fn relay_routes_validate_their_keys() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/r\"\n";
+        let good = format!(
+            "{base}mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:9001/chat\", \"wss://backend.internal/chat\"]\n\
+             balance = \"least_connections\"\nconnect_timeout = \"2s\"\nsubprotocols = [\"chat.v1\"]\n\
+             forward_claims = {{ sub = \"X-Auth-Subject\" }}\nping_interval = \"0s\"\nidle_timeout = \"5m\"\n\
+             upstream_sni = \"backend.internal\"\nupstream_max_message_bytes = 100\n"
+        );
+        let c = Config::parse(&good, "f", None).unwrap();
+        let relay = c.routes[0].relay();
+        assert_eq!(relay.balance, Balance::LeastConnections);
+        assert_eq!(relay.connect_timeout, Duration::from_secs(2));
+        assert_eq!(relay.ping_interval, None);
+        assert_eq!(relay.unhealthy_for, defaults::UNHEALTHY_FOR);
+        assert!(!relay.forward_token);
+
+        let cases = [
+            ("mode = \"relay\"", "routes[0].upstreams"),
+            ("mode = \"relay\"\nupstreams = []", "routes[0].upstreams"),
+            ("mode = \"relay\"\nupstreams = [\"http://x/\"]", "routes[0].upstreams[0]"),
+            ("mode = \"relay\"\nupstreams = [\"ws://a@x/\"]", "routes[0].upstreams[0]"),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nbalance = \"random\"",
+                "balance",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nconnect_timeout = \"0s\"",
+                "routes[0].connect_timeout",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nupstream_sni = \"x\"",
+                "routes[0].upstream_sni",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"wss://x/\"]\nupstream_ca_file = \"/nonexistent.pem\"",
+                "routes[0].upstream_ca_file",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"wss://x/\"]\nupstream_client_key = \"/etc/hostname\"",
+                "routes[0].upstream_client_cert",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nsubprotocols = [\"bearer.x\"]",
+                "routes[0].subprotocols[0]",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nforward_claims = { sub = \"X-Forwarded-For\" }",
+                "routes[0].forward_claims.sub",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nprefix = \"x\"",
+                "routes[0].prefix",
+            ),
+            ("mode = \"echo\"\nupstreams = [\"ws://x/\"]", "routes[0].upstreams"),
+            ("mode = \"static\"\nidle_timeout = \"1s\"", "routes[0].idle_timeout"),
+        ];
+        for (route, key) in cases {
+            let e = Config::parse(&format!("{base}{route}\n"), "f", None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = UpstreamUrl::parse("wss://[::1]/a?b=1").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "::1", 443));
+        assert_eq!(u.path_and_query, "/a?b=1");
+        assert_eq!(u.host_header(), "[::1]");
+        let u = UpstreamUrl::parse("ws://backend:9001").unwrap();
+        assert_eq!(u.path_and_query, "/");
+        assert_eq!(u.host_header(), "backend:9001");
     }
 
     #[test]

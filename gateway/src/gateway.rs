@@ -18,16 +18,18 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::access_log::{AccessLog, RejectionRecord, SessionRecord};
-use crate::admission::{self, Reason, Rejection};
+use crate::access_log::{AccessLog, RejectionRecord, RelayRecord, SessionRecord};
+use crate::admission::{self, Admitted, Reason, Rejection};
 use crate::config::{Mode, Route};
 use crate::http1::{self, Answer, HeadError, HeadLimits, RequestHead};
 use crate::live::{Live, LiveConfig};
-use crate::metrics::{self, HandshakeResult, Metrics};
+use crate::metrics::{self, HandshakeResult, Metrics, OpenSession};
 use crate::route::RouteEntry;
-use crate::session::guard::Guard;
-use crate::session::{self, echo, SessionContext, Sessions};
+use crate::session::guard::{Guard, Rates};
+use crate::session::relay::RelayOptions;
+use crate::session::{self, echo, SessionContext, SessionEnd, SessionGuard, Sessions};
 use crate::shutdown::StopSignal;
+use crate::upstream::ConnectError;
 
 /// Shared state of the public listeners.
 pub struct Gateway {
@@ -149,7 +151,7 @@ impl Gateway {
                         return;
                     }
                 }
-                Mode::Echo => {
+                Mode::Echo | Mode::Relay => {
                     self.websocket(io, buf, head, &live, &entry, client, shutdown)
                         .await;
                     return;
@@ -193,55 +195,205 @@ impl Gateway {
                 return;
             }
         };
-        // The echo speaks any subprotocol: it picks the client's first (never a token entry),
-        // since browsers fail a handshake that offered protocols and got none back.
-        let protocol = admitted
-            .protocols
-            .first()
+        let accepted = Accepted {
+            live,
+            entry,
+            who,
+            admitted,
+            accept: upgrade.accept,
+            started,
+            shutdown,
+        };
+        match route.mode {
+            Mode::Relay => self.relay(io, preread, &head, accepted).await,
+            _ => self.echo(io, preread, accepted).await,
+        }
+    }
+
+    /// Write the `101` (with the chosen subprotocol) and count the handshake. On success the
+    /// session is counted for the graceful stop and the metrics until the guards drop.
+    async fn switch_protocols(
+        &self,
+        io: &mut Stream,
+        a: &Accepted<'_>,
+        protocol: Option<&str>,
+    ) -> Option<(SessionGuard, OpenSession)> {
+        let route = &a.entry.route.path;
+        let protocol = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
             .unwrap_or_default();
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
-            upgrade.accept
+            a.accept
         );
         // Counted for the graceful stop before the client can see the 101, so that a stop
         // signalled right after it still waits for this session.
-        let _open = self.sessions.open();
+        let counted = self.sessions.open();
         if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
-            let failed = HandshakeResult::Failed;
             self.metrics
-                .handshake(&route.path, failed, started.elapsed());
-            return;
+                .handshake(route, HandshakeResult::Failed, a.started.elapsed());
+            return None;
         }
         self.metrics
-            .handshake(&route.path, HandshakeResult::Accepted, started.elapsed());
-        let open = self.metrics.session_opened(&route.path);
-        let max_message = route
-            .max_message_bytes
-            .unwrap_or(live.config.limits.max_message_bytes);
-        let config = session::websocket_config(&live.config.limits, max_message);
+            .handshake(route, HandshakeResult::Accepted, a.started.elapsed());
+        Some((counted, self.metrics.session_opened(route)))
+    }
+
+    /// What every session gets from the gateway: stop signal, close timeout, the client-side
+    /// policy, expiry and meter.
+    fn session_context(&self, a: &Accepted<'_>, client_max: usize) -> SessionContext {
+        let route = &a.entry.route;
+        SessionContext {
+            stop: StopSignal::new(
+                a.shutdown.clone(),
+                a.entry.removed(),
+                a.live.config.server.drain_window(),
+            ),
+            close_timeout: a.live.config.limits.close_timeout.0,
+            inbound: Guard::new(client_max, a.live.admission.client_rates(route)),
+            expiry: a.admitted.expiry,
+            meter: self.metrics.meter(&route.path),
+        }
+    }
+
+    /// Count and log a session's end.
+    fn session_ended(
+        &self,
+        a: &Accepted<'_>,
+        end: &SessionEnd,
+        open: &OpenSession,
+        relay: Option<RelayRecord<'_>>,
+    ) {
+        let route = &a.entry.route.path;
+        self.metrics.closed(route, end.close_code, end.initiator);
+        self.access.session(&SessionRecord {
+            route,
+            client: a.who.ip(),
+            subject: a.admitted.subject.as_deref(),
+            end,
+            duration: open.elapsed(),
+            relay,
+        });
+    }
+
+    /// The local echo. It speaks any subprotocol: it picks the client's first (never a token
+    /// entry), since browsers fail a handshake that offered protocols and got none back.
+    async fn echo(&self, mut io: Stream, preread: BytesMut, a: Accepted<'_>) {
+        let protocol = a.admitted.protocols.first().cloned();
+        let Some((_counted, open)) = self
+            .switch_protocols(&mut io, &a, protocol.as_deref())
+            .await
+        else {
+            return;
+        };
+        let route = &a.entry.route;
+        let limits = &a.live.config.limits;
+        let max_message = route.max_message_bytes.unwrap_or(limits.max_message_bytes);
+        let config = session::websocket_config(limits, max_message);
         // Frames the client sent right behind its head are already in `preread`.
         let ws =
             WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
                 .await;
-        let ctx = SessionContext {
-            stop: StopSignal::new(shutdown, entry.removed(), live.config.server.drain_window()),
-            close_timeout: live.config.limits.close_timeout.0,
-            inbound: Guard::new(max_message, live.admission.client_rates(route)),
-            expiry: admitted.expiry,
-            meter: self.metrics.meter(&route.path),
-        };
+        let ctx = self.session_context(&a, max_message);
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
-        self.metrics
-            .closed(&route.path, end.close_code, end.initiator);
-        self.access.session(&SessionRecord {
-            route: &route.path,
-            client: who.ip(),
-            subject: admitted.subject.as_deref(),
-            end: &end,
-            duration: open.elapsed(),
-        });
+        self.session_ended(&a, &end, &open, None);
     }
+
+    /// A relay route: connect and handshake upstream FIRST (a failure is a `502`/`504` or the
+    /// upstream's own refusal, never a `101` then a close), then the `101` with the upstream's
+    /// subprotocol, then the frames both ways.
+    async fn relay(&self, mut io: Stream, preread: BytesMut, head: &RequestHead, a: Accepted<'_>) {
+        let route = &a.entry.route;
+        let Some(relay) = a.live.relays.get(&route.path).cloned() else {
+            let rejection = Rejection::new(Reason::UpstreamUnavailable, 502, "no upstream\n");
+            self.refuse(&mut io, &route.path, a.who, &rejection, a.started)
+                .await;
+            return;
+        };
+        let limits = &a.live.config.limits;
+        let client_max = route.max_message_bytes.unwrap_or(limits.max_message_bytes);
+        let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
+        // Each side writes the other side's messages: its write queue must hold the largest.
+        let ws_config = |read_max: usize, write_max: usize| {
+            session::websocket_config(limits, read_max)
+                .max_write_buffer_size(limits.max_write_buffer_bytes.max(write_max + 64))
+        };
+        let client_tls = io.get_ssl_digest().is_some();
+        let connect = relay.connect(
+            head,
+            &a.admitted,
+            client_tls,
+            ws_config(upstream_max, client_max),
+        );
+        let mut shutdown = a.shutdown.clone();
+        let connected = tokio::select! {
+            c = connect => c,
+            _ = crate::shutdown::shutting_down(&mut shutdown) => {
+                let rejection = Rejection::new(Reason::ShuttingDown, 503, "shutting down\n");
+                self.refuse(&mut io, &route.path, a.who, &rejection, a.started).await;
+                return;
+            }
+        };
+        let connected = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = match e {
+                    ConnectError::Refused { .. } => Reason::UpstreamRefused,
+                    _ => Reason::UpstreamUnavailable,
+                };
+                let rejection = Rejection {
+                    reason,
+                    answer: e.answer(),
+                };
+                self.refuse(&mut io, &route.path, a.who, &rejection, a.started)
+                    .await;
+                return;
+            }
+        };
+        let protocol = connected.protocol.clone();
+        let Some((_counted, open)) = self
+            .switch_protocols(&mut io, &a, protocol.as_deref())
+            .await
+        else {
+            return;
+        };
+        let upstream_url = relay.upstreams[connected.upstream].url.url.clone();
+        let (upstream_ws, _active) = connected.into_parts();
+        let client_ws = WebSocketStream::from_partially_read(
+            io,
+            preread.to_vec(),
+            Role::Server,
+            Some(ws_config(client_max, upstream_max)),
+        )
+        .await;
+        let settings = relay.settings;
+        let ctx = self.session_context(&a, client_max);
+        let opts = RelayOptions {
+            outbound: Guard::new(upstream_max, Rates::default()),
+            ping_interval: settings.ping_interval,
+            ping_timeout: settings.ping_timeout,
+            idle_timeout: settings.idle_timeout,
+        };
+        let end = session::relay::run(client_ws, upstream_ws, ctx, opts).await;
+        self.metrics.relay_ended(&route.path, end.reason.as_str());
+        let relay = RelayRecord {
+            upstream: &upstream_url,
+            end_reason: end.reason.as_str(),
+            upstream_close_code: end.upstream_close_code,
+        };
+        self.session_ended(&a, &end.session, &open, Some(relay));
+    }
+}
+
+/// An admitted handshake: everything its session needs from admission and the configuration.
+struct Accepted<'a> {
+    live: &'a Live,
+    entry: &'a RouteEntry,
+    who: Client,
+    admitted: Admitted,
+    accept: String,
+    started: Instant,
+    shutdown: ShutdownWatch,
 }
 
 /// Answer a plain HTTP request; `true` when the connection stays open for another request

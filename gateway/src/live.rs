@@ -9,12 +9,15 @@ use std::sync::{Arc, RwLock};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::route::Router;
+use crate::upstream::Relays;
 
 /// One generation of configuration.
 pub struct Live {
     pub config: Arc<Config>,
     pub router: Router,
     pub admission: Arc<Admission>,
+    /// The relay routes' upstreams (balancing and health state).
+    pub relays: Arc<Relays>,
 }
 
 /// The current generation, shared by the listeners and the reloader.

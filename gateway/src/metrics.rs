@@ -117,6 +117,12 @@ pub mod defs {
         labels: &["route", "code", "initiator"],
         help: "WebSocket sessions ended, by close code (\"none\": no close frame) and the side that started the close.",
     };
+    pub const RELAY_ENDS: Def = Def {
+        name: "portcullis_relay_session_ends_total",
+        kind: Kind::Counter,
+        labels: &["route", "reason"],
+        help: "Relayed WebSocket sessions ended, by why (client_closed, upstream_closed, ping_timeout, idle_timeout, token_expired, shutdown, ...).",
+    };
     pub const CONNECTION_DURATION: Def = Def {
         name: "portcullis_connection_duration_seconds",
         kind: Kind::Histogram,
@@ -162,6 +168,7 @@ pub mod defs {
 
     /// Every definition, for tests, docs and the deploy-file check.
     pub const ALL: &[Def] = &[
+        RELAY_ENDS,
         CONNECTIONS_ACCEPTED,
         CONNECTIONS_OPEN,
         CONNECTIONS_LIMIT,
@@ -362,6 +369,7 @@ pub struct Metrics {
     messages: IntCounterVec,
     message_bytes: IntCounterVec,
     closes: IntCounterVec,
+    relay_ends: IntCounterVec,
     connection_duration: HistogramVec,
     upstream_connect_errors: IntCounterVec,
     upstream_connect_duration: HistogramVec,
@@ -447,6 +455,7 @@ impl Metrics {
             messages: counter_vec(&r, &defs::MESSAGES),
             message_bytes: counter_vec(&r, &defs::MESSAGE_BYTES),
             closes: counter_vec(&r, &defs::CLOSES),
+            relay_ends: counter_vec(&r, &defs::RELAY_ENDS),
             connection_duration: histogram_vec(&r, &defs::CONNECTION_DURATION, buckets::LIFETIME),
             upstream_connect_errors: counter_vec(&r, &defs::UPSTREAM_CONNECT_ERRORS),
             upstream_connect_duration: histogram_vec(
@@ -574,6 +583,11 @@ impl Metrics {
         self.closes
             .with_label_values(&[route, close_code_label(code), initiator.as_str()])
             .inc();
+    }
+
+    /// A relayed session ended for `reason` (a label from `session::relay::EndReason`).
+    pub fn relay_ended(&self, route: &str, reason: &str) {
+        self.relay_ends.with_label_values(&[route, reason]).inc();
     }
 
     // --- Upstreams, TLS, configuration ---------------------------------------------------
@@ -762,6 +776,7 @@ mod tests {
         m.init_upstream("backend");
         m.connection_accepted();
         m.closed("/ws/echo", Some(1000), Initiator::Client);
+        m.relay_ended("/ws/relay", "client_closed");
         let _open = m.session_opened("/ws/echo");
         m.message("/ws/echo", Direction::FromClient, Class::Text, 5);
         m.handshake(

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::server::preflight;
 use crate::tls::CertStore;
+use crate::upstream::Relays;
 
 /// What can be reloaded, and from where.
 pub struct Reloader {
@@ -52,9 +53,11 @@ impl Reloader {
                 preflight(&config, false).map_err(|e| format!("{}: {e}", config.source))?;
                 let admission = Admission::new_after(&config, &old.admission)
                     .map_err(|e| format!("{}: {e}", config.source))?;
-                Ok((config, admission))
+                let relays =
+                    Relays::build(&config).map_err(|e| format!("{}: {e}", config.source))?;
+                Ok((config, admission, relays))
             });
-        let (config, admission) = match next {
+        let (config, admission, relays) = match next {
             Ok(next) => next,
             Err(e) => {
                 self.metrics.config_reload(false);
@@ -89,6 +92,7 @@ impl Reloader {
             config: Arc::new(config),
             router,
             admission,
+            relays: Arc::new(relays),
         });
         if !gone.is_empty() {
             log::info!(

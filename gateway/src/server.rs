@@ -8,6 +8,7 @@ use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{Admin, Readiness};
@@ -21,6 +22,7 @@ use crate::route::Router;
 use crate::session::Sessions;
 use crate::shutdown::{spawn_exit_monitor, Signals};
 use crate::tls;
+use crate::upstream::{HealthChecks, Relays};
 
 /// Everything that can be checked before the server starts, with errors a user can act on:
 /// certificates load and match their keys, policy keys load, and the addresses can be bound.
@@ -42,6 +44,9 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
         }
     }
     Admission::new(config)?;
+    // Relay routes: upstream URLs, CA files and client certificates load (upstreams need not
+    // be up).
+    Relays::build(config)?;
     if bind {
         let admin = config.admin.enabled.then_some(&config.admin.address);
         for addr in config.listeners.iter().map(|l| &l.address).chain(admin) {
@@ -101,7 +106,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         router: Router::new(&config),
         config: config.clone(),
         admission,
+        relays: Arc::new(Relays::build(&config)?),
     }));
+    // Ready only while every relay route has an upstream in the rotation.
+    let relays_live = live.clone();
+    readiness.add_check("relay upstreams", move || relays_live.get().relays.ready());
     metrics.set_connection_limit(
         crate::metrics::ALL_ROUTES,
         config.limits.max_connections as u64,
@@ -151,6 +160,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         }
     }
     server.add_service(public);
+    server.add_service(background_service(
+        "upstream health",
+        HealthChecks(live.clone()),
+    ));
 
     if config.admin.enabled {
         let token = config.admin.token()?;

@@ -10,6 +10,7 @@ mod echo;
 mod handshake;
 mod lifecycle;
 mod metrics;
+mod relay;
 mod reload;
 mod support;
 mod tokens;

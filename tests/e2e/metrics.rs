@@ -665,6 +665,7 @@ async fn exposition_passes_promtool_and_python_parser() {
         serde_json::json!(100000)
     );
     let unset = [
+        defs::RELAY_ENDS.name,
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,

@@ -46,6 +46,10 @@ pub struct Admitted {
     pub expiry: Option<Expiry>,
     /// The subprotocols the client offered, minus any `bearer.<token>` entry.
     pub protocols: Vec<String>,
+    /// Where this route's policy looks for a token besides headers: the query parameter and
+    /// the cookie, so that a relay strips them before forwarding (unless asked not to).
+    pub token_query_param: Option<String>,
+    pub token_cookie: Option<String>,
 }
 
 /// Why a request was refused: a low-cardinality label for logs and metrics
@@ -81,11 +85,13 @@ pub enum Reason {
     ConnLimit,
     /// A relay route could not reach any upstream (502/504).
     UpstreamUnavailable,
+    /// The upstream answered the upgrade with its own refusal (its status is passed on).
+    UpstreamRefused,
 }
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -100,6 +106,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
+        Reason::UpstreamRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +125,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamRefused => "upstream_refused",
         }
     }
 }
@@ -362,6 +370,8 @@ impl Admission {
             claims,
             token,
             expiry,
+            token_query_param: policy.token.as_ref().map(|t| t.query_param().to_string()),
+            token_cookie: policy.token.as_ref().map(|t| t.cookie_name().to_string()),
             protocols: upgrade
                 .offered_protocols
                 .iter()
@@ -410,7 +420,8 @@ mod tests {
                 | Reason::Forbidden
                 | Reason::RateLimited
                 | Reason::ConnLimit
-                | Reason::UpstreamUnavailable => {}
+                | Reason::UpstreamUnavailable
+                | Reason::UpstreamRefused => {}
             }
         }
     }

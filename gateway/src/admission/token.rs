@@ -83,6 +83,16 @@ impl TokenPolicy {
         })
     }
 
+    /// The query parameter that may carry the token.
+    pub fn query_param(&self) -> &str {
+        &self.query_param
+    }
+
+    /// The cookie that may carry the token.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+
     /// Find, verify and authorize the request's token.
     pub async fn check(&self, head: &RequestHead) -> Result<Verified, Rejection> {
         let token = self.find(head).ok_or_else(missing)?;
@@ -280,6 +290,16 @@ fn cookie(head: &RequestHead, name: &str) -> Option<String> {
             (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
         })
         .filter(|t| !t.is_empty())
+}
+
+/// A `Cookie` header value without the cookie `name`; `None` when nothing is left.
+pub fn strip_cookie(value: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(name))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 /// A query parameter's (percent-decoded) value.

@@ -3,6 +3,7 @@
 
 pub mod echo;
 pub mod guard;
+pub mod relay;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,1236 @@
+//! Relay routes end to end: a real upstream WebSocket server started inside each test on
+//! 127.0.0.1:0 (plain or TLS), the real gateway in front of it, real wss clients. Exact status
+//! codes, close codes and reasons are asserted; every wait is bounded.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::support::*;
+
+/// Any byte stream the test upstream serves on (TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub type UpWs = WebSocketStream<Box<dyn Io>>;
+
+/// What the test upstream reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A handshake request's headers (before it is accepted or refused).
+    Request(HeaderMap, String),
+    /// A close frame the upstream received: code and reason (1005 for none).
+    Closed(u16, String),
+    /// The connection ended without a close frame, or with an error.
+    Ended,
+    /// A data message the upstream received.
+    Data(Message),
+}
+
+type Handler =
+    Arc<dyn Fn(UpWs, mpsc::UnboundedSender<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How the test upstream answers handshakes.
+#[derive(Clone, Default)]
+pub struct Handshake {
+    /// Refuse every upgrade with this status and body.
+    pub refuse: Option<(u16, &'static str)>,
+    /// Choose the first offered subprotocol that is in this list.
+    pub protocols: Vec<&'static str>,
+    /// Never answer (accept TCP, read nothing).
+    pub stall: bool,
+    /// Serve TLS with this (cert PEM, key PEM).
+    pub tls: Option<(String, String)>,
+    /// With `tls`: require a client certificate issued by this CA (PEM).
+    pub client_ca: Option<String>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start(handshake: Handshake, handler: Handler) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve(listener, handshake, handler)
+    }
+
+    pub fn serve(listener: TcpListener, handshake: Handshake, handler: Handler) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        let acceptor = handshake
+            .tls
+            .as_ref()
+            .map(|(cert, key)| tls_acceptor(cert, key, handshake.client_ca.as_deref()));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                if handshake.stall {
+                    held.push(tcp);
+                    continue;
+                }
+                let tx = tx.clone();
+                let handler = handler.clone();
+                let handshake = handshake.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let io: Box<dyn Io> = match acceptor {
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(tls) => Box::new(tls),
+                            Err(_) => return,
+                        },
+                        None => Box::new(tcp),
+                    };
+                    let report = tx.clone();
+                    // tungstenite's callback signature returns its (large) ErrorResponse.
+                    #[allow(clippy::result_large_err)]
+                    let callback = move |req: &Request, mut resp: Response| {
+                        let _ = report
+                            .send(Event::Request(req.headers().clone(), req.uri().to_string()));
+                        if let Some((status, body)) = handshake.refuse {
+                            let mut e = ErrorResponse::new(Some(body.to_string()));
+                            *e.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            e.headers_mut()
+                                .insert("www-authenticate", "Bearer realm=\"up\"".parse().unwrap());
+                            return Err(e);
+                        }
+                        let offered = req
+                            .headers()
+                            .get("sec-websocket-protocol")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(|p| p.trim().to_string())
+                            .collect::<Vec<_>>();
+                        if let Some(p) = offered
+                            .iter()
+                            .find(|p| handshake.protocols.contains(&p.as_str()))
+                        {
+                            resp.headers_mut()
+                                .insert("sec-websocket-protocol", p.parse().unwrap());
+                        }
+                        Ok(resp)
+                    };
+                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(io, callback).await {
+                        handler(ws, tx).await;
+                    }
+                });
+            }
+        });
+        Upstream { addr, events, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// The next event (bounded).
+    pub async fn event(&mut self) -> Event {
+        tokio::time::timeout(STEP, self.events.recv())
+            .await
+            .expect("no upstream event in time")
+            .expect("upstream gone")
+    }
+
+    /// The next request's headers.
+    pub async fn request(&mut self) -> (HeaderMap, String) {
+        loop {
+            if let Event::Request(h, uri) = self.event().await {
+                return (h, uri);
+            }
+        }
+    }
+
+    /// The next close frame the upstream received (on any of its connections; `Ended` events
+    /// are skipped: they are often an earlier connection finishing).
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            if let Event::Closed(code, reason) = self.event().await {
+                return (code, reason);
+            }
+        }
+    }
+}
+
+fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(UpWs, mpsc::UnboundedSender<Event>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |ws, tx| Box::pin(f(ws, tx)))
+}
+
+/// Read until the connection ends, reporting data and the close frame.
+async fn serve_rest(mut ws: UpWs, tx: &mpsc::UnboundedSender<Event>, echo: bool) {
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Close(frame)) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                });
+                let _ = tx.send(Event::Closed(code, reason));
+            }
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                let _ = tx.send(Event::Data(m.clone()));
+                if echo && ws.send(m).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = tx.send(Event::Ended);
+}
+
+/// Echo data messages; report everything.
+fn echo() -> Handler {
+    handler(|ws, tx| async move { serve_rest(ws, &tx, true).await })
+}
+
+/// Report everything, answer nothing.
+fn listen() -> Handler {
+    handler(|ws, tx| async move { serve_rest(ws, &tx, false).await })
+}
+
+fn relay_route(path: &str, upstreams: &[String], extra: &str) -> String {
+    let list = upstreams
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[[routes]]\npath = \"{path}\"\nmode = \"relay\"\nupstreams = [{list}]\n{extra}\n")
+}
+
+/// A wss client on `path` with extra handshake headers and subprotocols; returns the 101's
+/// chosen protocol.
+async fn client_with(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    protocols: &[&str],
+) -> (Wss, Option<String>) {
+    let mut builder = ClientRequestBuilder::new(gw.url(path).parse().unwrap());
+    for (k, v) in headers {
+        builder = builder.with_header(*k, *v);
+    }
+    for p in protocols {
+        builder = builder.with_sub_protocol(*p);
+    }
+    let tls = gw.tls().await;
+    let (ws, resp) = tokio::time::timeout(
+        STEP,
+        tokio_tungstenite::client_async_with_config(builder, tls, None),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("handshake failed");
+    assert_eq!(resp.status(), 101);
+    let protocol = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_string());
+    (ws, protocol)
+}
+
+/// A raw frame: first byte as given (FIN, RSV, opcode), masked when `mask` is set.
+fn raw_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        out.push(mask_bit | payload.len() as u8);
+    } else {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    match mask {
+        Some(m) => {
+            out.extend_from_slice(&m);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// The five protocol violations, as frames from a client (masked) or an upstream (unmasked),
+/// with the close code the offender must get.
+fn violations(client: bool) -> Vec<(&'static str, Vec<u8>, u16)> {
+    let m = client.then_some([7, 7, 7, 7]);
+    let mut cases = vec![
+        (
+            "invalid UTF-8 in text",
+            raw_frame(0x81, &[0xff, 0xfe, 0xfd], m),
+            1007,
+        ),
+        (
+            "reserved bit set",
+            raw_frame(0x80 | 0x40 | 0x1, b"rsv", m),
+            1002,
+        ),
+        (
+            "oversized control frame",
+            raw_frame(0x89, &[0u8; 126], m),
+            1002,
+        ),
+        (
+            "interleaved fragments",
+            [
+                raw_frame(0x01, b"first half", m),
+                raw_frame(0x81, b"a new message", m),
+            ]
+            .concat(),
+            1002,
+        ),
+    ];
+    if client {
+        cases.push(("unmasked client frame", raw_frame(0x81, b"hi", None), 1002));
+    } else {
+        cases.push((
+            "masked server frame",
+            raw_frame(0x81, b"hi", Some([1, 2, 3, 4])),
+            1002,
+        ));
+    }
+    cases
+}
+
+/// Read a raw (TLS) client connection until a server close frame: its code and reason.
+async fn raw_close<S: AsyncRead + Unpin>(io: &mut S, what: &str) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).to_string();
+            assert!(head.starts_with("HTTP/1.1 101"), "{what}: {head}");
+            let body = &got[i + 4..];
+            if body.len() >= 2 && body[0] == 0x88 {
+                let len = (body[1] & 0x7f) as usize;
+                if body.len() >= 2 + len && len >= 2 {
+                    let code = u16::from_be_bytes([body[2], body[3]]);
+                    let reason = String::from_utf8_lossy(&body[4..2 + len]).to_string();
+                    return (code, reason);
+                }
+            } else if !body.is_empty() {
+                panic!("{what}: expected a close frame, got {body:?}");
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no close frame in time"))
+            .unwrap_or(0);
+        assert!(n > 0, "{what}: closed without a close frame: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Send a handshake and read only the answer's head (a 101 keeps the connection open).
+async fn head_only(gw: &Gateway, path: &str) -> String {
+    let mut tls = gw.tls().await;
+    tls.write_all(handshake(path, "").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
+            .await
+            .expect("no answer in time")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Wait (bounded) until the gateway's log holds `needle` (session lines come after the close).
+async fn wait_log(gw: &Gateway, needle: &str) {
+    let deadline = Instant::now() + STEP;
+    while !gw.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gateway_rss_kib(gw: &Gateway) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], ""));
+    let mut ws = gw.ws("/relay").await;
+    let (_, uri) = up.request().await;
+    assert_eq!(uri, "/chat");
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("héllo ✓")).await,
+        Message::text("héllo ✓")
+    );
+    match up.event().await {
+        Event::Data(m) => assert_eq!(m, Message::text("héllo ✓")),
+        other => panic!("{other:?}"),
+    }
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert_eq!(
+        roundtrip(&mut ws, Message::binary(bytes.clone())).await,
+        Message::binary(bytes)
+    );
+    let big = "x".repeat(300_000);
+    assert_eq!(
+        roundtrip(&mut ws, Message::text(big.clone())).await,
+        Message::text(big)
+    );
+    // A fragmented message arrives whole.
+    for (part, fin, opcode) in [
+        ("frag", false, OpCode::Data(Data::Text)),
+        ("men", false, OpCode::Data(Data::Continue)),
+        ("ted", true, OpCode::Data(Data::Continue)),
+    ] {
+        ws.feed(Message::Frame(Frame::message(part, opcode, fin)))
+            .await
+            .unwrap();
+    }
+    ws.flush().await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("fragmented"));
+    // Pings are answered.
+    ws.send(Message::Ping(b"there?".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong(b"there?".to_vec().into()));
+    ws.close(None).await.unwrap();
+    assert_eq!(up.closed().await, (1005, String::new()));
+}
+
+#[tokio::test]
+async fn server_initiated_messages_and_pings_reach_the_client() {
+    let up = Upstream::start(
+        Handshake::default(),
+        handler(|mut ws, tx| async move {
+            for i in 0..3 {
+                ws.send(Message::text(format!("push {i}"))).await.unwrap();
+            }
+            ws.send(Message::Ping(b"up".to_vec().into())).await.unwrap();
+            ws.send(Message::binary(vec![9u8; 10])).await.unwrap();
+            serve_rest(ws, &tx, false).await
+        }),
+    )
+    .await;
+    let gw = Gateway::start(&relay_route("/push", &[up.url("/")], ""));
+    let mut ws = gw.ws("/push").await;
+    for i in 0..3 {
+        assert_eq!(
+            next_message(&mut ws).await,
+            Message::text(format!("push {i}"))
+        );
+    }
+    let ping = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping, Message::Ping(b"up".to_vec().into()));
+    assert_eq!(next_message(&mut ws).await, Message::binary(vec![9u8; 10]));
+}
+
+#[tokio::test]
+async fn subprotocols_are_negotiated_with_the_upstream() {
+    let mut up = Upstream::start(
+        Handshake {
+            protocols: vec!["chat.v1", "chat.v2", "admin"],
+            ..Handshake::default()
+        },
+        echo(),
+    )
+    .await;
+    let gw = Gateway::start(&relay_route(
+        "/chat",
+        &[up.url("/")],
+        "subprotocols = [\"chat.v2\", \"chat.v1\"]",
+    ));
+    // The client's order wins; `bearer.` entries and protocols off the allow-list never reach
+    // the upstream.
+    let (mut ws, chosen) = client_with(
+        &gw,
+        "/chat",
+        &[],
+        &["bearer.secret-token", "admin", "chat.v2", "chat.v1"],
+    )
+    .await;
+    assert_eq!(chosen.as_deref(), Some("chat.v2"));
+    let (headers, _) = up.request().await;
+    assert_eq!(headers["sec-websocket-protocol"], "chat.v2, chat.v1");
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("v2")).await,
+        Message::text("v2")
+    );
+
+    // Nothing offered: nothing chosen.
+    let (_ws, chosen) = client_with(&gw, "/chat", &[], &[]).await;
+    assert_eq!(chosen, None);
+    let (headers, _) = up.request().await;
+    assert!(headers.get("sec-websocket-protocol").is_none());
+}
+
+#[tokio::test]
+async fn identity_headers_arrive_and_spoofed_ones_do_not() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let gw = Gateway::start(&relay_route(
+        "/id",
+        &[up.url("/svc?v=1")],
+        "forward_claims = { sub = \"X-Auth-Subject\", tenant = \"X-Tenant\" }",
+    ));
+    let spoofed = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Forwarded", "for=6.6.6.6;proto=https"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Auth-Subject", "admin"),
+        ("X-Tenant", "all"),
+        ("Authorization", "Bearer not-for-the-backend"),
+        ("Cookie", "session=abc"),
+        ("X-App", "kept"),
+    ];
+    let tls = gw.tls().await;
+    let mut builder =
+        ClientRequestBuilder::new(gw.url("/id?room=7&access_token=secret").parse().unwrap());
+    for (k, v) in spoofed {
+        builder = builder.with_header(k, v);
+    }
+    let (_ws, _) = tokio::time::timeout(
+        STEP,
+        tokio_tungstenite::client_async_with_config(builder, tls, None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (h, uri) = up.request().await;
+    let one = |name: &str| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        uri, "/svc?v=1&room=7",
+        "the token query parameter is not forwarded"
+    );
+    assert_eq!(one("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(one("x-forwarded-proto"), ["https"]);
+    assert_eq!(one("x-forwarded-host"), [format!("localhost:{}", gw.port)]);
+    assert_eq!(
+        one("forwarded"),
+        [format!(
+            "for=127.0.0.1;proto=https;host=\"localhost:{}\"",
+            gw.port
+        )]
+    );
+    assert!(one("x-real-ip").is_empty());
+    assert!(one("x-auth-subject").is_empty(), "no token, no subject");
+    assert!(one("x-tenant").is_empty());
+    assert!(one("authorization").is_empty(), "tokens are not forwarded");
+    assert_eq!(one("cookie"), ["session=abc"]);
+    assert_eq!(one("x-app"), ["kept"]);
+    assert_eq!(one("host"), [up.addr.to_string()]);
+}
+
+#[tokio::test]
+async fn the_token_is_forwarded_only_when_the_route_asks() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true"));
+    let tls = gw.tls().await;
+    let builder = ClientRequestBuilder::new(gw.url("/tok?access_token=t0k").parse().unwrap())
+        .with_header("Authorization", "Bearer t0k")
+        .with_sub_protocol("bearer.t0k");
+    let _ws = tokio::time::timeout(
+        STEP,
+        tokio_tungstenite::client_async_with_config(builder, tls, None),
+    )
+    .await
+    .unwrap();
+    let (h, uri) = up.request().await;
+    assert_eq!(uri, "/?access_token=t0k");
+    assert_eq!(h["authorization"], "Bearer t0k");
+    assert!(
+        h.get("sec-websocket-protocol").is_none(),
+        "bearer.<token> is never offered upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_refusals_are_passed_with_their_status() {
+    for (status, body) in [(401u16, "token required\n"), (403, "forbidden here\n")] {
+        let up = Upstream::start(
+            Handshake {
+                refuse: Some((status, body)),
+                ..Handshake::default()
+            },
+            echo(),
+        )
+        .await;
+        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], ""));
+        let answer = gw.raw(handshake("/r", "").as_bytes()).await;
+        assert_eq!(status_of(&answer), status, "{answer}");
+        assert!(answer.ends_with(body), "{answer}");
+        assert!(
+            answer.contains("WWW-Authenticate: Bearer realm=\"up\""),
+            "{answer}"
+        );
+        // A refusal is an answer, not a failure: the upstream stays in rotation.
+        let answer = gw.raw(handshake("/r", "").as_bytes()).await;
+        assert_eq!(status_of(&answer), status, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_leaves_the_rotation() {
+    let dead = format!("ws://127.0.0.1:{}/", free_port());
+    let gw = Gateway::start(&relay_route(
+        "/down",
+        std::slice::from_ref(&dead),
+        "unhealthy_for = \"30s\"",
+    ));
+    let answer = gw.raw(handshake("/down", "").as_bytes()).await;
+    assert_eq!(status_of(&answer), 502, "{answer}");
+    assert!(answer.ends_with("upstream unavailable\n"), "{answer}");
+    // Now out of rotation: refused at once, without trying.
+    let answer = gw.raw(handshake("/down", "").as_bytes()).await;
+    assert_eq!(status_of(&answer), 502, "{answer}");
+    assert!(answer.ends_with("no healthy upstream\n"), "{answer}");
+    assert!(gw.log().contains("out of rotation"), "{}", gw.log());
+}
+
+#[tokio::test]
+async fn a_failing_upstream_is_skipped_for_the_next() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let dead = format!("ws://127.0.0.1:{}/", free_port());
+    let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], ""));
+    for i in 0..4 {
+        let mut ws = gw.ws("/two").await;
+        let text = format!("m{i}");
+        assert_eq!(
+            roundtrip(&mut ws, Message::text(text.clone())).await,
+            Message::text(text)
+        );
+        up.request().await;
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_in_time() {
+    let up = Upstream::start(
+        Handshake {
+            stall: true,
+            ..Handshake::default()
+        },
+        echo(),
+    )
+    .await;
+    let gw = Gateway::start(&relay_route(
+        "/slow",
+        &[up.url("/")],
+        "connect_timeout = \"500ms\"",
+    ));
+    let start = Instant::now();
+    let answer = gw.raw(handshake("/slow", "").as_bytes()).await;
+    assert_eq!(status_of(&answer), 504, "{answer}");
+    assert!(answer.ends_with("upstream timed out\n"), "{answer}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
+    let up = Upstream::start(
+        Handshake::default(),
+        handler(|mut ws, _tx| async move {
+            let _ = ws.next().await;
+            ws.send(Message::text("last words")).await.unwrap();
+            // Gone without a close frame.
+            drop(ws);
+        }),
+    )
+    .await;
+    let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], ""));
+    let mut ws = gw.ws("/dies").await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("last words"));
+    let start = Instant::now();
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1011, "upstream connection lost".to_string())
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn close_codes_and_reasons_pass_both_ways() {
+    // Client → upstream.
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let gw = Gateway::start(&relay_route("/c", &[up.url("/")], ""));
+    let mut ws = gw.ws("/c").await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "client says bye".into(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(up.closed().await, (4000, "client says bye".to_string()));
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (4000, "client says bye".to_string())
+    );
+
+    // Upstream → client.
+    let up2 = Upstream::start(
+        Handshake::default(),
+        handler(|mut ws, tx| async move {
+            let _ = ws.next().await;
+            ws.send(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(4001),
+                reason: "upstream is done".into(),
+            })))
+            .await
+            .unwrap();
+            serve_rest(ws, &tx, false).await
+        }),
+    )
+    .await;
+    let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], ""));
+    let mut ws = gw2.ws("/u").await;
+    ws.send(Message::text("go")).await.unwrap();
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (4001, "upstream is done".to_string())
+    );
+    wait_log(&gw2, "end_reason=upstream_closed close_code=4001").await;
+}
+
+#[tokio::test]
+async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
+    let mut up = Upstream::start(Handshake::default(), listen()).await;
+    let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+    for (what, frame, code) in violations(true) {
+        let mut raw = gw.tls().await;
+        let mut bytes = handshake("/v", "").into_bytes();
+        bytes.extend(frame);
+        raw.write_all(&bytes).await.unwrap();
+        let (got, _) = raw_close(&mut raw, what).await;
+        assert_eq!(got, code, "{what}");
+        // Nothing malformed reached the upstream; it was told the client went.
+        loop {
+            match up.event().await {
+                // `Ended`: the previous case's connection finishing.
+                Event::Request(..) | Event::Ended => {}
+                Event::Closed(c, reason) => {
+                    assert_eq!(
+                        (c, reason.as_str()),
+                        (1001, "client protocol error"),
+                        "{what}"
+                    );
+                    break;
+                }
+                other => panic!("{what}: upstream got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_protocol_violations_get_rfc_codes_and_the_client_1011() {
+    for (what, frame, code) in violations(false) {
+        let frame = Arc::new(frame);
+        let mut up = Upstream::start(
+            Handshake::default(),
+            handler(move |mut ws, tx| {
+                let frame = frame.clone();
+                async move {
+                    ws.get_mut().write_all(&frame).await.unwrap();
+                    serve_rest(ws, &tx, false).await
+                }
+            }),
+        )
+        .await;
+        let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+        let mut ws = gw.ws("/v").await;
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (1011, "upstream protocol error".to_string()),
+            "{what}"
+        );
+        let (got, _) = up.closed().await;
+        assert_eq!(got, code, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn message_size_limits_apply_per_direction() {
+    let mut up = Upstream::start(
+        Handshake::default(),
+        handler(|mut ws, tx| async move {
+            // Answer "big" with a message over the upstream limit, anything else with itself.
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Close(f) = &m {
+                    let f = f.as_ref().unwrap();
+                    let _ = tx.send(Event::Closed(u16::from(f.code), f.reason.to_string()));
+                    continue;
+                }
+                let reply = if m == Message::text("big") {
+                    Message::text("u".repeat(121))
+                } else {
+                    m
+                };
+                if ws.send(reply).await.is_err() {
+                    break;
+                }
+            }
+            serve_rest(ws, &tx, false).await
+        }),
+    )
+    .await;
+    let gw = Gateway::start(&relay_route(
+        "/lim",
+        &[up.url("/")],
+        "max_message_bytes = 100\nupstream_max_message_bytes = 120",
+    ));
+    let mut ws = gw.ws("/lim").await;
+    let at = "c".repeat(100);
+    assert_eq!(
+        roundtrip(&mut ws, Message::text(at.clone())).await,
+        Message::text(at)
+    );
+    ws.send(Message::text("c".repeat(101))).await.unwrap();
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1009, "message too big".to_string())
+    );
+    assert_eq!(
+        up.closed().await,
+        (1001, "client message too big".to_string())
+    );
+
+    let mut ws = gw.ws("/lim").await;
+    ws.send(Message::text("big")).await.unwrap();
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1011, "upstream message too big".to_string())
+    );
+    assert_eq!(up.closed().await, (1009, "message too big".to_string()));
+}
+
+#[tokio::test]
+async fn round_robin_and_least_connections_balance_two_upstreams() {
+    let mut a = Upstream::start(Handshake::default(), echo()).await;
+    let mut b = Upstream::start(Handshake::default(), echo()).await;
+    let routes = format!(
+        "{}{}",
+        relay_route("/rr", &[a.url("/a"), b.url("/b")], ""),
+        relay_route(
+            "/lc",
+            &[a.url("/a"), b.url("/b")],
+            "balance = \"least_connections\""
+        )
+    );
+    let gw = Gateway::start(&routes);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let mut ws = gw.ws("/rr").await;
+        roundtrip(&mut ws, Message::text("x")).await;
+        let which = tokio::select! {
+            _ = a.request() => "a",
+            _ = b.request() => "b",
+        };
+        seen.push(which);
+        ws.close(None).await.unwrap();
+    }
+    assert_eq!(seen, ["a", "b", "a", "b"]);
+
+    // Least connections: one long-lived socket on "a"; then every short one goes to "b".
+    let mut long = gw.ws("/lc").await;
+    roundtrip(&mut long, Message::text("stay")).await;
+    let (_, uri) = a.request().await;
+    assert_eq!(uri, "/a");
+    for _ in 0..3 {
+        let mut ws = gw.ws("/lc").await;
+        roundtrip(&mut ws, Message::text("x")).await;
+        let (_, uri) = b.request().await;
+        assert_eq!(uri, "/b");
+        ws.close(None).await.unwrap();
+        let _ = tokio::time::timeout(STEP, ws.next()).await;
+        // The session ends (and its count drops) right after the close handshake.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        roundtrip(&mut long, Message::text("still")).await,
+        Message::text("still")
+    );
+}
+
+#[tokio::test]
+async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut idle_up = Upstream::start(Handshake::default(), echo()).await;
+    let routes = format!(
+        "{}{}",
+        relay_route(
+            "/ka",
+            &[up.url("/")],
+            "ping_interval = \"300ms\"\nping_timeout = \"300ms\""
+        ),
+        relay_route(
+            "/idle",
+            &[idle_up.url("/")],
+            "ping_interval = \"200ms\"\nping_timeout = \"5s\"\nidle_timeout = \"1s\""
+        )
+    );
+    let gw = Gateway::start(&routes);
+
+    // A client that reads (and so answers pings) stays.
+    let mut alive = gw.ws("/ka").await;
+    up.request().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut pings = 0;
+    while let Ok(m) = tokio::time::timeout_at(deadline, alive.next()).await {
+        match m.unwrap().unwrap() {
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "{pings} pings");
+    assert_eq!(
+        roundtrip(&mut alive, Message::text("here")).await,
+        Message::text("here")
+    );
+    assert!(matches!(up.event().await, Event::Data(_)));
+
+    // (Closed now, so that the next close the upstream sees is the silent client's.)
+    alive.close(None).await.unwrap();
+    assert_eq!(up.closed().await, (1005, String::new()));
+    // A client that does not read (so never answers) is dropped after interval + timeout.
+    let mut silent = gw.ws("/ka").await;
+    up.request().await;
+    let start = Instant::now();
+    assert_eq!(up.closed().await, (1001, "client ping timeout".to_string()));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        expect_close(&mut silent).await,
+        (1001, "ping timeout".to_string())
+    );
+
+    // Pings answered but no data either way: closed for idleness, both sides.
+    let mut idle = gw.ws("/idle").await;
+    let start = Instant::now();
+    let (code, reason) = loop {
+        match tokio::time::timeout(STEP, idle.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Close(Some(f)) => break (u16::from(f.code), f.reason.to_string()),
+            Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!((code, reason.as_str()), (1001, "idle timeout"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(idle_up.closed().await, (1001, "idle timeout".to_string()));
+    wait_log(&gw, "end_reason=ping_timeout").await;
+    wait_log(&gw, "end_reason=idle_timeout").await;
+}
+
+/// A peer that never reads while the other floods: the flood stalls (backpressure reaches the
+/// sender) and the gateway's memory stays bounded, in both directions.
+#[tokio::test]
+async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
+    const CHUNK: usize = 64 * 1024;
+    const CAP: u64 = 64 * 1024 * 1024;
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    // Upstream floods; the client never reads.
+    let flood = Upstream::start(
+        Handshake::default(),
+        handler(move |mut ws, _tx| {
+            let counter = counter.clone();
+            async move {
+                let chunk = vec![0x5au8; CHUNK];
+                while counter.load(Ordering::Relaxed) < 4 * CAP {
+                    if ws.send(Message::binary(chunk.clone())).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                }
+            }
+        }),
+    )
+    .await;
+    // Upstream never reads; the client floods.
+    let sink = Upstream::start(
+        Handshake::default(),
+        handler(|ws, _tx| async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(ws);
+        }),
+    )
+    .await;
+    let routes = format!(
+        "{}{}",
+        relay_route("/flood", &[flood.url("/")], "ping_interval = \"0s\""),
+        relay_route("/sink", &[sink.url("/")], "ping_interval = \"0s\"")
+    );
+    let gw = Gateway::start(&routes);
+    let _warm = gw.ws("/sink").await;
+    let before = gateway_rss_kib(&gw);
+
+    let _reader_that_never_reads = gw.ws("/flood").await;
+    let mut last = 0;
+    let mut stalled_at = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last && now > 0 {
+            stalled_at = Some(now);
+            break;
+        }
+        last = now;
+    }
+    let stalled_at = stalled_at.expect("the upstream flood never stalled");
+    assert!(
+        stalled_at < CAP,
+        "upstream sent {stalled_at} bytes into a client that reads nothing"
+    );
+
+    let mut client = gw.ws("/sink").await;
+    let mut pushed: u64 = 0;
+    let chunk = vec![0xa5u8; CHUNK];
+    loop {
+        let send = client.send(Message::binary(chunk.clone()));
+        match tokio::time::timeout(Duration::from_secs(1), send).await {
+            Ok(Ok(())) => pushed += CHUNK as u64,
+            Ok(Err(e)) => panic!("send failed after {pushed} bytes: {e}"),
+            Err(_) => break,
+        }
+        assert!(
+            pushed < CAP,
+            "the client pushed {pushed} bytes into an upstream that reads nothing"
+        );
+    }
+    let growth_kib = gateway_rss_kib(&gw).saturating_sub(before);
+    assert!(
+        growth_kib < 32 * 1024,
+        "gateway RSS grew by {growth_kib} KiB (upstream pushed {stalled_at} B, client {pushed} B)"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_sends_1001_to_both_sides() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], ""));
+    let mut ws = gw.ws("/s").await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("x")).await,
+        Message::text("x")
+    );
+    gw.signal("TERM");
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1001, "server shutting down".to_string())
+    );
+    assert_eq!(
+        up.closed().await,
+        (1001, "server shutting down".to_string())
+    );
+    gw.wait_exit(Duration::from_secs(10));
+}
+
+/// A self-signed pair for `localhost`: (cert PEM, key PEM).
+fn self_signed() -> (String, String) {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (pair.cert.pem(), pair.signing_key.serialize_pem())
+}
+
+fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
+    let (cert, key) = self_signed();
+    // A CA that issues the gateway's client certificate.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["portcullis".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+
+    let mut up = Upstream::start(
+        Handshake {
+            tls: Some((cert.clone(), key.clone())),
+            client_ca: Some(ca_cert.pem()),
+            ..Handshake::default()
+        },
+        echo(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(dir.path(), "upstream-ca.pem", &cert);
+    let client_cert_file = write(dir.path(), "client.pem", &client_cert.pem());
+    let client_key_file = write(dir.path(), "client-key.pem", &client_key.serialize_pem());
+    let url = format!("wss://localhost:{}/secure", up.addr.port());
+    let routes = format!(
+        "{}{}{}",
+        relay_route(
+            "/mtls",
+            std::slice::from_ref(&url),
+            &format!(
+                "upstream_ca_file = \"{ca_file}\"\nupstream_client_cert = \"{client_cert_file}\"\n\
+                 upstream_client_key = \"{client_key_file}\""
+            ),
+        ),
+        // Trusts the CA but presents no client certificate: the upstream refuses the TLS.
+        relay_route(
+            "/no-client-cert",
+            std::slice::from_ref(&url),
+            &format!("upstream_ca_file = \"{ca_file}\"")
+        ),
+        // Trusts only the system roots: the upstream's self-signed certificate fails.
+        relay_route("/system-roots", std::slice::from_ref(&url), ""),
+    );
+    let gw = Gateway::start(&routes);
+    let mut ws = gw.ws("/mtls").await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("over wss")).await,
+        Message::text("over wss")
+    );
+    let (h, uri) = up.request().await;
+    assert_eq!(uri, "/secure");
+    assert_eq!(h["host"], format!("localhost:{}", up.addr.port()));
+    for path in ["/no-client-cert", "/system-roots"] {
+        let answer = gw.raw(handshake(path, "").as_bytes()).await;
+        assert_eq!(status_of(&answer), 502, "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn active_health_checks_bring_an_upstream_back() {
+    // Reserve a port, leave it closed: the upstream is down.
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let gw = Gateway::start(&relay_route(
+        "/hc",
+        std::slice::from_ref(&url),
+        "health_check_interval = \"200ms\"\nunhealthy_for = \"1h\"",
+    ));
+    let answer = gw.raw(handshake("/hc", "").as_bytes()).await;
+    assert_eq!(status_of(&answer), 502, "{answer}");
+    // It comes up; passive ejection alone would keep it out for an hour.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let _up = Upstream::serve(listener, Handshake::default(), echo());
+    let deadline = Instant::now() + STEP;
+    loop {
+        let answer = head_only(&gw, "/hc").await;
+        if status_of(&answer) == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never came back: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gw.log().contains("passes its health check again"),
+        "{}",
+        gw.log()
+    );
+}
