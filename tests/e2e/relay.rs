@@ -1234,3 +1234,146 @@ async fn active_health_checks_bring_an_upstream_back() {
         gw.log()
     );
 }
+
+// --- Relays under admission policies -------------------------------------------------------
+
+/// A relay route behind a JWT policy: the verified subject and claims reach the backend as
+/// headers, the token does not (header, `bearer.` subprotocol, query parameter or cookie), and
+/// the client-supplied identity headers are replaced.
+#[tokio::test]
+async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
+    use crate::tokens::{claims, sign, write_keys};
+    use jsonwebtoken::Algorithm;
+    let mut up = Upstream::start(
+        Handshake {
+            protocols: vec!["chat.v1"],
+            ..Handshake::default()
+        },
+        echo(),
+    )
+    .await;
+    let route = relay_route(
+        "/chat",
+        &[up.url("/svc")],
+        "policy = \"chat\"\nforward_claims = { sub = \"X-Auth-Subject\", tenant = \"X-Tenant\", roles = \"X-Roles\" }",
+    );
+    let gw = Gateway::start_prepared(
+        true,
+        &format!(
+            "{route}\n[policies.chat.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
+             query_param = \"jwt\"\ncookie = \"jwt_cookie\"\n"
+        ),
+        write_keys,
+    );
+    let token = sign(
+        Algorithm::ES256,
+        None,
+        &claims(serde_json::json!({"tenant": "acme", "roles": ["a", "b"]})),
+    );
+    // The token in the subprotocol, the query and a cookie at once, plus spoofed identity.
+    let protocols = format!("bearer.{token}, chat.v1");
+    let cookie = format!("theme=dark; jwt_cookie={token}");
+    let (mut ws, resp) = gw
+        .ws_headers(
+            &format!("/chat?room=7&jwt={token}"),
+            &[
+                ("sec-websocket-protocol", &protocols),
+                ("cookie", &cookie),
+                ("x-auth-subject", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v1");
+    let (h, uri) = up.request().await;
+    let get = |name: &str| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(uri, "/svc?room=7");
+    assert_eq!(get("x-auth-subject"), ["alice"]);
+    assert_eq!(get("x-tenant"), ["acme"]);
+    assert_eq!(get("x-roles"), ["a,b"]);
+    assert_eq!(get("sec-websocket-protocol"), ["chat.v1"]);
+    assert_eq!(get("cookie"), ["theme=dark"]);
+    assert!(get("authorization").is_empty());
+    let all = format!("{h:?}{uri}");
+    assert!(
+        !all.contains(&token),
+        "the token reached the backend: {all}"
+    );
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("via relay")).await,
+        Message::text("via relay")
+    );
+    // Without a token: refused before any upstream work.
+    assert_eq!(gw.try_handshake("/chat", "").await.0, 401);
+}
+
+/// Per-connection message rates of the policy apply to relayed sessions too.
+#[tokio::test]
+async fn policy_message_rate_closes_a_relayed_session_with_1008() {
+    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let route = relay_route("/rated", &[up.url("/")], "policy = \"rated\"");
+    let gw = Gateway::start(&format!(
+        "{route}\n[policies.rated.limits]\nmessages_per_second = 3\n"
+    ));
+    let mut ws = gw.ws("/rated").await;
+    let mut closed = None;
+    for i in 0..30 {
+        futures_util::SinkExt::send(&mut ws, Message::text(format!("m{i}")))
+            .await
+            .ok();
+        if let Message::Close(Some(f)) = next_message(&mut ws).await {
+            closed = Some((u16::from(f.code), f.reason.to_string()));
+            break;
+        }
+    }
+    assert_eq!(closed, Some((1008, "message rate exceeded".into())));
+    // The upstream is told the client was closed by policy.
+    assert_eq!(up.closed().await, (1001, "client closed by policy".into()));
+}
+
+/// `/readyz` follows the upstreams: ready while the only upstream is up, 503 with the reason
+/// once its health check fails, ready again when it is back.
+#[tokio::test]
+async fn readyz_flips_when_the_only_upstream_dies() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Upstream::serve(listener, Handshake::default(), echo());
+    let gw = Gateway::start(&relay_route(
+        "/svc",
+        &[format!("ws://{addr}/")],
+        "health_check_interval = \"200ms\"\nconnect_timeout = \"500ms\"",
+    ));
+    let ready = |want: u16| {
+        let gw = &gw;
+        async move {
+            let deadline = Instant::now() + STEP;
+            loop {
+                let answer = gw.admin_get("/readyz");
+                if status_of(&answer) == want {
+                    return answer;
+                }
+                assert!(Instant::now() < deadline, "readyz never {want}: {answer}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    ready(200).await;
+    drop(up);
+    let answer = ready(503).await;
+    assert!(answer.contains("no healthy upstream for /svc"), "{answer}");
+    let metrics = gw.admin_get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_upstream_healthy{{upstream=\"ws://{addr}/\"}} 0"
+        )),
+        "{metrics}"
+    );
+    // Back on the same address.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let _up = Upstream::serve(listener, Handshake::default(), echo());
+    ready(200).await;
+}
