@@ -289,7 +289,9 @@ impl Gateway {
         let route = &a.entry.route;
         let limits = &a.live.config.limits;
         let max_message = route.max_message_bytes.unwrap_or(limits.max_message_bytes);
-        let config = session::websocket_config(limits, max_message);
+        // The echo sends back what it received, behind its prefix.
+        let echo_max = max_message + route.echo_prefix().len();
+        let config = session::websocket_config(limits, max_message, echo_max);
         // Frames the client sent right behind its head are already in `preread`.
         let ws =
             WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
@@ -313,10 +315,9 @@ impl Gateway {
         let limits = &a.live.config.limits;
         let client_max = route.max_message_bytes.unwrap_or(limits.max_message_bytes);
         let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
-        // Each side writes the other side's messages: its write queue must hold the largest.
+        // Each side writes the other side's messages.
         let ws_config = |read_max: usize, write_max: usize| {
-            session::websocket_config(limits, read_max)
-                .max_write_buffer_size(limits.max_write_buffer_bytes.max(write_max + 64))
+            session::websocket_config(limits, read_max, write_max)
         };
         let client_tls = io.get_ssl_digest().is_some();
         let connect = relay.connect(

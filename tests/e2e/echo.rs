@@ -258,3 +258,24 @@ async fn plain_ws_listener_for_local_development() {
         Message::text("echo: plain")
     );
 }
+
+/// A route whose messages are larger than the write queue still echoes them (the queue grows to
+/// the largest message the route allows).
+#[tokio::test]
+async fn messages_larger_than_the_write_queue_are_echoed() {
+    let gw = Gateway::start(
+        "[limits]\nmax_write_buffer_bytes = 4096\n\
+         [[routes]]\npath = \"/ws/big\"\nmode = \"echo\"\nmax_message_bytes = 100000\n",
+    );
+    let mut ws = gw
+        .ws_with(
+            "/ws/big",
+            Some(WebSocketConfig::default().max_message_size(Some(200_000))),
+        )
+        .await;
+    let big = "b".repeat(90_000);
+    assert_eq!(
+        roundtrip(&mut ws, Message::text(big.clone())).await,
+        Message::text(format!("echo: {big}"))
+    );
+}

@@ -41,13 +41,15 @@ pub mod close {
 
 /// tungstenite's configuration for one socket, sized for a gateway: a small initial read buffer
 /// (tungstenite's default is 128 KiB per socket), eager writes, and a bounded write queue.
-pub fn websocket_config(limits: &Limits, max_message_bytes: usize) -> WebSocketConfig {
+/// `read_max` is the largest message this socket may receive; `write_max` the largest it must
+/// send (tungstenite refuses to queue a message larger than its write queue).
+pub fn websocket_config(limits: &Limits, read_max: usize, write_max: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(limits.read_buffer_bytes)
         .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_write_buffer_bytes)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
+        .max_write_buffer_size(limits.max_write_buffer_bytes.max(write_max + 64))
+        .max_message_size(Some(read_max))
+        .max_frame_size(Some(read_max))
 }
 
 /// Which side started the close.
