@@ -24,6 +24,24 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// A head built in code, for unit tests of the checks that read heads.
+    #[cfg(test)]
+    pub fn for_test(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHead {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            minor_version: 1,
+            headers: map,
+        }
+    }
+
     /// The path without the query string.
     pub fn path(&self) -> &str {
         self.target.split(['?', '#']).next().unwrap_or("")

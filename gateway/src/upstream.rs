@@ -894,19 +894,7 @@ mod tests {
     }
 
     fn head(headers: &[(&str, &str)], target: &str) -> RequestHead {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        RequestHead {
-            method: "GET".into(),
-            target: target.into(),
-            minor_version: 1,
-            headers: map,
-        }
+        RequestHead::for_test("GET", target, headers)
     }
 
     #[test]

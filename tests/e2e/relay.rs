@@ -352,25 +352,6 @@ async fn raw_close<S: AsyncRead + Unpin>(io: &mut S, what: &str) -> (u16, String
     }
 }
 
-/// Send a handshake and read only the answer's head (a 101 keeps the connection open).
-async fn head_only(gw: &Gateway, path: &str) -> String {
-    let mut tls = gw.tls().await;
-    tls.write_all(handshake(path, "").as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
-            .await
-            .expect("no answer in time")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// Wait (bounded) until the gateway's log holds `needle` (session lines come after the close).
 async fn wait_log(gw: &Gateway, needle: &str) {
     let deadline = Instant::now() + STEP;
@@ -1221,7 +1202,7 @@ async fn active_health_checks_bring_an_upstream_back() {
     let _up = Upstream::serve(listener, Handshake::default(), echo());
     let deadline = Instant::now() + STEP;
     loop {
-        let answer = head_only(&gw, "/hc").await;
+        let answer = gw.try_handshake("/hc", "").await.1;
         if status_of(&answer) == 101 {
             break;
         }

@@ -119,19 +119,9 @@ fn parse_node(s: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderValue};
 
-    fn head(headers: &[(&'static str, &'static str)]) -> RequestHead {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.append(*k, HeaderValue::from_static(v));
-        }
-        RequestHead {
-            method: "GET".into(),
-            target: "/".into(),
-            minor_version: 1,
-            headers: map,
-        }
+    fn head(headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead::for_test("GET", "/", headers)
     }
 
     #[test]

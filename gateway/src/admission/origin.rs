@@ -69,19 +69,10 @@ fn matches(pattern: &str, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderValue};
 
-    fn head(origin: Option<&'static str>) -> RequestHead {
-        let mut headers = HeaderMap::new();
-        if let Some(o) = origin {
-            headers.insert("origin", HeaderValue::from_static(o));
-        }
-        RequestHead {
-            method: "GET".into(),
-            target: "/".into(),
-            minor_version: 1,
-            headers,
-        }
+    fn head(origin: Option<&str>) -> RequestHead {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        RequestHead::for_test("GET", "/", &headers)
     }
 
     #[test]

@@ -357,19 +357,9 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderValue};
 
-    fn head(target: &str, headers: &[(&'static str, &'static str)]) -> RequestHead {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.append(*k, HeaderValue::from_static(v));
-        }
-        RequestHead {
-            method: "GET".into(),
-            target: target.into(),
-            minor_version: 1,
-            headers: map,
-        }
+    fn head(target: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead::for_test("GET", target, headers)
     }
 
     #[test]

@@ -80,22 +80,8 @@ pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderValue};
 
     type Headers = Vec<(&'static str, &'static str)>;
-
-    fn head(method: &str, headers: &[(&'static str, &'static str)]) -> RequestHead {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.append(*k, HeaderValue::from_static(v));
-        }
-        RequestHead {
-            method: method.into(),
-            target: "/ws".into(),
-            minor_version: 1,
-            headers: map,
-        }
-    }
 
     const GOOD: [(&str, &str); 5] = [
         ("host", "example"),
@@ -109,7 +95,7 @@ mod tests {
     fn accepts_the_rfc_example() {
         let mut h = GOOD.to_vec();
         h.push(("sec-websocket-protocol", "chat, superchat"));
-        let up = check(&head("GET", &h)).unwrap();
+        let up = check(&RequestHead::for_test("GET", "/ws", &h)).unwrap();
         // RFC 6455, section 1.3.
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(up.offered_protocols, ["chat", "superchat"]);
@@ -161,7 +147,7 @@ mod tests {
             ),
         ];
         for (method, headers, status, text) in cases {
-            let r = check(&head(method, &headers)).unwrap_err();
+            let r = check(&RequestHead::for_test(method, "/ws", &headers)).unwrap_err();
             assert_eq!(r.answer.status, status, "{method} {headers:?}");
             assert!(
                 r.answer.body.contains(text),
