@@ -1,0 +1,183 @@
+//! The load generator: WebSocket clients over TLS 1.3 (or plain TCP for the direct baseline),
+//! the same for every proxy. Every client step is bounded in time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{stream, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
+
+/// The bound on one client step (connect, TLS, upgrade, one round trip).
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<Either<TlsStream<TcpStream>, TcpStream>>;
+
+/// Where the clients connect.
+#[derive(Clone)]
+pub struct Target {
+    pub port: u16,
+    /// `Some`: `wss` trusting only the benchmark's certificate; `None`: plain `ws`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub path: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// A TLS 1.3 client configuration that trusts `cert` only and never resumes a session, so that
+/// every handshake of the handshake phase is a full one.
+pub fn tls_config(cert: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).map_err(|e| e.to_string())? {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(STEP, f)
+        .await
+        .map_err(|_| format!("{what} timed out after {STEP:?}"))
+}
+
+/// TCP, TLS and the WebSocket upgrade (which must answer 101).
+pub async fn connect(t: &Target) -> Result<Ws, String> {
+    let tcp = bounded("connect", TcpStream::connect(("127.0.0.1", t.port)))
+        .await?
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (stream, scheme) = match &t.tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+            let tls = bounded("TLS", TlsConnector::from(config.clone()).connect(name, tcp))
+                .await?
+                .map_err(|e| format!("TLS: {e}"))?;
+            (Either::Left(tls), "wss")
+        }
+        None => (Either::Right(tcp), "ws"),
+    };
+    let mut request = format!("{scheme}://localhost:{}{}", t.port, t.path)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    if let Some(token) = &t.token {
+        let value = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let config = crate::upstream::websocket_config();
+    let (ws, _) = bounded(
+        "upgrade",
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+    )
+    .await?
+    .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+/// Send `payload` and wait for it to come back unchanged.
+pub async fn round_trip(ws: &mut Ws, payload: &[u8]) -> Result<(), String> {
+    bounded("send", ws.send(Message::binary(payload.to_vec())))
+        .await?
+        .map_err(|e| format!("send: {e}"))?;
+    loop {
+        match bounded("echo", ws.next()).await? {
+            Some(Ok(Message::Binary(got))) if got.as_ref() == payload => return Ok(()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => return Err(format!("unexpected answer: {other:?}")),
+            Some(Err(e)) => return Err(format!("read: {e}")),
+            None => return Err("connection closed".into()),
+        }
+    }
+}
+
+/// Open `n` connections, at most `parallel` at a time, each checked with one round trip.
+pub async fn open(t: &Target, n: usize, parallel: usize) -> Result<Vec<Ws>, String> {
+    stream::iter(0..n)
+        .map(|_| async move {
+            let mut ws = connect(t).await?;
+            round_trip(&mut ws, b"hello").await?;
+            Ok::<_, String>(ws)
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// One closed-loop client: send a message, wait for its echo, record the latency (µs) when the
+/// message was sent after `measure_from` and came back by `until`; repeat until `until`.
+pub async fn closed_loop(
+    mut ws: Ws,
+    payload: Arc<Vec<u8>>,
+    measure_from: Instant,
+    until: Instant,
+) -> Result<Vec<u32>, String> {
+    let mut latencies = Vec::new();
+    loop {
+        let sent = Instant::now();
+        if sent >= until {
+            break;
+        }
+        round_trip(&mut ws, &payload).await?;
+        let back = Instant::now();
+        if sent >= measure_from && back <= until {
+            latencies.push((back - sent).as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    Ok(latencies)
+}
+
+/// `total` handshakes (TCP, TLS, upgrade), `parallel` at a time; each connection is dropped
+/// right after its 101. Returns the successes and the failures (with the first error).
+pub async fn handshakes(t: &Target, total: usize, parallel: usize) -> (usize, usize, String) {
+    let results: Vec<Result<(), String>> = stream::iter(0..total)
+        .map(|_| async move { connect(t).await.map(drop) })
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let first = failed.first().map_or(String::new(), |e| e.to_string());
+    (results.len() - failed.len(), failed.len(), first)
+}
+
+/// The `q`-quantile (0..=1) of sorted values.
+pub fn quantile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 1.0), 100.0);
+        assert_eq!(quantile(&[7], 0.99), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+}

@@ -1,0 +1,521 @@
+//! What the rounds measured, their medians, the ratios and targets, as JSON and as a markdown
+//! table.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::servers::Subject;
+
+/// The phases, each a section of a subject's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// Closed-loop message load.
+    Load,
+    /// Idle connections held.
+    Idle,
+    /// Handshakes (TLS + upgrade, and the upstream's handshake behind a relay).
+    Handshake,
+    /// The same with a JWT to verify (Portcullis only).
+    HandshakeJwt,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Load,
+        Section::Idle,
+        Section::Handshake,
+        Section::HandshakeJwt,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Load => "load",
+            Section::Idle => "idle",
+            Section::Handshake => "handshake",
+            Section::HandshakeJwt => "handshake_jwt",
+        }
+    }
+
+    /// Every figure the section reports.
+    pub fn figures(self) -> &'static [&'static str] {
+        match self {
+            Section::Load => &[
+                "messages_per_second",
+                "latency_p50_us",
+                "latency_p99_us",
+                "cpu_us_per_message",
+            ],
+            Section::Idle => &["connections", "rss_bytes_per_connection"],
+            Section::Handshake | Section::HandshakeJwt => {
+                &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
+            }
+        }
+    }
+
+    /// What a subject of this section is compared with: the same section, except that
+    /// handshakes with JWT are compared with the other side's plain handshakes.
+    fn reference(self) -> Section {
+        match self {
+            Section::HandshakeJwt => Section::Handshake,
+            s => s,
+        }
+    }
+}
+
+/// Figures that are counts of the setup, not performance: never put in a ratio.
+fn is_count(figure: &str) -> bool {
+    matches!(figure, "connections" | "errors")
+}
+
+fn higher_is_better(figure: &str) -> bool {
+    figure.ends_with("_per_second")
+}
+
+/// The comparisons: numerator, denominator.
+pub const PAIRS: [(Subject, Subject); 3] = [
+    (Subject::Portcullis, Subject::Nginx),
+    (Subject::Portcullis, Subject::Haproxy),
+    (Subject::PortcullisEcho, Subject::UpstreamDirect),
+];
+
+/// The comparisons whose both sides ran.
+fn report_pairs(subjects: &[Subject]) -> impl Iterator<Item = (Subject, Subject)> + '_ {
+    PAIRS
+        .into_iter()
+        .filter(|(a, b)| subjects.contains(a) && subjects.contains(b))
+}
+
+/// Every round's value of every figure, and the sections that could not be measured.
+#[derive(Default)]
+pub struct Results {
+    values: BTreeMap<(Subject, Section), BTreeMap<&'static str, Vec<f64>>>,
+    skipped: BTreeMap<(Subject, Section), String>,
+}
+
+impl Results {
+    pub fn add(&mut self, subject: Subject, section: Section, figure: &'static str, value: f64) {
+        debug_assert!(section.figures().contains(&figure));
+        self.values
+            .entry((subject, section))
+            .or_default()
+            .entry(figure)
+            .or_default()
+            .push(value);
+    }
+
+    pub fn skip(&mut self, subject: Subject, section: Section, reason: String) {
+        self.skipped.insert((subject, section), reason);
+    }
+
+    pub fn is_skipped(&self, subject: Subject, section: Section) -> bool {
+        self.skipped.contains_key(&(subject, section))
+    }
+
+    /// The median over the rounds.
+    pub fn median(&self, subject: Subject, section: Section, figure: &str) -> Option<f64> {
+        let mut v = self.values.get(&(subject, section))?.get(figure)?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        Some(if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        })
+    }
+
+    fn ratio(&self, a: Subject, b: Subject, section: Section, figure: &str) -> Option<f64> {
+        let x = self.median(a, section, figure)?;
+        let y = self.median(b, section.reference(), figure)?;
+        Some(x / y)
+    }
+}
+
+/// The figures the issue sets targets for.
+struct Goal {
+    what: &'static str,
+    section: Section,
+    figure: &'static str,
+    reference: Subject,
+}
+
+const GOALS: [Goal; 3] = [
+    Goal {
+        what: "CPU per relayed message <= NGINX's",
+        section: Section::Load,
+        figure: "cpu_us_per_message",
+        reference: Subject::Nginx,
+    },
+    Goal {
+        what: "memory per idle wss connection <= HAProxy's",
+        section: Section::Idle,
+        figure: "rss_bytes_per_connection",
+        reference: Subject::Haproxy,
+    },
+    Goal {
+        what: "handshakes per second with JWT verification >= NGINX's (without)",
+        section: Section::HandshakeJwt,
+        figure: "handshakes_per_second",
+        reference: Subject::Nginx,
+    },
+];
+
+impl Goal {
+    /// Portcullis's figure, the reference's, and whether the target is met.
+    fn check(&self, results: &Results) -> (Option<f64>, Option<f64>, Option<bool>) {
+        let ours = results.median(Subject::Portcullis, self.section, self.figure);
+        let theirs = results.median(self.reference, self.section.reference(), self.figure);
+        let met = match (ours, theirs) {
+            (Some(x), Some(y)) if higher_is_better(self.figure) => Some(x >= y),
+            (Some(x), Some(y)) => Some(x <= y),
+            _ => None,
+        };
+        (ours, theirs, met)
+    }
+}
+
+/// Facts about the run for the report's header.
+pub struct RunInfo {
+    pub date: String,
+    pub command: String,
+    pub cpus: usize,
+    pub memory_gib: f64,
+    pub settings: Value,
+    pub versions: Value,
+    /// The Portcullis binary used for each route kind (or why none).
+    pub portcullis_binaries: Value,
+    pub subjects: Vec<Subject>,
+}
+
+pub fn json(results: &Results, info: &RunInfo) -> Value {
+    let mut subjects = Map::new();
+    for &subject in &info.subjects {
+        let mut sections = Map::new();
+        for section in Section::ALL {
+            let key = (subject, section);
+            if let Some(reason) = results.skipped.get(&key) {
+                sections.insert(section.key().into(), json!({ "skipped": reason }));
+            } else if results.values.contains_key(&key) {
+                let figures: Map<String, Value> = section
+                    .figures()
+                    .iter()
+                    .map(|f| (f.to_string(), num(results.median(subject, section, f))))
+                    .collect();
+                sections.insert(section.key().into(), Value::Object(figures));
+            }
+        }
+        subjects.insert(subject.key().into(), Value::Object(sections));
+    }
+    let mut ratios = Map::new();
+    for (a, b) in report_pairs(&info.subjects) {
+        let mut figures = Map::new();
+        for section in Section::ALL {
+            if section == Section::HandshakeJwt && !a.is_portcullis() {
+                continue;
+            }
+            for figure in section.figures().iter().filter(|f| !is_count(f)) {
+                figures.insert(
+                    format!("{}.{figure}", section.key()),
+                    num(results.ratio(a, b, section, figure)),
+                );
+            }
+        }
+        ratios.insert(format!("{}/{}", a.key(), b.key()), Value::Object(figures));
+    }
+    let targets: Vec<Value> = GOALS
+        .iter()
+        .filter(|g| info.subjects.contains(&g.reference))
+        .map(|g| {
+            let (ours, theirs, met) = g.check(results);
+            json!({
+                "target": g.what,
+                "figure": format!("{}.{}", g.section.key(), g.figure),
+                "portcullis": num(ours),
+                "reference": g.reference.key(),
+                "reference_value": num(theirs),
+                "met": met.map_or(Value::Null, Value::Bool),
+            })
+        })
+        .collect();
+    json!({
+        "date": info.date,
+        "command": info.command,
+        "machine": { "cpus": info.cpus, "memory_gib": (info.memory_gib * 10.0).round() / 10.0 },
+        "settings": info.settings,
+        "versions": info.versions,
+        "portcullis_binaries": info.portcullis_binaries,
+        "results": subjects,
+        "ratios": ratios,
+        "targets": targets,
+    })
+}
+
+fn num(v: Option<f64>) -> Value {
+    v.filter(|v| v.is_finite())
+        .map_or(Value::Null, |v| json!(v))
+}
+
+fn label(section: Section, figure: &str) -> String {
+    let base = match figure {
+        "messages_per_second" => "messages per second",
+        "latency_p50_us" => "latency p50 (µs)",
+        "latency_p99_us" => "latency p99 (µs)",
+        "cpu_us_per_message" => "CPU per message (µs)",
+        "rss_bytes_per_connection" => "RSS per idle connection (KiB)",
+        "handshakes_per_second" => "handshakes per second",
+        "cpu_us_per_handshake" => "CPU per handshake (µs)",
+        other => other,
+    };
+    match section {
+        Section::HandshakeJwt => format!("{base}, with JWT (ES256)¹"),
+        _ => base.to_string(),
+    }
+}
+
+fn short_name(subject: Subject) -> &'static str {
+    match subject {
+        Subject::Portcullis => "Portcullis",
+        Subject::Nginx => "NGINX",
+        Subject::Haproxy => "HAProxy",
+        Subject::PortcullisEcho => "echo",
+        Subject::UpstreamDirect => "direct",
+    }
+}
+
+fn show(figure: &str, v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) => match figure {
+            "rss_bytes_per_connection" => format!("{:.1}", v / 1024.0),
+            "cpu_us_per_message" | "cpu_us_per_handshake" => format!("{v:.1}"),
+            _ => format!("{v:.0}"),
+        },
+    }
+}
+
+fn show_ratio(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or("–".into(), |v| format!("{v:.2}"))
+}
+
+/// The rows of one comparison table: each figure of each section, for `columns` subjects, with
+/// the ratios of `pairs`.
+fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subject)]) -> String {
+    let mut out = String::from("| figure | better |");
+    for (_, name) in columns {
+        out.push_str(&format!(" {name} |"));
+    }
+    for (a, b) in pairs {
+        out.push_str(&format!(" {}/{} |", short_name(*a), short_name(*b)));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(columns.len() + pairs.len()));
+    out.push('\n');
+    for section in Section::ALL {
+        for figure in section.figures().iter().filter(|f| !is_count(f)) {
+            let better = if higher_is_better(figure) {
+                "higher"
+            } else {
+                "lower"
+            };
+            out.push_str(&format!("| {} | {better} |", label(section, figure)));
+            for (subject, _) in columns {
+                let cell = if section == Section::HandshakeJwt && !subject.is_portcullis() {
+                    "–".to_string()
+                } else if results.is_skipped(*subject, section) {
+                    "n/a²".to_string()
+                } else {
+                    show(figure, results.median(*subject, section, figure))
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            for (a, b) in pairs {
+                out.push_str(&format!(
+                    " {} |",
+                    show_ratio(results.ratio(*a, *b, section, figure))
+                ));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn markdown(results: &Results, info: &RunInfo) -> String {
+    let s = &info.settings;
+    let mut out = format!(
+        "## Portcullis, NGINX and HAProxy terminating wss: {}\n\n\
+         Machine: {} cores, {:.0} GiB. Command: `{}`\n\n\
+         Settings: {} connections, {}-byte binary messages, {} s of closed-loop load per run \
+         (after {} s of warm-up), {} idle connections, {} handshakes ({} at a time); median of \
+         {} round(s), the servers taking turns within each round, a fresh server process for \
+         every phase. Every proxy: TLS 1.3, the same self-signed ECDSA P-256 certificate, {} \
+         workers, no access log, the same upstream echo server (plain ws on loopback). CPU is \
+         utime + stime of all the server's processes, per message round trip (one message each \
+         way) or per handshake; RSS is the growth of the sum of their VmRSS while the idle \
+         connections are open (each relayed connection is two sockets in the proxy).\n\n",
+        info.date,
+        info.cpus,
+        info.memory_gib,
+        info.command,
+        s["conns"],
+        s["size"],
+        s["duration_secs"],
+        s["warmup_secs"],
+        s["idle"],
+        s["handshakes"],
+        s["conns"],
+        s["rounds"],
+        crate::servers::WORKERS,
+    );
+    let has = |x: Subject| info.subjects.contains(&x);
+    let relays: Vec<(Subject, &str)> = [Subject::Portcullis, Subject::Nginx, Subject::Haproxy]
+        .into_iter()
+        .filter(|&s| has(s))
+        .map(|s| (s, short_name(s)))
+        .collect();
+    if !relays.is_empty() {
+        out.push_str("### Relay: client —wss→ proxy —ws→ upstream echo\n\n");
+        let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
+            .filter(|(a, _)| *a == Subject::Portcullis)
+            .collect();
+        out.push_str(&table(results, &relays, &pairs));
+        out.push('\n');
+    }
+    if has(Subject::PortcullisEcho) {
+        out.push_str(
+            "### Local echo: Portcullis's echo route over wss vs the upstream echo server over \
+             plain ws (no TLS on the direct side)\n\n",
+        );
+        let cols = [
+            (Subject::PortcullisEcho, "Portcullis echo (wss)"),
+            (Subject::UpstreamDirect, "upstream echo (ws, direct)"),
+        ];
+        let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
+            .filter(|(a, _)| *a == Subject::PortcullisEcho)
+            .collect();
+        out.push_str(&table(results, &cols, &pairs));
+        out.push('\n');
+    }
+    out.push_str(
+        "¹ Portcullis verifying an ES256 `Authorization: Bearer` token before its 101; its ratios \
+         are against the other side's handshakes without a token.\n",
+    );
+    let skipped: Vec<String> = results
+        .skipped
+        .iter()
+        .map(|((subject, section), why)| format!("{}.{}: {why}", subject.key(), section.key()))
+        .collect();
+    if !skipped.is_empty() {
+        out.push_str(&format!("² Not measured: {}.\n", skipped.join("; ")));
+    }
+    let failures: Vec<String> = info
+        .subjects
+        .iter()
+        .flat_map(|&subject| {
+            [Section::Handshake, Section::HandshakeJwt]
+                .into_iter()
+                .filter_map(move |section| {
+                    let n = results.median(subject, section, "errors")?;
+                    (n > 0.0).then(|| format!("{}.{}: {n}", subject.key(), section.key()))
+                })
+        })
+        .collect();
+    if !failures.is_empty() {
+        out.push_str(&format!(
+            "\nFailed handshakes (median per run): {}.\n",
+            failures.join(", ")
+        ));
+    }
+    let goals: Vec<String> = GOALS
+        .iter()
+        .filter(|g| has(g.reference))
+        .map(|g| {
+            let (ours, theirs, met) = g.check(results);
+            let verdict = match met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not measured",
+            };
+            format!(
+                "- {}: {verdict} ({} vs {})",
+                g.what,
+                show(g.figure, ours),
+                show(g.figure, theirs)
+            )
+        })
+        .collect();
+    if !goals.is_empty() {
+        out.push_str(&format!("\nTargets:\n{}\n", goals.join("\n")));
+    }
+    let mut versions: Vec<String> = info
+        .versions
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v.as_str().map(String::from))
+        .collect();
+    for (route, bin) in info.portcullis_binaries.as_object().into_iter().flatten() {
+        versions.push(match bin["path"].as_str() {
+            Some(path) => format!("Portcullis for `{route}`: `{path}` ({})", bin["version"]),
+            None => format!("Portcullis for `{route}`: none"),
+        });
+    }
+    out.push_str(&format!("\nVersions:\n- {}\n", versions.join("\n- ")));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ratios() {
+        let mut r = Results::default();
+        for v in [3.0, 1.0, 2.0] {
+            r.add(Subject::Portcullis, Section::Load, "messages_per_second", v);
+        }
+        for v in [4.0, 8.0] {
+            r.add(Subject::Nginx, Section::Load, "messages_per_second", v);
+        }
+        r.add(
+            Subject::Nginx,
+            Section::Handshake,
+            "handshakes_per_second",
+            10.0,
+        );
+        r.add(
+            Subject::Portcullis,
+            Section::HandshakeJwt,
+            "handshakes_per_second",
+            5.0,
+        );
+        let m = |s, sec, f| r.median(s, sec, f);
+        assert_eq!(
+            m(Subject::Portcullis, Section::Load, "messages_per_second"),
+            Some(2.0)
+        );
+        assert_eq!(
+            m(Subject::Nginx, Section::Load, "messages_per_second"),
+            Some(6.0)
+        );
+        let ratio = r.ratio(
+            Subject::Portcullis,
+            Subject::Nginx,
+            Section::Load,
+            "messages_per_second",
+        );
+        assert_eq!(ratio, Some(2.0 / 6.0));
+        // With JWT, compared with the other side's plain handshakes.
+        let jwt = r.ratio(
+            Subject::Portcullis,
+            Subject::Nginx,
+            Section::HandshakeJwt,
+            "handshakes_per_second",
+        );
+        assert_eq!(jwt, Some(0.5));
+    }
+}

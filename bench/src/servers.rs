@@ -1,0 +1,356 @@
+//! The servers under test: their configurations (written into the benchmark's temp folder) and
+//! how each is started on a free loopback port.
+//!
+//! Fairness: one certificate, TLS 1.3 only, two workers each (NGINX `worker_processes 2`,
+//! HAProxy `nbthread 2`, Portcullis `[server] threads = 2`), no access logs, the same upstream,
+//! and the open-file limit raised to the hard limit for all of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::rustls;
+
+use crate::certs::Material;
+use crate::load::Target;
+use crate::procs::{free_port, Proc};
+
+/// Worker processes or threads of every proxy (the machine's core count here).
+pub const WORKERS: usize = 2;
+
+/// How long a server may take to start listening.
+const START: Duration = Duration::from_secs(30);
+
+/// The path every client and upstream uses.
+pub const PATH: &str = "/ws";
+
+/// What serves the clients in one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    /// Portcullis with a relay route to the upstream.
+    Portcullis,
+    Nginx,
+    Haproxy,
+    /// Portcullis answering itself (`mode = "echo"`, `prefix = ""`), over wss.
+    PortcullisEcho,
+    /// The upstream echo server reached directly, over plain ws.
+    UpstreamDirect,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 5] = [
+        Subject::Portcullis,
+        Subject::Nginx,
+        Subject::Haproxy,
+        Subject::PortcullisEcho,
+        Subject::UpstreamDirect,
+    ];
+
+    /// The key in the JSON output.
+    pub fn key(self) -> &'static str {
+        match self {
+            Subject::Portcullis => "portcullis",
+            Subject::Nginx => "nginx",
+            Subject::Haproxy => "haproxy",
+            Subject::PortcullisEcho => "portcullis_echo",
+            Subject::UpstreamDirect => "upstream_direct",
+        }
+    }
+
+    /// The `--only` name that selects it.
+    pub fn only_name(self) -> &'static str {
+        match self {
+            Subject::Nginx => "nginx",
+            Subject::Haproxy => "haproxy",
+            _ => "portcullis",
+        }
+    }
+
+    /// Portcullis serves it (so it has a JWT variant).
+    pub fn is_portcullis(self) -> bool {
+        matches!(self, Subject::Portcullis | Subject::PortcullisEcho)
+    }
+}
+
+/// The four Portcullis configurations the benchmark needs; a binary may lack some (a build
+/// without relay routes, or without JWT policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortcullisRoute {
+    Relay,
+    RelayJwt,
+    Echo,
+    EchoJwt,
+}
+
+impl PortcullisRoute {
+    pub const ALL: [PortcullisRoute; 4] = [
+        PortcullisRoute::Relay,
+        PortcullisRoute::RelayJwt,
+        PortcullisRoute::Echo,
+        PortcullisRoute::EchoJwt,
+    ];
+
+    pub fn of(subject: Subject, jwt: bool) -> PortcullisRoute {
+        match (subject, jwt) {
+            (Subject::PortcullisEcho, false) => PortcullisRoute::Echo,
+            (Subject::PortcullisEcho, true) => PortcullisRoute::EchoJwt,
+            (_, false) => PortcullisRoute::Relay,
+            (_, true) => PortcullisRoute::RelayJwt,
+        }
+    }
+
+    /// The key in the JSON output.
+    pub fn key(self) -> &'static str {
+        match self {
+            PortcullisRoute::Relay => "relay",
+            PortcullisRoute::RelayJwt => "relay_jwt",
+            PortcullisRoute::Echo => "echo",
+            PortcullisRoute::EchoJwt => "echo_jwt",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            PortcullisRoute::Relay => "a relay route",
+            PortcullisRoute::RelayJwt => "a relay route with a JWT policy",
+            PortcullisRoute::Echo => "an echo route",
+            PortcullisRoute::EchoJwt => "an echo route with a JWT policy",
+        }
+    }
+}
+
+/// Everything needed to start servers.
+pub struct Env {
+    pub dir: PathBuf,
+    pub material: Material,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// The shared upstream echo server's port.
+    pub upstream_port: u16,
+    pub nofile: u64,
+    pub nginx: Option<PathBuf>,
+    pub haproxy: Option<PathBuf>,
+    /// The Portcullis binary for each configuration it was found to accept.
+    pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
+    instances: std::cell::Cell<u32>,
+}
+
+impl Env {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: PathBuf,
+        material: Material,
+        client_tls: Arc<rustls::ClientConfig>,
+        upstream_port: u16,
+        nofile: u64,
+        nginx: Option<PathBuf>,
+        haproxy: Option<PathBuf>,
+        portcullis: Vec<(PortcullisRoute, PathBuf)>,
+    ) -> Env {
+        Env {
+            dir,
+            material,
+            client_tls,
+            upstream_port,
+            nofile,
+            nginx,
+            haproxy,
+            portcullis,
+            instances: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn portcullis_for(&self, route: PortcullisRoute) -> Option<&Path> {
+        self.portcullis
+            .iter()
+            .find(|(r, _)| *r == route)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// A fresh folder for one server instance.
+    fn instance_dir(&self, name: &str) -> Result<PathBuf, String> {
+        let n = self.instances.get() + 1;
+        self.instances.set(n);
+        let dir = self.dir.join(format!("{n:03}-{name}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Start a fresh instance of `subject` (with the JWT policy when `jwt`), ready for clients.
+    pub fn start(&self, subject: Subject, jwt: bool) -> Result<(Proc, Target), String> {
+        let dir = self.instance_dir(subject.key())?;
+        let port = free_port()?;
+        let (name, cmd) = match subject {
+            Subject::Portcullis | Subject::PortcullisEcho => {
+                let route = PortcullisRoute::of(subject, jwt);
+                let bin = self
+                    .portcullis_for(route)
+                    .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
+                let config = dir.join("portcullis.toml");
+                write(&config, &self.portcullis_config(route, port))?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("--config").arg(&config).current_dir(&dir);
+                // Warnings only: no access log line per session (NGINX and HAProxy log nothing
+                // either).
+                cmd.env("RUST_LOG", "warn");
+                ("portcullis", cmd)
+            }
+            Subject::Nginx => {
+                let bin = self.nginx.as_ref().ok_or("nginx is not installed")?;
+                let config = dir.join("nginx.conf");
+                write(&config, &self.nginx_config(&dir, port))?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(&config)
+                    .arg("-e")
+                    .arg(dir.join("error.log"));
+                ("nginx", cmd)
+            }
+            Subject::Haproxy => {
+                let bin = self.haproxy.as_ref().ok_or("haproxy is not installed")?;
+                let config = dir.join("haproxy.cfg");
+                write(&config, &self.haproxy_config(port))?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("-db").arg("-f").arg(&config);
+                ("haproxy", cmd)
+            }
+            Subject::UpstreamDirect => ("upstream-echo", upstream_command(port)?),
+        };
+        let mut proc = Proc::spawn(name, cmd, &dir.join("server.log"))?;
+        proc.wait_listening(port, START)?;
+        let target = Target {
+            port,
+            tls: (subject != Subject::UpstreamDirect).then(|| self.client_tls.clone()),
+            path: PATH.to_string(),
+            token: jwt.then(|| self.material.token.clone()),
+        };
+        Ok((proc, target))
+    }
+
+    /// A Portcullis configuration; every key in it is known to both the relay and the
+    /// admission builds.
+    pub fn portcullis_config(&self, route: PortcullisRoute, port: u16) -> String {
+        let m = &self.material;
+        let up = self.upstream_port;
+        let mut text = format!(
+            "[server]\nthreads = {WORKERS}\nshutdown_grace = \"1s\"\n\n\
+             [admin]\nenabled = false\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
+             [listeners.tls]\ncert = {}\nkey = {}\n\n\
+             [[routes]]\npath = \"{PATH}\"\n",
+            toml_str(&m.cert),
+            toml_str(&m.key),
+        );
+        match route {
+            // No pings: NGINX and HAProxy send none either, and the idle phase's clients do not
+            // read, so they would not answer them.
+            PortcullisRoute::Relay | PortcullisRoute::RelayJwt => text.push_str(&format!(
+                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
+            )),
+            PortcullisRoute::Echo | PortcullisRoute::EchoJwt => {
+                text.push_str("mode = \"echo\"\nprefix = \"\"\n")
+            }
+        }
+        if matches!(route, PortcullisRoute::RelayJwt | PortcullisRoute::EchoJwt) {
+            text.push_str(&format!(
+                "policy = \"jwt\"\n\n[policies.jwt.jwt]\nsources = [\"header\"]\n\
+                 keys = [{{ alg = \"ES256\", pem_file = {} }}]\n",
+                toml_str(&m.jwt_public)
+            ));
+        }
+        text
+    }
+
+    fn nginx_config(&self, dir: &Path, port: u16) -> String {
+        let m = &self.material;
+        let up = self.upstream_port;
+        let nofile = self.nofile;
+        // Each relayed socket holds two connections (client and upstream) in one worker.
+        let worker_connections = nofile.saturating_sub(64).max(1024);
+        let tmp = dir.display();
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes {WORKERS};\n\
+             worker_rlimit_nofile {nofile};\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n\n\
+             events {{\n    worker_connections {worker_connections};\n}}\n\n\
+             http {{\n    access_log off;\n\
+             \x20   client_body_temp_path {tmp}/client_body;\n    proxy_temp_path {tmp}/proxy;\n\
+             \x20   fastcgi_temp_path {tmp}/fastcgi;\n    uwsgi_temp_path {tmp}/uwsgi;\n\
+             \x20   scgi_temp_path {tmp}/scgi;\n\n\
+             \x20   upstream echo {{\n        server 127.0.0.1:{up};\n    }}\n\n\
+             \x20   server {{\n        listen 127.0.0.1:{port} ssl;\n\
+             \x20       ssl_certificate {};\n        ssl_certificate_key {};\n\
+             \x20       ssl_protocols TLSv1.3;\n\n\
+             \x20       location / {{\n            proxy_pass http://echo;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Upgrade $http_upgrade;\n\
+             \x20           proxy_set_header Connection \"upgrade\";\n\
+             \x20           proxy_set_header Host $host;\n\
+             \x20           proxy_read_timeout 1h;\n            proxy_send_timeout 1h;\n\
+             \x20       }}\n    }}\n}}\n",
+            m.cert.display(),
+            m.key.display(),
+        )
+    }
+
+    fn haproxy_config(&self, port: u16) -> String {
+        let up = self.upstream_port;
+        // HAProxy needs two descriptors per relayed socket plus a few of its own.
+        let maxconn = (self.nofile.saturating_sub(500) / 2).max(256);
+        format!(
+            "global\n    nbthread {WORKERS}\n    maxconn {maxconn}\n\
+             \x20   ssl-default-bind-options ssl-min-ver TLSv1.3\n\n\
+             defaults\n    mode http\n    timeout connect 5s\n    timeout client 1h\n\
+             \x20   timeout server 1h\n    timeout tunnel 1h\n\n\
+             frontend wss\n    bind 127.0.0.1:{port} ssl crt {}\n    default_backend echo\n\n\
+             backend echo\n    server up 127.0.0.1:{up}\n",
+            self.material.combined.display()
+        )
+    }
+}
+
+/// The benchmark itself as the upstream echo server on `port`.
+pub fn upstream_command(port: u16) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "upstream-echo",
+        "--port",
+        &port.to_string(),
+        "--threads",
+        &WORKERS.to_string(),
+    ]);
+    Ok(cmd)
+}
+
+/// Whether `bin --check` accepts the configuration for `route` (a build may lack relay routes
+/// or JWT policies). Bounded in time.
+pub fn accepts(env: &Env, bin: &Path, route: PortcullisRoute) -> Result<bool, String> {
+    let dir = env.instance_dir("check")?;
+    let config = dir.join("portcullis.toml");
+    write(&config, &env.portcullis_config(route, free_port()?))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--check").arg("--config").arg(&config);
+    let mut proc = Proc::spawn("portcullis --check", cmd, &dir.join("check.log"))?;
+    let deadline = std::time::Instant::now() + START;
+    loop {
+        if let Some(success) = proc.exited()? {
+            return Ok(success);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} --check did not finish", bin.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A path as a TOML basic string.
+fn toml_str(path: &Path) -> String {
+    let s = path.display().to_string();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}

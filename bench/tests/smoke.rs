@@ -1,0 +1,275 @@
+//! Smoke test: the benchmark runs briefly (`--quick`) against Portcullis and whichever of NGINX
+//! and HAProxy is installed (under CI both must be: `scripts/bootstrap --test` installs them),
+//! and its JSON holds every figure, each a finite number. Figures are never compared with
+//! anything: the machines are noisy.
+//!
+//! The Portcullis binary is the workspace's own build (or `PORTCULLIS_BENCH_PORTCULLIS`). A
+//! build without relay routes (before the relay work is merged) cannot give the relay figures:
+//! then, and only then, those sections must say `skipped`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The whole benchmark run is bounded by this.
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The workspace's `portcullis` binary, built now if it is not yet (`cargo test --workspace`
+/// has built it already for the gateway's own tests).
+fn portcullis_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PORTCULLIS_BENCH_PORTCULLIS") {
+        return path.into();
+    }
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-p",
+            "portcullis",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo build -p portcullis failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "portcullis")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the portcullis executable")
+}
+
+/// nginx or haproxy, where Debian puts them. Under CI a missing one is a failure.
+fn installed(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .any(|d| d.join(name).is_file());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing: run scripts/bootstrap --test"
+        );
+        eprintln!(
+            "{name} not found: the smoke test leaves it out (scripts/bootstrap --test installs it)"
+        );
+    }
+    found
+}
+
+/// Whether `bin` accepts a minimal relay route (`--check`).
+fn has_relay(bin: &Path) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:1\"\n\
+         [[routes]]\npath = \"/ws\"\nmode = \"relay\"\nupstreams = [\"ws://127.0.0.1:2/ws\"]\n",
+    )
+    .unwrap();
+    Command::new(bin)
+        .arg("--check")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Run the benchmark, killing it past [`LIMIT`].
+fn run_bench(args: &[&str]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "portcullis-bench {args:?} failed: {status}"
+            );
+            return;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portcullis-bench did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const LOAD: &[&str] = &[
+    "messages_per_second",
+    "latency_p50_us",
+    "latency_p99_us",
+    "cpu_us_per_message",
+];
+const IDLE: &[&str] = &["connections", "rss_bytes_per_connection"];
+const HANDSHAKE: &[&str] = &["handshakes_per_second", "cpu_us_per_handshake", "errors"];
+
+fn figures(section: &str) -> &'static [&'static str] {
+    match section {
+        "load" => LOAD,
+        "idle" => IDLE,
+        _ => HANDSHAKE,
+    }
+}
+
+fn finite(v: &Value, what: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!(x.is_finite(), "{what} is not finite: {x}");
+    x
+}
+
+#[test]
+fn quick_run_reports_every_figure() {
+    let portcullis = portcullis_binary();
+    let relay = has_relay(&portcullis);
+    let mut only = vec!["portcullis"];
+    only.extend(["nginx", "haproxy"].into_iter().filter(|n| installed(n)));
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, md_path) = (dir.path().join("out.json"), dir.path().join("out.md"));
+    let only_arg = only.join(",");
+    run_bench(&[
+        "--quick",
+        "--only",
+        &only_arg,
+        "--portcullis",
+        portcullis.to_str().unwrap(),
+        "--json",
+        json_path.to_str().unwrap(),
+        "--markdown",
+        md_path.to_str().unwrap(),
+    ]);
+
+    let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for key in ["date", "command"] {
+        assert!(out[key].as_str().is_some_and(|s| !s.is_empty()), "{key}");
+    }
+    finite(&out["machine"]["cpus"], "machine.cpus");
+    finite(&out["machine"]["memory_gib"], "machine.memory_gib");
+
+    let mut subjects = vec![
+        (
+            "portcullis",
+            &["load", "idle", "handshake", "handshake_jwt"][..],
+        ),
+        (
+            "portcullis_echo",
+            &["load", "idle", "handshake", "handshake_jwt"][..],
+        ),
+        ("upstream_direct", &["load", "idle", "handshake"][..]),
+    ];
+    for proxy in &only[1..] {
+        subjects.push((proxy, &["load", "idle", "handshake"][..]));
+    }
+    let results = &out["results"];
+    let mut skipped = Vec::new();
+    for (subject, sections) in &subjects {
+        for section in *sections {
+            let s = &results[subject][section];
+            assert!(
+                s.is_object(),
+                "results.{subject}.{section} is missing:\n{out:#}"
+            );
+            if let Some(reason) = s.get("skipped") {
+                skipped.push(format!("{subject}.{section}"));
+                assert!(reason.as_str().is_some_and(|r| !r.is_empty()));
+                continue;
+            }
+            for figure in figures(section) {
+                finite(&s[figure], &format!("results.{subject}.{section}.{figure}"));
+            }
+            if section.starts_with("handshake") {
+                assert_eq!(s["errors"], 0.0, "{subject}.{section}: failed handshakes");
+            }
+            if *section == "idle" {
+                assert_eq!(s["connections"], 40.0, "{subject}.idle.connections");
+            }
+        }
+    }
+    // Only a build without relay routes may leave sections out, and then exactly the relay ones.
+    let relay_sections: Vec<String> = ["load", "idle", "handshake", "handshake_jwt"]
+        .iter()
+        .map(|s| format!("portcullis.{s}"))
+        .collect();
+    if relay {
+        assert!(
+            skipped.is_empty(),
+            "skipped with a relay-capable binary: {skipped:?}"
+        );
+    } else {
+        assert_eq!(
+            skipped, relay_sections,
+            "only the relay sections may be skipped"
+        );
+    }
+
+    let mut pairs = vec![("portcullis_echo", "upstream_direct")];
+    pairs.extend(only[1..].iter().map(|p| ("portcullis", *p)));
+    for (a, b) in pairs {
+        let ratios = &out["ratios"][format!("{a}/{b}")];
+        for section in ["load", "idle", "handshake", "handshake_jwt"] {
+            for figure in figures(section) {
+                if matches!(*figure, "errors" | "connections") {
+                    continue;
+                }
+                let key = format!("{section}.{figure}");
+                let v = ratios
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("ratios.{a}/{b}.{key} is missing"));
+                // JWT handshakes are compared with the other side's plain ones.
+                let reference = section.trim_end_matches("_jwt");
+                let denominator = &results[b][reference][figure];
+                if skipped.contains(&format!("{a}.{section}")) {
+                    assert!(v.is_null(), "ratios.{a}/{b}.{key} without figures: {v}");
+                } else if denominator == 0.0 {
+                    // CPU time comes in clock ticks (10 ms): a quick run may see none.
+                    assert!(v.is_null(), "ratios.{a}/{b}.{key} over zero: {v}");
+                } else {
+                    finite(v, &format!("ratios.{a}/{b}.{key}"));
+                }
+            }
+        }
+    }
+
+    let targets = out["targets"].as_array().expect("targets");
+    // Two targets are against NGINX, one against HAProxy.
+    let expected =
+        2 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
+    assert_eq!(targets.len(), expected, "{targets:?}");
+    for t in targets {
+        let section = t["figure"].as_str().unwrap().split('.').next().unwrap();
+        if !skipped.contains(&format!("portcullis.{section}")) {
+            finite(&t["portcullis"], "targets[].portcullis");
+            finite(&t["reference_value"], "targets[].reference_value");
+            assert!(t["met"].is_boolean(), "targets[].met: {t}");
+        } else {
+            assert!(t["met"].is_null(), "{t}");
+        }
+    }
+
+    let markdown = std::fs::read_to_string(&md_path).unwrap();
+    assert!(markdown.contains("| figure | better |"), "{markdown}");
+    assert!(
+        markdown.contains("Targets:") == (only.len() > 1),
+        "{markdown}"
+    );
+}
