@@ -3,9 +3,8 @@
 //! and its JSON holds every figure, each a finite number. Figures are never compared with
 //! anything: the machines are noisy.
 //!
-//! The Portcullis binary is the workspace's own build (or `PORTCULLIS_BENCH_PORTCULLIS`). A
-//! build without relay routes (before the relay work is merged) cannot give the relay figures:
-//! then, and only then, those sections must say `skipped`.
+//! The Portcullis binary is the workspace's own build (or `PORTCULLIS_BENCH_PORTCULLIS`); it
+//! serves every configuration, so no section may be skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,27 +66,6 @@ fn installed(name: &str) -> bool {
     found
 }
 
-/// Whether `bin` accepts a minimal relay route (`--check`).
-fn has_relay(bin: &Path) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        "[admin]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:1\"\n\
-         [[routes]]\npath = \"/ws\"\nmode = \"relay\"\nupstreams = [\"ws://127.0.0.1:2/ws\"]\n",
-    )
-    .unwrap();
-    Command::new(bin)
-        .arg("--check")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 /// Run the benchmark, killing it past [`LIMIT`].
 fn run_bench(args: &[&str]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
@@ -141,7 +119,6 @@ fn finite(v: &Value, what: &str) -> f64 {
 #[test]
 fn quick_run_reports_every_figure() {
     let portcullis = portcullis_binary();
-    let relay = has_relay(&portcullis);
     let mut only = vec!["portcullis"];
     only.extend(["nginx", "haproxy"].into_iter().filter(|n| installed(n)));
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +158,6 @@ fn quick_run_reports_every_figure() {
         subjects.push((proxy, &["load", "idle", "handshake"][..]));
     }
     let results = &out["results"];
-    let mut skipped = Vec::new();
     for (subject, sections) in &subjects {
         for section in *sections {
             let s = &results[subject][section];
@@ -189,11 +165,10 @@ fn quick_run_reports_every_figure() {
                 s.is_object(),
                 "results.{subject}.{section} is missing:\n{out:#}"
             );
-            if let Some(reason) = s.get("skipped") {
-                skipped.push(format!("{subject}.{section}"));
-                assert!(reason.as_str().is_some_and(|r| !r.is_empty()));
-                continue;
-            }
+            assert!(
+                s.get("skipped").is_none(),
+                "results.{subject}.{section}: {s}"
+            );
             for figure in figures(section) {
                 finite(&s[figure], &format!("results.{subject}.{section}.{figure}"));
             }
@@ -205,23 +180,6 @@ fn quick_run_reports_every_figure() {
             }
         }
     }
-    // Only a build without relay routes may leave sections out, and then exactly the relay ones.
-    let relay_sections: Vec<String> = ["load", "idle", "handshake", "handshake_jwt"]
-        .iter()
-        .map(|s| format!("portcullis.{s}"))
-        .collect();
-    if relay {
-        assert!(
-            skipped.is_empty(),
-            "skipped with a relay-capable binary: {skipped:?}"
-        );
-    } else {
-        assert_eq!(
-            skipped, relay_sections,
-            "only the relay sections may be skipped"
-        );
-    }
-
     let mut pairs = vec![("portcullis_echo", "upstream_direct")];
     pairs.extend(only[1..].iter().map(|p| ("portcullis", *p)));
     for (a, b) in pairs {
@@ -238,9 +196,7 @@ fn quick_run_reports_every_figure() {
                 // JWT handshakes are compared with the other side's plain ones.
                 let reference = section.trim_end_matches("_jwt");
                 let denominator = &results[b][reference][figure];
-                if skipped.contains(&format!("{a}.{section}")) {
-                    assert!(v.is_null(), "ratios.{a}/{b}.{key} without figures: {v}");
-                } else if denominator == 0.0 {
+                if denominator == 0.0 {
                     // CPU time comes in clock ticks (10 ms): a quick run may see none.
                     assert!(v.is_null(), "ratios.{a}/{b}.{key} over zero: {v}");
                 } else {
@@ -256,14 +212,9 @@ fn quick_run_reports_every_figure() {
         2 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
     assert_eq!(targets.len(), expected, "{targets:?}");
     for t in targets {
-        let section = t["figure"].as_str().unwrap().split('.').next().unwrap();
-        if !skipped.contains(&format!("portcullis.{section}")) {
-            finite(&t["portcullis"], "targets[].portcullis");
-            finite(&t["reference_value"], "targets[].reference_value");
-            assert!(t["met"].is_boolean(), "targets[].met: {t}");
-        } else {
-            assert!(t["met"].is_null(), "{t}");
-        }
+        finite(&t["portcullis"], "targets[].portcullis");
+        finite(&t["reference_value"], "targets[].reference_value");
+        assert!(t["met"].is_boolean(), "targets[].met: {t}");
     }
 
     let markdown = std::fs::read_to_string(&md_path).unwrap();
