@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
+use crate::write_file as write;
+
 /// Files in the benchmark's folder, and the token.
 pub struct Material {
     /// Self-signed certificate for `localhost` (ECDSA P-256), PEM.
@@ -17,10 +19,6 @@ pub struct Material {
     pub jwt_public: PathBuf,
     /// An ES256 token with `sub` and an `exp` a day away.
     pub token: String,
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub fn generate(dir: &Path) -> Result<Material, String> {

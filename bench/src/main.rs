@@ -202,6 +202,11 @@ fn upstream_main(argv: &[String]) -> ExitCode {
     }
 }
 
+/// Write a file the benchmark generates; the error names it.
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A program on PATH or in the sbin folders (where Debian puts nginx and haproxy).
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -296,7 +301,6 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         nofile,
         nginx.clone(),
         haproxy.clone(),
-        Vec::new(),
     );
     for route in PortcullisRoute::ALL {
         for bin in &portcullis_bins {
@@ -421,12 +425,12 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     let markdown = report::markdown(&results, &info);
     println!("{markdown}");
     if let Some(path) = &args.markdown {
-        std::fs::write(path, &markdown).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_file(path, &markdown)?;
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report::json(&results, &info))
             .map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        write_file(path, &(text + "\n"))?;
     }
     Ok(())
 }

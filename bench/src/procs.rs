@@ -10,7 +10,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -137,28 +137,23 @@ impl Proc {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>, String> {
+        let child = self.child.as_mut().expect("running");
+        child.try_wait().map_err(|e| format!("{}: {e}", self.name))
+    }
+
     /// Fails if the process has exited.
     pub fn check_alive(&mut self) -> Result<(), String> {
-        let child = self.child.as_mut().expect("running");
-        match child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!(
+        match self.exited()? {
+            None => Ok(()),
+            Some(status) => Err(format!(
                 "{} exited ({status}); its log {}:\n{}",
                 self.name,
                 self.log.display(),
                 self.log_tail()
             )),
-            Err(e) => Err(format!("{}: {e}", self.name)),
         }
-    }
-
-    /// Whether the process has exited, and if so whether it succeeded.
-    pub fn exited(&mut self) -> Result<Option<bool>, String> {
-        let child = self.child.as_mut().expect("running");
-        child
-            .try_wait()
-            .map(|s| s.map(|s| s.success()))
-            .map_err(|e| format!("{}: {e}", self.name))
     }
 
     /// Wait (at most `limit`) until `port` accepts connections and the process still runs.

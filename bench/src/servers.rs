@@ -15,6 +15,7 @@ use tokio_rustls::rustls;
 use crate::certs::Material;
 use crate::load::Target;
 use crate::procs::{free_port, Proc};
+use crate::write_file as write;
 
 /// Worker processes or threads of every proxy (the machine's core count here).
 pub const WORKERS: usize = 2;
@@ -136,7 +137,7 @@ pub struct Env {
 }
 
 impl Env {
-    #[allow(clippy::too_many_arguments)]
+    /// The Portcullis binaries are found afterwards (see [`accepts`]).
     pub fn new(
         dir: PathBuf,
         material: Material,
@@ -145,7 +146,6 @@ impl Env {
         nofile: u64,
         nginx: Option<PathBuf>,
         haproxy: Option<PathBuf>,
-        portcullis: Vec<(PortcullisRoute, PathBuf)>,
     ) -> Env {
         Env {
             dir,
@@ -155,7 +155,7 @@ impl Env {
             nofile,
             nginx,
             haproxy,
-            portcullis,
+            portcullis: Vec::new(),
             instances: std::cell::Cell::new(0),
         }
     }
@@ -335,18 +335,14 @@ pub fn accepts(env: &Env, bin: &Path, route: PortcullisRoute) -> Result<bool, St
     let mut proc = Proc::spawn("portcullis --check", cmd, &dir.join("check.log"))?;
     let deadline = std::time::Instant::now() + START;
     loop {
-        if let Some(success) = proc.exited()? {
-            return Ok(success);
+        if let Some(status) = proc.exited()? {
+            return Ok(status.success());
         }
         if std::time::Instant::now() > deadline {
             return Err(format!("{} --check did not finish", bin.display()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A path as a TOML basic string.
