@@ -204,9 +204,16 @@ impl Gateway {
             started,
             shutdown,
         };
+        // Only the bytes behind the head go on: the head buffer (up to max_head_bytes of
+        // capacity) is freed instead of living as long as the socket.
+        let early = preread.to_vec();
+        drop(preread);
         match route.mode {
-            Mode::Relay => self.relay(io, preread, &head, accepted).await,
-            _ => self.echo(io, preread, accepted).await,
+            Mode::Relay => self.relay(io, early, head, accepted).await,
+            _ => {
+                drop(head);
+                self.echo(io, early, accepted).await
+            }
         }
     }
 
@@ -278,7 +285,7 @@ impl Gateway {
 
     /// The local echo. It speaks any subprotocol: it picks the client's first (never a token
     /// entry), since browsers fail a handshake that offered protocols and got none back.
-    async fn echo(&self, mut io: Stream, preread: BytesMut, a: Accepted<'_>) {
+    async fn echo(&self, mut io: Stream, early: Vec<u8>, a: Accepted<'_>) {
         let protocol = a.admitted.protocols.first().cloned();
         let Some((_counted, open)) = self
             .switch_protocols(&mut io, &a, protocol.as_deref())
@@ -292,10 +299,8 @@ impl Gateway {
         // The echo sends back what it received, behind its prefix.
         let echo_max = max_message + route.echo_prefix().len();
         let config = session::websocket_config(limits, max_message, echo_max);
-        // Frames the client sent right behind its head are already in `preread`.
-        let ws =
-            WebSocketStream::from_partially_read(io, preread.to_vec(), Role::Server, Some(config))
-                .await;
+        // Frames the client sent right behind its head.
+        let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
         let ctx = self.session_context(&a, max_message);
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
         self.session_ended(&a, &end, &open, None);
@@ -304,7 +309,7 @@ impl Gateway {
     /// A relay route: connect and handshake upstream FIRST (a failure is a `502`/`504` or the
     /// upstream's own refusal, never a `101` then a close), then the `101` with the upstream's
     /// subprotocol, then the frames both ways.
-    async fn relay(&self, mut io: Stream, preread: BytesMut, head: &RequestHead, a: Accepted<'_>) {
+    async fn relay(&self, mut io: Stream, early: Vec<u8>, head: RequestHead, a: Accepted<'_>) {
         let route = &a.entry.route;
         let Some(relay) = a.live.relays.get(&route.path).cloned() else {
             let rejection = Rejection::new(Reason::UpstreamUnavailable, 502, "no upstream\n");
@@ -321,7 +326,7 @@ impl Gateway {
         };
         let client_tls = io.get_ssl_digest().is_some();
         let connect = relay.connect(
-            head,
+            &head,
             &a.admitted,
             client_tls,
             ws_config(upstream_max, client_max),
@@ -362,7 +367,7 @@ impl Gateway {
         let (upstream_ws, _active) = connected.into_parts();
         let client_ws = WebSocketStream::from_partially_read(
             io,
-            preread.to_vec(),
+            early,
             Role::Server,
             Some(ws_config(client_max, upstream_max)),
         )
