@@ -6,6 +6,7 @@
 
 pub mod client_ip;
 pub mod fetch;
+pub mod jwt_crypto;
 pub mod keys;
 pub mod limits;
 pub mod origin;
@@ -202,6 +203,7 @@ impl Admission {
     /// Compile the policies of a validated config: keys are loaded here, so a bad key file is a
     /// start-up (and `--check`) error naming its key.
     pub fn new(config: &Config) -> Result<Admission, String> {
+        jwt_crypto::install();
         let mut policies = HashMap::new();
         for (name, p) in &config.policies {
             policies.insert(
