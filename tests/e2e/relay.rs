@@ -260,26 +260,6 @@ async fn client_with(
     (ws, protocol)
 }
 
-/// A raw frame: first byte as given (FIN, RSV, opcode), masked when `mask` is set.
-fn raw_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    if payload.len() < 126 {
-        out.push(mask_bit | payload.len() as u8);
-    } else {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    match mask {
-        Some(m) => {
-            out.extend_from_slice(&m);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
 /// The five protocol violations, as frames from a client (masked) or an upstream (unmasked),
 /// with the close code the offender must get.
 fn violations(client: bool) -> Vec<(&'static str, Vec<u8>, u16)> {

@@ -403,10 +403,19 @@ pub fn handshake(path: &str, extra: &str) -> String {
 
 /// A client frame as bytes: FIN set, the given opcode, masked (unless `mask` is `None`).
 pub fn client_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
+    raw_frame(0x80 | opcode, payload, mask)
+}
+
+/// A raw frame: first byte as given (FIN, RSV, opcode), masked when `mask` is set.
+pub fn raw_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![first];
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    assert!(payload.len() < 126);
-    out.push(mask_bit | payload.len() as u8);
+    if payload.len() < 126 {
+        out.push(mask_bit | payload.len() as u8);
+    } else {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
     match mask {
         Some(m) => {
             out.extend_from_slice(&m);
