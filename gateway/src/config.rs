@@ -70,9 +70,6 @@ pub mod defaults {
     pub const PING_INTERVAL: Duration = Duration::from_secs(30);
     /// How long a pinged client has to send anything (its pong) before it is dropped.
     pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
-    /// The query parameter that may carry a token; never forwarded upstream unless the route
-    /// sets `forward_token = true`.
-    pub const TOKEN_QUERY_PARAMETER: &str = "access_token";
 }
 
 /// A configuration error: which file, and what (with the key) is wrong in it.

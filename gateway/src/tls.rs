@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use rustls::crypto::ring::default_provider;
@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 
 use crate::config::Tls;
 
@@ -78,6 +79,43 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         )
     })?;
     Ok(Arc::new(certified))
+}
+
+/// The certificates a TLS client of the gateway trusts (wss:// upstreams, https:// JWKS): the
+/// CA certificates in `ca_file`, or else the system's (loaded once; empty when there are none).
+pub fn trust_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let Some(path) = ca_file else {
+        for cert in system_roots() {
+            let _ = roots.add(cert.clone());
+        }
+        return Ok(roots);
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate found in {}", path.display()));
+    }
+    Ok(roots)
+}
+
+/// The system's CA certificates, loaded once.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| match rustls_native_certs::load_native_certs() {
+        Ok(certs) => certs,
+        Err(e) => {
+            log::warn!("cannot load the system CA certificates: {e}");
+            Vec::new()
+        }
+    })
 }
 
 /// A server-name pattern: exact (`chat.example.com`) or a one-level wildcard (`*.example.com`,

@@ -18,7 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::Admitted;
-use crate::config::{defaults, Balance, Config, Mode, RelaySettings, Route, UpstreamUrl};
+use crate::config::{Balance, Config, Mode, RelaySettings, Route, UpstreamUrl};
 use crate::http1::{Answer, RequestHead};
 use crate::live::LiveConfig;
 use crate::metrics::{Metrics, UpstreamError};
@@ -376,7 +376,7 @@ impl RelayRoute {
         let token_param = admitted
             .token_query_param
             .as_deref()
-            .unwrap_or(defaults::TOKEN_QUERY_PARAMETER);
+            .unwrap_or(crate::config::policy::defaults::QUERY_PARAM);
         let target = join_query(
             &upstream.path_and_query,
             head.target.split_once('?').map(|(_, q)| q),
@@ -719,40 +719,14 @@ fn join_query(upstream: &str, client_query: Option<&str>, strip: Option<&str>) -
 /// rustls client settings of a route: trust its CA file or the system roots, present its
 /// client certificate if it has one, and speak HTTP/1.1 (WebSocket needs it).
 fn client_tls(route: &Route) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    match &route.upstream_ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("upstream_ca_file: cannot read {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("upstream_ca_file: bad PEM in {}: {e}", path.display()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "upstream_ca_file: unusable certificate in {}: {e}",
-                        path.display()
-                    )
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "upstream_ca_file: no certificate found in {}",
-                    path.display()
-                ));
-            }
-        }
-        None => {
-            for cert in system_roots() {
-                let _ = roots.add(cert.clone());
-            }
-            if roots.is_empty() {
-                log::warn!(
-                    "route {}: no system CA certificates found; wss:// upstreams will fail \
-                     verification (set upstream_ca_file)",
-                    route.path
-                );
-            }
-        }
+    let roots = crate::tls::trust_roots(route.upstream_ca_file.as_deref())
+        .map_err(|e| format!("upstream_ca_file: {e}"))?;
+    if roots.is_empty() {
+        log::warn!(
+            "route {}: no system CA certificates found; wss:// upstreams will fail \
+             verification (set upstream_ca_file)",
+            route.path
+        );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
@@ -785,18 +759,6 @@ fn client_tls(route: &Route) -> Result<ClientConfig, String> {
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// The system's CA certificates, loaded once.
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| match pingora::tls::load_native_certs() {
-        Ok(certs) => certs,
-        Err(e) => {
-            log::warn!("cannot load the system CA certificates: {e}");
-            Vec::new()
-        }
-    })
 }
 
 /// The active health checks of every relay route that asked for them, as a pingora background
