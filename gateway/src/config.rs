@@ -680,10 +680,12 @@ impl Config {
             let addr = listener
                 .socket_addr()
                 .map_err(|e| format!("listeners[{i}].address: {e}"))?;
-            if seen.contains(&addr) {
+            // Port 0: a free port chosen at start, never the same twice.
+            let fixed = addr.port() != 0;
+            if fixed && seen.contains(&addr) {
                 return Err(format!("listeners[{i}].address: {addr} is used twice"));
             }
-            if self.admin.enabled && self.admin.socket_addr().ok() == Some(addr) {
+            if fixed && self.admin.enabled && self.admin.socket_addr().ok() == Some(addr) {
                 return Err(format!(
                     "listeners[{i}].address: {addr} is also admin.address; the admin listener \
                      must be separate"

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::ListenerConfig;
+use pingora::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -54,6 +54,62 @@ pub fn preflight(config: &Config, bind: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Listener addresses with port 0 get a free port from the kernel, race-free: a placeholder
+/// socket is bound to port 0 with `SO_REUSEPORT` (the kernel never autobinds a port another
+/// socket holds), and pingora then binds and listens on that concrete port with `SO_REUSEPORT`
+/// too. The placeholder never listens, so it never receives a connection; it is kept until the
+/// process exits. Addresses with a port keep pingora's usual bind.
+pub struct BoundAddr {
+    /// The address pingora binds (the concrete port).
+    pub address: String,
+    /// Set for a port-0 address: the reservation to keep, and the socket option to bind with.
+    reserved: Option<tokio::net::TcpSocket>,
+}
+
+impl BoundAddr {
+    pub fn resolve(address: &str) -> Result<BoundAddr, String> {
+        let addr: std::net::SocketAddr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IP address with a port"))?;
+        if addr.port() != 0 {
+            return Ok(BoundAddr {
+                address: address.to_string(),
+                reserved: None,
+            });
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("cannot reserve a port on {address}: {e}"))?;
+        socket
+            .set_reuseport(true)
+            .and_then(|()| socket.bind(addr))
+            .map_err(|e| format!("cannot reserve a port on {address}: {e}"))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| format!("cannot reserve a port on {address}: {e}"))?;
+        Ok(BoundAddr {
+            address: local.to_string(),
+            reserved: Some(socket),
+        })
+    }
+
+    /// pingora's listener settings for this address.
+    pub fn listener(&self) -> ListenerConfig {
+        let config = ListenerConfig::tcp(&self.address);
+        match self.reserved {
+            Some(_) => {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                config.tcp_socket_options(options)
+            }
+            None => config,
+        }
+    }
 }
 
 /// pingora's own buffers between the socket and TLS. Its default gives every connection a 64 KiB
@@ -130,7 +186,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         Gateway::new(live.clone(), sessions.clone(), metrics.clone()),
     );
     let mut cert_stores = Vec::new();
+    // Port-0 reservations, held until the process exits.
+    let mut bound = Vec::new();
     for listener in &config.listeners {
+        let addr = BoundAddr::resolve(&listener.address)?;
         match &listener.tls {
             Some(tls_conf) => {
                 let store = tls::CertStore::load(tls_conf)?;
@@ -141,23 +200,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
                 )
                 .map_err(|e| format!("TLS settings for {}: {e}", listener.address))?;
                 settings.set_cert_resolver(store);
-                public.add_listener(
-                    ListenerConfig::tcp(&listener.address)
-                        .tls(settings)
-                        .l4_buffer(socket_buffers()),
-                );
-                log::info!("listening on wss://{}", listener.address);
+                public.add_listener(addr.listener().tls(settings).l4_buffer(socket_buffers()));
+                log::info!("listening on wss://{}", addr.address);
             }
             None => {
-                public.add_listener(
-                    ListenerConfig::tcp(&listener.address).l4_buffer(socket_buffers()),
-                );
+                public.add_listener(addr.listener().l4_buffer(socket_buffers()));
                 log::warn!(
                     "listening on ws://{} without TLS (local development only)",
-                    listener.address
+                    addr.address
                 );
             }
         }
+        bound.push(addr);
     }
     server.add_service(public);
     server.add_service(background_service(
@@ -175,9 +229,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         let app = Admin::new(metrics.clone(), readiness.clone(), token);
         let mut admin = Service::new("portcullis-admin".to_string(), app);
         admin.threads = Some(1);
-        admin.add_tcp(&config.admin.address);
+        let addr = BoundAddr::resolve(&config.admin.address)?;
+        admin.add_listener(addr.listener());
         server.add_service(admin);
-        log::info!("admin listener on http://{}", config.admin.address);
+        log::info!("admin listener on http://{}", addr.address);
+        bound.push(addr);
     }
 
     Reloader {
@@ -197,5 +253,6 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
+    drop(bound);
     std::process::exit(0)
 }
