@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use portcullis::access_log::Logger;
 use portcullis::config::Config;
-use portcullis::server;
+use portcullis::lifecycle;
+use portcullis::obs::Logger;
 
 const USAGE: &str = "\
 portcullis - a security-focused WebSocket gateway
@@ -88,23 +88,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = Logger::install(config.server.log_format) {
+    if let Err(e) = Logger::install(&config) {
         eprintln!("portcullis: cannot install the logger: {e}");
         return ExitCode::from(1);
     }
     if args.check {
-        return match server::preflight(&config, false) {
+        let source = config.source().to_string();
+        return match lifecycle::check(config) {
             Ok(()) => {
-                println!("portcullis: configuration OK: {}", config.source);
+                println!("portcullis: configuration OK: {source}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("portcullis: configuration error: {}: {e}", config.source);
+                eprintln!("portcullis: configuration error: {source}: {e}");
                 ExitCode::from(1)
             }
         };
     }
-    if let Err(e) = server::run(config, args.upgrade) {
+    if let Err(e) = lifecycle::run(config, args.upgrade) {
         eprintln!("portcullis: {e}");
         return ExitCode::from(1);
     }

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use portcullis::metrics::defs;
+use portcullis::obs::metrics::defs;
 
 use crate::support::*;
 
@@ -535,7 +535,7 @@ async fn json_access_log_lines() {
     // Every line is JSON, the process's own lines too.
     assert!(lines
         .iter()
-        .any(|v| v["target"] == "portcullis::server" && v["msg"].is_string()));
+        .any(|v| v["target"] == "portcullis::lifecycle::server" && v["msg"].is_string()));
     let session = lines
         .iter()
         .find(|v| v["event"] == "session")
@@ -722,7 +722,7 @@ fn deploy_files_use_only_defined_metrics_and_pass_promtool() {
     let names: Vec<&str> = defs::ALL.iter().map(|d| d.name).collect();
     let histograms: Vec<&str> = defs::ALL
         .iter()
-        .filter(|d| d.kind == portcullis::metrics::Kind::Histogram)
+        .filter(|d| d.kind == defs::Kind::Histogram)
         .map(|d| d.name)
         .collect();
     let known = |used: &str| {

@@ -10,67 +10,19 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::core::url::Url;
+use crate::net::client_tls::client_config;
+
 /// Largest document accepted.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// A parsed `http(s)://host[:port]/path` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Result<Url, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!("{url:?}: only http:// and https:// are supported"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                match p.parse::<u16>() {
-                    Ok(port) => (h, port),
-                    Err(_) => return Err(format!("{url:?}: bad port")),
-                }
-            }
-            _ => (authority, if tls { 443 } else { 80 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{url:?}: no host"));
-        }
-        Ok(Url {
-            tls,
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-}
-
 /// TLS client settings for `https://` fetches.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let roots = crate::tls::trust_roots(ca_file)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    client_config(ca_file, None, &[]).map_err(|e| e.to_string())
 }
 
 /// GET `url` and return the body of a `200` answer.
-pub async fn get(
+pub(crate) async fn get(
     url: &Url,
     tls: &Arc<rustls::ClientConfig>,
     timeout: Duration,
@@ -79,7 +31,7 @@ pub async fn get(
         let tcp = TcpStream::connect((url.host.as_str(), url.port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        if url.tls {
+        if url.tls() {
             let name = ServerName::try_from(url.host.clone()).map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
@@ -100,7 +52,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Vec<u8>, String> {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: portcullis\r\nConnection: close\r\n\r\n",
-        url.path, url.host
+        url.path_and_query, url.host
     );
     io.write_all(request.as_bytes())
         .await
@@ -165,23 +117,6 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = Url::parse("https://idp.example.com/.well-known/jwks.json").unwrap();
-        assert_eq!(
-            (u.tls, u.port, u.path.as_str()),
-            (true, 443, "/.well-known/jwks.json")
-        );
-        let u = Url::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 8080, "/")
-        );
-        let u = Url::parse("http://[::1]:81/k").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 81));
-        assert!(Url::parse("ftp://x").is_err());
-    }
 
     #[test]
     fn chunked() {

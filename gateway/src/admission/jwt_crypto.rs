@@ -21,7 +21,7 @@ static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
 });
 
 /// Install the provider for the process (idempotent; before any token is verified).
-pub fn install() {
+pub(crate) fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if LazyLock::force(&PROVIDER).install_default().is_err() {

@@ -1,155 +1,64 @@
 //! Admission: the checks a request passes before the gateway answers `101 Switching Protocols`.
 //!
-//! Cheapest check first (see `shared/design.md`): a valid RFC 6455 upgrade, then (as they land)
-//! rate, Origin, token, claims and connection caps. Each check is a pure function of the request
-//! head (plus shared state where it must be) and yields either a go-ahead or a [`Rejection`].
+//! Cheapest check first (see `shared/design.md` and the README): a valid RFC 6455 upgrade
+//! ([`upgrade`]), the handshake rate per client IP ([`rate`]), the `Origin` ([`origin`]), the
+//! token and its claims ([`token`], with keys from [`keys`] and [`jwks`]), the rate per subject,
+//! then the connection caps ([`caps`]). Each check is a function of the request head plus shared
+//! state where it must be, and yields either a go-ahead or a [`Rejection`].
 
-pub mod client_ip;
-pub mod fetch;
-pub mod jwt_crypto;
-pub mod keys;
-pub mod limits;
-pub mod origin;
-pub mod token;
-pub mod upgrade;
+pub(crate) mod caps;
+pub(crate) mod client_ip;
+mod fetch;
+mod jwks;
+mod jwt_crypto;
+pub(crate) mod keys;
+pub(crate) mod keyset;
+pub(crate) mod origin;
+pub(crate) mod rate;
+mod rejection;
+pub(crate) mod token;
+pub(crate) mod upgrade;
 
 use std::collections::HashMap;
-
-use futures_util::FutureExt;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use client_ip::Cidr;
-use limits::{Caps, HandshakeRate, Permit};
+use futures_util::FutureExt;
+
+use caps::{Caps, Permit};
+use rate::{rate_limited, HandshakeRate};
+pub(crate) use rejection::Rejection;
 use token::TokenPolicy;
 use upgrade::Upgrade;
 
 use crate::config::policy::{self, PolicyLimits};
 use crate::config::{Config, Route};
-use crate::http1::{Answer, RequestHead};
-use crate::session::guard::{Expiry, Rates};
+use crate::core::cidr::Cidr;
+use crate::core::credential::is_token_subprotocol;
+use crate::core::reason::Reason;
+use crate::net::http1::RequestHead;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
 /// relays for identity forwarding and the subprotocols to offer upstream.
 #[derive(Debug, Clone, Default)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// The client's address: the socket peer, or the forwarded address from a trusted proxy.
-    pub client_ip: Option<IpAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
     /// The token's `sub`, when a token was checked.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// The token's verified claims (empty for public routes).
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub(crate) claims: serde_json::Map<String, serde_json::Value>,
     /// The raw token, kept only so a route that asks for it can forward it; never logged.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// When the socket must close because the token expires.
-    pub expiry: Option<Expiry>,
+    pub(crate) expires_at: Option<tokio::time::Instant>,
     /// The subprotocols the client offered, minus any `bearer.<token>` entry.
-    pub protocols: Vec<String>,
+    pub(crate) protocols: Vec<String>,
     /// Where this route's policy looks for a token besides headers: the query parameter and
     /// the cookie, so that a relay strips them before forwarding (unless asked not to).
-    pub token_query_param: Option<String>,
-    pub token_cookie: Option<String>,
-}
-
-/// Why a request was refused: a low-cardinality label for logs and metrics
-/// (`portcullis_rejections_total{reason}`), in one place. The admission and relay work return a
-/// [`Rejection`] with one of these; the gateway counts and logs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// Not a valid WebSocket upgrade, or a malformed request head (400).
-    BadRequest,
-    /// A plain HTTP request to a WebSocket route (426).
-    UpgradeRequired,
-    /// The gateway is draining for shutdown (503).
-    ShuttingDown,
-    /// The client did not send a complete request head in time (408).
-    HeadTimeout,
-    /// The request head was larger than allowed (431).
-    HeadTooLarge,
-    /// A WebSocket upgrade to a path with no route (404).
-    NoRoute,
-    /// The Origin is not on the route's allow-list (403).
-    Origin,
-    /// No token where the route requires one (401).
-    AuthMissing,
-    /// A token that does not verify: signature, issuer, audience, algorithm (401).
-    AuthInvalid,
-    /// A token past its expiry (401).
-    AuthExpired,
-    /// A valid token whose claims the route's policy refuses (403).
-    Forbidden,
-    /// Too many handshakes from one client (429).
-    RateLimited,
-    /// A connection cap (per IP, subject, route or global) is reached (429/503).
-    ConnLimit,
-    /// A relay route could not reach any upstream (502/504).
-    UpstreamUnavailable,
-    /// The upstream answered the upgrade with its own refusal (its status is passed on).
-    UpstreamRefused,
-}
-
-impl Reason {
-    /// Every reason, so that metrics can start each series at zero.
-    pub const ALL: [Reason; 15] = [
-        Reason::BadRequest,
-        Reason::UpgradeRequired,
-        Reason::ShuttingDown,
-        Reason::HeadTimeout,
-        Reason::HeadTooLarge,
-        Reason::NoRoute,
-        Reason::Origin,
-        Reason::AuthMissing,
-        Reason::AuthInvalid,
-        Reason::AuthExpired,
-        Reason::Forbidden,
-        Reason::RateLimited,
-        Reason::ConnLimit,
-        Reason::UpstreamUnavailable,
-        Reason::UpstreamRefused,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::BadRequest => "bad_request",
-            Reason::UpgradeRequired => "upgrade_required",
-            Reason::ShuttingDown => "shutting_down",
-            Reason::HeadTimeout => "head_timeout",
-            Reason::HeadTooLarge => "head_too_large",
-            Reason::NoRoute => "no_route",
-            Reason::Origin => "origin",
-            Reason::AuthMissing => "auth_missing",
-            Reason::AuthInvalid => "auth_invalid",
-            Reason::AuthExpired => "auth_expired",
-            Reason::Forbidden => "forbidden",
-            Reason::RateLimited => "rate_limited",
-            Reason::ConnLimit => "conn_limit",
-            Reason::UpstreamUnavailable => "upstream_unavailable",
-            Reason::UpstreamRefused => "upstream_refused",
-        }
-    }
-}
-
-/// A refused handshake: the reason, and the answer the client gets.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub reason: Reason,
-    pub answer: Answer,
-}
-
-impl Rejection {
-    pub fn new(reason: Reason, status: u16, body: impl Into<String>) -> Rejection {
-        Rejection {
-            reason,
-            answer: Answer::new(status, body),
-        }
-    }
-
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Rejection {
-        self.answer = self.answer.header(name, value);
-        self
-    }
+    pub(crate) token_query_param: Option<String>,
+    pub(crate) token_cookie: Option<String>,
 }
 
 /// The compiled state of one policy: its checks and the counters they keep.
@@ -187,10 +96,27 @@ impl PolicyState {
             per_subject: Arc::default(),
         })
     }
+
+    /// Carry over from the same policy of the previous generation what must survive a reload:
+    /// connection counts (sockets admitted before it still count against the caps), the state
+    /// of unchanged rates, and the keys of an unchanged JWKS URL.
+    fn inherit(&mut self, prev: &PolicyState) {
+        self.per_ip = prev.per_ip.clone();
+        self.per_subject = prev.per_subject.clone();
+        if self.limits.handshakes_per_ip == prev.limits.handshakes_per_ip {
+            self.ip_rate = prev.ip_rate.clone();
+        }
+        if self.limits.handshakes_per_subject == prev.limits.handshakes_per_subject {
+            self.subject_rate = prev.subject_rate.clone();
+        }
+        if let (Some(token), Some(prev_token)) = (&mut self.token, &prev.token) {
+            token.keys.inherit(&prev_token.keys);
+        }
+    }
 }
 
 /// The admission engine: every policy compiled, plus the gateway-wide counters.
-pub struct Admission {
+pub(crate) struct Admission {
     policies: HashMap<String, PolicyState>,
     public: PolicyState,
     trusted_proxies: Vec<Cidr>,
@@ -201,60 +127,33 @@ pub struct Admission {
 
 impl Admission {
     /// Compile the policies of a validated config: keys are loaded here, so a bad key file is a
-    /// start-up (and `--check`) error naming its key.
-    pub fn new(config: &Config) -> Result<Admission, String> {
+    /// start-up (and `--check`, and reload) error naming its key. With `previous` (a reload),
+    /// counters and limiter state carry over (see [`PolicyState::inherit`]).
+    pub(crate) fn build(
+        config: &Config,
+        previous: Option<&Admission>,
+    ) -> Result<Admission, String> {
         jwt_crypto::install();
         let mut policies = HashMap::new();
         for (name, p) in &config.policies {
-            policies.insert(
-                name.clone(),
-                PolicyState::compile(p, &format!("policies.{name}"))?,
-            );
+            let mut state = PolicyState::compile(p, &format!("policies.{name}"))?;
+            if let Some(prev) = previous.and_then(|old| old.policies.get(name)) {
+                state.inherit(prev);
+            }
+            policies.insert(name.clone(), state);
         }
-        let trusted_proxies = config
-            .server
-            .trusted_proxies
-            .iter()
-            .map(|c| Cidr::parse(c))
-            .collect::<Result<_, _>>()?;
         Ok(Admission {
             policies,
             public: PolicyState::compile(&policy::Policy::default(), "policies.default")?,
-            trusted_proxies,
-            per_route: Arc::default(),
-            global: Arc::default(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            per_route: previous.map_or_else(Arc::default, |old| old.per_route.clone()),
+            global: previous.map_or_else(Arc::default, |old| old.global.clone()),
             max_connections: config.limits.max_connections,
         })
     }
 
-    /// Compile a reloaded configuration, carrying over what must survive a reload: connection
-    /// counts (so sockets admitted before it still count against the caps), rate-limiter state
-    /// of unchanged rates, and JWKS keys of unchanged URLs.
-    pub fn new_after(config: &Config, old: &Admission) -> Result<Admission, String> {
-        let mut next = Admission::new(config)?;
-        next.per_route = old.per_route.clone();
-        next.global = old.global.clone();
-        for (name, policy) in next.policies.iter_mut() {
-            let Some(prev) = old.policies.get(name) else {
-                continue;
-            };
-            policy.per_ip = prev.per_ip.clone();
-            policy.per_subject = prev.per_subject.clone();
-            if policy.limits.handshakes_per_ip == prev.limits.handshakes_per_ip {
-                policy.ip_rate = prev.ip_rate.clone();
-            }
-            if policy.limits.handshakes_per_subject == prev.limits.handshakes_per_subject {
-                policy.subject_rate = prev.subject_rate.clone();
-            }
-            if let (Some(token), Some(prev_token)) = (&mut policy.token, &prev.token) {
-                token.keys.inherit(&prev_token.keys);
-            }
-        }
-        Ok(next)
-    }
-
     /// Start the background JWKS fetchers (on their own thread, outside the request path).
-    pub fn start_background(&self) {
+    pub(crate) fn start_background(&self) {
         let remotes: Vec<_> = self
             .policies
             .values()
@@ -263,9 +162,9 @@ impl Admission {
         if remotes.is_empty() {
             return;
         }
-        crate::background::spawn(
+        crate::core::background::spawn(
             "jwks",
-            futures_util::future::join_all(remotes.into_iter().map(keys::RemoteJwks::run))
+            futures_util::future::join_all(remotes.into_iter().map(jwks::RemoteJwks::run))
                 .map(|_| ()),
         );
     }
@@ -277,22 +176,18 @@ impl Admission {
     }
 
     /// The client address (trusted-proxy aware).
-    pub fn client_ip(&self, peer: Option<IpAddr>, head: &RequestHead) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, head: &RequestHead) -> Option<IpAddr> {
         client_ip::resolve(peer, head, &self.trusted_proxies)
     }
 
-    /// Per-connection rates for messages from the client on `route`.
-    pub fn client_rates(&self, route: &Route) -> Rates {
-        let l = &self.policy(route).limits;
-        Rates {
-            messages_per_second: l.messages_per_second.and_then(NonZeroU32::new),
-            bytes_per_second: l.bytes_per_second.and_then(NonZeroU32::new),
-        }
+    /// The limits of the policy `route` uses (per-connection rates apply inside the session).
+    pub(crate) fn limits(&self, route: &Route) -> &PolicyLimits {
+        &self.policy(route).limits
     }
 
     /// Run checks 2-6 on a valid upgrade (check 1), cheapest first. On success the returned
     /// [`Permit`] holds the connection slots until it is dropped with the session.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         head: &RequestHead,
         route: &Route,
@@ -358,9 +253,9 @@ impl Admission {
                 })?,
         );
 
-        let expiry = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
+        let expires_at = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            Expiry::after(left)
+            tokio::time::Instant::now() + left
         });
         let (token, claims) = match verified {
             Some(v) => (Some(v.token), v.claims),
@@ -371,60 +266,16 @@ impl Admission {
             subject,
             claims,
             token,
-            expiry,
+            expires_at,
             token_query_param: policy.token.as_ref().map(|t| t.query_param().to_string()),
             token_cookie: policy.token.as_ref().map(|t| t.cookie_name().to_string()),
             protocols: upgrade
                 .offered_protocols
                 .iter()
-                .filter(|p| !token::is_token_subprotocol(p))
+                .filter(|p| !is_token_subprotocol(p))
                 .cloned()
                 .collect(),
         };
         Ok((admitted, permit))
-    }
-
-    /// Open sockets counted against the global cap.
-    pub fn open_connections(&self) -> usize {
-        self.global.count(&())
-    }
-}
-
-fn rate_limited(retry_after: std::time::Duration) -> Rejection {
-    Rejection::new(Reason::RateLimited, 429, "too many handshakes\n").header(
-        "Retry-After",
-        limits::retry_after_secs(retry_after).to_string(),
-    )
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_are_listed_once_with_distinct_labels() {
-        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        labels.sort();
-        labels.dedup();
-        assert_eq!(labels.len(), Reason::ALL.len());
-        // A new variant must join `ALL`: this match stops compiling until it is handled here.
-        for r in Reason::ALL {
-            match r {
-                Reason::BadRequest
-                | Reason::UpgradeRequired
-                | Reason::ShuttingDown
-                | Reason::HeadTimeout
-                | Reason::HeadTooLarge
-                | Reason::NoRoute
-                | Reason::Origin
-                | Reason::AuthMissing
-                | Reason::AuthInvalid
-                | Reason::AuthExpired
-                | Reason::Forbidden
-                | Reason::RateLimited
-                | Reason::ConnLimit
-                | Reason::UpstreamUnavailable
-                | Reason::UpstreamRefused => {}
-            }
-        }
     }
 }

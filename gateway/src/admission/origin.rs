@@ -2,12 +2,13 @@
 //! on another site can open a WebSocket to us with the user's cookies; only its `Origin` header
 //! (which scripts cannot forge in a browser) tells us so.
 
-use super::{Reason, Rejection};
+use super::Rejection;
 use crate::config::policy::Origin;
-use crate::http1::RequestHead;
+use crate::core::reason::Reason;
+use crate::net::http1::RequestHead;
 
 /// Admit or refuse (403) by the request's `Origin`.
-pub fn check(head: &RequestHead, policy: &Origin) -> Result<(), Rejection> {
+pub(crate) fn check(head: &RequestHead, policy: &Origin) -> Result<(), Rejection> {
     let refuse = |why: &str| Err(Rejection::new(Reason::Origin, 403, format!("{why}\n")));
     let mut values = head.headers.get_all("origin").iter();
     let origin = match (values.next(), values.next()) {

@@ -3,23 +3,25 @@
 use base64::Engine;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{Reason, Rejection};
-use crate::http1::RequestHead;
+use super::Rejection;
+use crate::core::header;
+use crate::core::reason::Reason;
+use crate::net::http1::RequestHead;
 
 /// The only protocol version RFC 6455 defines.
-pub const WEBSOCKET_VERSION: &str = "13";
+pub(crate) const WEBSOCKET_VERSION: &str = "13";
 
 /// A valid upgrade: what the 101 answer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     /// `Sec-WebSocket-Accept` for the 101.
-    pub accept: String,
+    pub(crate) accept: String,
     /// Subprotocols the client offered, in its order.
-    pub offered_protocols: Vec<String>,
+    pub(crate) offered_protocols: Vec<String>,
 }
 
 /// Validate the opening handshake of a request to a WebSocket route.
-pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
+pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     if !head.header_has_token("upgrade", "websocket") {
         return Err(Rejection::new(
             Reason::UpgradeRequired,
@@ -62,14 +64,8 @@ pub fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
             "invalid Sec-WebSocket-Key (must be 16 bytes in base64)",
         ));
     }
-    let offered_protocols = head
-        .headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
+    let offered_protocols = header::items(head.headers.get_all("sec-websocket-protocol"))
+        .map(String::from)
         .collect();
     Ok(Upgrade {
         accept: derive_accept_key(key),

@@ -7,9 +7,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::guard::{Expiry, Violation};
-use super::{close, close_and_drain, close_for_error, Initiator, SessionContext, SessionEnd};
-use crate::metrics::{payload_len, Class, Direction, Meter};
+use super::close::{close_and_drain, close_for_error, code_of};
+use super::guard::Expiry;
+use super::SessionContext;
+use crate::core::close::{self, Violation};
+use crate::core::end::{Initiator, SessionEnd};
+use crate::core::labels::{payload_len, Class, Direction};
+use crate::obs::metrics::Meter;
 
 /// The gateway ends the session: record it, count our close frame, send it and wait for the
 /// client's reply.
@@ -17,18 +21,26 @@ async fn close_by_gateway<S>(
     ws: &mut WebSocketStream<S>,
     end: &mut SessionEnd,
     meter: &Meter,
-    Violation { code, reason }: Violation,
+    violation: Violation,
     close_timeout: std::time::Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    end.close_by_gateway(code);
-    meter.message(Direction::ToClient, Class::Control, 2 + reason.len());
-    close_and_drain(ws, code, reason, close_timeout).await;
+    end.close_by_gateway(violation.code);
+    meter.message(
+        Direction::ToClient,
+        Class::Control,
+        2 + violation.reason.len(),
+    );
+    close_and_drain(ws, violation, close_timeout).await;
 }
 
 /// Run one echo session until either side closes, policy ends it, or the gateway shuts down.
-pub async fn run<S>(mut ws: WebSocketStream<S>, prefix: &str, ctx: SessionContext) -> SessionEnd
+pub(crate) async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    prefix: &str,
+    ctx: SessionContext,
+) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -44,12 +56,11 @@ where
         let next = tokio::select! {
             biased;
             why = stop.wait() => {
-                let going_away = Violation { code: close::GOING_AWAY, reason: why.reason() };
-                close_by_gateway(&mut ws, &mut end, &meter, going_away, close_timeout).await;
+                close_by_gateway(&mut ws, &mut end, &meter, why.close(), close_timeout).await;
                 return end;
             }
             _ = Expiry::wait(expiry) => {
-                close_by_gateway(&mut ws, &mut end, &meter, Expiry::VIOLATION, close_timeout).await;
+                close_by_gateway(&mut ws, &mut end, &meter, close::TOKEN_EXPIRED, close_timeout).await;
                 return end;
             }
             next = ws.next() => next,
@@ -87,7 +98,7 @@ where
                             let len = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
                             meter.message(Direction::ToClient, Class::Control, len);
                             end.initiator = Initiator::Client;
-                            end.close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                            end.close_code = Some(code_of(frame.as_ref()));
                         }
                         continue;
                     }

@@ -1,44 +1,47 @@
 //! Per-connection, per-direction message policy applied inside a session (echo and relay alike):
 //! message size (close 1009), message rate and byte rate (close 1008), and the token's expiry
-//! (close 1008 `token expired`).
+//! (close 1008 `token expired`). The codes and reasons are `core::close`'s.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use governor::clock::DefaultClock;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
-use super::close;
+use crate::config::policy::PolicyLimits;
+use crate::core::close::{self, Violation};
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
 /// Rates for one direction of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rates {
+pub(crate) struct Rates {
     /// Data messages per second (burst = one second's worth); `None`: unlimited.
-    pub messages_per_second: Option<NonZeroU32>,
+    pub(crate) messages_per_second: Option<NonZeroU32>,
     /// Payload bytes per second (burst = one second's worth); `None`: unlimited.
-    pub bytes_per_second: Option<NonZeroU32>,
+    pub(crate) bytes_per_second: Option<NonZeroU32>,
 }
 
-/// Why a session must end under policy: the close code and reason to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Violation {
-    pub code: u16,
-    pub reason: &'static str,
+impl Rates {
+    /// The per-connection rates of a policy, for messages from the client.
+    pub(crate) fn of(limits: &PolicyLimits) -> Rates {
+        Rates {
+            messages_per_second: limits.messages_per_second.and_then(NonZeroU32::new),
+            bytes_per_second: limits.bytes_per_second.and_then(NonZeroU32::new),
+        }
+    }
 }
 
 /// The policy of one direction of one connection.
-pub struct Guard {
+pub(crate) struct Guard {
     max_message_bytes: usize,
     messages: Option<Direct>,
     bytes: Option<Direct>,
 }
 
 impl Guard {
-    pub fn new(max_message_bytes: usize, rates: Rates) -> Guard {
+    pub(crate) fn new(max_message_bytes: usize, rates: Rates) -> Guard {
         let limiter = |per_second: NonZeroU32| RateLimiter::direct(Quota::per_second(per_second));
         Guard {
             max_message_bytes,
@@ -48,29 +51,20 @@ impl Guard {
     }
 
     /// Account for one data message of `len` payload bytes.
-    pub fn on_message(&self, len: usize) -> Result<(), Violation> {
+    pub(crate) fn on_message(&self, len: usize) -> Result<(), Violation> {
         if len > self.max_message_bytes {
-            return Err(Violation {
-                code: close::MESSAGE_TOO_BIG,
-                reason: "message too big",
-            });
+            return Err(close::MESSAGE_TOO_BIG_CLOSE);
         }
         if let Some(limiter) = &self.messages {
             if limiter.check().is_err() {
-                return Err(Violation {
-                    code: close::POLICY_VIOLATION,
-                    reason: "message rate exceeded",
-                });
+                return Err(close::MESSAGE_RATE);
             }
         }
         if let Some(limiter) = &self.bytes {
             let n = NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX));
             if let Some(n) = n {
                 if !matches!(limiter.check_n(n), Ok(Ok(()))) {
-                    return Err(Violation {
-                        code: close::POLICY_VIOLATION,
-                        reason: "byte rate exceeded",
-                    });
+                    return Err(close::BYTE_RATE);
                 }
             }
         }
@@ -80,29 +74,23 @@ impl Guard {
 
 /// When an admitted token stops being valid for the open socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiry {
+pub(crate) struct Expiry {
     /// The moment the session must close (the token's `exp` plus any grace).
-    pub at: Instant,
+    pub(crate) at: Instant,
 }
 
 impl Expiry {
-    pub const VIOLATION: Violation = Violation {
-        code: close::POLICY_VIOLATION,
-        reason: "token expired",
-    };
-
     /// Resolves at the expiry, or never when there is none.
-    pub async fn wait(expiry: Option<Expiry>) {
+    pub(crate) async fn wait(expiry: Option<Expiry>) {
         match expiry {
             Some(e) => tokio::time::sleep_until(e.at).await,
             None => std::future::pending().await,
         }
     }
 
-    pub fn after(d: Duration) -> Expiry {
-        Expiry {
-            at: Instant::now() + d,
-        }
+    /// The expiry of an admitted token, if it has one.
+    pub(crate) fn at(at: Option<Instant>) -> Option<Expiry> {
+        at.map(|at| Expiry { at })
     }
 }
 

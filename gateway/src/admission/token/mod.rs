@@ -1,0 +1,257 @@
+//! Checks 4 and 5: find the token (header, subprotocol, query, cookie — in the policy's order),
+//! verify it (signature with a pinned key, `exp`/`nbf`/`iat` with leeway, `iss`/`aud`), then check
+//! the claims the policy requires.
+//!
+//! Rejections follow RFC 6750: a missing token is `401` with a bare `WWW-Authenticate: Bearer`
+//! challenge; a bad one is `401` with `error="invalid_token"`; a valid token that lacks the
+//! required claims is `403` with `error="insufficient_scope"`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Validation};
+use serde_json::{Map, Value};
+
+pub(crate) mod extract;
+
+use super::keyset::KeySet;
+use super::Rejection;
+use crate::config::defaults;
+use crate::config::policy::{Jwt, OnExpiry, TokenSource};
+use crate::core::reason::Reason;
+use crate::net::http1::RequestHead;
+use extract::{cookie, from_authorization, from_subprotocol, query_param};
+
+/// A compiled token policy.
+pub(crate) struct TokenPolicy {
+    sources: Vec<TokenSource>,
+    query_param: String,
+    cookie: String,
+    max_token_bytes: usize,
+    pub(crate) keys: KeySet,
+    issuers: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    require_exp: bool,
+    leeway: Duration,
+    required_claims: Vec<String>,
+    claims: Vec<(String, Vec<String>)>,
+    on_expiry: OnExpiry,
+    expiry_grace: Duration,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub(crate) token: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) claims: Map<String, Value>,
+    /// When an open socket must close (`exp` + leeway + grace), unless the policy ignores expiry.
+    pub(crate) closes_at: Option<SystemTime>,
+}
+
+impl TokenPolicy {
+    pub(crate) fn compile(jwt: &Jwt, key: &str) -> Result<TokenPolicy, String> {
+        Ok(TokenPolicy {
+            sources: jwt
+                .sources
+                .clone()
+                .unwrap_or(defaults::TOKEN_SOURCES.to_vec()),
+            query_param: jwt
+                .query_param
+                .clone()
+                .unwrap_or(defaults::QUERY_PARAM.into()),
+            cookie: jwt.cookie.clone().unwrap_or(defaults::COOKIE.into()),
+            max_token_bytes: jwt.max_token_bytes.unwrap_or(defaults::MAX_TOKEN_BYTES),
+            keys: KeySet::load(jwt, key)?,
+            issuers: jwt.issuers.clone(),
+            audiences: jwt.audiences.clone(),
+            require_exp: jwt.require_exp.unwrap_or(defaults::REQUIRE_EXP),
+            leeway: jwt.leeway.map_or(defaults::LEEWAY, |d| d.0),
+            required_claims: jwt.required_claims.clone(),
+            claims: jwt
+                .claims
+                .iter()
+                .map(|(k, rule)| {
+                    (
+                        k.clone(),
+                        rule.values().into_iter().map(String::from).collect(),
+                    )
+                })
+                .collect(),
+            on_expiry: jwt.on_expiry,
+            expiry_grace: jwt.expiry_grace.map_or(defaults::EXPIRY_GRACE, |d| d.0),
+        })
+    }
+
+    /// The query parameter that may carry the token.
+    pub(crate) fn query_param(&self) -> &str {
+        &self.query_param
+    }
+
+    /// The cookie that may carry the token.
+    pub(crate) fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+
+    /// Find, verify and authorize the request's token.
+    pub(crate) async fn check(&self, head: &RequestHead) -> Result<Verified, Rejection> {
+        let token = self.find(head).ok_or_else(missing)?;
+        if token.len() > self.max_token_bytes {
+            return Err(invalid(Reason::AuthInvalid, "token too large"));
+        }
+        let claims = self.verify(&token).await?;
+        self.authorize(&claims)?;
+        let subject = claims.get("sub").and_then(Value::as_str).map(String::from);
+        let closes_at = match (self.on_expiry, claims.get("exp").and_then(Value::as_u64)) {
+            // The leeway that admitted a just-expired token also keeps it open that long.
+            (OnExpiry::Close, Some(exp)) => {
+                Some(UNIX_EPOCH + Duration::from_secs(exp) + self.leeway + self.expiry_grace)
+            }
+            _ => None,
+        };
+        Ok(Verified {
+            token,
+            subject,
+            claims,
+            closes_at,
+        })
+    }
+
+    /// The token from the first source that has one.
+    pub(crate) fn find(&self, head: &RequestHead) -> Option<String> {
+        self.sources.iter().find_map(|source| match source {
+            TokenSource::Header => from_authorization(head),
+            TokenSource::Subprotocol => from_subprotocol(head),
+            TokenSource::Query => query_param(&head.target, &self.query_param),
+            TokenSource::Cookie => cookie(head, &self.cookie),
+        })
+    }
+
+    async fn verify(&self, token: &str) -> Result<Map<String, Value>, Rejection> {
+        let header =
+            decode_header(token).map_err(|_| invalid(Reason::AuthInvalid, "malformed token"))?;
+        let candidates = self
+            .keys
+            .candidates(header.kid.as_deref(), header.alg)
+            .await;
+        if candidates.is_empty() {
+            return Err(invalid(
+                Reason::AuthInvalid,
+                if header.kid.is_some() {
+                    "unknown key id"
+                } else {
+                    "no key for this algorithm"
+                },
+            ));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        let mut required = vec![];
+        if self.require_exp {
+            required.push("exp");
+        }
+        if let Some(iss) = &self.issuers {
+            validation.set_issuer(iss);
+            required.push("iss");
+        }
+        match &self.audiences {
+            Some(aud) => {
+                validation.set_audience(aud);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+
+        let mut last = ErrorKind::InvalidSignature;
+        for key in candidates {
+            match decode::<Map<String, Value>>(token, &key.key, &validation) {
+                Ok(data) => {
+                    self.check_iat(&data.claims)?;
+                    return Ok(data.claims);
+                }
+                // Another key with the same kid/alg may still verify it.
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => {
+                    last = e.into_kind();
+                    break;
+                }
+            }
+        }
+        Err(match last {
+            ErrorKind::ExpiredSignature => invalid(Reason::AuthExpired, "token expired"),
+            ErrorKind::ImmatureSignature => invalid(Reason::AuthInvalid, "token not yet valid"),
+            ErrorKind::InvalidAudience => invalid(Reason::AuthInvalid, "audience not accepted"),
+            ErrorKind::InvalidIssuer => invalid(Reason::AuthInvalid, "issuer not accepted"),
+            ErrorKind::MissingRequiredClaim(c) => {
+                invalid(Reason::AuthInvalid, &format!("missing claim {c}"))
+            }
+            ErrorKind::InvalidSignature => invalid(Reason::AuthInvalid, "bad signature"),
+            _ => invalid(Reason::AuthInvalid, "invalid token"),
+        })
+    }
+
+    /// `iat` in the future (beyond leeway) means a forged or badly clocked issuer.
+    fn check_iat(&self, claims: &Map<String, Value>) -> Result<(), Rejection> {
+        let Some(iat) = claims.get("iat") else {
+            return Ok(());
+        };
+        let Some(iat) = iat.as_u64() else {
+            return Err(invalid(Reason::AuthInvalid, "iat is not a number"));
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if iat > now + self.leeway.as_secs() {
+            return Err(invalid(Reason::AuthInvalid, "token issued in the future"));
+        }
+        Ok(())
+    }
+
+    /// Check 5: the claims the policy requires (403 when lacking).
+    fn authorize(&self, claims: &Map<String, Value>) -> Result<(), Rejection> {
+        for name in &self.required_claims {
+            if claims.get(name).is_none_or(Value::is_null) {
+                return Err(forbidden(&format!("claim {name} required")));
+            }
+        }
+        for (name, wanted) in &self.claims {
+            let have: Vec<&str> = match claims.get(name) {
+                Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                Some(Value::Bool(b)) => vec![if *b { "true" } else { "false" }],
+                _ => vec![],
+            };
+            if let Some(missing) = wanted.iter().find(|w| !have.contains(&w.as_str())) {
+                return Err(forbidden(&format!("claim {name} must include {missing}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing() -> Rejection {
+    Rejection::new(Reason::AuthMissing, 401, "token required\n")
+        .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
+}
+
+fn invalid(reason: Reason, why: &str) -> Rejection {
+    Rejection::new(reason, 401, format!("{why}\n")).header(
+        "WWW-Authenticate",
+        format!(
+            "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{why}\""
+        ),
+    )
+}
+
+fn forbidden(why: &str) -> Rejection {
+    Rejection::new(Reason::Forbidden, 403, format!("{why}\n")).header(
+        "WWW-Authenticate",
+        format!(
+            "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{why}\""
+        ),
+    )
+}

@@ -1,0 +1,98 @@
+//! Every default value of the configuration, in one place.
+
+use std::time::Duration;
+
+use super::policy::{Alg, TokenSource};
+
+// [server]
+
+/// Worker threads for the gateway's listeners.
+pub(crate) const THREADS: usize = 2;
+/// How long a graceful stop (SIGTERM/SIGINT) waits for open sockets to finish.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Window over which shutdown spreads its 1001 closes (at most half the grace period).
+pub(crate) const DRAIN_WINDOW: Duration = Duration::from_secs(5);
+/// Time a removed route's sockets keep after a reload.
+pub(crate) const ROUTE_REMOVAL_GRACE: Duration = Duration::from_secs(30);
+/// Where an upgrading process picks up the listening sockets.
+pub(crate) const UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
+
+// [admin]
+
+/// The admin listener's address: loopback only.
+pub(crate) const ADMIN_ADDRESS: &str = "127.0.0.1:9090";
+
+// [limits]
+
+/// How long a client may take to send its whole request head (after TLS).
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted; larger gets `431`.
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most headers in one request head; more gets `431`.
+pub(crate) const MAX_HEADERS: usize = 64;
+/// Idle time allowed between requests on a kept-alive plain HTTP connection.
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest WebSocket message (after reassembly of fragments); larger gets close `1009`.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Initial read buffer per WebSocket. Small on purpose: idle sockets should cost little
+/// (tungstenite's own default is 128 KiB per connection).
+pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Most bytes queued for a slow reader before the session stops and waits (backpressure).
+pub(crate) const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// How long to wait for the peer's reply to our close frame.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open WebSockets across the gateway before new handshakes get 503.
+pub(crate) const MAX_CONNECTIONS: usize = 100_000;
+
+// [[routes]]
+
+/// The policy name a route uses when it names none (public).
+pub(crate) const POLICY: &str = "default";
+/// The prefix the echo mode puts in front of a text message (the Pedestal guide's example).
+pub(crate) const ECHO_PREFIX: &str = "echo: ";
+/// A `static` route's status.
+pub(crate) const STATIC_STATUS: u16 = 200;
+
+// Relay routes (`mode = "relay"`).
+
+/// How long connecting to an upstream may take: TCP, TLS and the WebSocket handshake.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream that refused or failed a connection is left out of the rotation.
+pub(crate) const UNHEALTHY_FOR: Duration = Duration::from_secs(10);
+/// A client silent this long is sent a ping.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a pinged client has to send anything (its pong) before it is dropped.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(15);
+/// Whether the client's token goes upstream.
+pub(crate) const FORWARD_TOKEN: bool = false;
+
+// [policies.NAME.jwt]
+
+/// Where a token is looked for, in this order.
+pub(crate) const TOKEN_SOURCES: [TokenSource; 4] = [
+    TokenSource::Header,
+    TokenSource::Subprotocol,
+    TokenSource::Query,
+    TokenSource::Cookie,
+];
+/// The query parameter that may carry a token.
+pub(crate) const QUERY_PARAM: &str = "access_token";
+/// The cookie that may carry a token.
+pub(crate) const COOKIE: &str = "access_token";
+/// Tokens longer than this are refused before any decoding.
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Allowed clock skew for `exp`/`nbf`/`iat`.
+pub(crate) const LEEWAY: Duration = Duration::from_secs(30);
+/// Whether a token must carry `exp`.
+pub(crate) const REQUIRE_EXP: bool = true;
+/// Extra time an open socket keeps after its token's `exp` (and leeway).
+pub(crate) const EXPIRY_GRACE: Duration = Duration::ZERO;
+/// Periodic JWKS refresh.
+pub(crate) const JWKS_REFRESH: Duration = Duration::from_secs(600);
+/// Least time between two JWKS fetches caused by tokens with an unknown `kid`.
+pub(crate) const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
+/// One JWKS fetch, connect to last byte.
+pub(crate) const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Algorithms accepted for JWKS keys that do not name their own `alg`.
+pub(crate) const JWKS_ALGORITHMS: [Alg; 5] =
+    [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];

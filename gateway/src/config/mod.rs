@@ -1,0 +1,383 @@
+//! The configuration: plain data parsed by serde through the `core` value types (durations,
+//! URLs, networks, name patterns, addresses), the embedded default, and validation.
+//!
+//! Defaults live in [`defaults`]; [`validate`] holds every check a value's type cannot make.
+//! Unknown keys are errors (`deny_unknown_fields` everywhere), and every error names the file
+//! and the key, so `portcullis --check --config FILE` can tell a user exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+pub(crate) mod defaults;
+pub(crate) mod listener;
+pub(crate) mod policy;
+pub(crate) mod route;
+pub(crate) mod secret;
+pub(crate) mod server;
+mod validate;
+
+pub(crate) use listener::{Listener, Tls};
+pub(crate) use policy::Policy;
+pub(crate) use route::{Balance, Mode, RelaySettings, Route};
+pub(crate) use server::{Admin, Limits, Server};
+
+/// The configuration used when `portcullis` starts without `--config`.
+const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The name the embedded default goes by in logs and errors.
+pub(crate) const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// A configuration error: which file, and what (with the key) is wrong in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub(crate) source: String,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse TOML into `T`; an error names the key path (`listeners[0].address: ...`).
+fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub(crate) server: Server,
+    #[serde(default)]
+    pub(crate) admin: Admin,
+    #[serde(default)]
+    pub(crate) limits: Limits,
+    pub(crate) listeners: Vec<Listener>,
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+    #[serde(default)]
+    pub(crate) policies: BTreeMap<String, Policy>,
+    /// Where this configuration came from (a path or [`EMBEDDED_NAME`]); not a TOML key.
+    #[serde(skip)]
+    pub(crate) source: String,
+    /// Every file this configuration was read from (the file and its included policies), for
+    /// reloading when they change.
+    #[serde(skip)]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, None)
+    }
+
+    /// Read and validate a configuration file. Relative paths inside it (certificates) are taken
+    /// relative to the file's own folder, so a config works wherever it is started from.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &source, path.parent())?;
+        config.files.insert(0, path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Where this configuration came from, for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Parse and validate TOML text; `base` resolves relative paths.
+    pub(crate) fn parse(
+        text: &str,
+        source: &str,
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source: source.to_string(),
+            message,
+        };
+        let mut config: Config = from_toml(text).map_err(err)?;
+        config.source = source.to_string();
+        let base = base.filter(|b| !b.as_os_str().is_empty());
+        if let Some(base) = base {
+            config.resolve_paths(base);
+        }
+        let base = base.unwrap_or(Path::new(""));
+        for (name, policy) in config.policies.iter_mut() {
+            match policy.include.take() {
+                Some(_) if !policy.is_empty() => {
+                    return Err(err(format!(
+                        "policies.{name}.include cannot be combined with other keys of the policy"
+                    )))
+                }
+                Some(file) => {
+                    let file = base.join(file);
+                    *policy = load_policy_file(&file, name)?;
+                    config.files.push(file);
+                }
+                None => policy.resolve_paths(base),
+            }
+        }
+        validate::config(&config).map_err(err)?;
+        Ok(config)
+    }
+
+    /// Resolve the relative paths of the file's own tables against `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(file) = &mut self.admin.token_file {
+            *file = base.join(&*file);
+        }
+        for l in &mut self.listeners {
+            if let Some(tls) = &mut l.tls {
+                tls.cert = base.join(&tls.cert);
+                tls.key = base.join(&tls.key);
+                for sni in &mut tls.sni {
+                    sni.cert = base.join(&sni.cert);
+                    sni.key = base.join(&sni.key);
+                }
+            }
+        }
+        for r in &mut self.routes {
+            for path in [
+                &mut r.upstream_ca_file,
+                &mut r.upstream_client_cert,
+                &mut r.upstream_client_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// The policy a route names (`None`: the public default).
+    pub(crate) fn policy_of(&self, route: &Route) -> Option<&Policy> {
+        self.policies.get(route.policy_name())
+    }
+}
+
+/// Read a policy from its own file (`include = "..."`); its relative paths follow that file.
+fn load_policy_file(path: &Path, name: &str) -> Result<Policy, ConfigError> {
+    let source = path.display().to_string();
+    let err = |message: String| ConfigError {
+        source: source.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "cannot read policy {name:?} (policies.{name}.include): {e}"
+        ))
+    })?;
+    let mut policy: Policy = from_toml(&text).map_err(err)?;
+    if policy.include.is_some() {
+        return Err(err(
+            "include: an included policy cannot include another".into()
+        ));
+    }
+    policy.resolve_paths(path.parent().unwrap_or(Path::new("")));
+    validate::policy(&policy, &format!("policies.{name}")).map_err(err)?;
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::log_format::LogFormat;
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        address = "127.0.0.1:0"
+    "#;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8443");
+        assert!(c.listeners[0].tls.as_ref().unwrap().generate_self_signed);
+        assert!(c
+            .routes
+            .iter()
+            .any(|r| r.path == "/ws/echo" && r.mode == Mode::Echo));
+        assert_eq!(c.admin.address.to_string(), "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_mesage_bytes = 10\n");
+        let e = Config::parse(&text, "x.toml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml: "), "{e}");
+        assert!(e.contains("max_mesage_bytes"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[[listeners]]\naddress = \"nope\"", "listeners[0].address"),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"missing\"",
+                "routes[0].policy",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/a\"\nmode = \"echo\"\nbody = \"x\"",
+                "routes[0].body",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[limits]\nhead_timeout = \"3 fortnights\"",
+                "head_timeout",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "listeners[0].tls.cert",
+            ),
+            ("listeners = []", "listeners"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text, "f.toml", None).unwrap_err().to_string();
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn relay_routes_validate_their_keys() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\npath = \"/r\"\n";
+        let good = format!(
+            "{base}mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:9001/chat\", \"wss://backend.internal/chat\"]\n\
+             balance = \"least_connections\"\nconnect_timeout = \"2s\"\nsubprotocols = [\"chat.v1\"]\n\
+             forward_claims = {{ sub = \"X-Auth-Subject\" }}\nping_interval = \"0s\"\nidle_timeout = \"5m\"\n\
+             upstream_sni = \"backend.internal\"\nupstream_max_message_bytes = 100\n"
+        );
+        let c = Config::parse(&good, "f", None).unwrap();
+        let relay = c.routes[0].relay();
+        assert_eq!(relay.balance, Balance::LeastConnections);
+        assert_eq!(relay.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(relay.ping_interval, None);
+        assert_eq!(relay.unhealthy_for, defaults::UNHEALTHY_FOR);
+        assert!(!relay.forward_token);
+
+        let cases = [
+            ("mode = \"relay\"", "routes[0].upstreams"),
+            ("mode = \"relay\"\nupstreams = []", "routes[0].upstreams"),
+            ("mode = \"relay\"\nupstreams = [\"http://x/\"]", "routes[0].upstreams[0]"),
+            ("mode = \"relay\"\nupstreams = [\"ws://a@x/\"]", "routes[0].upstreams[0]"),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nbalance = \"random\"",
+                "balance",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nconnect_timeout = \"0s\"",
+                "routes[0].connect_timeout",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nupstream_sni = \"x\"",
+                "routes[0].upstream_sni",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"wss://x/\"]\nupstream_ca_file = \"/nonexistent.pem\"",
+                "routes[0].upstream_ca_file",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"wss://x/\"]\nupstream_client_key = \"/etc/hostname\"",
+                "routes[0].upstream_client_cert",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nsubprotocols = [\"bearer.x\"]",
+                "routes[0].subprotocols[0]",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nforward_claims = { sub = \"X-Forwarded-For\" }",
+                "routes[0].forward_claims.sub",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nprefix = \"x\"",
+                "routes[0].prefix",
+            ),
+            ("mode = \"echo\"\nupstreams = [\"ws://x/\"]", "routes[0].upstreams"),
+            ("mode = \"static\"\nidle_timeout = \"1s\"", "routes[0].idle_timeout"),
+        ];
+        for (route, key) in cases {
+            let e = Config::parse(&format!("{base}{route}\n"), "f", None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn admin_token_sources() {
+        let both = format!("{MINIMAL}\n[admin]\ntoken_file = \"t\"\ntoken_env = \"T\"\n");
+        let e = Config::parse(&both, "f", None).unwrap_err().to_string();
+        assert!(e.contains("admin.token_file and admin.token_env"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret-token\n").unwrap();
+        let text = format!("{MINIMAL}\n[admin]\ntoken_file = \"admin.token\"\n");
+        let c = Config::parse(&text, "f", Some(dir.path())).unwrap();
+        assert_eq!(c.admin.token().unwrap().as_deref(), Some("s3cret-token"));
+
+        std::fs::write(dir.path().join("admin.token"), "  \n").unwrap();
+        let e = c.admin.token().unwrap_err();
+        assert!(e.contains("admin.token_file") && e.contains("empty"), "{e}");
+
+        let text = format!("{MINIMAL}\n[admin]\ntoken_env = \"PORTCULLIS_TEST_UNSET_TOKEN\"\n");
+        let c = Config::parse(&text, "f", None).unwrap();
+        let e = c.admin.token().unwrap_err();
+        assert!(e.contains("PORTCULLIS_TEST_UNSET_TOKEN"), "{e}");
+        assert!(Config::embedded().unwrap().admin.token().unwrap().is_none());
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let c = Config::parse(
+            &format!("{MINIMAL}\n[server]\nlog_format = \"json\"\n"),
+            "f",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        assert_eq!(
+            Config::embedded().unwrap().server.log_format,
+            LogFormat::Text
+        );
+        let e = Config::parse(
+            &format!("{MINIMAL}\n[server]\nlog_format = \"xml\"\n"),
+            "f",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log_format") || e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn relative_cert_paths_follow_the_file() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\ngenerate_self_signed = true";
+        let c = Config::parse(text, "f", Some(Path::new("/etc/portcullis"))).unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/portcullis/c.pem"));
+    }
+}

@@ -1,0 +1,185 @@
+//! `[[routes]]`: a path, what to do there, and the policy that admits clients; for relay routes
+//! also the upstreams and the forwarding rules.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::defaults;
+use crate::core::duration::HumanDuration;
+use crate::core::url::WsUrl;
+
+/// What a route does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// A fixed HTTP answer (`status`, `body`); not a WebSocket.
+    Static,
+    /// A local WebSocket echo served by the gateway itself.
+    Echo,
+    /// Forward admitted WebSockets, frame by frame, to upstream `ws://`/`wss://` services.
+    Relay,
+}
+
+/// How a relay route spreads new sockets over its upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Balance {
+    /// Each new socket goes to the next healthy upstream in turn.
+    #[default]
+    RoundRobin,
+    /// Each new socket goes to the healthy upstream with the fewest open sockets.
+    LeastConnections,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    /// Exact path (the query string is not part of the match).
+    pub(crate) path: String,
+    pub(crate) mode: Mode,
+    /// `echo`: text put in front of each echoed text message.
+    pub(crate) prefix: Option<String>,
+    /// `static`: the answer's status (default 200) and body.
+    pub(crate) status: Option<u16>,
+    pub(crate) body: Option<String>,
+    /// Name of a table under `[policies]`; `"default"` when absent.
+    pub(crate) policy: Option<String>,
+    /// Overrides `[limits].max_message_bytes` for this route.
+    pub(crate) max_message_bytes: Option<usize>,
+
+    // `relay` routes only (see docs/relay.md). Validated only for mode = "relay"; an error on
+    // any other mode.
+    /// `ws://` or `wss://` URLs of the upstream service; one or several.
+    pub(crate) upstreams: Option<Vec<WsUrl>>,
+    /// `round_robin` (default) or `least_connections`.
+    pub(crate) balance: Option<Balance>,
+    /// TCP + TLS + WebSocket handshake with the upstream; then `504`.
+    pub(crate) connect_timeout: Option<HumanDuration>,
+    /// PEM file of CA certificates trusted for `wss://` upstreams, instead of the system roots.
+    pub(crate) upstream_ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented to `wss://` upstreams (mutual TLS).
+    pub(crate) upstream_client_cert: Option<PathBuf>,
+    pub(crate) upstream_client_key: Option<PathBuf>,
+    /// The TLS server name sent to and verified against `wss://` upstreams, instead of the
+    /// host of each upstream URL.
+    pub(crate) upstream_sni: Option<String>,
+    /// Allow-list of subprotocols a client may offer upstream; absent: any.
+    pub(crate) subprotocols: Option<Vec<String>>,
+    /// Token claims sent upstream as headers: claim name → header name.
+    pub(crate) forward_claims: Option<BTreeMap<String, String>>,
+    /// Forward the client's token (`Authorization`, `access_token` query) upstream.
+    pub(crate) forward_token: Option<bool>,
+    /// Ping a client silent this long; `"0s"` turns pings off.
+    pub(crate) ping_interval: Option<HumanDuration>,
+    /// Drop a pinged client that sends nothing for this long.
+    pub(crate) ping_timeout: Option<HumanDuration>,
+    /// Close a socket with no data message either way for this long; absent: never.
+    pub(crate) idle_timeout: Option<HumanDuration>,
+    /// Actively check each upstream (TCP + TLS connect) this often; absent: passive only.
+    pub(crate) health_check_interval: Option<HumanDuration>,
+    /// How long an upstream that failed is left out of the rotation.
+    pub(crate) unhealthy_for: Option<HumanDuration>,
+    /// Largest message accepted from the upstream (the route's `max_message_bytes` applies
+    /// to the client's messages); default: the same as for the client.
+    pub(crate) upstream_max_message_bytes: Option<usize>,
+}
+
+impl Route {
+    pub(crate) fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or(defaults::POLICY)
+    }
+
+    pub(crate) fn echo_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(defaults::ECHO_PREFIX)
+    }
+
+    /// The largest message a client may send on this route.
+    pub(crate) fn max_message_bytes(&self, limits: &super::Limits) -> usize {
+        self.max_message_bytes.unwrap_or(limits.max_message_bytes)
+    }
+
+    /// The relay keys this route sets, by name (for "only valid with mode = relay" errors).
+    pub(crate) fn relay_keys_set(&self) -> Vec<&'static str> {
+        [
+            ("upstreams", self.upstreams.is_some()),
+            ("balance", self.balance.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("upstream_ca_file", self.upstream_ca_file.is_some()),
+            ("upstream_client_cert", self.upstream_client_cert.is_some()),
+            ("upstream_client_key", self.upstream_client_key.is_some()),
+            ("upstream_sni", self.upstream_sni.is_some()),
+            ("subprotocols", self.subprotocols.is_some()),
+            ("forward_claims", self.forward_claims.is_some()),
+            ("forward_token", self.forward_token.is_some()),
+            ("ping_interval", self.ping_interval.is_some()),
+            ("ping_timeout", self.ping_timeout.is_some()),
+            ("idle_timeout", self.idle_timeout.is_some()),
+            (
+                "health_check_interval",
+                self.health_check_interval.is_some(),
+            ),
+            ("unhealthy_for", self.unhealthy_for.is_some()),
+            (
+                "upstream_max_message_bytes",
+                self.upstream_max_message_bytes.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The relay settings of a `relay` route, with defaults applied.
+    pub(crate) fn relay(&self) -> RelaySettings {
+        let d = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
+        RelaySettings {
+            balance: self.balance.unwrap_or_default(),
+            connect_timeout: d(self.connect_timeout, defaults::CONNECT_TIMEOUT),
+            unhealthy_for: d(self.unhealthy_for, defaults::UNHEALTHY_FOR),
+            health_check_interval: self.health_check_interval.map(|h| h.0),
+            ping_interval: Some(d(self.ping_interval, defaults::PING_INTERVAL))
+                .filter(|i| !i.is_zero()),
+            ping_timeout: d(self.ping_timeout, defaults::PING_TIMEOUT),
+            idle_timeout: self.idle_timeout.map(|h| h.0),
+            forward_token: self.forward_token.unwrap_or(defaults::FORWARD_TOKEN),
+        }
+    }
+}
+
+/// The scalar settings of a relay route, defaults applied (see [`Route::relay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RelaySettings {
+    pub(crate) balance: Balance,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) unhealthy_for: Duration,
+    pub(crate) health_check_interval: Option<Duration>,
+    /// `None`: no keepalive pings.
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) forward_token: bool,
+}
+
+/// Request headers the relay sets itself; a route cannot name them in `forward_claims`.
+pub(crate) const RELAY_RESERVED_HEADERS: [&str; 16] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "authorization",
+];

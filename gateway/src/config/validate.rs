@@ -1,0 +1,404 @@
+//! Validation of a parsed configuration: every check that a single value's type cannot make,
+//! each error naming the key (`routes[2].policy`, `policies.chat.jwt.keys[0]`, ...).
+
+use super::policy::{Jwt, Policy, Rate};
+use super::route::{Mode, Route, RELAY_RESERVED_HEADERS};
+use super::{defaults, Config};
+use crate::core::credential::is_token_subprotocol;
+
+/// Validate a whole configuration (policies included).
+pub(super) fn config(c: &Config) -> Result<(), String> {
+    let s = &c.server;
+    if s.threads == 0 || s.threads > 1024 {
+        return Err("server.threads must be between 1 and 1024".into());
+    }
+    if s.drain_window.is_some_and(|d| d.0 > s.shutdown_grace.0) {
+        return Err("server.drain_window must not be longer than server.shutdown_grace".into());
+    }
+    c.admin.validate()?;
+    let l = &c.limits;
+    check_range("limits.max_head_bytes", l.max_head_bytes, 1024, 1 << 20)?;
+    check_range("limits.max_headers", l.max_headers, 8, 1024)?;
+    check_range("limits.max_message_bytes", l.max_message_bytes, 1, 1 << 30)?;
+    check_range(
+        "limits.read_buffer_bytes",
+        l.read_buffer_bytes,
+        512,
+        1 << 20,
+    )?;
+    check_range(
+        "limits.max_write_buffer_bytes",
+        l.max_write_buffer_bytes,
+        4096,
+        1 << 30,
+    )?;
+    for (key, d) in [
+        ("limits.head_timeout", l.head_timeout),
+        ("limits.keepalive_timeout", l.keepalive_timeout),
+        ("limits.close_timeout", l.close_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(format!("{key} must be greater than zero"));
+        }
+    }
+    listeners(c)?;
+    if l.max_connections == 0 {
+        return Err("limits.max_connections must be at least 1".into());
+    }
+    for (name, p) in &c.policies {
+        policy(p, &format!("policies.{name}"))?;
+    }
+    routes(c)
+}
+
+fn listeners(c: &Config) -> Result<(), String> {
+    if c.listeners.is_empty() {
+        return Err("listeners: at least one [[listeners]] table is required".into());
+    }
+    let mut seen = Vec::new();
+    for (i, listener) in c.listeners.iter().enumerate() {
+        let addr = listener.address;
+        // Port 0: a free port chosen at start, never the same twice.
+        if addr.is_fixed() && seen.contains(&addr) {
+            return Err(format!("listeners[{i}].address: {addr} is used twice"));
+        }
+        if addr.is_fixed() && c.admin.enabled && c.admin.address == addr {
+            return Err(format!(
+                "listeners[{i}].address: {addr} is also admin.address; the admin listener \
+                 must be separate"
+            ));
+        }
+        seen.push(addr);
+        let Some(tls) = &listener.tls else { continue };
+        for (j, sni) in tls.sni.iter().enumerate() {
+            let key = format!("listeners[{i}].tls.sni[{j}]");
+            if sni.names.is_empty() {
+                return Err(format!("{key}.names must name at least one server name"));
+            }
+            for (k, path) in [("cert", &sni.cert), ("key", &sni.key)] {
+                if !path.exists() {
+                    return Err(format!("{key}.{k}: {} does not exist", path.display()));
+                }
+            }
+        }
+        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if path.as_os_str().is_empty() {
+                return Err(format!("listeners[{i}].tls.{key} must not be empty"));
+            }
+            if !tls.generate_self_signed && !path.exists() {
+                return Err(format!(
+                    "listeners[{i}].tls.{key}: {} does not exist (set \
+                     generate_self_signed = true for a development certificate)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn routes(c: &Config) -> Result<(), String> {
+    let mut paths = Vec::new();
+    for (i, route) in c.routes.iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "{}: {:?} must start with '/' and hold no query",
+                key("path"),
+                route.path
+            ));
+        }
+        if paths.contains(&route.path.as_str()) {
+            return Err(format!("{}: {:?} is routed twice", key("path"), route.path));
+        }
+        paths.push(&route.path);
+        match route.mode {
+            Mode::Static => {
+                if route.prefix.is_some() {
+                    return Err(format!(
+                        "{} is only valid with mode = \"echo\"",
+                        key("prefix")
+                    ));
+                }
+                if let Some(status) = route.status {
+                    if !(200..=599).contains(&status) {
+                        return Err(format!(
+                            "{}: {status} is not a final HTTP status",
+                            key("status")
+                        ));
+                    }
+                }
+            }
+            Mode::Echo => {
+                for (k, set) in [
+                    ("status", route.status.is_some()),
+                    ("body", route.body.is_some()),
+                ] {
+                    if set {
+                        return Err(format!("{} is only valid with mode = \"static\"", key(k)));
+                    }
+                }
+            }
+            Mode::Relay => relay(route, &key)?,
+        }
+        if route.mode != Mode::Relay {
+            if let Some(k) = route.relay_keys_set().first() {
+                return Err(format!("{} is only valid with mode = \"relay\"", key(k)));
+            }
+        }
+        if let Some(max) = route.max_message_bytes {
+            check_range(&key("max_message_bytes"), max, 1, 1 << 30)?;
+        }
+        let policy = route.policy_name();
+        if policy != defaults::POLICY && !c.policies.contains_key(policy) {
+            return Err(format!(
+                "{}: no policy named {policy:?} (define [policies.{policy}])",
+                key("policy")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checks of a `relay` route's keys. `key` names a key of this route.
+fn relay(route: &Route, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+    for (k, set) in [
+        ("prefix", route.prefix.is_some()),
+        ("status", route.status.is_some()),
+        ("body", route.body.is_some()),
+    ] {
+        if set {
+            return Err(format!("{} is not valid with mode = \"relay\"", key(k)));
+        }
+    }
+    let upstreams = match &route.upstreams {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            return Err(format!(
+                "{}: a relay route needs at least one upstream (e.g. upstreams = \
+                 [\"ws://127.0.0.1:9001/chat\"])",
+                key("upstreams")
+            ))
+        }
+    };
+    if upstreams.len() > 256 {
+        return Err(format!("{}: at most 256 upstreams", key("upstreams")));
+    }
+    let any_tls = upstreams.iter().any(|u| u.tls());
+    for (k, d) in [
+        ("connect_timeout", route.connect_timeout),
+        ("ping_timeout", route.ping_timeout),
+        ("idle_timeout", route.idle_timeout),
+        ("health_check_interval", route.health_check_interval),
+        ("unhealthy_for", route.unhealthy_for),
+    ] {
+        if d.is_some_and(|d| d.0.is_zero()) {
+            return Err(format!("{} must be greater than zero", key(k)));
+        }
+    }
+    let tls_keys = [
+        ("upstream_ca_file", route.upstream_ca_file.as_ref()),
+        ("upstream_client_cert", route.upstream_client_cert.as_ref()),
+        ("upstream_client_key", route.upstream_client_key.as_ref()),
+    ];
+    for (k, path) in tls_keys {
+        let Some(path) = path else { continue };
+        if !any_tls {
+            return Err(format!("{} is set but no upstream uses wss://", key(k)));
+        }
+        if !path.is_file() {
+            return Err(format!("{}: {} does not exist", key(k), path.display()));
+        }
+    }
+    if route.upstream_client_cert.is_some() != route.upstream_client_key.is_some() {
+        return Err(format!(
+            "{} and {} go together: set both or neither",
+            key("upstream_client_cert"),
+            key("upstream_client_key")
+        ));
+    }
+    if let Some(sni) = &route.upstream_sni {
+        if !any_tls {
+            return Err(format!(
+                "{} is set but no upstream uses wss://",
+                key("upstream_sni")
+            ));
+        }
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            return Err(format!(
+                "{}: {sni:?} is not a DNS name or IP address",
+                key("upstream_sni")
+            ));
+        }
+    }
+    if let Some(protocols) = &route.subprotocols {
+        for (j, p) in protocols.iter().enumerate() {
+            let token = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                return Err(format!(
+                    "{}[{j}]: {p:?} is not a valid subprotocol name",
+                    key("subprotocols")
+                ));
+            }
+            if is_token_subprotocol(p) {
+                return Err(format!(
+                    "{}[{j}]: \"bearer.\" entries carry tokens and are never forwarded",
+                    key("subprotocols")
+                ));
+            }
+        }
+    }
+    if let Some(claims) = &route.forward_claims {
+        let mut headers = Vec::new();
+        for (claim, header) in claims {
+            let k = key(&format!("forward_claims.{claim}"));
+            let name = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("{k}: {header:?} is not a valid header name"))?;
+            if RELAY_RESERVED_HEADERS.contains(&name.as_str())
+                || name.as_str().starts_with("sec-websocket-")
+            {
+                return Err(format!(
+                    "{k}: the header {header:?} is set by the gateway and cannot carry a claim"
+                ));
+            }
+            if headers.contains(&name) {
+                return Err(format!("{k}: the header {header:?} carries two claims"));
+            }
+            headers.push(name);
+        }
+    }
+    if let Some(max) = route.upstream_max_message_bytes {
+        check_range(&key("upstream_max_message_bytes"), max, 1, 1 << 30)?;
+    }
+    Ok(())
+}
+
+/// Validate a policy; `key` is its key path (e.g. `policies.chat`).
+pub(super) fn policy(p: &Policy, key: &str) -> Result<(), String> {
+    if let Some(origin) = &p.origin {
+        for (i, o) in origin.allow.iter().enumerate() {
+            origin_pattern(o).map_err(|e| format!("{key}.origin.allow[{i}]: {e}"))?;
+        }
+    }
+    if let Some(jwt) = &p.jwt {
+        self::jwt(jwt, &format!("{key}.jwt"))?;
+    }
+    let l = &p.limits;
+    for (name, rate) in [
+        ("handshakes_per_ip", l.handshakes_per_ip),
+        ("handshakes_per_subject", l.handshakes_per_subject),
+    ] {
+        if let Some(r) = rate {
+            self::rate(&r).map_err(|e| format!("{key}.limits.{name}: {e}"))?;
+        }
+    }
+    for (name, v) in [
+        ("connections_per_ip", l.connections_per_ip),
+        ("connections_per_subject", l.connections_per_subject),
+        ("connections_per_route", l.connections_per_route),
+        (
+            "messages_per_second",
+            l.messages_per_second.map(|v| v as usize),
+        ),
+        ("bytes_per_second", l.bytes_per_second.map(|v| v as usize)),
+    ] {
+        if v == Some(0) {
+            return Err(format!("{key}.limits.{name} must be at least 1"));
+        }
+    }
+    let per_subject = l.handshakes_per_subject.is_some() || l.connections_per_subject.is_some();
+    if per_subject && p.jwt.is_none() {
+        return Err(format!(
+            "{key}.limits: per-subject limits need a [{key}.jwt] table (a subject comes from a token)"
+        ));
+    }
+    Ok(())
+}
+
+fn rate(r: &Rate) -> Result<(), String> {
+    match (r.per_second, r.per_minute) {
+        (Some(0), _) | (_, Some(0)) => Err("the rate must be at least 1".into()),
+        (Some(_), Some(_)) => Err("set per_second or per_minute, not both".into()),
+        (None, None) => Err("set per_second or per_minute".into()),
+        _ if r.burst == Some(0) => Err("burst must be at least 1".into()),
+        _ => Ok(()),
+    }
+}
+
+fn jwt(j: &Jwt, key: &str) -> Result<(), String> {
+    if j.keys.is_empty() && j.jwks_file.is_none() && j.jwks_url.is_none() {
+        return Err(format!(
+            "{key}: no verification keys (set keys, jwks_file or jwks_url)"
+        ));
+    }
+    if let Some(sources) = &j.sources {
+        if sources.is_empty() {
+            return Err(format!("{key}.sources must name at least one source"));
+        }
+    }
+    if j.max_token_bytes == Some(0) {
+        return Err(format!("{key}.max_token_bytes must be at least 1"));
+    }
+    for (i, k) in j.keys.iter().enumerate() {
+        let kkey = format!("{key}.keys[{i}]");
+        let secrets = k.secret_file.is_some() as u8 + k.secret_env.is_some() as u8;
+        if k.alg.is_hmac() {
+            if k.pem_file.is_some() {
+                return Err(format!(
+                    "{kkey}: {:?} takes secret_file or secret_env, not pem_file",
+                    k.alg
+                ));
+            }
+            if secrets != 1 {
+                return Err(format!(
+                    "{kkey}: {:?} needs exactly one of secret_file, secret_env",
+                    k.alg
+                ));
+            }
+        } else {
+            if secrets != 0 {
+                return Err(format!(
+                    "{kkey}: {:?} is verified with a public key (pem_file); a secret would allow \
+                     algorithm confusion",
+                    k.alg
+                ));
+            }
+            if k.pem_file.is_none() {
+                return Err(format!("{kkey}: {:?} needs pem_file", k.alg));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An origin pattern is `scheme://host[:port]`, where the host may start with `*.`.
+fn origin_pattern(o: &str) -> Result<(), String> {
+    let (scheme, rest) = o.split_once("://").ok_or_else(|| {
+        format!("{o:?} is not an origin (expected e.g. \"https://app.example.com\")")
+    })?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("{o:?}: scheme must be http or https"));
+    }
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!("{o:?}: an origin has no path (no trailing '/')"));
+    }
+    let wildcard_ok = match rest.strip_prefix("*.") {
+        Some(domain) => !domain.contains('*') && !domain.is_empty(),
+        None => !rest.contains('*'),
+    };
+    if !wildcard_ok {
+        return Err(format!(
+            "{o:?}: '*' is only allowed as the first label (\"https://*.example.com\")"
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(key: &str, v: usize, min: usize, max: usize) -> Result<(), String> {
+    if v < min || v > max {
+        return Err(format!("{key} = {v} is out of range ({min}..={max})"));
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Metric label values besides the rejection reason and the end reasons: each from a small enum,
+//! so that no label value ever comes from a request (no raw paths, user ids, client addresses or
+//! client-chosen close codes beyond the registered ones).
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The `route` label of events that belong to no configured route (a bad head, an unknown path).
+pub(crate) const NO_ROUTE: &str = "none";
+/// The `route` label of process-wide values, e.g. the global connection cap.
+pub(crate) const ALL_ROUTES: &str = "all";
+
+/// The outcome of a handshake (`result` label of the handshake metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeResult {
+    /// `101 Switching Protocols` was written.
+    Accepted,
+    /// Refused with an HTTP error (see the `reason` of `portcullis_rejections_total`).
+    Rejected,
+    /// The client went away before the 101 could be written.
+    Failed,
+}
+
+impl HandshakeResult {
+    pub(crate) const ALL: [HandshakeResult; 3] = [
+        HandshakeResult::Accepted,
+        HandshakeResult::Rejected,
+        HandshakeResult::Failed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HandshakeResult::Accepted => "accepted",
+            HandshakeResult::Rejected => "rejected",
+            HandshakeResult::Failed => "failed",
+        }
+    }
+}
+
+/// Which way a message went, seen from the gateway (`direction` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Received from the client.
+    FromClient,
+    /// Sent to the client.
+    ToClient,
+    /// Received from the upstream (relay routes).
+    FromUpstream,
+    /// Sent to the upstream (relay routes).
+    ToUpstream,
+}
+
+impl Direction {
+    pub(crate) const ALL: [Direction; 4] = [
+        Direction::FromClient,
+        Direction::ToClient,
+        Direction::FromUpstream,
+        Direction::ToUpstream,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Direction::FromClient => "from_client",
+            Direction::ToClient => "to_client",
+            Direction::FromUpstream => "from_upstream",
+            Direction::ToUpstream => "to_upstream",
+        }
+    }
+
+    /// Position in [`Direction::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The opcode class of a message (`class` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Text,
+    Binary,
+    /// Ping, pong and close frames.
+    Control,
+}
+
+impl Class {
+    pub(crate) const ALL: [Class; 3] = [Class::Text, Class::Binary, Class::Control];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Class::Text => "text",
+            Class::Binary => "binary",
+            Class::Control => "control",
+        }
+    }
+
+    /// Position in [`Class::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The class of a tungstenite message.
+    pub(crate) fn of(message: &Message) -> Class {
+        match message {
+            Message::Text(_) => Class::Text,
+            Message::Binary(_) => Class::Binary,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Class::Control,
+            Message::Frame(f) => match f.header().opcode {
+                OpCode::Control(_) => Class::Control,
+                OpCode::Data(Data::Text) => Class::Text,
+                OpCode::Data(_) => Class::Binary,
+            },
+        }
+    }
+}
+
+/// The payload bytes of a message as they go on the wire: for a close frame its 2-byte code
+/// plus the reason (tungstenite's `Message::len` counts only the reason).
+pub(crate) fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Close(frame) => frame.as_ref().map_or(0, |f| 2 + f.reason.len()),
+        other => other.len(),
+    }
+}
+
+/// Why an upstream connect failed (`error` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamErrorKind {
+    /// No answer in time (TCP, TLS or handshake).
+    Timeout,
+    /// The TCP connection was refused or reset.
+    Refused,
+    /// The TLS handshake with the upstream failed (certificate, protocol).
+    Tls,
+    /// The upstream did not answer the WebSocket handshake with 101.
+    Handshake,
+    /// Anything else (DNS, I/O).
+    Other,
+}
+
+impl UpstreamErrorKind {
+    pub(crate) const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Refused,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Handshake,
+        UpstreamErrorKind::Other,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Refused => "refused",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Handshake => "handshake",
+            UpstreamErrorKind::Other => "other",
+        }
+    }
+}
+
+/// The `code` label of a close: registered codes (1000–1015) as themselves, the ranges a client
+/// may choose freely as `3xxx` and `4xxx` (so a client cannot create thousands of series),
+/// `none` when the connection ended without a close frame, `invalid` otherwise.
+pub(crate) fn close_code_label(code: Option<u16>) -> &'static str {
+    const REGISTERED: [&str; 16] = [
+        "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
+        "1011", "1012", "1013", "1014", "1015",
+    ];
+    match code {
+        None => "none",
+        Some(c @ 1000..=1015) => REGISTERED[usize::from(c - 1000)],
+        Some(3000..=3999) => "3xxx",
+        Some(4000..=4999) => "4xxx",
+        Some(_) => "invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_have_bounded_labels() {
+        assert_eq!(close_code_label(None), "none");
+        assert_eq!(close_code_label(Some(1000)), "1000");
+        assert_eq!(close_code_label(Some(1009)), "1009");
+        assert_eq!(close_code_label(Some(1015)), "1015");
+        assert_eq!(close_code_label(Some(3001)), "3xxx");
+        assert_eq!(close_code_label(Some(4000)), "4xxx");
+        assert_eq!(close_code_label(Some(4999)), "4xxx");
+        assert_eq!(close_code_label(Some(999)), "invalid");
+        assert_eq!(close_code_label(Some(2000)), "invalid");
+        assert_eq!(close_code_label(Some(u16::MAX)), "invalid");
+    }
+
+    #[test]
+    fn indexes_follow_the_lists() {
+        for (i, d) in Direction::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+        for (i, c) in Class::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+}

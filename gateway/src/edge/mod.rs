@@ -1,0 +1,186 @@
+//! One connection's life on a public listener, in the order it travels:
+//! head ([`conn`], `net::http1`) → route ([`route`]) → admission → upstream first → `101`
+//! ([`handshake`]) → session (`session`) → report ([`report`]). The configuration each request
+//! follows is the [`generation`] in force when its head is complete.
+//!
+//! This is one pingora `ServerApp`: pingora owns the listening sockets, TLS and the process
+//! lifecycle; everything from the first request byte on is ours (see `net::http1` for why).
+
+pub(crate) mod conn;
+pub(crate) mod generation;
+mod handshake;
+pub(crate) mod report;
+pub(crate) mod route;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+use crate::admission::Rejection;
+use crate::config::{defaults, Mode, Route};
+use crate::core::labels::NO_ROUTE;
+use crate::core::reason::Reason;
+use crate::net::answer::Answer;
+use crate::net::http1::{self, HeadError, HeadLimits, RequestHead};
+use crate::obs::metrics::Metrics;
+use crate::session::count::Sessions;
+use crate::session::stop::shutting_down;
+use conn::Conn;
+use generation::InForce;
+use report::Report;
+
+/// Shared state of the public listeners.
+pub(crate) struct Edge {
+    in_force: Arc<InForce>,
+    sessions: Arc<Sessions>,
+    report: Report,
+}
+
+impl Edge {
+    pub(crate) fn new(
+        in_force: Arc<InForce>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+    ) -> Edge {
+        let format = in_force.get().config.server.log_format;
+        Edge {
+            in_force,
+            sessions,
+            report: Report::new(metrics, format),
+        }
+    }
+
+    /// Answer a refused request (after counting and logging it, so whoever sees the answer also
+    /// finds it in the metrics and the log).
+    async fn refuse(
+        &self,
+        conn: &mut Conn,
+        route: &str,
+        client: Option<std::net::IpAddr>,
+        rejection: &Rejection,
+        started: Instant,
+    ) {
+        self.report.rejected(route, client, rejection, started);
+        let _ = rejection.answer.write(&mut conn.io, false, false).await;
+    }
+
+    /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
+    /// them upgrades to a WebSocket, which then owns the connection to its end.
+    async fn serve(&self, io: Stream, mut shutdown: ShutdownWatch) {
+        self.report.metrics.connection_accepted();
+        let mut conn = Conn::new(io);
+        let mut first = true;
+        loop {
+            // Each request follows the configuration in force when it starts.
+            let generation = self.in_force.get();
+            let limits = &generation.config.limits;
+            let head_limits = HeadLimits {
+                max_bytes: limits.max_head_bytes,
+                max_headers: limits.max_headers,
+            };
+            let timeout = if first {
+                limits.head_timeout.0
+            } else {
+                limits.keepalive_timeout.0
+            };
+            // An idle kept-alive connection just ends when the gateway stops.
+            let idle = !first && conn.buf.is_empty();
+            let read = http1::read_head(&mut conn.io, &mut conn.buf, head_limits, timeout);
+            let result = tokio::select! {
+                r = read => r,
+                _ = shutting_down(&mut shutdown), if idle => return,
+            };
+            let head = match result {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(HeadError::Timeout) if !first && conn.buf.is_empty() => return,
+                Err(e) => {
+                    if let Some((status, why)) = e.answer() {
+                        let reason = match e {
+                            HeadError::Timeout => Reason::HeadTimeout,
+                            HeadError::TooLarge => Reason::HeadTooLarge,
+                            _ => Reason::BadRequest,
+                        };
+                        let rejection = Rejection::new(reason, status, format!("{why}\n"));
+                        let peer = conn.peer;
+                        self.refuse(&mut conn, NO_ROUTE, peer, &rejection, Instant::now())
+                            .await;
+                    }
+                    return;
+                }
+            };
+            first = false;
+            let Some(entry) = generation.router.find(head.path()).cloned() else {
+                if head.header_has_token("upgrade", "websocket") {
+                    // A WebSocket upgrade to nowhere is a refused handshake.
+                    let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
+                    let peer = conn.peer;
+                    self.refuse(&mut conn, NO_ROUTE, peer, &rejection, Instant::now())
+                        .await;
+                    return;
+                }
+                let answer = Answer::new(404, "no route\n");
+                if !answer_http(&mut conn, &head, &answer, &shutdown).await {
+                    return;
+                }
+                continue;
+            };
+            match entry.route.mode {
+                Mode::Static => {
+                    let answer = static_answer(&entry.route, &head);
+                    if !answer_http(&mut conn, &head, &answer, &shutdown).await {
+                        return;
+                    }
+                }
+                Mode::Echo | Mode::Relay => {
+                    self.websocket(conn, head, &generation, &entry, shutdown)
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answer a plain HTTP request; `true` when the connection stays open for another request
+/// (the client allows it, sent no body we would have to skip, and the gateway is not stopping).
+async fn answer_http(
+    conn: &mut Conn,
+    head: &RequestHead,
+    answer: &Answer,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let keep = head.keep_alive() && !head.has_body() && !*shutdown.borrow();
+    let written = answer
+        .write(&mut conn.io, keep, head.method == "HEAD")
+        .await
+        .is_ok();
+    written && keep
+}
+
+/// The answer of a `static` route.
+fn static_answer(route: &Route, head: &RequestHead) -> Answer {
+    if head.method != "GET" && head.method != "HEAD" {
+        return Answer::new(405, "method not allowed\n").header("Allow", "GET, HEAD");
+    }
+    Answer::new(
+        route.status.unwrap_or(defaults::STATIC_STATUS),
+        route.body.clone().unwrap_or_default(),
+    )
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.serve(stream, shutdown.clone()).await;
+        None
+    }
+}

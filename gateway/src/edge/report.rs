@@ -1,0 +1,84 @@
+//! The last phase of a connection: what it reports. Every refused request and every ended
+//! session is counted (metrics) and logged (one access-log line) here, in one place, so the
+//! phases before only say what happened.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::admission::Rejection;
+use crate::core::end::SessionEnd;
+use crate::core::labels::HandshakeResult;
+use crate::core::log_format::LogFormat;
+use crate::obs::access_log::{AccessLog, RejectionRecord, RelayRecord, SessionRecord};
+use crate::obs::metrics::{Metrics, OpenSession};
+
+/// Metrics and the access log of the public listeners.
+pub(crate) struct Report {
+    pub(crate) metrics: Arc<Metrics>,
+    access: AccessLog,
+}
+
+impl Report {
+    pub(crate) fn new(metrics: Arc<Metrics>, format: LogFormat) -> Report {
+        Report {
+            metrics,
+            access: AccessLog::new(format),
+        }
+    }
+
+    /// A refused request. `route` is the configured route path or `labels::NO_ROUTE`;
+    /// `started` is when its head was complete.
+    pub(crate) fn rejected(
+        &self,
+        route: &str,
+        client: Option<IpAddr>,
+        rejection: &Rejection,
+        started: Instant,
+    ) {
+        self.metrics
+            .rejected(route, rejection.reason, started.elapsed());
+        self.access.rejection(&RejectionRecord {
+            route,
+            client,
+            subject: None,
+            reason: rejection.reason,
+            status: rejection.answer.status,
+        });
+    }
+
+    /// The `101` was written (`ok`) or the client left before it could be.
+    pub(crate) fn switched(&self, route: &str, ok: bool, started: Instant) -> Option<OpenSession> {
+        let result = if ok {
+            HandshakeResult::Accepted
+        } else {
+            HandshakeResult::Failed
+        };
+        self.metrics.handshake(route, result, started.elapsed());
+        ok.then(|| self.metrics.session_opened(route))
+    }
+
+    /// A session ended.
+    pub(crate) fn session_ended(
+        &self,
+        route: &str,
+        client: Option<IpAddr>,
+        subject: Option<&str>,
+        end: &SessionEnd,
+        duration: Duration,
+        relay: Option<RelayRecord<'_>>,
+    ) {
+        if let Some(r) = &relay {
+            self.metrics.relay_ended(route, r.end_reason);
+        }
+        self.metrics.closed(route, end.close_code, end.initiator);
+        self.access.session(&SessionRecord {
+            route,
+            client,
+            subject,
+            end,
+            duration,
+            relay,
+        });
+    }
+}

@@ -1,0 +1,182 @@
+//! Wiring: turn a validated [`Config`] into a running pingora server, and `--check`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use super::admin::{Admin, Readiness};
+use super::listeners::Listeners;
+use super::reload::Reloader;
+use super::signals::{spawn_exit_monitor, Signals};
+use crate::config::Config;
+use crate::edge::generation::{Generation, InForce};
+use crate::edge::Edge;
+use crate::net::bind::BoundAddr;
+use crate::net::server_tls::CertStore;
+use crate::obs::metrics::Metrics;
+use crate::relay::health::HealthChecks;
+use crate::session::count::Sessions;
+
+/// Validate a configuration as a start would, loading every certificate and key, without
+/// binding anything or starting anything (`portcullis --check`).
+pub fn check(config: Config) -> Result<(), String> {
+    Generation::build(config, None).map(drop)
+}
+
+/// The addresses can be bound (a clear error now rather than pingora's panic later).
+fn check_bindable(config: &Config) -> Result<(), String> {
+    let admin = config.admin.enabled.then_some(config.admin.address);
+    for addr in config.listeners.iter().map(|l| l.address).chain(admin) {
+        TcpListener::bind(addr.0).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// pingora's own buffers between the socket and TLS. Its default gives every connection a 64 KiB
+/// read buffer; rustls and tungstenite buffer already, so the gateway turns them off. Measured
+/// with `examples/idle_memory.rs` at 5,000 idle `wss` sockets: 42.5 KiB per connection with the
+/// default, 34.3 KiB without, and 93 KiB with the default when glibc reuses (and so must keep)
+/// memory instead of handing out fresh zero pages (`MALLOC_ARENA_MAX=1`).
+fn socket_buffers() -> L4BufferSettings {
+    L4BufferSettings::unbuffered()
+}
+
+/// Run the gateway until it is stopped. Does not return. With `upgrade`, the listening sockets
+/// are taken over from a running gateway (which hands them over on SIGQUIT and then drains)
+/// instead of being bound anew.
+pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
+    let mut generation = Generation::build(config, None)?;
+    if !upgrade {
+        check_bindable(&generation.config)?;
+    }
+    let config = generation.config.clone();
+    let grace = config.server.shutdown_grace.0;
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // A backstop only: the exit monitor ends the process as soon as the drain is done.
+        grace_period_seconds: Some(grace.as_secs() + 2),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    if upgrade {
+        log::info!(
+            "upgrade: waiting for the running gateway's sockets on {} (send it SIGQUIT)",
+            config.server.upgrade_sock.display()
+        );
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let metrics = Metrics::global().clone();
+    // `/readyz`: the listeners run once pingora reaches its Running phase. Code that needs more
+    // before traffic may come (the relay's upstreams) adds checks with `readiness.add_check`.
+    let readiness = Arc::new(Readiness::default());
+    readiness.follow(server.watch_execution_phase());
+
+    let admin_token = generation.admin_token.clone();
+    let mut stores = Vec::new();
+    let mut public_listeners = Vec::new();
+    // Port-0 reservations, held until the process exits.
+    let mut bound = Vec::new();
+    for (listener, set) in config.listeners.iter().zip(&generation.certs) {
+        let addr = BoundAddr::resolve(listener.address.0)?;
+        let store = set.clone().map(CertStore::new);
+        let l4 = addr.listener().l4_buffer(socket_buffers());
+        match &store {
+            Some(store) => {
+                let tls_conf = listener
+                    .tls
+                    .as_ref()
+                    .expect("a certificate set has TLS settings");
+                let mut settings = TlsSettings::intermediate(
+                    &tls_conf.cert.to_string_lossy(),
+                    &tls_conf.key.to_string_lossy(),
+                )
+                .map_err(|e| format!("TLS settings for {}: {e}", listener.address))?;
+                settings.set_cert_resolver(store.clone());
+                public_listeners.push(l4.tls(settings));
+                log::info!("listening on wss://{}", addr.address);
+            }
+            None => {
+                public_listeners.push(l4);
+                log::warn!(
+                    "listening on ws://{} without TLS (local development only)",
+                    addr.address
+                );
+            }
+        }
+        stores.push((listener.address, store));
+        bound.push(addr);
+    }
+    let listeners = Arc::new(Listeners::new(stores));
+    listeners.activate(&mut generation, &metrics);
+    let in_force = Arc::new(InForce::new(generation));
+
+    // Ready only while every relay route has an upstream in the rotation.
+    let relays_in_force = in_force.clone();
+    readiness.add_check("relay upstreams", move || {
+        relays_in_force.get().relays.ready()
+    });
+    let sessions = Arc::new(Sessions::default());
+    let mut public = Service::new(
+        "portcullis".to_string(),
+        Edge::new(in_force.clone(), sessions.clone(), metrics.clone()),
+    );
+    for listener in public_listeners {
+        public.add_listener(listener);
+    }
+    server.add_service(public);
+    let health_in_force = in_force.clone();
+    server.add_service(background_service(
+        "upstream health",
+        HealthChecks(move || health_in_force.get().relays.clone()),
+    ));
+
+    if config.admin.enabled {
+        if admin_token.is_none() {
+            log::info!(
+                "admin listener has no token: /metrics and /readyz are open to whoever reaches it"
+            );
+        }
+        let app = Admin::new(metrics.clone(), readiness.clone(), admin_token);
+        let mut admin = Service::new("portcullis-admin".to_string(), app);
+        admin.threads = Some(1);
+        let addr = BoundAddr::resolve(config.admin.address.0)?;
+        admin.add_listener(addr.listener());
+        server.add_service(admin);
+        log::info!("admin listener on http://{}", addr.address);
+        bound.push(addr);
+    }
+
+    Reloader {
+        listeners,
+        config_path: config.files.first().cloned(),
+        in_force,
+        metrics: metrics.clone(),
+        watch_interval: config.server.watch_interval.map(|d| d.0),
+    }
+    .spawn();
+    spawn_exit_monitor(server.watch_execution_phase(), sessions, grace);
+    log::info!(
+        "portcullis {} running with {}",
+        env!("CARGO_PKG_VERSION"),
+        config.source
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    drop(bound);
+    std::process::exit(0)
+}

@@ -1,0 +1,60 @@
+//! Listening addresses handed to pingora, with port 0 made race-free.
+//!
+//! An address with port 0 gets a free port from the kernel: a placeholder socket is bound to
+//! port 0 with `SO_REUSEPORT` (the kernel never autobinds a port another socket holds), and
+//! pingora then binds and listens on that concrete port with `SO_REUSEPORT` too. The
+//! placeholder never listens, so it never receives a connection; it is kept for the life of
+//! the process. Addresses with a port keep pingora's usual bind.
+
+use std::net::SocketAddr;
+
+use pingora::listeners::{ListenerConfig, TcpSocketOptions};
+use tokio::net::TcpSocket;
+
+/// One address pingora will listen on.
+pub(crate) struct BoundAddr {
+    /// The address pingora binds (the concrete port).
+    pub(crate) address: SocketAddr,
+    /// Set for a port-0 address: the reservation to keep while the process lives.
+    reserved: Option<TcpSocket>,
+}
+
+impl BoundAddr {
+    pub(crate) fn resolve(address: SocketAddr) -> Result<BoundAddr, String> {
+        if address.port() != 0 {
+            return Ok(BoundAddr {
+                address,
+                reserved: None,
+            });
+        }
+        let fail = |e: std::io::Error| format!("cannot reserve a port on {address}: {e}");
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(fail)?;
+        socket
+            .set_reuseport(true)
+            .and_then(|()| socket.bind(address))
+            .map_err(fail)?;
+        let local = socket.local_addr().map_err(fail)?;
+        Ok(BoundAddr {
+            address: local,
+            reserved: Some(socket),
+        })
+    }
+
+    /// pingora's listener settings for this address.
+    pub(crate) fn listener(&self) -> ListenerConfig {
+        let config = ListenerConfig::tcp(self.address.to_string());
+        match self.reserved {
+            Some(_) => {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                config.tcp_socket_options(options)
+            }
+            None => config,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Reading an HTTP/1.1 request head under limits.
+//!
+//! Why not pingora's `HttpSession` here: its head limit is a fixed 1 MiB, and `into_inner()`
+//! drops the bytes a client sent right behind its head (the first WebSocket frames, when a client
+//! pipelines them). A gateway needs a configurable small limit and must hand every byte to the
+//! WebSocket layer, so this module reads the head itself with `httparse` (the parser pingora
+//! uses) and leaves whatever follows in the caller's buffer.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::core::header;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: String,
+    /// The request target as sent (path and query).
+    pub(crate) target: String,
+    /// HTTP/1.x minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub(crate) minor_version: u8,
+    pub(crate) headers: HeaderMap,
+}
+
+impl RequestHead {
+    /// A head built in code, for unit tests of the checks that read heads.
+    #[cfg(test)]
+    pub(crate) fn for_test(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHead {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            minor_version: 1,
+            headers: map,
+        }
+    }
+
+    /// The path without the query string.
+    pub(crate) fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// A header's value as text, when present once and valid text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether a comma-separated header (e.g. `Connection`) holds `token`, case-insensitively.
+    pub(crate) fn header_has_token(&self, name: &str, token: &str) -> bool {
+        header::items(self.headers.get_all(name)).any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// Whether a body follows the head (which the gateway never reads).
+    pub(crate) fn has_body(&self) -> bool {
+        self.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || self
+                .header("content-length")
+                .is_some_and(|v| v.trim() != "0")
+    }
+
+    /// Whether the client allows the connection to stay open after the answer.
+    pub(crate) fn keep_alive(&self) -> bool {
+        if self.minor_version == 0 {
+            self.header_has_token("connection", "keep-alive")
+        } else {
+            !self.header_has_token("connection", "close")
+        }
+    }
+}
+
+/// Why a head could not be read. Each maps to the answer the client gets.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// Not valid HTTP/1.x.
+    Malformed(&'static str),
+    /// Head larger than the limit, or too many headers.
+    TooLarge,
+    /// The client did not finish its head in time.
+    Timeout,
+    /// The client closed mid-head, or the socket failed: nobody to answer.
+    Closed,
+}
+
+impl HeadError {
+    /// The status and short reason to answer with; `None` when nobody can be answered.
+    pub(crate) fn answer(&self) -> Option<(u16, &'static str)> {
+        match self {
+            HeadError::Malformed(why) => Some((400, why)),
+            HeadError::TooLarge => Some((431, "request head too large")),
+            HeadError::Timeout => Some((408, "request head timeout")),
+            HeadError::Closed => None,
+        }
+    }
+}
+
+/// Limits on reading one head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_headers: usize,
+}
+
+/// Read one request head from `io`. Bytes already in `buf` are parsed first; on success the head
+/// is removed from `buf` and anything after it stays there. `Ok(None)`: the client closed
+/// cleanly before sending anything (normal on a kept-alive connection).
+///
+/// `timeout` bounds the whole head, so a client sending a byte at a time cannot hold it open.
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+    timeout: Duration,
+) -> Result<Option<RequestHead>, HeadError> {
+    match tokio::time::timeout(timeout, read_head_inner(io, buf, limits)).await {
+        Ok(result) => result,
+        Err(_) => Err(HeadError::Timeout),
+    }
+}
+
+async fn read_head_inner<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+) -> Result<Option<RequestHead>, HeadError> {
+    loop {
+        if !buf.is_empty() {
+            if let Some((head, len)) = parse(buf, limits)? {
+                let _ = buf.split_to(len);
+                return Ok(Some(head));
+            }
+        }
+        if buf.len() >= limits.max_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        // Never read past the limit: a head can cost at most `max_bytes` of memory.
+        let room = (limits.max_bytes - buf.len()).min(4096);
+        buf.reserve(room);
+        let n = (&mut *io)
+            .take(room as u64)
+            .read_buf(buf)
+            .await
+            .map_err(|_| HeadError::Closed)?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Closed)
+            };
+        }
+    }
+}
+
+/// Parse a complete head from `buf`: `Ok(None)` while it is incomplete.
+fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("unsupported HTTP version"))
+        }
+        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+    };
+    if len > limits.max_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Malformed("malformed header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HeadError::Malformed("malformed header value"))?;
+        headers.append(name, value);
+    }
+    let head = RequestHead {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        minor_version: req.version.unwrap_or(1),
+        headers,
+    };
+    Ok(Some((head, len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 1024,
+        max_headers: 8,
+    };
+
+    async fn read(input: &[u8]) -> (Result<Option<RequestHead>, HeadError>, BytesMut) {
+        let mut io = input;
+        let mut buf = BytesMut::new();
+        let r = read_head(&mut io, &mut buf, LIMITS, Duration::from_secs(1)).await;
+        (r, buf)
+    }
+
+    #[tokio::test]
+    async fn keeps_bytes_after_the_head() {
+        let (r, rest) = read(b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n\x81\x80abcd").await;
+        let head = r.unwrap().unwrap();
+        assert_eq!(head.path(), "/a");
+        assert_eq!(head.header("host"), Some("h"));
+        assert_eq!(&rest[..], b"\x81\x80abcd");
+    }
+
+    #[tokio::test]
+    async fn limits_and_garbage() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        assert_eq!(
+            read(big.as_bytes()).await.0.unwrap_err(),
+            HeadError::TooLarge
+        );
+        let many: String = (0..20).map(|i| format!("H{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            read(many.as_bytes()).await.0.unwrap_err(),
+            HeadError::TooLarge
+        );
+        assert!(matches!(
+            read(b"\x16\x03\x01garbage\r\n\r\n").await.0,
+            Err(HeadError::Malformed(_))
+        ));
+        assert_eq!(read(b"GET / HT").await.0.unwrap_err(), HeadError::Closed);
+        assert!(read(b"").await.0.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn slow_heads_time_out() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let r = read_head(&mut server, &mut buf, LIMITS, Duration::from_millis(50)).await;
+        assert_eq!(r.unwrap_err(), HeadError::Timeout);
+        drop(client);
+    }
+
+    #[test]
+    fn tokens_and_keepalive() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        let head = RequestHead {
+            method: "GET".into(),
+            target: "/".into(),
+            minor_version: 1,
+            headers,
+        };
+        assert!(head.header_has_token("connection", "upgrade"));
+        assert!(head.keep_alive());
+    }
+}

@@ -1,0 +1,253 @@
+//! Server certificates: loading PEM files, generating a development pair, and the rustls
+//! certificate resolver handed to pingora's listener.
+//!
+//! pingora's rustls listener panics on unreadable certificate files and on a key that does not
+//! match its certificate. We load and check both ourselves, report a clear error, and give
+//! pingora a resolver ([`CertStore`]) holding the already-parsed keys: it picks a certificate by
+//! SNI. A configuration generation loads a listener's certificates into a [`CertSet`]; putting
+//! the generation in force installs it in the listener's store, and a certificate-only reload
+//! re-reads the files of the set in force. Open connections are never touched.
+
+use std::fmt;
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::Tls;
+use crate::core::name::NamePattern;
+
+/// Names the development certificate covers.
+const DEV_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Make sure the certificate pair of a listener exists: generate a self-signed development pair
+/// when asked to and the files are missing. Returns `true` when it generated one.
+pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
+    if !tls.generate_self_signed || (tls.cert.exists() && tls.key.exists()) {
+        return Ok(false);
+    }
+    let pair = rcgen::generate_simple_self_signed(
+        DEV_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )
+    .map_err(|e| format!("cannot generate a development certificate: {e}"))?;
+    for path in [&tls.cert, &tls.key] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    write_private(&tls.key, pair.signing_key.serialize_pem().as_bytes())?;
+    fs::write(&tls.cert, pair.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", tls.cert.display()))?;
+    Ok(true)
+}
+
+/// Write a private key readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Load a certificate chain and its key, checking that they belong together.
+pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM in certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate found in {}", cert.display()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let certified = CertifiedKey::from_der(chain, private, &default_provider()).map_err(|e| {
+        format!(
+            "certificate {} and key {} do not form a usable pair: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The certificates of one listener, loaded from the files its settings name.
+pub(crate) struct CertSet {
+    tls: Tls,
+    default: Arc<CertifiedKey>,
+    by_name: Vec<(NamePattern, Arc<CertifiedKey>)>,
+    /// Modification times of the files when they were read.
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl fmt::Debug for CertSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertSet({})", self.tls.cert.display())
+    }
+}
+
+impl CertSet {
+    /// Read and check every certificate and key of `tls`.
+    pub(crate) fn load(tls: &Tls) -> Result<CertSet, String> {
+        let stamps = stamps(tls);
+        let default = load_certified_key(&tls.cert, &tls.key)?;
+        let mut by_name = Vec::new();
+        for sni in &tls.sni {
+            let key = load_certified_key(&sni.cert, &sni.key)?;
+            for name in &sni.names {
+                by_name.push((name.clone(), key.clone()));
+            }
+        }
+        Ok(CertSet {
+            tls: tls.clone(),
+            default,
+            by_name,
+            stamps,
+        })
+    }
+
+    /// The certificate for a client's SNI name: exact names win over wildcards; the default
+    /// certificate otherwise.
+    fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = server_name {
+            let name = name.to_ascii_lowercase();
+            let exact = self
+                .by_name
+                .iter()
+                .find(|(p, _)| p.is_exact() && p.matches(&name));
+            let any = || self.by_name.iter().find(|(p, _)| p.matches(&name));
+            if let Some((_, key)) = exact.or_else(any) {
+                return key.clone();
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// The resolver of one listener: serves the [`CertSet`] in force.
+pub(crate) struct CertStore {
+    current: ArcSwap<CertSet>,
+    /// Serialises reloads, so two never interleave their read and swap.
+    reloading: Mutex<()>,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertStore({})", self.describe())
+    }
+}
+
+impl CertStore {
+    pub(crate) fn new(set: Arc<CertSet>) -> Arc<CertStore> {
+        Arc::new(CertStore {
+            current: ArcSwap::new(set),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// Put `set` in force (a new configuration generation).
+    pub(crate) fn install(&self, set: Arc<CertSet>) {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.current.store(set);
+    }
+
+    /// Re-read the files of the set in force; on any error the certificates in use stay.
+    pub(crate) fn reload(&self) -> Result<(), String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let next = CertSet::load(&self.current.load().tls)?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Reload when a file's modification time changed; `Ok(true)` when it reloaded.
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, String> {
+        let current = self.current.load();
+        if current.stamps == stamps(&current.tls) {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.current.load().tls.cert.display().to_string()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().choose(hello.server_name()))
+    }
+}
+
+fn stamps(tls: &Tls) -> Vec<Option<SystemTime>> {
+    std::iter::once((&tls.cert, &tls.key))
+        .chain(tls.sni.iter().map(|s| (&s.cert, &s.key)))
+        .flat_map(|(c, k)| [c, k])
+        .map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_then_loads_a_dev_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls {
+            cert: dir.path().join("dev/cert.pem"),
+            key: dir.path().join("dev/key.pem"),
+            generate_self_signed: true,
+            sni: vec![],
+        };
+        assert!(ensure_dev_pair(&tls).unwrap());
+        assert!(!ensure_dev_pair(&tls).unwrap(), "an existing pair is kept");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&tls.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is private");
+        load_certified_key(&tls.cert, &tls.key).unwrap();
+    }
+
+    #[test]
+    fn mismatched_or_garbage_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tls {
+            cert: dir.path().join("a/cert.pem"),
+            key: dir.path().join("a/key.pem"),
+            generate_self_signed: true,
+            sni: vec![],
+        };
+        let b = Tls {
+            cert: dir.path().join("b/cert.pem"),
+            key: dir.path().join("b/key.pem"),
+            generate_self_signed: true,
+            sni: vec![],
+        };
+        ensure_dev_pair(&a).unwrap();
+        ensure_dev_pair(&b).unwrap();
+        let mixed = Tls {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+            generate_self_signed: false,
+            sni: vec![],
+        };
+        let e = load_certified_key(&mixed.cert, &mixed.key).unwrap_err();
+        assert!(e.contains("do not form a usable pair"), "{e}");
+        fs::write(&a.cert, "not a certificate").unwrap();
+        let e = load_certified_key(&a.cert, &a.key).unwrap_err();
+        assert!(e.contains("no certificate found"), "{e}");
+    }
+}

@@ -1,0 +1,242 @@
+//! Every metric's name, type, labels and help text, in one place. `docs/metrics.md` describes
+//! the same list for users; the deploy files (alert rules, dashboard) may only use these names
+//! (a test checks that).
+//!
+//! Rules (checked by the tests): one `portcullis_` prefix, base units (`_seconds`, `_bytes`),
+//! counters end in `_total`, and labels only of low cardinality.
+
+/// What kind of metric a definition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric's name, type, labels and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+pub const CONNECTIONS_ACCEPTED: Def = Def {
+    name: "portcullis_connections_accepted_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help:
+        "Client connections accepted on the public listeners (after TLS, before the request head).",
+};
+pub const CONNECTIONS_OPEN: Def = Def {
+    name: "portcullis_connections_open",
+    kind: Kind::Gauge,
+    labels: &["route"],
+    help: "WebSocket connections open now (after 101 Switching Protocols), by route.",
+};
+pub const CONNECTIONS_LIMIT: Def = Def {
+    name: "portcullis_connections_limit",
+    kind: Kind::Gauge,
+    labels: &["route"],
+    help: "Configured cap on open WebSocket connections, by route (route=\"all\": the global cap). Absent when no cap is set.",
+};
+pub const HANDSHAKES: Def = Def {
+    name: "portcullis_handshakes_total",
+    kind: Kind::Counter,
+    labels: &["route", "result"],
+    help: "WebSocket handshakes by result: accepted (101 sent), rejected (refused with an HTTP error), failed (the client left before the 101 was written).",
+};
+pub const REJECTIONS: Def = Def {
+    name: "portcullis_rejections_total",
+    kind: Kind::Counter,
+    labels: &["route", "reason"],
+    help: "Requests refused before 101, by route and reason.",
+};
+pub const HANDSHAKE_DURATION: Def = Def {
+    name: "portcullis_handshake_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["route", "result"],
+    help: "Time from a complete request head to the 101 or the rejection being written (admission, and for relays the upstream connect).",
+};
+pub const MESSAGES: Def = Def {
+    name: "portcullis_messages_total",
+    kind: Kind::Counter,
+    labels: &["route", "direction", "class"],
+    help: "WebSocket messages by route, direction and class (text, binary, control).",
+};
+pub const MESSAGE_BYTES: Def = Def {
+    name: "portcullis_message_bytes_total",
+    kind: Kind::Counter,
+    labels: &["route", "direction", "class"],
+    help: "WebSocket message payload bytes by route, direction and class.",
+};
+pub const CLOSES: Def = Def {
+    name: "portcullis_closes_total",
+    kind: Kind::Counter,
+    labels: &["route", "code", "initiator"],
+    help: "WebSocket sessions ended, by close code (\"none\": no close frame) and the side that started the close.",
+};
+pub const RELAY_ENDS: Def = Def {
+    name: "portcullis_relay_session_ends_total",
+    kind: Kind::Counter,
+    labels: &["route", "reason"],
+    help: "Relayed WebSocket sessions ended, by why (client_closed, upstream_closed, ping_timeout, idle_timeout, token_expired, shutdown, ...).",
+};
+pub const CONNECTION_DURATION: Def = Def {
+    name: "portcullis_connection_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["route"],
+    help: "Lifetime of WebSocket connections, from 101 to the end of the session.",
+};
+pub const UPSTREAM_CONNECT_ERRORS: Def = Def {
+    name: "portcullis_upstream_connect_errors_total",
+    kind: Kind::Counter,
+    labels: &["upstream", "error"],
+    help:
+        "Failed attempts to connect (TCP, TLS, WebSocket handshake) to an upstream, by error kind.",
+};
+pub const UPSTREAM_CONNECT_DURATION: Def = Def {
+    name: "portcullis_upstream_connect_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["upstream", "result"],
+    help: "Time to connect and complete the WebSocket handshake with an upstream, by result (ok, error).",
+};
+pub const UPSTREAM_HEALTHY: Def = Def {
+    name: "portcullis_upstream_healthy",
+    kind: Kind::Gauge,
+    labels: &["upstream"],
+    help: "1 when the upstream passes its health check, 0 when it does not.",
+};
+pub const TLS_HANDSHAKE_FAILURES: Def = Def {
+    name: "portcullis_tls_handshake_failures_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "TLS handshakes on the public listeners that failed or timed out.",
+};
+pub const CONFIG_RELOADS: Def = Def {
+    name: "portcullis_config_reloads_total",
+    kind: Kind::Counter,
+    labels: &["result"],
+    help: "Configuration reloads by result (success, failure).",
+};
+pub const BUILD_INFO: Def = Def {
+    name: "portcullis_build_info",
+    kind: Kind::Gauge,
+    labels: &["version"],
+    help: "Always 1; the labels tell the running build.",
+};
+
+/// Every definition, for tests, docs and the deploy-file check.
+pub const ALL: &[Def] = &[
+    RELAY_ENDS,
+    CONNECTIONS_ACCEPTED,
+    CONNECTIONS_OPEN,
+    CONNECTIONS_LIMIT,
+    HANDSHAKES,
+    REJECTIONS,
+    HANDSHAKE_DURATION,
+    MESSAGES,
+    MESSAGE_BYTES,
+    CLOSES,
+    CONNECTION_DURATION,
+    UPSTREAM_CONNECT_ERRORS,
+    UPSTREAM_CONNECT_DURATION,
+    UPSTREAM_HEALTHY,
+    TLS_HANDSHAKE_FAILURES,
+    CONFIG_RELOADS,
+    BUILD_INFO,
+];
+
+/// Histogram buckets, in seconds.
+pub(crate) mod buckets {
+    /// Handshakes and upstream connects: sub-millisecond to 10 s.
+    pub const FAST: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    /// Connection lifetimes: a second to a day.
+    pub const LIFETIME: &[f64] = &[
+        0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Base units Prometheus recommends; a name that ends in another unit word is wrong.
+    const NON_BASE_UNITS: &[&str] = &[
+        "_milliseconds",
+        "_microseconds",
+        "_nanoseconds",
+        "_ms",
+        "_minutes",
+        "_hours",
+        "_kilobytes",
+        "_megabytes",
+        "_kib",
+        "_mib",
+        "_bits",
+        "_percent",
+    ];
+
+    #[test]
+    fn names_follow_the_rules() {
+        let mut seen = std::collections::HashSet::new();
+        for def in ALL {
+            let n = def.name;
+            assert!(seen.insert(n), "{n} is defined twice");
+            assert!(n.starts_with("portcullis_"), "{n}: missing prefix");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{n}: use lowercase snake_case"
+            );
+            assert!(!def.help.is_empty(), "{n}: no help text");
+            match def.kind {
+                Kind::Counter => assert!(n.ends_with("_total"), "{n}: counters end in _total"),
+                _ => assert!(!n.ends_with("_total"), "{n}: only counters end in _total"),
+            }
+            if def.kind == Kind::Histogram {
+                assert!(
+                    n.ends_with("_seconds") || n.ends_with("_bytes"),
+                    "{n}: histograms carry their base unit"
+                );
+            }
+            if n.contains("duration") || n.contains("latency") {
+                assert!(n.ends_with("_seconds"), "{n}: durations are in seconds");
+            }
+            for unit in NON_BASE_UNITS {
+                assert!(!n.contains(unit), "{n}: use base units, not {unit}");
+            }
+            for label in def.labels {
+                assert!(
+                    [
+                        "route",
+                        "result",
+                        "reason",
+                        "direction",
+                        "class",
+                        "code",
+                        "initiator",
+                        "upstream",
+                        "error",
+                        "version"
+                    ]
+                    .contains(label),
+                    "{n}: label {label} is not on the low-cardinality list"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Metrics: the Prometheus registry and the small typed methods the rest of the gateway calls.
+//! Every metric's name, type, labels and help text is in [`defs`]; every label value comes from
+//! a small enum of `core` or from configuration (a route's configured path, an upstream's
+//! configured URL), never from a request.
+//!
+//! The process has one instance, [`Metrics::global`], which the admin listener exposes at
+//! `/metrics`; tests may build their own with [`Metrics::new`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub mod defs;
+mod meter;
+
+use defs::{buckets, Def, Kind};
+pub(crate) use meter::{Meter, OpenSession};
+
+use crate::core::end::{EndReason, Initiator};
+use crate::core::labels::{close_code_label, HandshakeResult, UpstreamErrorKind};
+use crate::core::reason::Reason;
+
+/// The content type of the text exposition format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The registry and every metric of the gateway.
+pub(crate) struct Metrics {
+    registry: Registry,
+    connections_accepted: IntCounter,
+    connections_open: IntGaugeVec,
+    connections_limit: IntGaugeVec,
+    handshakes: IntCounterVec,
+    rejections: IntCounterVec,
+    handshake_duration: HistogramVec,
+    messages: IntCounterVec,
+    message_bytes: IntCounterVec,
+    closes: IntCounterVec,
+    relay_ends: IntCounterVec,
+    connection_duration: HistogramVec,
+    upstream_connect_errors: IntCounterVec,
+    upstream_connect_duration: HistogramVec,
+    upstream_healthy: IntGaugeVec,
+    tls_handshake_failures: IntCounter,
+    config_reloads: IntCounterVec,
+    /// Per-route message counters, resolved once per route rather than once per message.
+    meters: RwLock<HashMap<String, Meter>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn opts(def: &Def) -> Opts {
+    Opts::new(def.name, def.help)
+}
+
+fn counter(r: &Registry, def: &Def) -> IntCounter {
+    debug_assert!(def.kind == Kind::Counter && def.labels.is_empty());
+    register(r, IntCounter::with_opts(opts(def)).expect("valid counter"))
+}
+
+fn counter_vec(r: &Registry, def: &Def) -> IntCounterVec {
+    debug_assert!(def.kind == Kind::Counter);
+    register(
+        r,
+        IntCounterVec::new(opts(def), def.labels).expect("valid counter"),
+    )
+}
+
+fn gauge_vec(r: &Registry, def: &Def) -> IntGaugeVec {
+    debug_assert!(def.kind == Kind::Gauge);
+    register(
+        r,
+        IntGaugeVec::new(opts(def), def.labels).expect("valid gauge"),
+    )
+}
+
+fn histogram_vec(r: &Registry, def: &Def, buckets: &[f64]) -> HistogramVec {
+    debug_assert!(def.kind == Kind::Histogram);
+    let opts = HistogramOpts::new(def.name, def.help).buckets(buckets.to_vec());
+    register(
+        r,
+        HistogramVec::new(opts, def.labels).expect("valid histogram"),
+    )
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry holding every metric (values zero), with `portcullis_build_info` set.
+    pub(crate) fn new() -> Metrics {
+        let r = Registry::new();
+        let build_info = gauge_vec(&r, &defs::BUILD_INFO);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let config_reloads = counter_vec(&r, &defs::CONFIG_RELOADS);
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
+            connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
+            connections_limit: gauge_vec(&r, &defs::CONNECTIONS_LIMIT),
+            handshakes: counter_vec(&r, &defs::HANDSHAKES),
+            rejections: counter_vec(&r, &defs::REJECTIONS),
+            handshake_duration: histogram_vec(&r, &defs::HANDSHAKE_DURATION, buckets::FAST),
+            messages: counter_vec(&r, &defs::MESSAGES),
+            message_bytes: counter_vec(&r, &defs::MESSAGE_BYTES),
+            closes: counter_vec(&r, &defs::CLOSES),
+            relay_ends: counter_vec(&r, &defs::RELAY_ENDS),
+            connection_duration: histogram_vec(&r, &defs::CONNECTION_DURATION, buckets::LIFETIME),
+            upstream_connect_errors: counter_vec(&r, &defs::UPSTREAM_CONNECT_ERRORS),
+            upstream_connect_duration: histogram_vec(
+                &r,
+                &defs::UPSTREAM_CONNECT_DURATION,
+                buckets::FAST,
+            ),
+            upstream_healthy: gauge_vec(&r, &defs::UPSTREAM_HEALTHY),
+            tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
+            config_reloads,
+            meters: RwLock::new(HashMap::new()),
+            registry: r,
+        }
+    }
+
+    /// The process-wide instance that `/metrics` exposes.
+    pub(crate) fn global() -> &'static Arc<Metrics> {
+        static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Arc::new(Metrics::new()))
+    }
+
+    /// Every metric in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub(crate) fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails on valid metrics");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// Create a configured route's series at zero (handshakes by result, rejections by reason,
+    /// open connections), so that rates and ratios exist before the first event.
+    pub(crate) fn init_route(&self, route: &str) {
+        for result in HandshakeResult::ALL {
+            self.handshakes.with_label_values(&[route, result.as_str()]);
+        }
+        for reason in Reason::ALL {
+            self.rejections.with_label_values(&[route, reason.as_str()]);
+        }
+        self.connections_open.with_label_values(&[route]);
+    }
+
+    /// Create the series of a configured upstream at zero.
+    pub(crate) fn init_upstream(&self, upstream: &str) {
+        for error in UpstreamErrorKind::ALL {
+            self.upstream_connect_errors
+                .with_label_values(&[upstream, error.as_str()]);
+        }
+    }
+
+    // --- Connections and handshakes ------------------------------------------------------
+
+    /// A client connection reached the gateway (after TLS).
+    pub(crate) fn connection_accepted(&self) {
+        self.connections_accepted.inc();
+    }
+
+    /// A handshake ended with `result`, `duration` after its head was complete. For
+    /// [`HandshakeResult::Rejected`] prefer [`Metrics::rejected`], which also counts the reason.
+    pub(crate) fn handshake(&self, route: &str, result: HandshakeResult, duration: Duration) {
+        let labels = [route, result.as_str()];
+        self.handshakes.with_label_values(&labels).inc();
+        self.handshake_duration
+            .with_label_values(&labels)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// A request was refused for `reason`: counts the rejection and a `rejected` handshake.
+    /// `route` is the configured route path, or `labels::NO_ROUTE`.
+    pub(crate) fn rejected(&self, route: &str, reason: Reason, duration: Duration) {
+        self.rejections
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+        self.handshake(route, HandshakeResult::Rejected, duration);
+    }
+
+    /// Publish the connection caps of the configuration in force (`route` = a route path, or
+    /// `labels::ALL_ROUTES` for the global cap), so alerts can compare
+    /// `portcullis_connections_open` with them. Caps no longer configured disappear.
+    pub(crate) fn set_connection_limits<'a>(
+        &self,
+        limits: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.connections_limit.reset();
+        for (route, limit) in limits {
+            self.connections_limit
+                .with_label_values(&[route])
+                .set(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+    }
+
+    // --- Sessions -----------------------------------------------------------------------
+
+    /// A WebSocket session opened on `route`: the open gauge goes up until the returned guard is
+    /// dropped, which also records the connection's duration.
+    pub(crate) fn session_opened(&self, route: &str) -> OpenSession {
+        OpenSession::start(
+            self.connections_open.with_label_values(&[route]),
+            self.connection_duration.with_label_values(&[route]),
+        )
+    }
+
+    /// The message counters of `route`, resolved once (cheap to clone, use one per session).
+    pub(crate) fn meter(&self, route: &str) -> Meter {
+        if let Some(m) = self.meters.read().expect("meters lock").get(route) {
+            return m.clone();
+        }
+        let meter = Meter::resolve(self, route);
+        self.meters
+            .write()
+            .expect("meters lock")
+            .entry(route.to_string())
+            .or_insert(meter)
+            .clone()
+    }
+
+    /// A session ended with close `code` (`None`: no close frame), started by `initiator`.
+    pub(crate) fn closed(&self, route: &str, code: Option<u16>, initiator: Initiator) {
+        self.closes
+            .with_label_values(&[route, close_code_label(code), initiator.as_str()])
+            .inc();
+    }
+
+    /// A relayed session ended for `reason`.
+    pub(crate) fn relay_ended(&self, route: &str, reason: EndReason) {
+        self.relay_ends
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+    }
+
+    // --- Upstreams, TLS, configuration ---------------------------------------------------
+
+    /// One upstream connect attempt (TCP, TLS and WebSocket handshake) and how long it took.
+    pub(crate) fn upstream_connect(
+        &self,
+        upstream: &str,
+        result: Result<(), UpstreamErrorKind>,
+        latency: Duration,
+    ) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(error) => {
+                self.upstream_connect_errors
+                    .with_label_values(&[upstream, error.as_str()])
+                    .inc();
+                "error"
+            }
+        };
+        self.upstream_connect_duration
+            .with_label_values(&[upstream, outcome])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The health-check verdict of an upstream.
+    pub(crate) fn upstream_health(&self, upstream: &str, healthy: bool) {
+        self.upstream_healthy
+            .with_label_values(&[upstream])
+            .set(i64::from(healthy));
+    }
+
+    /// A TLS handshake on a public listener failed or timed out.
+    pub(crate) fn tls_handshake_failure(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    /// A configuration reload was attempted.
+    pub(crate) fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::labels::{Class, Direction, ALL_ROUTES, NO_ROUTE};
+
+    #[test]
+    fn every_definition_is_registered_and_rendered() {
+        let m = Metrics::new();
+        m.init_route("/ws/echo");
+        m.init_upstream("backend");
+        m.connection_accepted();
+        m.closed("/ws/echo", Some(1000), Initiator::Client);
+        m.relay_ended("/ws/relay", EndReason::ClientClosed);
+        let _open = m.session_opened("/ws/echo");
+        m.meter("/ws/echo")
+            .message(Direction::FromClient, Class::Text, 5);
+        m.handshake(
+            "/ws/echo",
+            HandshakeResult::Accepted,
+            Duration::from_millis(1),
+        );
+        m.upstream_connect("backend", Ok(()), Duration::from_millis(3));
+        m.upstream_health("backend", true);
+        m.set_connection_limits([(ALL_ROUTES, 100)]);
+        m.tls_handshake_failure();
+        m.config_reload(true);
+        let text = m.render();
+        for def in defs::ALL {
+            assert!(
+                text.contains(&format!("# TYPE {} {}\n", def.name, def.kind.as_str())),
+                "{} missing from:\n{text}",
+                def.name
+            );
+            assert!(text.contains(&format!("# HELP {} ", def.name)));
+        }
+        assert!(text.contains(&format!(
+            "portcullis_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[test]
+    fn counts_land_on_the_right_series() {
+        let m = Metrics::new();
+        m.init_route("/a");
+        m.rejected("/a", Reason::UpgradeRequired, Duration::ZERO);
+        m.rejected("/a", Reason::UpgradeRequired, Duration::ZERO);
+        m.rejected(NO_ROUTE, Reason::HeadTimeout, Duration::ZERO);
+        let meter = m.meter("/a");
+        meter.message(Direction::FromClient, Class::Binary, 10);
+        meter.message(Direction::FromClient, Class::Binary, 6);
+        Meter::default().message(Direction::ToClient, Class::Text, 1);
+        {
+            let _s = m.session_opened("/a");
+            assert_eq!(m.connections_open.with_label_values(&["/a"]).get(), 1);
+        }
+        assert_eq!(m.connections_open.with_label_values(&["/a"]).get(), 0);
+        let get = |c: &IntCounterVec, l: &[&str]| c.with_label_values(l).get();
+        assert_eq!(get(&m.rejections, &["/a", "upgrade_required"]), 2);
+        assert_eq!(get(&m.rejections, &["/a", "origin"]), 0);
+        assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
+        assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
+        assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);
+        assert_eq!(get(&m.message_bytes, &["/a", "from_client", "binary"]), 16);
+        assert_eq!(
+            m.connection_duration
+                .with_label_values(&["/a"])
+                .get_sample_count(),
+            1
+        );
+    }
+}

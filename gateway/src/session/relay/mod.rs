@@ -1,0 +1,221 @@
+//! The relay session: frames both ways between a client and its upstream, under policy. The
+//! pumps are in [`pump`], the table of who is told what at the end in [`outcome`], the clocks
+//! and watchdogs in [`timers`].
+//!
+//! Each side is a tungstenite stream, so nothing malformed is ever forwarded: a message is
+//! forwarded only once tungstenite has read it whole and valid (fragments reassembled, UTF-8
+//! checked, masking and reserved bits verified). A side that breaks the protocol is closed with
+//! the RFC's code (1002/1007/1009); the other side then gets 1011 (the upstream failed the
+//! client) or 1001 (the client went away, from the upstream's point of view).
+//!
+//! The two directions are two pumps in one task. Each pump awaits the write of one message
+//! before it reads the next, so a side that does not read stops the reads from the other side
+//! (TCP backpressure reaches the sender) and a connection never holds more than one message
+//! per direction plus tungstenite's buffers.
+//!
+//! Control frames are hop by hop: tungstenite answers each side's pings itself, and pings are
+//! also forwarded to the other side (whose pongs the gateway keeps). The gateway pings a client
+//! that has been silent for `ping_interval` and drops one that then stays silent for
+//! `ping_timeout`. Close frames are answered by tungstenite with the same code and passed on,
+//! code and reason, to the other side.
+
+mod outcome;
+mod pump;
+mod timers;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+
+use super::guard::{Expiry, Guard};
+use super::SessionContext;
+use crate::core::end::{EndReason, SessionEnd};
+use outcome::{Outcome, Plan};
+use pump::{client_to_upstream, finish, upstream_to_client};
+use timers::{idle, silent_client, Shared};
+
+/// Relay-only settings of a session (the rest is in [`SessionContext`]).
+pub(crate) struct RelayOptions {
+    /// Applied to each data message the upstream sends.
+    pub(crate) outbound: Guard,
+    /// Ping a client silent this long; `None`: no pings.
+    pub(crate) ping_interval: Option<Duration>,
+    /// After a ping, how long the client has to send anything.
+    pub(crate) ping_timeout: Duration,
+    /// Close when no data message went either way for this long.
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// How a relay session ended.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayEnd {
+    /// Counts are client-centric: `in` is client → upstream. `close_code` is what the client
+    /// got or sent.
+    pub(crate) session: SessionEnd,
+    pub(crate) reason: EndReason,
+    /// The close code the upstream got or sent, if any.
+    pub(crate) upstream_close_code: Option<u16>,
+}
+
+/// Relay until either side closes, breaks the protocol or the policy, goes quiet, or the
+/// gateway shuts down; then close both sides (bounded by the close timeout).
+pub(crate) async fn run<C, U>(
+    client: WebSocketStream<C>,
+    upstream: WebSocketStream<U>,
+    ctx: SessionContext,
+    opts: RelayOptions,
+) -> RelayEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let SessionContext {
+        mut stop,
+        close_timeout,
+        inbound,
+        expiry,
+        meter,
+    } = ctx;
+    let shared = Shared::new();
+    let (mut c_tx, mut c_rx) = client.split();
+    let (mut u_tx, mut u_rx) = upstream.split();
+
+    let outcome = {
+        let up = client_to_upstream(&mut c_rx, &mut u_tx, &inbound, &shared, &meter);
+        let down = upstream_to_client(&mut u_rx, &mut c_tx, &opts, &shared, &meter);
+        tokio::select! {
+            biased;
+            why = stop.wait() => Outcome::Gateway { reason: why.into() },
+            _ = Expiry::wait(expiry) => Outcome::Gateway { reason: EndReason::TokenExpired },
+            // The timers before the pumps: a busy pump must not starve them.
+            _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
+                Outcome::Gateway { reason: EndReason::PingTimeout }
+            }
+            _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
+            o = up => o,
+            o = down => o,
+        }
+    };
+
+    let Plan {
+        mut end,
+        client,
+        upstream,
+    } = Plan::of(outcome);
+    // A client that never answered pings will not answer a close either: do not wait for it.
+    let client_wait = if end.reason == EndReason::PingTimeout {
+        close_timeout.min(Duration::from_secs(1))
+    } else {
+        close_timeout
+    };
+    tokio::join!(
+        finish(&mut c_tx, &mut c_rx, client, client_wait),
+        finish(&mut u_tx, &mut u_rx, upstream, close_timeout),
+    );
+
+    end.session.messages_in = Shared::load(&shared.messages_in);
+    end.session.messages_out = Shared::load(&shared.messages_out);
+    end.session.bytes_in = Shared::load(&shared.bytes_in);
+    end.session.bytes_out = Shared::load(&shared.bytes_out);
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::obs::metrics::Meter;
+    use crate::session::close::frame;
+    use crate::session::guard::Rates;
+    use crate::session::stop::StopSignal;
+    use futures_util::SinkExt;
+    use tokio::io::duplex;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (server, client)
+    }
+
+    fn ctx(shutdown: pingora::server::ShutdownWatch) -> SessionContext {
+        let removed = tokio::sync::watch::channel(false).1;
+        SessionContext {
+            stop: StopSignal::new(shutdown, removed, Duration::ZERO),
+            close_timeout: Duration::from_secs(1),
+            inbound: Guard::new(10, Rates::default()),
+            expiry: None,
+            meter: Meter::default(),
+        }
+    }
+
+    fn opts() -> RelayOptions {
+        RelayOptions {
+            outbound: Guard::new(1 << 20, Rates::default()),
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_and_passes_the_close() {
+        let (gw_client_side, mut client) = pair().await;
+        let (mut upstream, gw_upstream_side) = pair().await;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let session = tokio::spawn(async move {
+            // The upstream side of the gateway is the WebSocket client.
+            run(gw_client_side, gw_upstream_side, ctx(rx), opts()).await
+        });
+        client.send(Message::text("hi")).await.unwrap();
+        assert_eq!(upstream.next().await.unwrap().unwrap(), Message::text("hi"));
+        upstream.send(Message::binary(vec![1, 2])).await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::binary(vec![1, 2])
+        );
+        upstream
+            .send(Message::Close(Some(frame(4001, "done"))))
+            .await
+            .unwrap();
+        let got = client.next().await.unwrap().unwrap();
+        assert_eq!(got, Message::Close(Some(frame(4001, "done"))));
+        drop(client);
+        let end = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(end.reason, EndReason::UpstreamClosed);
+        assert_eq!(end.session.close_code, Some(4001));
+        assert_eq!(end.session.messages_in, 1);
+        assert_eq!(end.session.bytes_out, 2);
+    }
+
+    #[tokio::test]
+    async fn oversized_client_message_closes_both() {
+        let (gw_client_side, mut client) = pair().await;
+        let (mut upstream, gw_upstream_side) = pair().await;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let session = tokio::spawn(run(gw_client_side, gw_upstream_side, ctx(rx), opts()));
+        client.send(Message::text("01234567890")).await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Close(Some(frame(1009, "message too big")))
+        );
+        assert_eq!(
+            upstream.next().await.unwrap().unwrap(),
+            Message::Close(Some(frame(1001, "client message too big")))
+        );
+        let end = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(end.reason, EndReason::ClientPolicy);
+    }
+}

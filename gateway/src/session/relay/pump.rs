@@ -1,0 +1,206 @@
+//! The two pumps of a relay session (client → upstream, upstream → client) and the close of one
+//! side. Each pump awaits the write of one message before it reads the next, so a side that
+//! does not read stops the reads from the other side (TCP backpressure reaches the sender).
+
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::outcome::{Finish, Outcome};
+use super::timers::{sleep_until_opt, Shared};
+use super::RelayOptions;
+use crate::core::labels::{payload_len, Class, Direction};
+use crate::obs::metrics::Meter;
+use crate::session::close::fault_of;
+use crate::session::guard::Guard;
+
+pub(super) type Tx<S> = SplitSink<WebSocketStream<S>, Message>;
+pub(super) type Rx<S> = SplitStream<WebSocketStream<S>>;
+
+/// Close one side: send its close (when there is one) and wait for the reply, or (when
+/// `drain`) flush tungstenite's reply to the side's own close and wait for the end of the
+/// connection.
+pub(super) async fn finish<S>(tx: &mut Tx<S>, rx: &mut Rx<S>, how: Finish, limit: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Finish { close, drain } = how;
+    let work = async {
+        if let Some(frame) = close {
+            if tx.send(Message::Close(frame)).await.is_err() {
+                return;
+            }
+        } else if !drain {
+            return;
+        }
+        while let Some(Ok(_)) = rx.next().await {}
+    };
+    let _ = tokio::time::timeout(limit, work).await;
+}
+
+pub(super) async fn client_to_upstream<C, U>(
+    rx: &mut Rx<C>,
+    tx: &mut Tx<U>,
+    guard: &Guard,
+    shared: &Shared,
+    meter: &Meter,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let message = match rx.next().await {
+            None => return Outcome::Gone { client: true },
+            Some(Err(e)) => {
+                return match fault_of(&e) {
+                    Some(violation) => {
+                        log::debug!("relay: client error {e}");
+                        Outcome::Broke {
+                            client: true,
+                            violation,
+                            policy: matches!(e, WsError::Capacity(_)),
+                        }
+                    }
+                    None => Outcome::Gone { client: true },
+                }
+            }
+            Some(Ok(m)) => m,
+        };
+        shared.touch(&shared.heard_from_client);
+        let (class, len) = (Class::of(&message), payload_len(&message));
+        meter.message(Direction::FromClient, class, len);
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                let len = message.len();
+                if let Err(violation) = guard.on_message(len) {
+                    return Outcome::Broke {
+                        client: true,
+                        violation,
+                        policy: true,
+                    };
+                }
+                shared.touch(&shared.last_data);
+                shared.count(&shared.messages_in, &shared.bytes_in, len);
+                if tx.send(message).await.is_err() {
+                    return Outcome::Gone { client: false };
+                }
+                meter.message(Direction::ToUpstream, class, len);
+            }
+            Message::Ping(payload) => {
+                if tx.send(Message::Ping(payload)).await.is_err() {
+                    return Outcome::Gone { client: false };
+                }
+                meter.message(Direction::ToUpstream, class, len);
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
+                return Outcome::Closed {
+                    by_client: true,
+                    frame,
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn upstream_to_client<U, C>(
+    rx: &mut Rx<U>,
+    tx: &mut Tx<C>,
+    opts: &RelayOptions,
+    shared: &Shared,
+    meter: &Meter,
+) -> Outcome
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        // Ping once per silence: when the client has been quiet for the interval and has not
+        // been pinged since it was last heard. After a ping, wake again an interval later to
+        // see whether the client has been heard since (the other pump hears it).
+        let (wake_at, ping_due) = match opts.ping_interval {
+            None => (None, false),
+            Some(interval) => {
+                let heard = shared.heard();
+                match shared.get(&shared.last_ping).filter(|p| *p >= heard) {
+                    // Pinged, not heard since: look again later (never in the past, which
+                    // would spin).
+                    Some(pinged) => (
+                        Some((pinged + interval).max(Instant::now() + interval)),
+                        false,
+                    ),
+                    None => (Some(heard + interval), true),
+                }
+            }
+        };
+        let next = tokio::select! {
+            next = rx.next() => next,
+            _ = sleep_until_opt(wake_at) => {
+                if ping_due {
+                    shared.touch(&shared.last_ping);
+                    if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Outcome::Gone { client: true };
+                    }
+                    meter.message(Direction::ToClient, Class::Control, 0);
+                }
+                continue;
+            }
+        };
+        let message = match next {
+            None => return Outcome::Gone { client: false },
+            Some(Err(e)) => {
+                return match fault_of(&e) {
+                    Some(violation) => {
+                        log::debug!("relay: upstream error {e}");
+                        Outcome::Broke {
+                            client: false,
+                            violation,
+                            policy: matches!(e, WsError::Capacity(_)),
+                        }
+                    }
+                    None => Outcome::Gone { client: false },
+                }
+            }
+            Some(Ok(m)) => m,
+        };
+        let (class, len) = (Class::of(&message), payload_len(&message));
+        meter.message(Direction::FromUpstream, class, len);
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                if let Err(violation) = opts.outbound.on_message(len) {
+                    return Outcome::Broke {
+                        client: false,
+                        violation,
+                        policy: true,
+                    };
+                }
+                shared.touch(&shared.last_data);
+                shared.count(&shared.messages_out, &shared.bytes_out, len);
+                if tx.send(message).await.is_err() {
+                    return Outcome::Gone { client: true };
+                }
+                meter.message(Direction::ToClient, class, len);
+            }
+            Message::Ping(payload) => {
+                if tx.send(Message::Ping(payload)).await.is_err() {
+                    return Outcome::Gone { client: true };
+                }
+                meter.message(Direction::ToClient, class, len);
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
+                return Outcome::Closed {
+                    by_client: false,
+                    frame,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The clocks of one relay session: when the client was last heard, pinged, and when data last
+//! went either way; and the watchdogs that end the session on them (ping timeout, idle timeout).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Mutable state shared by the pumps and watchdogs of one session. They all run in one task;
+/// atomics (relaxed) only because the session future must be `Send`.
+pub(super) struct Shared {
+    base: Instant,
+    pub(super) heard_from_client: Moment,
+    pub(super) last_ping: Moment,
+    pub(super) last_data: Moment,
+    pub(super) messages_in: AtomicU64,
+    pub(super) messages_out: AtomicU64,
+    pub(super) bytes_in: AtomicU64,
+    pub(super) bytes_out: AtomicU64,
+}
+
+/// An instant after `Shared::base`, or none (stored as nanoseconds + 1; 0 is none).
+#[derive(Default)]
+pub(super) struct Moment(AtomicU64);
+
+impl Shared {
+    pub(super) fn new() -> Shared {
+        let shared = Shared {
+            base: Instant::now(),
+            heard_from_client: Moment::default(),
+            last_ping: Moment::default(),
+            last_data: Moment::default(),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        };
+        shared.touch(&shared.heard_from_client);
+        shared.touch(&shared.last_data);
+        shared
+    }
+
+    pub(super) fn touch(&self, m: &Moment) {
+        let nanos = self.base.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+        m.0.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    pub(super) fn get(&self, m: &Moment) -> Option<Instant> {
+        match m.0.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    pub(super) fn heard(&self) -> Instant {
+        self.get(&self.heard_from_client).unwrap_or(self.base)
+    }
+
+    pub(super) fn count(&self, messages: &AtomicU64, bytes: &AtomicU64, len: usize) {
+        messages.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn load(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub(super) async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the client has been silent for `interval + timeout` (it was pinged after
+/// `interval` and did not answer within `timeout`); never when pings are off.
+pub(super) async fn silent_client(shared: &Shared, interval: Option<Duration>, timeout: Duration) {
+    let Some(interval) = interval else {
+        return std::future::pending().await;
+    };
+    loop {
+        let deadline = shared.heard() + interval + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Resolves when no data message went either way for `limit`; never without a limit.
+pub(super) async fn idle(shared: &Shared, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    loop {
+        let deadline = shared.get(&shared.last_data).unwrap_or(shared.base) + limit;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
