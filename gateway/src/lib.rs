@@ -27,3 +27,62 @@ pub(crate) mod net;
 pub mod obs;
 pub(crate) mod relay;
 pub(crate) mod session;
+
+#[cfg(test)]
+mod tests {
+    /// The layers in the order of the table above: each may import only the ones before it.
+    const LAYERS: [&str; 9] = [
+        "core",
+        "config",
+        "obs",
+        "net",
+        "admission",
+        "relay",
+        "session",
+        "edge",
+        "lifecycle",
+    ];
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn layers_import_only_the_layers_below() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut wrong = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap();
+            let Some(own) = rel
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .and_then(|top| LAYERS.iter().position(|l| *l == top))
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (at, _) in text.match_indices("crate::") {
+                let name: String = text[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if let Some(used) = LAYERS.iter().position(|l| *l == name) {
+                    if used > own {
+                        wrong.push(format!("{} uses {name}", rel.display()));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "imports up the layers: {wrong:#?}");
+    }
+}

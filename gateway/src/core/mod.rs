@@ -11,7 +11,7 @@
 //! | [`duration`], [`url`], [`cidr`], [`name`], [`addr`], [`log_format`] | parsed configuration values |
 //! | [`header`] | reading comma-separated header values |
 //! | [`credential`] | where browsers put a token (the `bearer.` subprotocol entry) |
-//! | [`background`] | threads for work outside the request path |
+//! | [`background`], [`shutdown`] | threads for work outside the request path; pingora's shutdown broadcast |
 
 pub(crate) mod addr;
 pub(crate) mod background;
@@ -25,4 +25,5 @@ pub(crate) mod labels;
 pub(crate) mod log_format;
 pub(crate) mod name;
 pub(crate) mod reason;
+pub(crate) mod shutdown;
 pub(crate) mod url;

@@ -18,13 +18,14 @@ use super::Edge;
 use crate::admission::{upgrade, Admitted, Rejection};
 use crate::config::Mode;
 use crate::core::reason::Reason;
+use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
 use crate::session::count::SessionGuard;
 use crate::session::guard::{Expiry, Guard, Rates};
 use crate::session::relay::RelayOptions;
-use crate::session::stop::{shutting_down, StopSignal};
+use crate::session::stop::StopSignal;
 use crate::session::{self, echo, SessionContext};
 
 /// An admitted handshake: everything its session needs from admission and the configuration.

@@ -13,7 +13,7 @@ use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
 use super::{RelayRoute, Relays};
-use crate::session::stop::shutting_down;
+use crate::core::shutdown::shutting_down;
 
 /// How often the service looks for routes whose check is due.
 const HEALTH_TICK: Duration = Duration::from_millis(250);

@@ -11,13 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::core::end::Stop;
-
-/// Resolves once the gateway is shutting down; never, if the shutdown sender is gone without one.
-pub(crate) async fn shutting_down(watch: &mut ShutdownWatch) {
-    if watch.wait_for(|stopping| *stopping).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
+use crate::core::shutdown::shutting_down;
 
 /// What a session watches to learn that the gateway wants it closed: the server's shutdown,
 /// delayed by this session's own random share of the drain window (so clients do not all
