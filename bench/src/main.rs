@@ -38,6 +38,9 @@ OPTIONS:
                         configuration (relay route, echo route, each with and without a JWT
                         policy) runs on the first one that accepts it (`--check`)
                         [the `portcullis` next to this binary, e.g. target/release/portcullis]
+    --baseline PATH     also run this Portcullis build with the same relay route, as a column
+                        of its own with the ratios Portcullis/baseline (before/after a change,
+                        in one run)
     --json FILE         write the results as JSON
     --markdown FILE     write the results as a markdown table (also printed on stdout)
     --quick             tiny numbers, for a smoke test (explicit options still apply)
@@ -54,6 +57,7 @@ struct Args {
     rounds: usize,
     only: Vec<String>,
     portcullis: Vec<PathBuf>,
+    baseline: Option<PathBuf>,
     json: Option<PathBuf>,
     markdown: Option<PathBuf>,
     quick: bool,
@@ -87,6 +91,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             rounds: 1,
             only: Vec::new(),
             portcullis: Vec::new(),
+            baseline: None,
             json: None,
             markdown: None,
             quick,
@@ -101,6 +106,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             rounds: 3,
             only: Vec::new(),
             portcullis: Vec::new(),
+            baseline: None,
             json: None,
             markdown: None,
             quick,
@@ -122,6 +128,9 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             "--portcullis" => a
                 .portcullis
                 .push(it.next().ok_or("--portcullis needs a path")?.into()),
+            "--baseline" => {
+                a.baseline = Some(it.next().ok_or("--baseline needs a path")?.into())
+            }
             "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
             "--markdown" => a.markdown = Some(it.next().ok_or("--markdown needs a file")?.into()),
             "--quick" => {}
@@ -311,9 +320,20 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
     }
 
+    if let Some(bin) = &args.baseline {
+        let bin = bin
+            .canonicalize()
+            .map_err(|e| format!("no baseline binary at {} ({e})", bin.display()))?;
+        for route in [PortcullisRoute::Relay, PortcullisRoute::RelayJwt] {
+            if servers::accepts(&env, &bin, route)? {
+                env.baseline.push((route, bin.clone()));
+            }
+        }
+    }
     let subjects: Vec<Subject> = Subject::ALL
         .into_iter()
         .filter(|s| wants(s.only_name()))
+        .filter(|s| *s != Subject::Baseline || args.baseline.is_some())
         .collect();
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
@@ -325,7 +345,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             (true, &[Section::HandshakeJwt][..]),
         ] {
             let route = PortcullisRoute::of(subject, jwt);
-            if env.portcullis_for(route).is_none() {
+            if env.binary_for(subject, route).is_none() {
                 for &section in sections {
                     results.skip(
                         subject,
@@ -420,6 +440,16 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }),
         versions: serde_json::Value::Object(versions),
         portcullis_binaries: serde_json::Value::Object(binaries),
+        baseline: env
+            .baseline
+            .first()
+            .map(|(_, bin)| {
+                json!({
+                    "path": bin.display().to_string(),
+                    "version": version_of(bin, "--version"),
+                })
+            })
+            .unwrap_or(serde_json::Value::Null),
         subjects,
     };
     let markdown = report::markdown(&results, &info);

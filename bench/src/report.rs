@@ -73,7 +73,8 @@ fn higher_is_better(figure: &str) -> bool {
 }
 
 /// The comparisons: numerator, denominator.
-pub const PAIRS: [(Subject, Subject); 3] = [
+pub const PAIRS: [(Subject, Subject); 4] = [
+    (Subject::Portcullis, Subject::Baseline),
     (Subject::Portcullis, Subject::Nginx),
     (Subject::Portcullis, Subject::Haproxy),
     (Subject::PortcullisEcho, Subject::UpstreamDirect),
@@ -187,6 +188,8 @@ pub struct RunInfo {
     pub versions: Value,
     /// The Portcullis binary used for each route kind (or why none).
     pub portcullis_binaries: Value,
+    /// `--baseline`: its path and version, or null.
+    pub baseline: Value,
     pub subjects: Vec<Subject>,
 }
 
@@ -247,6 +250,7 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "settings": info.settings,
         "versions": info.versions,
         "portcullis_binaries": info.portcullis_binaries,
+        "baseline": info.baseline,
         "results": subjects,
         "ratios": ratios,
         "targets": targets,
@@ -282,6 +286,7 @@ fn short_name(subject: Subject) -> &'static str {
         Subject::Haproxy => "HAProxy",
         Subject::PortcullisEcho => "echo",
         Subject::UpstreamDirect => "direct",
+        Subject::Baseline => "baseline",
     }
 }
 
@@ -372,7 +377,12 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         crate::servers::WORKERS,
     );
     let has = |x: Subject| info.subjects.contains(&x);
-    let relays: Vec<(Subject, &str)> = [Subject::Portcullis, Subject::Nginx, Subject::Haproxy]
+    let relays: Vec<(Subject, &str)> = [
+        Subject::Portcullis,
+        Subject::Baseline,
+        Subject::Nginx,
+        Subject::Haproxy,
+    ]
         .into_iter()
         .filter(|&s| has(s))
         .map(|s| (s, short_name(s)))
@@ -463,6 +473,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
             Some(path) => format!("Portcullis for `{route}`: `{path}` ({})", bin["version"]),
             None => format!("Portcullis for `{route}`: none"),
         });
+    }
+    if let Some(path) = info.baseline["path"].as_str() {
+        versions.push(format!("baseline: `{path}` ({})", info.baseline["version"]));
     }
     out.push_str(&format!("\nVersions:\n- {}\n", versions.join("\n- ")));
     out

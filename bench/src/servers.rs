@@ -37,11 +37,15 @@ pub enum Subject {
     PortcullisEcho,
     /// The upstream echo server reached directly, over plain ws.
     UpstreamDirect,
+    /// Another Portcullis build (`--baseline PATH`) with the same relay route, for before/after
+    /// comparisons in one run.
+    Baseline,
 }
 
 impl Subject {
-    pub const ALL: [Subject; 5] = [
+    pub const ALL: [Subject; 6] = [
         Subject::Portcullis,
+        Subject::Baseline,
         Subject::Nginx,
         Subject::Haproxy,
         Subject::PortcullisEcho,
@@ -56,6 +60,7 @@ impl Subject {
             Subject::Haproxy => "haproxy",
             Subject::PortcullisEcho => "portcullis_echo",
             Subject::UpstreamDirect => "upstream_direct",
+            Subject::Baseline => "portcullis_baseline",
         }
     }
 
@@ -70,7 +75,10 @@ impl Subject {
 
     /// Portcullis serves it (so it has a JWT variant).
     pub fn is_portcullis(self) -> bool {
-        matches!(self, Subject::Portcullis | Subject::PortcullisEcho)
+        matches!(
+            self,
+            Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline
+        )
     }
 }
 
@@ -133,6 +141,8 @@ pub struct Env {
     pub haproxy: Option<PathBuf>,
     /// The Portcullis binary for each configuration it was found to accept.
     pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
+    /// `--baseline`: the routes it accepts, with its path.
+    pub baseline: Vec<(PortcullisRoute, PathBuf)>,
     instances: std::cell::Cell<u32>,
 }
 
@@ -156,13 +166,25 @@ impl Env {
             nginx,
             haproxy,
             portcullis: Vec::new(),
+            baseline: Vec::new(),
             instances: std::cell::Cell::new(0),
         }
     }
 
     pub fn portcullis_for(&self, route: PortcullisRoute) -> Option<&Path> {
-        self.portcullis
-            .iter()
+        Self::find(&self.portcullis, route)
+    }
+
+    /// The binary that serves `route` for `subject` (the baseline's own for [`Subject::Baseline`]).
+    pub fn binary_for(&self, subject: Subject, route: PortcullisRoute) -> Option<&Path> {
+        match subject {
+            Subject::Baseline => Self::find(&self.baseline, route),
+            _ => self.portcullis_for(route),
+        }
+    }
+
+    fn find(list: &[(PortcullisRoute, PathBuf)], route: PortcullisRoute) -> Option<&Path> {
+        list.iter()
             .find(|(r, _)| *r == route)
             .map(|(_, p)| p.as_path())
     }
@@ -181,10 +203,10 @@ impl Env {
         let dir = self.instance_dir(subject.key())?;
         let port = free_port()?;
         let (name, cmd) = match subject {
-            Subject::Portcullis | Subject::PortcullisEcho => {
+            Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline => {
                 let route = PortcullisRoute::of(subject, jwt);
                 let bin = self
-                    .portcullis_for(route)
+                    .binary_for(subject, route)
                     .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
                 let config = dir.join("portcullis.toml");
                 write(&config, &self.portcullis_config(route, port))?;
