@@ -33,7 +33,7 @@ use super::guard::{Expiry, Guard};
 use super::SessionContext;
 use crate::core::end::{EndReason, SessionEnd};
 use outcome::{Outcome, Plan};
-use pump::{client_to_upstream, finish, upstream_to_client};
+use pump::{client_to_upstream, finish, finish_upstream_delivering, upstream_to_client};
 use timers::{idle, silent_client, Shared};
 
 /// Relay-only settings of a session (the rest is in [`SessionContext`]).
@@ -103,6 +103,7 @@ where
         mut end,
         client,
         upstream,
+        upstream_first,
     } = Plan::of(outcome);
     // A client that never answered pings will not answer a close either: do not wait for it.
     let client_wait = if end.reason == EndReason::PingTimeout {
@@ -110,10 +111,22 @@ where
     } else {
         close_timeout
     };
-    tokio::join!(
-        finish(&mut c_tx, &mut c_rx, client, client_wait),
-        finish(&mut u_tx, &mut u_rx, upstream, close_timeout),
-    );
+    if upstream_first {
+        finish_upstream_delivering(
+            (&mut u_tx, &mut u_rx),
+            upstream,
+            close_timeout,
+            &mut c_tx,
+            (&opts, &shared, &meter),
+        )
+        .await;
+        finish(&mut c_tx, &mut c_rx, client, client_wait).await;
+    } else {
+        tokio::join!(
+            finish(&mut c_tx, &mut c_rx, client, client_wait),
+            finish(&mut u_tx, &mut u_rx, upstream, close_timeout),
+        );
+    }
 
     end.session.messages_in = Shared::load(&shared.messages_in);
     end.session.messages_out = Shared::load(&shared.messages_out);
@@ -195,6 +208,45 @@ mod tests {
         assert_eq!(end.session.close_code, Some(4001));
         assert_eq!(end.session.messages_in, 1);
         assert_eq!(end.session.bytes_out, 2);
+    }
+
+    #[tokio::test]
+    async fn the_upstream_reply_to_a_valid_message_reaches_the_client_before_its_1002() {
+        use tokio::io::AsyncWriteExt;
+        let (a, mut raw_client) = duplex(64 * 1024);
+        let gw_client_side = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let (mut upstream, gw_upstream_side) = pair().await;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let session = tokio::spawn(run(gw_client_side, gw_upstream_side, ctx(rx), opts()));
+        // A valid masked text "hi", then a frame with a reserved bit set, in one write.
+        let mut bytes = vec![0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        bytes.extend([0xC1, 0x80, 0, 0, 0, 0]);
+        raw_client.write_all(&bytes).await.unwrap();
+        assert_eq!(upstream.next().await.unwrap().unwrap(), Message::text("hi"));
+        // The upstream answers "hi" while the gateway's close is on its way to it; the reply and
+        // then the upstream's close reply go back.
+        upstream.send(Message::text("re: hi")).await.unwrap();
+        let close = upstream.next().await.unwrap().unwrap();
+        assert_eq!(
+            close,
+            Message::Close(Some(frame(1001, "client protocol error")))
+        );
+        assert!(upstream.next().await.is_none());
+        let mut client = WebSocketStream::from_raw_socket(raw_client, Role::Client, None).await;
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::text("re: hi")
+        );
+        match client.next().await.unwrap().unwrap() {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1002),
+            other => panic!("expected the client's close, got {other:?}"),
+        }
+        let end = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(end.reason, EndReason::ClientProtocolError);
+        assert_eq!(end.session.messages_out, 1);
     }
 
     #[tokio::test]

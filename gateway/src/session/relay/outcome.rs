@@ -74,6 +74,10 @@ pub(super) struct Plan {
     pub(super) end: RelayEnd,
     pub(super) client: Finish,
     pub(super) upstream: Finish,
+    /// The client broke the protocol or the policy: close the upstream first, delivering its
+    /// data messages to the client until its close reply, then close the client (the order the
+    /// local echo keeps too, so a client's valid message before a bad frame is still answered).
+    pub(super) upstream_first: bool,
 }
 
 const fn going_away(reason: &'static str) -> Violation {
@@ -87,6 +91,7 @@ impl Plan {
             reason: EndReason::Shutdown,
             upstream_close_code: None,
         };
+        let upstream_first = matches!(outcome, Outcome::Broke { client: true, .. });
         let (client, upstream) = match outcome {
             Outcome::Closed { by_client, frame } => {
                 let code = code_of(frame.as_ref());
@@ -188,6 +193,7 @@ impl Plan {
             end,
             client,
             upstream,
+            upstream_first,
         }
     }
 }

@@ -44,6 +44,43 @@ where
     let _ = tokio::time::timeout(limit, work).await;
 }
 
+/// Close the upstream after the client broke the protocol, while the upstream's answers to the
+/// client's valid messages before the fault still reach the client: send the upstream its
+/// close, deliver its data messages to the client until its close reply (or `limit`). The
+/// client is closed afterwards, by the caller.
+pub(super) async fn finish_upstream_delivering<U, C>(
+    (u_tx, u_rx): (&mut Tx<U>, &mut Rx<U>),
+    how: Finish,
+    limit: Duration,
+    c_tx: &mut Tx<C>,
+    (opts, shared, meter): (&RelayOptions, &Shared, &Meter),
+) where
+    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let work = async {
+        if let Some(frame) = how.close {
+            if u_tx.send(Message::Close(frame)).await.is_err() {
+                return;
+            }
+        }
+        while let Some(Ok(message)) = u_rx.next().await {
+            let (class, len) = (Class::of(&message), payload_len(&message));
+            meter.message(Direction::FromUpstream, class, len);
+            if !(message.is_text() || message.is_binary()) || opts.outbound.on_message(len).is_err()
+            {
+                continue;
+            }
+            shared.count(&shared.messages_out, &shared.bytes_out, len);
+            if c_tx.send(message).await.is_err() {
+                return;
+            }
+            meter.message(Direction::ToClient, class, len);
+        }
+    };
+    let _ = tokio::time::timeout(limit, work).await;
+}
+
 pub(super) async fn client_to_upstream<C, U>(
     rx: &mut Rx<C>,
     tx: &mut Tx<U>,
