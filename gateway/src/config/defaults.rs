@@ -24,7 +24,7 @@ pub(crate) const ADMIN_ADDRESS: &str = "127.0.0.1:9090";
 
 // [limits]
 
-/// How long a client may take to send its whole request head (after TLS).
+/// How long a client may take from its connect to a complete request head, TLS included.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted; larger gets `431`.
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -43,6 +43,10 @@ pub(crate) const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open WebSockets across the gateway before new handshakes get 503.
 pub(crate) const MAX_CONNECTIONS: usize = 100_000;
+/// Connections still in TLS or before a complete WebSocket head, across the gateway.
+pub(crate) const MAX_PENDING_CONNECTIONS: usize = 10_000;
+/// The same, from one client address (the socket's peer: a proxy in front counts as one).
+pub(crate) const MAX_PENDING_PER_IP: usize = 256;
 
 // [[routes]]
 

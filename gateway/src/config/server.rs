@@ -129,6 +129,7 @@ impl Admin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Limits {
+    /// From accept to a complete first request head, TLS handshake included.
     pub(crate) head_timeout: HumanDuration,
     pub(crate) max_head_bytes: usize,
     pub(crate) max_headers: usize,
@@ -139,6 +140,10 @@ pub(crate) struct Limits {
     pub(crate) close_timeout: HumanDuration,
     /// Open WebSockets across the whole gateway; past it new handshakes get 503.
     pub(crate) max_connections: usize,
+    /// Connections not yet admitted (in TLS, or before their WebSocket head is complete), in
+    /// total and per client address; past either the connection is closed at once.
+    pub(crate) max_pending_connections: usize,
+    pub(crate) max_pending_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -153,6 +158,8 @@ impl Default for Limits {
             max_write_buffer_bytes: defaults::MAX_WRITE_BUFFER_BYTES,
             close_timeout: HumanDuration(defaults::CLOSE_TIMEOUT),
             max_connections: defaults::MAX_CONNECTIONS,
+            max_pending_connections: defaults::MAX_PENDING_CONNECTIONS,
+            max_pending_per_ip: defaults::MAX_PENDING_PER_IP,
         }
     }
 }

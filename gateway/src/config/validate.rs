@@ -42,8 +42,14 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
         }
     }
     listeners(c)?;
-    if l.max_connections == 0 {
-        return Err("limits.max_connections must be at least 1".into());
+    for (key, v) in [
+        ("limits.max_connections", l.max_connections),
+        ("limits.max_pending_connections", l.max_pending_connections),
+        ("limits.max_pending_per_ip", l.max_pending_per_ip),
+    ] {
+        if v == 0 {
+            return Err(format!("{key} must be at least 1"));
+        }
     }
     for (name, p) in &c.policies {
         policy(p, &format!("policies.{name}"))?;

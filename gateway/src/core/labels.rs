@@ -157,6 +157,34 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a connection was closed before its request head, without an answer (`reason` label of
+/// `portcullis_connections_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// `limits.max_pending_connections` not-yet-admitted connections are open.
+    PendingLimit,
+    /// `limits.max_pending_per_ip` not-yet-admitted connections are open from this address.
+    PendingLimitPerIp,
+    /// The TLS handshake did not finish within `limits.head_timeout`.
+    HandshakeTimeout,
+}
+
+impl DropReason {
+    pub(crate) const ALL: [DropReason; 3] = [
+        DropReason::PendingLimit,
+        DropReason::PendingLimitPerIp,
+        DropReason::HandshakeTimeout,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DropReason::PendingLimit => "pending_limit",
+            DropReason::PendingLimitPerIp => "pending_limit_per_ip",
+            DropReason::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
 /// The `code` label of a close: registered codes (1000–1015) as themselves, the ranges a client
 /// may choose freely as `3xxx` and `4xxx` (so a client cannot create thousands of series),
 /// `none` when the connection ended without a close frame, `invalid` otherwise.

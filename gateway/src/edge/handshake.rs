@@ -5,12 +5,12 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use super::accept::ClientIo;
 use super::conn::Conn;
 use super::generation::Generation;
 use super::route::RouteEntry;
@@ -106,7 +106,7 @@ impl Edge {
     /// session is counted for the graceful stop and the metrics until the result drops.
     async fn switch_protocols(
         &self,
-        io: &mut Stream,
+        io: &mut ClientIo,
         a: &Accepted<'_>,
         protocol: Option<&str>,
     ) -> Option<Open> {

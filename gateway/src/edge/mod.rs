@@ -6,6 +6,7 @@
 //! This is one pingora `ServerApp`: pingora owns the listening sockets, TLS and the process
 //! lifecycle; everything from the first request byte on is ours (see `net::http1` for why).
 
+pub(crate) mod accept;
 pub(crate) mod conn;
 pub(crate) mod generation;
 mod handshake;
@@ -22,22 +23,26 @@ use pingora::server::ShutdownWatch;
 
 use crate::admission::Rejection;
 use crate::config::{defaults, Mode, Route};
-use crate::core::labels::NO_ROUTE;
+use crate::core::labels::{DropReason, NO_ROUTE};
 use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::answer::Answer;
 use crate::net::http1::{self, HeadError, HeadLimits, RequestHead};
 use crate::obs::metrics::Metrics;
 use crate::session::count::Sessions;
+use accept::{listener_of, peer_of, EdgeListener, Pending};
 use conn::Conn;
 use generation::InForce;
 use report::Report;
+use tokio_util::either::Either;
 
 /// Shared state of the public listeners.
 pub(crate) struct Edge {
     in_force: Arc<InForce>,
     sessions: Arc<Sessions>,
     report: Report,
+    listeners: Vec<EdgeListener>,
+    pending: Pending,
 }
 
 impl Edge {
@@ -45,13 +50,56 @@ impl Edge {
         in_force: Arc<InForce>,
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
+        listeners: Vec<EdgeListener>,
     ) -> Edge {
         let format = in_force.get().config.server.log_format;
         Edge {
             in_force,
             sessions,
             report: Report::new(metrics, format),
+            listeners,
+            pending: Pending::default(),
         }
+    }
+
+    /// The first phase: a pending slot, then TLS, all within `head_timeout` of the accept.
+    /// `None`: the connection was closed (and counted) before anything could be answered.
+    async fn accept(&self, io: Stream) -> Option<(Conn, tokio::time::Instant)> {
+        let peer = peer_of(&io);
+        let generation = self.in_force.get();
+        let limits = &generation.config.limits;
+        let deadline = tokio::time::Instant::now() + limits.head_timeout.0;
+        let pending = match self.pending.enter(peer, limits) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                self.report.metrics.connection_dropped(reason);
+                return None;
+            }
+        };
+        let Some(listener) = listener_of(&self.listeners, &io) else {
+            log::error!("a connection arrived on no known listener; closing it");
+            return None;
+        };
+        let io = match &self.listeners[listener].tls {
+            None => Either::Left(io),
+            Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => Either::Right(tls),
+                Ok(Err(e)) => {
+                    self.report.metrics.tls_handshake_failure();
+                    log::debug!("TLS handshake with {peer:?} failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    self.report.metrics.tls_handshake_failure();
+                    self.report
+                        .metrics
+                        .connection_dropped(DropReason::HandshakeTimeout);
+                    return None;
+                }
+            },
+        };
+        self.report.metrics.connection_accepted();
+        Some((Conn::new(io, peer, pending), deadline))
     }
 
     /// Answer a refused request (after counting and logging it, so whoever sees the answer also
@@ -71,8 +119,9 @@ impl Edge {
     /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
     /// them upgrades to a WebSocket, which then owns the connection to its end.
     async fn serve(&self, io: Stream, mut shutdown: ShutdownWatch) {
-        self.report.metrics.connection_accepted();
-        let mut conn = Conn::new(io);
+        let Some((mut conn, first_deadline)) = self.accept(io).await else {
+            return;
+        };
         let mut first = true;
         loop {
             // Each request follows the configuration in force when it starts.
@@ -82,8 +131,9 @@ impl Edge {
                 max_bytes: limits.max_head_bytes,
                 max_headers: limits.max_headers,
             };
+            // The first head shares `head_timeout` with the TLS handshake before it.
             let timeout = if first {
-                limits.head_timeout.0
+                first_deadline.saturating_duration_since(tokio::time::Instant::now())
             } else {
                 limits.keepalive_timeout.0
             };
@@ -137,6 +187,7 @@ impl Edge {
                     }
                 }
                 Mode::Echo | Mode::Relay => {
+                    conn.admitting();
                     self.websocket(conn, head, &generation, &entry, shutdown)
                         .await;
                     return;

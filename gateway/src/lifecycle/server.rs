@@ -3,7 +3,6 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -15,10 +14,11 @@ use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::Config;
+use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
-use crate::net::server_tls::CertStore;
+use crate::net::server_tls::{self, CertStore};
 use crate::obs::metrics::Metrics;
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
@@ -38,7 +38,7 @@ fn check_bindable(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// pingora's own buffers between the socket and TLS. Its default gives every connection a 64 KiB
+/// pingora's own buffers on the accepted socket. Its default gives every connection a 64 KiB
 /// read buffer; rustls and tungstenite buffer already, so the gateway turns them off. Measured
 /// with `examples/idle_memory.rs` at 5,000 idle `wss` sockets: 42.5 KiB per connection with the
 /// default, 34.3 KiB without, and 93 KiB with the default when glibc reuses (and so must keep)
@@ -88,35 +88,30 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let admin_token = generation.admin_token.clone();
     let mut stores = Vec::new();
     let mut public_listeners = Vec::new();
+    let mut edge_listeners = Vec::new();
     // Port-0 reservations, held until the process exits.
     let mut bound = Vec::new();
     for (listener, set) in config.listeners.iter().zip(&generation.certs) {
         let addr = BoundAddr::resolve(listener.address.0)?;
         let store = set.clone().map(CertStore::new);
-        let l4 = addr.listener().l4_buffer(socket_buffers());
-        match &store {
+        public_listeners.push(addr.listener().l4_buffer(socket_buffers()));
+        let tls = match &store {
             Some(store) => {
-                let tls_conf = listener
-                    .tls
-                    .as_ref()
-                    .expect("a certificate set has TLS settings");
-                let mut settings = TlsSettings::intermediate(
-                    &tls_conf.cert.to_string_lossy(),
-                    &tls_conf.key.to_string_lossy(),
-                )
-                .map_err(|e| format!("TLS settings for {}: {e}", listener.address))?;
-                settings.set_cert_resolver(store.clone());
-                public_listeners.push(l4.tls(settings));
                 log::info!("listening on wss://{}", addr.address);
+                Some(server_tls::acceptor(store.clone())?)
             }
             None => {
-                public_listeners.push(l4);
                 log::warn!(
                     "listening on ws://{} without TLS (local development only)",
                     addr.address
                 );
+                None
             }
-        }
+        };
+        edge_listeners.push(EdgeListener {
+            address: addr.address,
+            tls,
+        });
         stores.push((listener.address, store));
         bound.push(addr);
     }
@@ -132,7 +127,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
         "portcullis".to_string(),
-        Edge::new(in_force.clone(), sessions.clone(), metrics.clone()),
+        Edge::new(
+            in_force.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            edge_listeners,
+        ),
     );
     for listener in public_listeners {
         public.add_listener(listener);

@@ -1,12 +1,15 @@
 //! Server certificates: loading PEM files, generating a development pair, and the rustls
 //! certificate resolver handed to pingora's listener.
 //!
-//! pingora's rustls listener panics on unreadable certificate files and on a key that does not
-//! match its certificate. We load and check both ourselves, report a clear error, and give
-//! pingora a resolver ([`CertStore`]) holding the already-parsed keys: it picks a certificate by
-//! SNI. A configuration generation loads a listener's certificates into a [`CertSet`]; putting
-//! the generation in force installs it in the listener's store, and a certificate-only reload
-//! re-reads the files of the set in force. Open connections are never touched.
+//! TLS is terminated by the edge itself with rustls ([`acceptor`]), not by pingora's listener:
+//! pingora's TLS phase has a fixed 60 s timeout, no hook to bound or cap connections that never
+//! finish it, and no callback for failures. pingora still owns the listening sockets. The
+//! settings are those of pingora's rustls mode (TLS 1.2 and 1.3, ring), and certificates come
+//! from a resolver ([`CertStore`]) that picks one by SNI. A configuration generation loads a
+//! listener's certificates into a [`CertSet`] (every file read and checked, a key that does not
+//! match its certificate a clear error); putting the generation in force installs it in the
+//! listener's store, and a certificate-only reload re-reads the files of the set in force. Open
+//! connections are never touched.
 
 use std::fmt;
 use std::fs;
@@ -20,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Tls;
 use crate::core::name::NamePattern;
@@ -190,6 +194,16 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load().choose(hello.server_name()))
     }
+}
+
+/// The TLS acceptor of a listener whose certificates `store` serves.
+pub(crate) fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, String> {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn stamps(tls: &Tls) -> Vec<Option<SystemTime>> {

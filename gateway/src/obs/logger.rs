@@ -1,25 +1,16 @@
 //! The process logger: env_logger's filter (`RUST_LOG`) and output, each line as text or JSON
-//! (`[server] log_format`), access lines included. It also counts the TLS handshake failures that
-//! pingora reports only as a log record.
+//! (`[server] log_format`), access lines included.
 
 use std::io::Write as _;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Log, Metadata, Record};
 use serde_json::{Map, Value};
 
 use super::access_log::TARGET;
-use super::metrics::Metrics;
 use crate::config::Config;
 use crate::core::log_format::LogFormat;
 
-/// pingora reports a failed or timed-out TLS handshake on a public listener only as an error
-/// record from this module (`services/listening.rs`: "Downstream handshake error ...",
-/// "Downstream handshake timeout"); there is no callback for failures in its rustls mode.
-const PINGORA_LISTENER: &str = "pingora_core::services::listening";
-
-/// The process logger: env_logger's filter (`RUST_LOG`) and output, in the configured format,
-/// which also counts pingora's TLS handshake failures into `portcullis_tls_handshake_failures_total`
-/// whatever the filter says.
+/// The process logger: env_logger's filter (`RUST_LOG`) and output, in the configured format.
 pub struct Logger {
     inner: env_logger::Logger,
 }
@@ -46,33 +37,19 @@ impl Logger {
             }
         }
         let inner = builder.build();
-        // Error records must reach us (to be counted) even where RUST_LOG filters them out.
-        let max = inner.filter().max(LevelFilter::Error);
+        let max = inner.filter();
         log::set_boxed_logger(Box::new(Logger { inner }))?;
         log::set_max_level(max);
         Ok(())
     }
 }
 
-/// Whether a record is pingora's report of a failed TLS handshake.
-fn is_tls_handshake_failure(record: &Record<'_>) -> bool {
-    if record.level() != Level::Error || record.target() != PINGORA_LISTENER {
-        return false;
-    }
-    let msg = record.args().to_string();
-    msg.starts_with("Downstream handshake error") || msg.starts_with("Downstream handshake timeout")
-}
-
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         self.inner.enabled(metadata)
-            || (metadata.level() == Level::Error && metadata.target() == PINGORA_LISTENER)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if is_tls_handshake_failure(record) {
-            Metrics::global().tls_handshake_failure();
-        }
         if self.inner.matches(record) {
             self.inner.log(record);
         }
@@ -108,6 +85,7 @@ mod tests {
     use super::*;
     use crate::obs::access_log::tests::end;
     use crate::obs::access_log::{session_fields, AccessLog, SessionRecord};
+    use log::Level;
     use std::time::Duration;
 
     /// Call `f` with a log record (the record borrows its message only for the call).
@@ -155,28 +133,5 @@ mod tests {
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["msg"], "a \"quoted\" message");
         assert_eq!(v["level"], "WARN");
-    }
-
-    #[test]
-    fn pingora_handshake_errors_are_recognised() {
-        let make = |target: &str, level: Level, msg: &str| {
-            with_record(target, level, msg, is_tls_handshake_failure)
-        };
-        assert!(make(
-            PINGORA_LISTENER,
-            Level::Error,
-            "Downstream handshake error from 127.0.0.1:5000: TLSHandshakeFailure"
-        ));
-        assert!(make(
-            PINGORA_LISTENER,
-            Level::Error,
-            "Downstream handshake timeout"
-        ));
-        assert!(!make(PINGORA_LISTENER, Level::Error, "Accept() failed"));
-        assert!(!make(
-            "other",
-            Level::Error,
-            "Downstream handshake error from x"
-        ));
     }
 }

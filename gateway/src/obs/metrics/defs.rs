@@ -39,6 +39,12 @@ pub const CONNECTIONS_ACCEPTED: Def = Def {
     help:
         "Client connections accepted on the public listeners (after TLS, before the request head).",
 };
+pub const CONNECTIONS_DROPPED: Def = Def {
+    name: "portcullis_connections_dropped_total",
+    kind: Kind::Counter,
+    labels: &["reason"],
+    help: "Connections closed before a complete request head, without an answer: too many not-yet-admitted connections in total or from one address, or a TLS handshake that did not finish within limits.head_timeout.",
+};
 pub const CONNECTIONS_OPEN: Def = Def {
     name: "portcullis_connections_open",
     kind: Kind::Gauge,
@@ -141,6 +147,7 @@ pub const BUILD_INFO: Def = Def {
 pub const ALL: &[Def] = &[
     RELAY_ENDS,
     CONNECTIONS_ACCEPTED,
+    CONNECTIONS_DROPPED,
     CONNECTIONS_OPEN,
     CONNECTIONS_LIMIT,
     HANDSHAKES,

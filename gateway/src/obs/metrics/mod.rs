@@ -23,7 +23,7 @@ use defs::{buckets, Def, Kind};
 pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
-use crate::core::labels::{close_code_label, HandshakeResult, UpstreamErrorKind};
+use crate::core::labels::{close_code_label, DropReason, HandshakeResult, UpstreamErrorKind};
 use crate::core::reason::Reason;
 
 /// The content type of the text exposition format.
@@ -33,6 +33,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 pub(crate) struct Metrics {
     registry: Registry,
     connections_accepted: IntCounter,
+    connections_dropped: IntCounterVec,
     connections_open: IntGaugeVec,
     connections_limit: IntGaugeVec,
     handshakes: IntCounterVec,
@@ -113,12 +114,17 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let connections_dropped = counter_vec(&r, &defs::CONNECTIONS_DROPPED);
+        for reason in DropReason::ALL {
+            connections_dropped.with_label_values(&[reason.as_str()]);
+        }
         let config_reloads = counter_vec(&r, &defs::CONFIG_RELOADS);
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
         Metrics {
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
+            connections_dropped,
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
             connections_limit: gauge_vec(&r, &defs::CONNECTIONS_LIMIT),
             handshakes: counter_vec(&r, &defs::HANDSHAKES),
@@ -183,6 +189,13 @@ impl Metrics {
     /// A client connection reached the gateway (after TLS).
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.inc();
+    }
+
+    /// A connection was closed before its head, without an answer.
+    pub(crate) fn connection_dropped(&self, reason: DropReason) {
+        self.connections_dropped
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// A handshake ended with `result`, `duration` after its head was complete. For
