@@ -128,9 +128,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             "--portcullis" => a
                 .portcullis
                 .push(it.next().ok_or("--portcullis needs a path")?.into()),
-            "--baseline" => {
-                a.baseline = Some(it.next().ok_or("--baseline needs a path")?.into())
-            }
+            "--baseline" => a.baseline = Some(it.next().ok_or("--baseline needs a path")?.into()),
             "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
             "--markdown" => a.markdown = Some(it.next().ok_or("--markdown needs a file")?.into()),
             "--quick" => {}

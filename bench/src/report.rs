@@ -383,10 +383,10 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         Subject::Nginx,
         Subject::Haproxy,
     ]
-        .into_iter()
-        .filter(|&s| has(s))
-        .map(|s| (s, short_name(s)))
-        .collect();
+    .into_iter()
+    .filter(|&s| has(s))
+    .map(|s| (s, short_name(s)))
+    .collect();
     if !relays.is_empty() {
         out.push_str("### Relay: client —wss→ proxy —ws→ upstream echo\n\n");
         let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)

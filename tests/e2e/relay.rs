@@ -1231,43 +1231,61 @@ async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
         None,
         &claims(serde_json::json!({"tenant": "acme", "roles": ["a", "b"]})),
     );
-    // The token in the subprotocol, the query and a cookie at once, plus spoofed identity.
+    // The token in the subprotocol, the query or a cookie (one way per handshake: two at once
+    // are refused), each time with spoofed identity.
     let protocols = format!("bearer.{token}, chat.v1");
-    let cookie = format!("theme=dark; jwt_cookie={token}");
-    let (mut ws, resp) = gw
-        .ws_headers(
-            &format!("/chat?room=7&jwt={token}"),
-            &[
-                ("sec-websocket-protocol", &protocols),
-                ("cookie", &cookie),
-                ("x-auth-subject", "admin"),
+    let in_cookie = format!("theme=dark; jwt_cookie={token}");
+    let ways: [(String, Vec<(&'static str, &str)>); 3] = [
+        (
+            "/chat?room=7".to_string(),
+            vec![
+                ("sec-websocket-protocol", protocols.as_str()),
+                ("cookie", "theme=dark"),
             ],
-        )
-        .await;
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v1");
-    let (h, uri) = up.request().await;
-    let get = |name: &str| -> Vec<String> {
-        h.get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(uri, "/svc?room=7");
-    assert_eq!(get("x-auth-subject"), ["alice"]);
-    assert_eq!(get("x-tenant"), ["acme"]);
-    assert_eq!(get("x-roles"), ["a,b"]);
-    assert_eq!(get("sec-websocket-protocol"), ["chat.v1"]);
-    assert_eq!(get("cookie"), ["theme=dark"]);
-    assert!(get("authorization").is_empty());
-    let all = format!("{h:?}{uri}");
-    assert!(
-        !all.contains(&token),
-        "the token reached the backend: {all}"
-    );
-    assert_eq!(
-        roundtrip(&mut ws, Message::text("via relay")).await,
-        Message::text("via relay")
-    );
+        ),
+        (
+            format!("/chat?room=7&jwt={token}"),
+            vec![
+                ("sec-websocket-protocol", "chat.v1"),
+                ("cookie", "theme=dark"),
+            ],
+        ),
+        (
+            "/chat?room=7".to_string(),
+            vec![
+                ("sec-websocket-protocol", "chat.v1"),
+                ("cookie", in_cookie.as_str()),
+            ],
+        ),
+    ];
+    for (target, mut headers) in ways {
+        headers.push(("x-auth-subject", "admin"));
+        let (mut ws, resp) = gw.ws_headers(&target, &headers).await;
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v1");
+        let (h, uri) = up.request().await;
+        let get = |name: &str| -> Vec<String> {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(uri, "/svc?room=7");
+        assert_eq!(get("x-auth-subject"), ["alice"]);
+        assert_eq!(get("x-tenant"), ["acme"]);
+        assert_eq!(get("x-roles"), ["a,b"]);
+        assert_eq!(get("sec-websocket-protocol"), ["chat.v1"]);
+        assert_eq!(get("cookie"), ["theme=dark"]);
+        assert!(get("authorization").is_empty());
+        let all = format!("{h:?}{uri}");
+        assert!(
+            !all.contains(&token),
+            "the token reached the backend: {all}"
+        );
+        assert_eq!(
+            roundtrip(&mut ws, Message::text("via relay")).await,
+            Message::text("via relay")
+        );
+    }
     // Without a token: refused before any upstream work.
     assert_eq!(gw.try_handshake("/chat", "").await.0, 401);
 }

@@ -253,9 +253,10 @@ impl Admission {
                 })?,
         );
 
-        let expires_at = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
+        // An expiry further away than the monotonic clock can count is never reached.
+        let expires_at = verified.as_ref().and_then(|v| v.closes_at).and_then(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now() + left
+            tokio::time::Instant::now().checked_add(left)
         });
         let (token, claims) = match verified {
             Some(v) => (Some(v.token), v.claims),

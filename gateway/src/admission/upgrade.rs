@@ -3,6 +3,7 @@
 use base64::Engine;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::token::invalid_request;
 use super::Rejection;
 use crate::core::header;
 use crate::core::reason::Reason;
@@ -10,6 +11,15 @@ use crate::net::http1::RequestHead;
 
 /// The only protocol version RFC 6455 defines.
 pub(crate) const WEBSOCKET_VERSION: &str = "13";
+
+/// Headers a handshake carries at most once (RFC 6455 11.3.1-11.3.5, RFC 9110 7.2, 5.3).
+const SINGLETONS: [(&str, &str); 5] = [
+    ("host", "Host"),
+    ("origin", "Origin"),
+    ("sec-websocket-key", "Sec-WebSocket-Key"),
+    ("sec-websocket-version", "Sec-WebSocket-Version"),
+    ("content-length", "Content-Length"),
+];
 
 /// A valid upgrade: what the 101 answer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +48,31 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     if head.minor_version < 1 {
         return Err(bad("a WebSocket handshake needs HTTP/1.1"));
     }
-    if head.headers.get_all("host").iter().count() != 1 {
+    // Content behind an upgrade would be read as frames here while a proxy in front, following
+    // HTTP framing, sees a body: a desync that lets frames pass unseen.
+    if head.has_body() {
+        return Err(bad("a WebSocket handshake carries no content"));
+    }
+    // A header that may appear once, appearing twice, could be read differently by something in
+    // front of the gateway: refused rather than resolved.
+    if head.count("authorization") > 1 {
+        return Err(invalid_request("more than one Authorization header"));
+    }
+    for (name, shown) in SINGLETONS {
+        if head.count(name) > 1 {
+            return Err(bad(&format!("more than one {shown} header")));
+        }
+    }
+    if head.count("host") != 1 {
         return Err(bad("a WebSocket handshake needs one Host header"));
+    }
+    if let Some(authority) = &head.authority {
+        if !head
+            .header("host")
+            .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+        {
+            return Err(bad("the Host header does not match the request target"));
+        }
     }
     if !head.header_has_token("connection", "upgrade") {
         return Err(bad("the Connection header must include Upgrade"));
@@ -51,11 +84,9 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
                 .header("Sec-WebSocket-Version", WEBSOCKET_VERSION))
         }
     }
-    let mut keys = head.headers.get_all("sec-websocket-key").iter();
-    let key = match (keys.next(), keys.next()) {
-        (Some(k), None) => k.as_bytes(),
-        (None, _) => return Err(bad("missing Sec-WebSocket-Key")),
-        (Some(_), Some(_)) => return Err(bad("more than one Sec-WebSocket-Key")),
+    let key = match head.headers.get("sec-websocket-key") {
+        Some(k) => k.as_bytes(),
+        None => return Err(bad("missing Sec-WebSocket-Key")),
     };
     let key = key.trim_ascii();
     let decoded = base64::engine::general_purpose::STANDARD.decode(key);
@@ -98,12 +129,36 @@ mod tests {
     }
 
     #[test]
+    fn content_length_zero_is_no_content_and_absolute_form_needs_a_matching_host() {
+        let mut h = GOOD.to_vec();
+        h.push(("content-length", "0"));
+        assert!(check(&RequestHead::for_test("GET", "/ws", &h)).is_ok());
+        assert!(check(&RequestHead::for_test("GET", "https://example/ws", &GOOD)).is_ok());
+        let r = check(&RequestHead::for_test("GET", "https://other/ws", &GOOD)).unwrap_err();
+        assert!(
+            r.answer.body.contains("does not match"),
+            "{}",
+            r.answer.body
+        );
+    }
+
+    #[test]
     fn refuses_each_defect() {
         let without =
             |name: &str| -> Headers { GOOD.iter().copied().filter(|(k, _)| *k != name).collect() };
         let with = |name: &'static str, value: &'static str| {
             let mut h = without(name);
             h.push((name, value));
+            h
+        };
+        let also = |name: &'static str, value: &'static str| {
+            let mut h = GOOD.to_vec();
+            h.push((name, value));
+            h
+        };
+        let twice = |name: &'static str, value: &'static str| {
+            let mut h = GOOD.to_vec();
+            h.extend([(name, value), (name, value)]);
             h
         };
         let cases: Vec<(&str, Headers, u16, &str)> = vec![
@@ -140,6 +195,43 @@ mod tests {
                 with("sec-websocket-key", "!!!!"),
                 400,
                 "invalid Sec-WebSocket-Key",
+            ),
+            (
+                "GET",
+                with("content-length", "5"),
+                400,
+                "carries no content",
+            ),
+            (
+                "GET",
+                with("transfer-encoding", "chunked"),
+                400,
+                "carries no content",
+            ),
+            (
+                "GET",
+                also("sec-websocket-version", "13"),
+                400,
+                "more than one Sec-WebSocket-Version",
+            ),
+            (
+                "GET",
+                also("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                400,
+                "more than one Sec-WebSocket-Key",
+            ),
+            ("GET", also("host", "example"), 400, "more than one Host"),
+            (
+                "GET",
+                twice("origin", "https://a.example"),
+                400,
+                "more than one Origin",
+            ),
+            (
+                "GET",
+                twice("authorization", "Bearer a"),
+                400,
+                "more than one Authorization",
             ),
         ];
         for (method, headers, status, text) in cases {

@@ -49,6 +49,18 @@ pub(crate) enum TokenSource {
     Cookie,
 }
 
+impl TokenSource {
+    /// The name as configured.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Header => "header",
+            TokenSource::Subprotocol => "subprotocol",
+            TokenSource::Query => "query",
+            TokenSource::Cookie => "cookie",
+        }
+    }
+}
+
 /// A JWT algorithm name as written in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub(crate) enum Alg {

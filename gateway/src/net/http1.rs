@@ -18,8 +18,12 @@ use crate::core::header;
 #[derive(Debug)]
 pub(crate) struct RequestHead {
     pub(crate) method: String,
-    /// The request target as sent (path and query).
+    /// The request target in origin form (path and query). An absolute-form target
+    /// (`GET https://host/path`, RFC 9112 section 3.2.2) is reduced to its path and query here,
+    /// its authority kept in [`RequestHead::authority`], so every route and check sees one form.
     pub(crate) target: String,
+    /// The authority of an absolute-form target.
+    pub(crate) authority: Option<String>,
     /// HTTP/1.x minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub(crate) minor_version: u8,
     pub(crate) headers: HeaderMap,
@@ -36,9 +40,11 @@ impl RequestHead {
                 HeaderValue::from_str(value).expect("header value"),
             );
         }
+        let (target, authority) = split_absolute_form(target).expect("a valid test target");
         RequestHead {
             method: method.into(),
-            target: target.into(),
+            target,
+            authority,
             minor_version: 1,
             headers: map,
         }
@@ -47,6 +53,11 @@ impl RequestHead {
     /// The path without the query string.
     pub(crate) fn path(&self) -> &str {
         self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// How many times a header appears.
+    pub(crate) fn count(&self, name: &str) -> usize {
+        self.headers.get_all(name).iter().count()
     }
 
     /// A header's value as text, when present once and valid text.
@@ -59,7 +70,8 @@ impl RequestHead {
         header::items(self.headers.get_all(name)).any(|t| t.eq_ignore_ascii_case(token))
     }
 
-    /// Whether a body follows the head (which the gateway never reads).
+    /// Whether content follows the head (which the gateway never reads): any
+    /// `Transfer-Encoding`, or a `Content-Length` other than 0.
     pub(crate) fn has_body(&self) -> bool {
         self.headers.contains_key(http::header::TRANSFER_ENCODING)
             || self
@@ -183,13 +195,43 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
             .map_err(|_| HeadError::Malformed("malformed header value"))?;
         headers.append(name, value);
     }
+    let (target, authority) = split_absolute_form(req.path.unwrap_or_default())
+        .ok_or(HeadError::Malformed("unsupported request target"))?;
     let head = RequestHead {
         method: req.method.unwrap_or_default().to_string(),
-        target: req.path.unwrap_or_default().to_string(),
+        target,
+        authority,
         minor_version: req.version.unwrap_or(1),
         headers,
     };
     Ok(Some((head, len)))
+}
+
+/// An origin-form target as it is; an absolute-form one (`http://` or `https://`, any case)
+/// split into its origin form and authority. `None`: an absolute URI of another scheme, or one
+/// with credentials.
+fn split_absolute_form(target: &str) -> Option<(String, Option<String>)> {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Some((target.to_string(), None));
+    };
+    if target.starts_with('/') {
+        // A path that merely contains "://".
+        return Some((target.to_string(), None));
+    }
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Some((path, Some(authority.to_string())))
 }
 
 #[cfg(test)]
@@ -215,6 +257,33 @@ mod tests {
         assert_eq!(head.path(), "/a");
         assert_eq!(head.header("host"), Some("h"));
         assert_eq!(&rest[..], b"\x81\x80abcd");
+    }
+
+    #[tokio::test]
+    async fn absolute_form_targets_are_reduced_to_their_path() {
+        let (r, _) = read(
+            b"GET https://Gw.Example:8443/ws/echo?x=1 HTTP/1.1\r\nHost: gw.example:8443\r\n\r\n",
+        )
+        .await;
+        let head = r.unwrap().unwrap();
+        assert_eq!(head.path(), "/ws/echo");
+        assert_eq!(head.target, "/ws/echo?x=1");
+        assert_eq!(head.authority.as_deref(), Some("Gw.Example:8443"));
+        let (r, _) = read(b"GET HTTP://h?q HTTP/1.1\r\n\r\n").await;
+        assert_eq!(r.unwrap().unwrap().target, "/?q");
+        for bad in [
+            &b"GET ftp://h/ws HTTP/1.1\r\n\r\n"[..],
+            b"GET http://u@h/ws HTTP/1.1\r\n\r\n",
+            b"GET http:///ws HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(read(bad).await.0, Err(HeadError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let (r, _) = read(b"GET /a://b HTTP/1.1\r\n\r\n").await;
+        assert_eq!(r.unwrap().unwrap().path(), "/a://b");
     }
 
     #[tokio::test]
@@ -257,6 +326,7 @@ mod tests {
         let head = RequestHead {
             method: "GET".into(),
             target: "/".into(),
+            authority: None,
             minor_version: 1,
             headers,
         };

@@ -1,6 +1,6 @@
 //! Where a token is: `Authorization: Bearer`, a `bearer.<token>` subprotocol entry, a query
 //! parameter or a cookie; and the request's target and cookies without it (for forwarding and
-//! for logs).
+//! for logs). Each source says whether it holds none, one, or more than one token.
 
 use std::borrow::Cow;
 
@@ -8,34 +8,60 @@ use crate::core::credential::BEARER_SUBPROTOCOL_PREFIX;
 use crate::core::header;
 use crate::net::http1::RequestHead;
 
-/// `Authorization: Bearer <token>`.
-pub(crate) fn from_authorization(head: &RequestHead) -> Option<String> {
-    let value = head.header("authorization")?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+/// What one source holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    None,
+    One(String),
+    /// The same source carries the token more than once.
+    Many,
+}
+
+impl Found {
+    /// From every candidate value a source holds (empty values are no token).
+    fn of(mut candidates: impl Iterator<Item = String>) -> Found {
+        match (candidates.next(), candidates.next()) {
+            (None, _) => Found::None,
+            (Some(t), None) if t.is_empty() => Found::None,
+            (Some(t), None) => Found::One(t),
+            (Some(_), Some(_)) => Found::Many,
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>` (the upgrade check refuses a second `Authorization`).
+pub(crate) fn from_authorization(head: &RequestHead) -> Found {
+    let token = head.header("authorization").and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string())
+    });
+    Found::of(token.into_iter())
 }
 
 /// A `Sec-WebSocket-Protocol` entry `bearer.<token>`.
-pub(crate) fn from_subprotocol(head: &RequestHead) -> Option<String> {
-    header::items(head.headers.get_all("sec-websocket-protocol"))
-        .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
+pub(crate) fn from_subprotocol(head: &RequestHead) -> Found {
+    Found::of(
+        header::items(head.headers.get_all("sec-websocket-protocol"))
+            .filter_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+            .map(String::from),
+    )
 }
 
-/// The cookie `name`.
-pub(crate) fn cookie(head: &RequestHead, name: &str) -> Option<String> {
-    head.headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
-        })
-        .filter(|t| !t.is_empty())
+/// The cookie `name`, over every `Cookie` header.
+pub(crate) fn cookie(head: &RequestHead, name: &str) -> Found {
+    Found::of(
+        head.headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+            }),
+    )
 }
 
 /// A `Cookie` header value without the cookie `name`; `None` when nothing is left.
@@ -53,10 +79,14 @@ fn query_of(target: &str) -> Option<&str> {
     target.split_once('?')?.1.split('#').next()
 }
 
-/// A query parameter's (form-decoded) value; empty values do not count.
-pub(crate) fn query_param(target: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query_of(target)?.as_bytes())
-        .find_map(|(k, v)| (k == name && !v.is_empty()).then(|| v.into_owned()))
+/// A query parameter's (form-decoded) value.
+pub(crate) fn query_param(target: &str, name: &str) -> Found {
+    let query = query_of(target).unwrap_or_default();
+    Found::of(
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned()),
+    )
 }
 
 /// The decoded name of one raw `name=value` query pair.
@@ -98,13 +128,11 @@ mod tests {
                 ("cookie", "x=1; access_token=c.tok"),
             ],
         );
-        assert_eq!(from_authorization(&h).as_deref(), Some("h.tok"));
-        assert_eq!(from_subprotocol(&h).as_deref(), Some("s.tok"));
-        assert_eq!(
-            query_param(&h.target, "access_token").as_deref(),
-            Some("q.tok")
-        );
-        assert_eq!(cookie(&h, "access_token").as_deref(), Some("c.tok"));
+        let one = |t: &str| Found::One(t.to_string());
+        assert_eq!(from_authorization(&h), one("h.tok"));
+        assert_eq!(from_subprotocol(&h), one("s.tok"));
+        assert_eq!(query_param(&h.target, "access_token"), one("q.tok"));
+        assert_eq!(cookie(&h, "access_token"), one("c.tok"));
         assert_eq!(strip_query_param(&h.target, "access_token"), "/ws?a=1&b=2");
         assert_eq!(
             strip_query_param("/ws?access_token=x", "access_token"),
@@ -114,9 +142,30 @@ mod tests {
             strip_query_param("/ws?access%5Ftoken=x&a+b=1", "access_token"),
             "/ws?a+b=1"
         );
-        assert!(from_authorization(&head("/", &[("authorization", "Basic abc")])).is_none());
-        assert_eq!(query_param("/?t=a%2", "t").as_deref(), Some("a%2"));
-        assert_eq!(query_param("/?t=a+b", "t").as_deref(), Some("a b"));
-        assert_eq!(query_param("/?t=&t=x", "t").as_deref(), Some("x"));
+        assert_eq!(
+            from_authorization(&head("/", &[("authorization", "Basic abc")])),
+            Found::None
+        );
+        assert_eq!(query_param("/?t=a%2", "t"), one("a%2"));
+        assert_eq!(query_param("/?t=a+b", "t"), one("a b"));
+        assert_eq!(query_param("/?t=", "t"), Found::None);
+        assert_eq!(query_param("/", "t"), Found::None);
+    }
+
+    #[test]
+    fn a_source_holding_two_tokens_says_so() {
+        assert_eq!(query_param("/?t=a&t=b", "t"), Found::Many);
+        assert_eq!(query_param("/?t=&t=b", "t"), Found::Many);
+        let h = head(
+            "/",
+            &[
+                ("sec-websocket-protocol", "bearer.a, chat"),
+                ("sec-websocket-protocol", "bearer.b"),
+                ("cookie", "t=1"),
+                ("cookie", "t=2"),
+            ],
+        );
+        assert_eq!(from_subprotocol(&h), Found::Many);
+        assert_eq!(cookie(&h, "t"), Found::Many);
     }
 }

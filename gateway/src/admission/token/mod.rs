@@ -6,13 +6,14 @@
 //! challenge; a bad one is `401` with `error="invalid_token"`; a valid token that lacks the
 //! required claims is `403` with `error="insufficient_scope"`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde_json::{Map, Value};
 
 pub(crate) mod extract;
+pub(crate) mod numeric_date;
 
 use super::keyset::KeySet;
 use super::Rejection;
@@ -20,7 +21,7 @@ use crate::config::defaults;
 use crate::config::policy::{Jwt, OnExpiry, TokenSource};
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
-use extract::{cookie, from_authorization, from_subprotocol, query_param};
+use extract::Found;
 
 /// A compiled token policy.
 pub(crate) struct TokenPolicy {
@@ -95,17 +96,19 @@ impl TokenPolicy {
 
     /// Find, verify and authorize the request's token.
     pub(crate) async fn check(&self, head: &RequestHead) -> Result<Verified, Rejection> {
-        let token = self.find(head).ok_or_else(missing)?;
+        let token = self.find(head)?.ok_or_else(missing)?;
         if token.len() > self.max_token_bytes {
             return Err(invalid(Reason::AuthInvalid, "token too large"));
         }
         let claims = self.verify(&token).await?;
         self.authorize(&claims)?;
         let subject = claims.get("sub").and_then(Value::as_str).map(String::from);
-        let closes_at = match (self.on_expiry, claims.get("exp").and_then(Value::as_u64)) {
-            // The leeway that admitted a just-expired token also keeps it open that long.
+        let exp = claims.get("exp").and_then(numeric_date::seconds);
+        let closes_at = match (self.on_expiry, exp) {
+            // The leeway that admitted a just-expired token also keeps it open that long. A date
+            // beyond the clock's range never comes.
             (OnExpiry::Close, Some(exp)) => {
-                Some(UNIX_EPOCH + Duration::from_secs(exp) + self.leeway + self.expiry_grace)
+                numeric_date::moment(exp, self.leeway.saturating_add(self.expiry_grace))
             }
             _ => None,
         };
@@ -117,19 +120,45 @@ impl TokenPolicy {
         })
     }
 
-    /// The token from the first source that has one.
-    pub(crate) fn find(&self, head: &RequestHead) -> Option<String> {
-        self.sources.iter().find_map(|source| match source {
-            TokenSource::Header => from_authorization(head),
-            TokenSource::Subprotocol => from_subprotocol(head),
-            TokenSource::Query => query_param(&head.target, &self.query_param),
-            TokenSource::Cookie => cookie(head, &self.cookie),
-        })
+    /// The request's token, from the one configured source that has it. A token sent by more
+    /// than one method, or twice by one (RFC 6750, section 2: clients must use exactly one), is
+    /// refused with `400 invalid_request`, so nothing in front of the gateway can disagree about
+    /// which credential counted.
+    pub(crate) fn find(&self, head: &RequestHead) -> Result<Option<String>, Rejection> {
+        let mut token = None;
+        for source in &self.sources {
+            let found = match source {
+                TokenSource::Header => extract::from_authorization(head),
+                TokenSource::Subprotocol => extract::from_subprotocol(head),
+                TokenSource::Query => extract::query_param(&head.target, &self.query_param),
+                TokenSource::Cookie => extract::cookie(head, &self.cookie),
+            };
+            match found {
+                Found::None => {}
+                Found::Many => {
+                    return Err(invalid_request(&format!(
+                        "token sent more than once ({})",
+                        source.as_str()
+                    )))
+                }
+                Found::One(t) if token.is_none() => token = Some(t),
+                Found::One(_) => return Err(invalid_request("token sent by more than one method")),
+            }
+        }
+        Ok(token)
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, Rejection> {
         let header =
             decode_header(token).map_err(|_| invalid(Reason::AuthInvalid, "malformed token"))?;
+        // RFC 7515, section 4.1.11: a token naming critical extensions the recipient does not
+        // understand is invalid. The gateway understands none.
+        if header.crit.is_some() {
+            return Err(invalid(
+                Reason::AuthInvalid,
+                "unsupported critical header parameter",
+            ));
+        }
         let candidates = self
             .keys
             .candidates(header.kid.as_deref(), header.alg)
@@ -198,14 +227,10 @@ impl TokenPolicy {
         let Some(iat) = claims.get("iat") else {
             return Ok(());
         };
-        let Some(iat) = iat.as_u64() else {
+        let Some(iat) = numeric_date::seconds(iat) else {
             return Err(invalid(Reason::AuthInvalid, "iat is not a number"));
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if iat > now + self.leeway.as_secs() {
+        if iat > numeric_date::now() + self.leeway.as_secs_f64() {
             return Err(invalid(Reason::AuthInvalid, "token issued in the future"));
         }
         Ok(())
@@ -236,6 +261,16 @@ impl TokenPolicy {
 fn missing() -> Rejection {
     Rejection::new(Reason::AuthMissing, 401, "token required\n")
         .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
+}
+
+/// `400 invalid_request` (RFC 6750, section 3.1): the request carries credentials ambiguously.
+pub(crate) fn invalid_request(why: &str) -> Rejection {
+    Rejection::new(Reason::BadRequest, 400, format!("{why}\n")).header(
+        "WWW-Authenticate",
+        format!(
+            "Bearer realm=\"portcullis\", error=\"invalid_request\", error_description=\"{why}\""
+        ),
+    )
 }
 
 fn invalid(reason: Reason, why: &str) -> Rejection {
