@@ -2,223 +2,21 @@
 //! 127.0.0.1:0 (plain or TLS), the real gateway in front of it, real wss clients. Exact status
 //! codes, close codes and reasons are asserted; every wait is bounded.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
-use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_rustls::rustls;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
-use tokio_tungstenite::WebSocketStream;
 
+use crate::support::upstream::*;
 use crate::support::*;
-
-/// Any byte stream the test upstream serves on (TCP or TLS).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-pub type UpWs = WebSocketStream<Box<dyn Io>>;
-
-/// What the test upstream reports.
-#[derive(Debug)]
-pub enum Event {
-    /// A handshake request's headers (before it is accepted or refused).
-    Request(HeaderMap, String),
-    /// A close frame the upstream received: code and reason (1005 for none).
-    Closed(u16, String),
-    /// The connection ended without a close frame, or with an error.
-    Ended,
-    /// A data message the upstream received.
-    Data(Message),
-}
-
-type Handler =
-    Arc<dyn Fn(UpWs, mpsc::UnboundedSender<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// How the test upstream answers handshakes.
-#[derive(Clone, Default)]
-pub struct Handshake {
-    /// Refuse every upgrade with this status and body.
-    pub refuse: Option<(u16, &'static str)>,
-    /// Choose the first offered subprotocol that is in this list.
-    pub protocols: Vec<&'static str>,
-    /// Never answer (accept TCP, read nothing).
-    pub stall: bool,
-    /// Serve TLS with this (cert PEM, key PEM).
-    pub tls: Option<(String, String)>,
-    /// With `tls`: require a client certificate issued by this CA (PEM).
-    pub client_ca: Option<String>,
-}
-
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub events: mpsc::UnboundedReceiver<Event>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Upstream {
-    pub async fn start(handshake: Handshake, handler: Handler) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Upstream::serve(listener, handshake, handler)
-    }
-
-    pub fn serve(listener: TcpListener, handshake: Handshake, handler: Handler) -> Upstream {
-        let addr = listener.local_addr().unwrap();
-        let (tx, events) = mpsc::unbounded_channel();
-        let acceptor = handshake
-            .tls
-            .as_ref()
-            .map(|(cert, key)| tls_acceptor(cert, key, handshake.client_ca.as_deref()));
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                if handshake.stall {
-                    held.push(tcp);
-                    continue;
-                }
-                let tx = tx.clone();
-                let handler = handler.clone();
-                let handshake = handshake.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let io: Box<dyn Io> = match acceptor {
-                        Some(acceptor) => match acceptor.accept(tcp).await {
-                            Ok(tls) => Box::new(tls),
-                            Err(_) => return,
-                        },
-                        None => Box::new(tcp),
-                    };
-                    let report = tx.clone();
-                    // tungstenite's callback signature returns its (large) ErrorResponse.
-                    #[allow(clippy::result_large_err)]
-                    let callback = move |req: &Request, mut resp: Response| {
-                        let _ = report
-                            .send(Event::Request(req.headers().clone(), req.uri().to_string()));
-                        if let Some((status, body)) = handshake.refuse {
-                            let mut e = ErrorResponse::new(Some(body.to_string()));
-                            *e.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            e.headers_mut()
-                                .insert("www-authenticate", "Bearer realm=\"up\"".parse().unwrap());
-                            return Err(e);
-                        }
-                        let offered = req
-                            .headers()
-                            .get("sec-websocket-protocol")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .split(',')
-                            .map(|p| p.trim().to_string())
-                            .collect::<Vec<_>>();
-                        if let Some(p) = offered
-                            .iter()
-                            .find(|p| handshake.protocols.contains(&p.as_str()))
-                        {
-                            resp.headers_mut()
-                                .insert("sec-websocket-protocol", p.parse().unwrap());
-                        }
-                        Ok(resp)
-                    };
-                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(io, callback).await {
-                        handler(ws, tx).await;
-                    }
-                });
-            }
-        });
-        Upstream { addr, events, task }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// The next event (bounded).
-    pub async fn event(&mut self) -> Event {
-        tokio::time::timeout(STEP, self.events.recv())
-            .await
-            .expect("no upstream event in time")
-            .expect("upstream gone")
-    }
-
-    /// The next request's headers.
-    pub async fn request(&mut self) -> (HeaderMap, String) {
-        loop {
-            if let Event::Request(h, uri) = self.event().await {
-                return (h, uri);
-            }
-        }
-    }
-
-    /// The next close frame the upstream received (on any of its connections; `Ended` events
-    /// are skipped: they are often an earlier connection finishing).
-    pub async fn closed(&mut self) -> (u16, String) {
-        loop {
-            if let Event::Closed(code, reason) = self.event().await {
-                return (code, reason);
-            }
-        }
-    }
-}
-
-fn handler<F, Fut>(f: F) -> Handler
-where
-    F: Fn(UpWs, mpsc::UnboundedSender<Event>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move |ws, tx| Box::pin(f(ws, tx)))
-}
-
-/// Read until the connection ends, reporting data and the close frame.
-async fn serve_rest(mut ws: UpWs, tx: &mpsc::UnboundedSender<Event>, echo: bool) {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Close(frame)) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                });
-                let _ = tx.send(Event::Closed(code, reason));
-            }
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                let _ = tx.send(Event::Data(m.clone()));
-                if echo && ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = tx.send(Event::Ended);
-}
-
-/// Echo data messages; report everything.
-fn echo() -> Handler {
-    handler(|ws, tx| async move { serve_rest(ws, &tx, true).await })
-}
-
-/// Report everything, answer nothing.
-fn listen() -> Handler {
-    handler(|ws, tx| async move { serve_rest(ws, &tx, false).await })
-}
 
 fn relay_route(path: &str, upstreams: &[String], extra: &str) -> String {
     let list = upstreams
@@ -359,7 +157,7 @@ fn gateway_rss_kib(gw: &Gateway) -> u64 {
 
 #[tokio::test]
 async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], ""));
     let mut ws = gw.ws("/relay").await;
     let (_, uri) = up.request().await;
@@ -410,18 +208,10 @@ async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
 
 #[tokio::test]
 async fn server_initiated_messages_and_pings_reach_the_client() {
-    let up = Upstream::start(
-        Handshake::default(),
-        handler(|mut ws, tx| async move {
-            for i in 0..3 {
-                ws.send(Message::text(format!("push {i}"))).await.unwrap();
-            }
-            ws.send(Message::Ping(b"up".to_vec().into())).await.unwrap();
-            ws.send(Message::binary(vec![9u8; 10])).await.unwrap();
-            serve_rest(ws, &tx, false).await
-        }),
-    )
-    .await;
+    let mut pushed: Vec<Message> = (0..3).map(|i| Message::text(format!("push {i}"))).collect();
+    pushed.push(Message::Ping(b"up".to_vec().into()));
+    pushed.push(Message::binary(vec![9u8; 10]));
+    let up = Upstream::start(Handshake::default(), pushes(pushed)).await;
     let gw = Gateway::start(&relay_route("/push", &[up.url("/")], ""));
     let mut ws = gw.ws("/push").await;
     for i in 0..3 {
@@ -480,7 +270,7 @@ async fn subprotocols_are_negotiated_with_the_upstream() {
 
 #[tokio::test]
 async fn identity_headers_arrive_and_spoofed_ones_do_not() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let gw = Gateway::start(&relay_route(
         "/id",
         &[up.url("/svc?v=1")],
@@ -543,7 +333,7 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
 
 #[tokio::test]
 async fn the_token_is_forwarded_only_when_the_route_asks() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true"));
     let tls = gw.tls().await;
     let builder = ClientRequestBuilder::new(gw.url("/tok?access_token=t0k").parse().unwrap())
@@ -609,7 +399,7 @@ async fn upstream_down_is_502_and_leaves_the_rotation() {
 
 #[tokio::test]
 async fn a_failing_upstream_is_skipped_for_the_next() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let dead = format!("ws://127.0.0.1:{}/", free_port());
     let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], ""));
     for i in 0..4 {
@@ -651,16 +441,7 @@ async fn slow_upstream_is_504_in_time() {
 
 #[tokio::test]
 async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
-    let up = Upstream::start(
-        Handshake::default(),
-        handler(|mut ws, _tx| async move {
-            let _ = ws.next().await;
-            ws.send(Message::text("last words")).await.unwrap();
-            // Gone without a close frame.
-            drop(ws);
-        }),
-    )
-    .await;
+    let up = Upstream::start(Handshake::default(), dies_after_answering("last words")).await;
     let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], ""));
     let mut ws = gw.ws("/dies").await;
     ws.send(Message::text("hello")).await.unwrap();
@@ -676,7 +457,7 @@ async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
 #[tokio::test]
 async fn close_codes_and_reasons_pass_both_ways() {
     // Client → upstream.
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let gw = Gateway::start(&relay_route("/c", &[up.url("/")], ""));
     let mut ws = gw.ws("/c").await;
     ws.send(Message::Close(Some(CloseFrame {
@@ -694,16 +475,7 @@ async fn close_codes_and_reasons_pass_both_ways() {
     // Upstream → client.
     let up2 = Upstream::start(
         Handshake::default(),
-        handler(|mut ws, tx| async move {
-            let _ = ws.next().await;
-            ws.send(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(4001),
-                reason: "upstream is done".into(),
-            })))
-            .await
-            .unwrap();
-            serve_rest(ws, &tx, false).await
-        }),
+        closes_after_first(4001, "upstream is done"),
     )
     .await;
     let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], ""));
@@ -749,18 +521,7 @@ async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
 #[tokio::test]
 async fn upstream_protocol_violations_get_rfc_codes_and_the_client_1011() {
     for (what, frame, code) in violations(false) {
-        let frame = Arc::new(frame);
-        let mut up = Upstream::start(
-            Handshake::default(),
-            handler(move |mut ws, tx| {
-                let frame = frame.clone();
-                async move {
-                    ws.get_mut().write_all(&frame).await.unwrap();
-                    serve_rest(ws, &tx, false).await
-                }
-            }),
-        )
-        .await;
+        let mut up = Upstream::start(Handshake::default(), writes_raw(frame)).await;
         let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
         let mut ws = gw.ws("/v").await;
         assert_eq!(
@@ -830,8 +591,8 @@ async fn message_size_limits_apply_per_direction() {
 
 #[tokio::test]
 async fn round_robin_and_least_connections_balance_two_upstreams() {
-    let mut a = Upstream::start(Handshake::default(), echo()).await;
-    let mut b = Upstream::start(Handshake::default(), echo()).await;
+    let mut a = Upstream::echo().await;
+    let mut b = Upstream::echo().await;
     let routes = format!(
         "{}{}",
         relay_route("/rr", &[a.url("/a"), b.url("/b")], ""),
@@ -878,8 +639,8 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
 
 #[tokio::test]
 async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let mut idle_up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
+    let mut idle_up = Upstream::echo().await;
     let routes = format!(
         "{}{}",
         relay_route(
@@ -964,33 +725,10 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
     const CHUNK: usize = 64 * 1024;
     const CAP: u64 = 64 * 1024 * 1024;
     let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
     // Upstream floods; the client never reads.
-    let flood = Upstream::start(
-        Handshake::default(),
-        handler(move |mut ws, _tx| {
-            let counter = counter.clone();
-            async move {
-                let chunk = vec![0x5au8; CHUNK];
-                while counter.load(Ordering::Relaxed) < 4 * CAP {
-                    if ws.send(Message::binary(chunk.clone())).await.is_err() {
-                        return;
-                    }
-                    counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
-                }
-            }
-        }),
-    )
-    .await;
+    let flood = Upstream::start(Handshake::default(), floods(sent.clone(), CHUNK, 4 * CAP)).await;
     // Upstream never reads; the client floods.
-    let sink = Upstream::start(
-        Handshake::default(),
-        handler(|ws, _tx| async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            drop(ws);
-        }),
-    )
-    .await;
+    let sink = Upstream::start(Handshake::default(), never_reads()).await;
     let routes = format!(
         "{}{}",
         relay_route("/flood", &[flood.url("/")], "ping_interval = \"0s\""),
@@ -1042,7 +780,7 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
 
 #[tokio::test]
 async fn shutdown_sends_1001_to_both_sides() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], ""));
     let mut ws = gw.ws("/s").await;
     assert_eq!(
@@ -1065,35 +803,6 @@ async fn shutdown_sends_1001_to_both_sides() {
 fn self_signed() -> (String, String) {
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     (pair.cert.pem(), pair.signing_key.serialize_pem())
-}
-
-fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-                .unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder.with_single_cert(chain, key).unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -1275,7 +984,7 @@ async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
 /// Per-connection message rates of the policy apply to relayed sessions too.
 #[tokio::test]
 async fn policy_message_rate_closes_a_relayed_session_with_1008() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let route = relay_route("/rated", &[up.url("/")], "policy = \"rated\"");
     let gw = Gateway::start(&format!(
         "{route}\n[policies.rated.limits]\nmessages_per_second = 3\n"
