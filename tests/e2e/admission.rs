@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::upstream::HttpServer;
 use crate::support::*;
 use crate::tokens::*;
 
@@ -471,60 +472,16 @@ async fn expiry_can_be_ignored_or_given_grace() {
     );
 }
 
-/// A local JWKS server whose document can be swapped (rotation) or taken down.
-struct JwksServer {
-    port: u16,
-    doc: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl JwksServer {
-    async fn start(doc: String) -> JwksServer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let doc = std::sync::Arc::new(std::sync::Mutex::new(Some(doc)));
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (d, h) = (doc.clone(), hits.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = d.lock().unwrap().clone();
-                let mut buf = [0u8; 2048];
-                let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-                let answer = match body {
-                    Some(b) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-                        b.len()
-                    ),
-                    None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                };
-                let _ = s.write_all(answer.as_bytes()).await;
-            }
-        });
-        JwksServer {
-            port,
-            doc,
-            hits,
-            task,
-        }
-    }
-}
-
 #[tokio::test]
 async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     let k = keys();
     let jwks = |keys: Vec<serde_json::Value>| json!({ "keys": keys }).to_string();
-    let server = JwksServer::start(jwks(vec![ec_jwk("k1", &k.ec_point)])).await;
+    let server = HttpServer::start(jwks(vec![ec_jwk("k1", &k.ec_point)])).await;
     let gw = Gateway::start(&format!(
         "[[routes]]\npath = \"/ws/idp\"\nmode = \"echo\"\npolicy = \"idp\"\n\
-         [policies.idp.jwt]\njwks_url = \"http://127.0.0.1:{}/.well-known/jwks.json\"\n\
+         [policies.idp.jwt]\njwks_url = \"{}\"\n\
          jwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n",
-        server.port
+        server.url("/.well-known/jwks.json")
     ));
     // The first fetch happens in the background at start-up.
     let t1 = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
@@ -542,10 +499,10 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Rotation: the IdP starts signing with k2; the first token naming k2 triggers a refresh.
-    *server.doc.lock().unwrap() = Some(jwks(vec![
+    server.set_body(Some(jwks(vec![
         ec_jwk("k1", &k.ec_point),
         ec_jwk("k2", &k.ec2_point),
-    ]));
+    ])));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t2 = sign_ec2("k2", &claims(json!({})));
     let (status, head) = gw.try_handshake("/ws/idp", &bearer(&t2)).await;
@@ -553,7 +510,7 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     // Unknown kids are refreshed at most once per jwks_min_refresh: a burst of bad kids costs
     // the IdP at most one extra fetch.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let before = server.hits();
     for i in 0..5 {
         let t = sign(
             Algorithm::ES256,
@@ -562,14 +519,14 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
         );
         assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t)).await.0, 401);
     }
-    let after = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let after = server.hits();
     assert!(
         after - before <= 1,
         "{} fetches for 5 unknown kids",
         after - before
     );
     // The IdP goes down: the last good keys stay in use.
-    *server.doc.lock().unwrap() = None;
+    server.set_body(None);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t = sign(Algorithm::ES256, Some("ghost-x"), &claims(json!({})));
     assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t)).await.0, 401);
@@ -579,7 +536,6 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
         "{}",
         gw.log()
     );
-    server.task.abort();
 }
 
 #[tokio::test]
@@ -700,19 +656,7 @@ async fn per_connection_message_and_byte_rates_close_with_1008() {
          [policies.thin.limits]\nbytes_per_second = 1000\n",
     );
     let mut ws = gw.ws("/ws/slow").await;
-    let mut closed = None;
-    for i in 0..50 {
-        futures_util::SinkExt::send(&mut ws, Message::text(format!("m{i}")))
-            .await
-            .ok();
-        match next_message(&mut ws).await {
-            Message::Close(Some(f)) => {
-                closed = Some((u16::from(f.code), f.reason.to_string()));
-                break;
-            }
-            _ => continue,
-        }
-    }
+    let closed = send_until_closed(&mut ws, 50).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
     let mut ws = gw.ws("/ws/thin").await;
     assert_eq!(
@@ -728,24 +672,6 @@ async fn per_connection_message_and_byte_rates_close_with_1008() {
     );
 }
 
-/// Send a handshake and keep the connection open; returns the status and the stream.
-async fn hold(
-    gw: &Gateway,
-    target: &str,
-    extra: &str,
-) -> (u16, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
-    let mut tls = gw.tls().await;
-    tokio::io::AsyncWriteExt::write_all(&mut tls, handshake(target, extra).as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(STEP, tokio::io::AsyncReadExt::read(&mut tls, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    (status_of(&String::from_utf8_lossy(&buf[..n])), tls)
-}
-
 #[tokio::test]
 async fn client_ip_from_trusted_proxies_only() {
     let limits = "[[routes]]\npath = \"/ws/one\"\nmode = \"echo\"\npolicy = \"one\"\n\
@@ -758,15 +684,15 @@ async fn client_ip_from_trusted_proxies_only() {
     ));
     let mut keep = Vec::new();
     for (hdr, want) in [(a, 101), (a, 429), (b, 101), (b, 429)] {
-        let (status, tls) = hold(&gw, "/ws/one", hdr).await;
+        let (status, _, tls) = gw.handshake_open("/ws/one", hdr).await;
         assert_eq!(status, want, "{hdr}");
         keep.push(tls);
     }
     // Without trusted proxies the headers are ignored: everyone is 127.0.0.1, and a client
     // cannot claim another address to dodge its cap.
     let gw2 = Gateway::start(limits);
-    let (status, _first) = hold(&gw2, "/ws/one", a).await;
+    let (status, _, _first) = gw2.handshake_open("/ws/one", a).await;
     assert_eq!(status, 101);
-    let (status, _second) = hold(&gw2, "/ws/one", b).await;
+    let (status, _, _second) = gw2.handshake_open("/ws/one", b).await;
     assert_eq!(status, 429);
 }

@@ -10,16 +10,10 @@ use crate::support::*;
 
 /// Write a fresh self-signed pair for `names` at `dir/stem.{cert,key}.pem`.
 fn pair(dir: &Path, stem: &str, names: &[&str]) {
-    let p =
-        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+    let (cert, key) = self_signed(names);
     std::fs::create_dir_all(dir.join("certs")).unwrap();
-    std::fs::write(dir.join(format!("certs/{stem}.cert.pem")), p.cert.pem()).unwrap();
-    std::fs::write(
-        dir.join(format!("certs/{stem}.key.pem")),
-        p.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    std::fs::write(dir.join(format!("certs/{stem}.cert.pem")), cert).unwrap();
+    std::fs::write(dir.join(format!("certs/{stem}.key.pem")), key).unwrap();
 }
 
 #[tokio::test]
@@ -76,10 +70,10 @@ async fn rotation(trigger: &str) {
     let mut old = gw.ws("/ws/echo").await;
 
     // Replace with a new pair (new key too), as certbot does.
-    let fresh = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (fresh_cert, fresh_key) = self_signed(&["localhost"]);
     let key_path = gw.dir.path().join("certs/key.pem");
-    std::fs::write(&key_path, fresh.signing_key.serialize_pem()).unwrap();
-    std::fs::write(&gw.cert, fresh.cert.pem()).unwrap();
+    std::fs::write(&key_path, fresh_key).unwrap();
+    std::fs::write(&gw.cert, &fresh_cert).unwrap();
     if trigger == "hup" {
         gw.signal("HUP");
     }
@@ -113,10 +107,10 @@ async fn rotation(trigger: &str) {
         assert!(std::time::Instant::now() < deadline, "{}", gw.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    std::fs::write(&gw.cert, fresh.cert.pem()).unwrap();
+    std::fs::write(&gw.cert, &fresh_cert).unwrap();
     // The serving certificate is still the fresh one.
     let fresh_copy = gw.dir.path().join("fresh.pem");
-    std::fs::write(&fresh_copy, fresh.cert.pem()).unwrap();
+    std::fs::write(&fresh_copy, &fresh_cert).unwrap();
     assert!(try_tls_connect(gw.port, &fresh_copy, "localhost")
         .await
         .is_ok());

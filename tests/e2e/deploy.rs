@@ -18,13 +18,9 @@ fn deploy() -> PathBuf {
 fn check_config(text: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tls")).unwrap();
-    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.path().join("tls/tls.crt"), pair.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("tls/tls.key"),
-        pair.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    let (cert, key) = self_signed(&["localhost"]);
+    std::fs::write(dir.path().join("tls/tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls/tls.key"), key).unwrap();
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
     run_ok(Command::new(binary()).args(["--check", "--config", path.to_str().unwrap()]));

@@ -29,20 +29,16 @@ async fn keep_alive_serves_several_requests_then_upgrades() {
     let gw = Gateway::start("");
     let mut tls = gw.tls().await;
     let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
     for _ in 0..3 {
         tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
         got.clear();
-        while !got.ends_with(b"Hello, World!") {
-            let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&chunk[..n]);
-        }
+        let answered = read_until(&mut tls, &mut got, "the static answer", |got| {
+            got.ends_with(b"Hello, World!")
+        })
+        .await;
+        assert!(answered);
         assert!(String::from_utf8_lossy(&got).contains("Connection: keep-alive"));
     }
     // The same connection can then become a WebSocket.
@@ -50,14 +46,7 @@ async fn keep_alive_serves_several_requests_then_upgrades() {
         .await
         .unwrap();
     got.clear();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&chunk[..n]);
-    }
+    assert!(read_until(&mut tls, &mut got, "the 101", has_head).await);
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with("HTTP/1.1 101 Switching Protocols"),

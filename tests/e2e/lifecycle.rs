@@ -100,16 +100,8 @@ async fn grace_period_bounds_the_drain() {
     let mut gw =
         Gateway::start("[server]\nshutdown_grace = \"1s\"\n[limits]\nclose_timeout = \"30s\"\n");
     // A raw client: completes the upgrade, then never reads or answers.
-    let mut raw = gw.tls().await;
-    tokio::io::AsyncWriteExt::write_all(&mut raw, handshake("/ws/echo", "").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(STEP, tokio::io::AsyncReadExt::read(&mut raw, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    let (_, head, _raw) = gw.handshake_open("/ws/echo", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     gw.signal("TERM");
     let took = gw.wait_exit(Duration::from_secs(8));
     assert!(

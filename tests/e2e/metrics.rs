@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -208,11 +208,6 @@ fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&Scrape) -> bool) -> Sc
     }
 }
 
-/// Read until the server ends the connection (flushes our close reply).
-async fn finish(ws: &mut Wss) {
-    let _ = tokio::time::timeout(STEP, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-}
-
 async fn client_close(ws: &mut Wss, code: u16, reason: &str) {
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
@@ -269,11 +264,7 @@ async fn scripted_traffic_gives_exact_counts() {
     );
     a.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
     assert_eq!(
-        tokio::time::timeout(STEP, a.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap(),
+        next_frame(&mut a).await,
         Message::Pong(b"p".to_vec().into())
     );
     client_close(&mut a, 1000, "bye").await;

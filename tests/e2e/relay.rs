@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -42,15 +42,7 @@ async fn client_with(
     for p in protocols {
         builder = builder.with_sub_protocol(*p);
     }
-    let tls = gw.tls().await;
-    let (ws, resp) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::client_async_with_config(builder, tls, None),
-    )
-    .await
-    .expect("handshake timed out")
-    .expect("handshake failed");
-    assert_eq!(resp.status(), 101);
+    let (ws, resp) = gw.ws_request(builder, None).await;
     let protocol = resp
         .headers()
         .get("sec-websocket-protocol")
@@ -98,36 +90,6 @@ fn violations(client: bool) -> Vec<(&'static str, Vec<u8>, u16)> {
         ));
     }
     cases
-}
-
-/// Read a raw (TLS) client connection until a server close frame: its code and reason.
-async fn raw_close<S: AsyncRead + Unpin>(io: &mut S, what: &str) -> (u16, String) {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..i]).to_string();
-            assert!(head.starts_with("HTTP/1.1 101"), "{what}: {head}");
-            let body = &got[i + 4..];
-            if body.len() >= 2 && body[0] == 0x88 {
-                let len = (body[1] & 0x7f) as usize;
-                if body.len() >= 2 + len && len >= 2 {
-                    let code = u16::from_be_bytes([body[2], body[3]]);
-                    let reason = String::from_utf8_lossy(&body[4..2 + len]).to_string();
-                    return (code, reason);
-                }
-            } else if !body.is_empty() {
-                panic!("{what}: expected a close frame, got {body:?}");
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no close frame in time"))
-            .unwrap_or(0);
-        assert!(n > 0, "{what}: closed without a close frame: {got:?}");
-        got.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Wait (bounded) until the gateway's log holds `needle` (session lines come after the close).
@@ -196,11 +158,7 @@ async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
     ws.send(Message::Ping(b"there?".to_vec().into()))
         .await
         .unwrap();
-    let pong = tokio::time::timeout(STEP, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let pong = next_frame(&mut ws).await;
     assert_eq!(pong, Message::Pong(b"there?".to_vec().into()));
     ws.close(None).await.unwrap();
     assert_eq!(up.closed().await, (1005, String::new()));
@@ -220,11 +178,7 @@ async fn server_initiated_messages_and_pings_reach_the_client() {
             Message::text(format!("push {i}"))
         );
     }
-    let ping = tokio::time::timeout(STEP, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let ping = next_frame(&mut ws).await;
     assert_eq!(ping, Message::Ping(b"up".to_vec().into()));
     assert_eq!(next_message(&mut ws).await, Message::binary(vec![9u8; 10]));
 }
@@ -288,19 +242,7 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
         ("Cookie", "session=abc"),
         ("X-App", "kept"),
     ];
-    let tls = gw.tls().await;
-    let mut builder =
-        ClientRequestBuilder::new(gw.url("/id?room=7&access_token=secret").parse().unwrap());
-    for (k, v) in spoofed {
-        builder = builder.with_header(k, v);
-    }
-    let (_ws, _) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::client_async_with_config(builder, tls, None),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (_ws, _) = client_with(&gw, "/id?room=7&access_token=secret", &spoofed, &[]).await;
     let (h, uri) = up.request().await;
     let one = |name: &str| -> Vec<String> {
         h.get_all(name)
@@ -696,12 +638,7 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
     let mut idle = gw.ws("/idle").await;
     let start = Instant::now();
     let (code, reason) = loop {
-        match tokio::time::timeout(STEP, idle.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_frame(&mut idle).await {
             Message::Close(Some(f)) => break (u16::from(f.code), f.reason.to_string()),
             Message::Ping(_) => {}
             other => panic!("unexpected {other:?}"),
@@ -799,12 +736,6 @@ async fn shutdown_sends_1001_to_both_sides() {
     gw.wait_exit(Duration::from_secs(10));
 }
 
-/// A self-signed pair for `localhost`: (cert PEM, key PEM).
-fn self_signed() -> (String, String) {
-    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    (pair.cert.pem(), pair.signing_key.serialize_pem())
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -813,7 +744,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[tokio::test]
 async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
-    let (cert, key) = self_signed();
+    let (cert, key) = self_signed(&["localhost"]);
     // A CA that issues the gateway's client certificate.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -990,16 +921,7 @@ async fn policy_message_rate_closes_a_relayed_session_with_1008() {
         "{route}\n[policies.rated.limits]\nmessages_per_second = 3\n"
     ));
     let mut ws = gw.ws("/rated").await;
-    let mut closed = None;
-    for i in 0..30 {
-        futures_util::SinkExt::send(&mut ws, Message::text(format!("m{i}")))
-            .await
-            .ok();
-        if let Message::Close(Some(f)) = next_message(&mut ws).await {
-            closed = Some((u16::from(f.code), f.reason.to_string()));
-            break;
-        }
-    }
+    let closed = send_until_closed(&mut ws, 30).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
     // The upstream is told the client was closed by policy.
     assert_eq!(up.closed().await, (1001, "client closed by policy".into()));

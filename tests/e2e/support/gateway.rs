@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::*;
@@ -170,39 +172,40 @@ impl Gateway {
         self.ws_with(path, None).await
     }
 
+    pub async fn ws_with(&self, path: &str, config: Option<WebSocketConfig>) -> Wss {
+        self.ws_request(self.url(path), config).await.0
+    }
+
     /// A WebSocket client session on `path` whose handshake carries `headers`; also returns the
     /// 101 answer.
     pub async fn ws_headers(
         &self,
         path: &str,
         headers: &[(&'static str, &str)],
-    ) -> (
-        Wss,
-        tokio_tungstenite::tungstenite::handshake::client::Response,
-    ) {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    ) -> (Wss, Response) {
         let mut req = self.url(path).into_client_request().unwrap();
         for (name, value) in headers {
             req.headers_mut().insert(*name, value.parse().unwrap());
         }
-        let tls = self.tls().await;
-        tokio::time::timeout(STEP, tokio_tungstenite::client_async(req, tls))
-            .await
-            .expect("handshake timed out")
-            .expect("handshake failed")
+        self.ws_request(req, None).await
     }
 
-    pub async fn ws_with(&self, path: &str, config: Option<WebSocketConfig>) -> Wss {
+    /// A WebSocket client session for `request` (which must get a 101), over TLS.
+    pub async fn ws_request(
+        &self,
+        request: impl IntoClientRequest + Unpin,
+        config: Option<WebSocketConfig>,
+    ) -> (Wss, Response) {
         let tls = self.tls().await;
         let (ws, resp) = tokio::time::timeout(
             STEP,
-            tokio_tungstenite::client_async_with_config(self.url(path), tls, config),
+            tokio_tungstenite::client_async_with_config(request, tls, config),
         )
         .await
         .expect("handshake timed out")
         .expect("handshake failed");
         assert_eq!(resp.status(), 101);
-        ws
+        (ws, resp)
     }
 
     /// Send raw bytes over TLS and read the whole answer (the gateway closes after errors).
@@ -210,34 +213,31 @@ impl Gateway {
         let mut tls = self.tls().await;
         tls.write_all(request).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(STEP, tls.read_to_end(&mut out))
-            .await
-            .expect("no answer in time");
+        read_until(&mut tls, &mut out, "the whole answer", |_| false).await;
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Send a handshake for `path` with `extra` header lines and return the answer's status and
+    /// Send a handshake for `target` with `extra` header lines and return the answer's status and
     /// head (without waiting for the connection to end, since a 101 keeps it open).
     pub async fn try_handshake(&self, target: &str, extra: &str) -> (u16, String) {
+        let (status, head, _) = self.handshake_open(target, extra).await;
+        (status, head)
+    }
+
+    /// [`Gateway::try_handshake`], keeping the connection open: status, head and the stream.
+    pub async fn handshake_open(
+        &self,
+        target: &str,
+        extra: &str,
+    ) -> (u16, String, TlsStream<TcpStream>) {
         let mut tls = self.tls().await;
         tls.write_all(handshake(target, extra).as_bytes())
             .await
             .unwrap();
         let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + STEP;
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = tokio::time::timeout_at(deadline, tls.read(&mut chunk))
-                .await
-                .expect("no answer in time")
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&chunk[..n]);
-        }
+        read_until(&mut tls, &mut got, "the answer's head", has_head).await;
         let text = String::from_utf8_lossy(&got).into_owned();
-        (status_of(&text), text)
+        (status_of(&text), text, tls)
     }
 
     /// GET over plain HTTP on the admin port.

@@ -1,15 +1,16 @@
-//! Test upstream WebSocket servers (plain or TLS), started inside the test's runtime on
-//! `127.0.0.1:0`, that report what they see: echo, listen-only, server push, refusing, stalling,
-//! dying, closing, misbehaving, flooding and never-reading upstreams.
+//! Servers the tests start themselves, inside the test's runtime on `127.0.0.1:0`: test upstream
+//! WebSocket servers (plain or TLS) that report what they see (echo, listen-only, server push,
+//! refusing, stalling, dying, closing, misbehaving, flooding and never-reading upstreams), and a
+//! small HTTP server (a JWKS endpoint).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
@@ -329,4 +330,70 @@ fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls:
     };
     let config = builder.with_single_cert(chain, key).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A small HTTP/1.1 server: every request gets the current body as JSON (200), or a 503 while
+/// the body is `None`; it counts the connections it answers. Stops when dropped.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    body: Arc<Mutex<Option<String>>>,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpServer {
+    pub async fn start(body: String) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(Mutex::new(Some(body)));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (b, h) = (body.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = b.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = tokio::time::timeout(STEP, s.read(&mut buf)).await;
+                    let answer = match body {
+                        Some(b) => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            b.len()
+                        ),
+                        None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                    };
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        HttpServer {
+            addr,
+            body,
+            hits,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Serve `body` from now on (`None`: answer 503).
+    pub fn set_body(&self, body: Option<String>) {
+        *self.body.lock().unwrap() = body;
+    }
+
+    /// How many connections it has answered.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
 }
