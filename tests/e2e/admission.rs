@@ -51,8 +51,8 @@ required_claims = ["sub"]
 roles = ["admin"]
 "#;
 
-fn chat_gateway(extra: &str) -> Gateway {
-    Gateway::start_prepared(true, &format!("{CHAT}\n{extra}"), write_keys)
+async fn chat_gateway(extra: &str) -> Gateway {
+    Gateway::start_prepared(true, &format!("{CHAT}\n{extra}"), write_keys).await
 }
 
 fn bearer(token: &str) -> String {
@@ -65,7 +65,7 @@ fn good(alg: Algorithm, kid: &str) -> String {
 
 #[tokio::test]
 async fn every_algorithm_with_its_pinned_key_is_admitted() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     for (alg, kid) in [
         (Algorithm::RS256, "rs"),
         (Algorithm::PS256, "ps"),
@@ -94,7 +94,7 @@ async fn every_algorithm_with_its_pinned_key_is_admitted() {
 
 #[tokio::test]
 async fn token_sources_header_subprotocol_query_cookie() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let t = good(Algorithm::ES256, "es");
     // Query parameter.
     let (status, _) = gw
@@ -141,7 +141,7 @@ async fn token_sources_header_subprotocol_query_cookie() {
 /// `new WebSocket(url, ["bearer." + token, "chat.v1"])` does) gets the app protocol back.
 #[tokio::test]
 async fn browser_style_subprotocol_client() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let t = good(Algorithm::RS256, "rs");
     let protocols = format!("bearer.{t}, chat.v1");
     let (mut ws, resp) = gw
@@ -165,7 +165,7 @@ async fn browser_style_subprotocol_client() {
 
 #[tokio::test]
 async fn missing_token_is_401_without_an_error_code() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let (status, head) = gw.try_handshake("/ws/chat", "").await;
     assert_eq!(status, 401);
     assert!(
@@ -181,7 +181,7 @@ async fn missing_token_is_401_without_an_error_code() {
 
 #[tokio::test]
 async fn jwt_attacks_are_refused() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let k = keys();
     let payload = claims(json!({}));
     let rsa_pub_secret = k.rsa_public.as_bytes();
@@ -309,7 +309,7 @@ async fn jwt_attacks_are_refused() {
 
 #[tokio::test]
 async fn claims_policy_gives_403() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let no_scope = sign(
         Algorithm::ES256,
         Some("es"),
@@ -351,7 +351,7 @@ async fn claims_policy_gives_403() {
 /// cookie. The Origin check refuses it with 403 before any token work.
 #[tokio::test]
 async fn origin_allow_list_stops_cross_site_hijacking() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let cookie = format!("Cookie: access_token={}\r\n", good(Algorithm::ES256, "es"));
     for origin in [
         "https://chat.example.com",
@@ -392,7 +392,8 @@ async fn origin_null_and_missing_are_explicit_choices() {
          [policies.strict.origin]\nallow = [\"https://app.test\"]\n\
          [[routes]]\npath = \"/ws/sandbox\"\nmode = \"echo\"\npolicy = \"sandbox\"\n\
          [policies.sandbox.origin]\nallow = []\nallow_null = true\n",
-    );
+    )
+    .await;
     assert_eq!(gw.try_handshake("/ws/strict", "").await.0, 403);
     assert_eq!(
         gw.try_handshake("/ws/strict", "Origin: https://app.test\r\n")
@@ -409,7 +410,7 @@ async fn origin_null_and_missing_are_explicit_choices() {
 
 #[tokio::test]
 async fn token_expiring_during_an_open_socket_closes_it_with_1008() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let token = sign(
         Algorithm::ES256,
         Some("es"),
@@ -439,22 +440,25 @@ async fn expiry_can_be_ignored_or_given_grace() {
          [policies.graced.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
          leeway = \"0s\"\nexpiry_grace = \"2s\"\n",
         write_keys,
-    );
+    )
+    .await;
+    let started = std::time::Instant::now();
+    // exp is 1-2 s away (whole seconds); the graced close comes 2 s after it.
+    let exp = now() + 2;
     let connect = |path: &'static str| {
         let gw = &gw;
         async move {
-            let token = sign(Algorithm::ES256, None, &claims(json!({"exp": now() + 2})));
+            let token = sign(Algorithm::ES256, None, &claims(json!({ "exp": exp })));
             gw.ws_headers(path, &[("authorization", &format!("Bearer {token}"))])
                 .await
                 .0
         }
     };
-    let started = std::time::Instant::now();
     let mut lax = connect("/ws/lax").await;
     let mut graced = connect("/ws/graced").await;
-    // exp is 1-2 s away (whole seconds); the graced close comes 2 s after it, so at 2.5 s the
-    // token has expired and the graced socket is still open.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The test: time passes exp (nothing to observe: both sockets stay open), and the graced
+    // socket is still open then.
+    sleep_past_unix(exp).await;
     assert_eq!(
         roundtrip(&mut graced, Message::text("in grace")).await,
         Message::text("echo: in grace")
@@ -472,6 +476,14 @@ async fn expiry_can_be_ignored_or_given_grace() {
     );
 }
 
+/// The policy's `jwks_min_refresh`: unknown kids cause at most one fetch per this window.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+/// The test's subject is this window: sleep past it since the last fetch a token could cause.
+async fn past_min_refresh() {
+    tokio::time::sleep(MIN_REFRESH + Duration::from_millis(100)).await;
+}
+
 #[tokio::test]
 async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     let k = keys();
@@ -480,36 +492,31 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     let gw = Gateway::start(&format!(
         "[[routes]]\npath = \"/ws/idp\"\nmode = \"echo\"\npolicy = \"idp\"\n\
          [policies.idp.jwt]\njwks_url = \"{}\"\n\
-         jwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n",
-        server.url("/.well-known/jwks.json")
-    ));
+         jwks_refresh = \"1h\"\njwks_min_refresh = \"{}s\"\n",
+        server.url("/.well-known/jwks.json"),
+        MIN_REFRESH.as_secs()
+    ))
+    .await;
     // The first fetch happens in the background at start-up.
     let t1 = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        let (status, _) = gw.try_handshake("/ws/idp", &bearer(&t1)).await;
-        if status == 101 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "k1 never accepted: {}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Rotation: the IdP starts signing with k2; the first token naming k2 triggers a refresh.
+    eventually(STEP, "k1 accepted", || async {
+        let (status, head) = gw.try_handshake("/ws/idp", &bearer(&t1)).await;
+        done_or(status == 101, format!("{head}\n{}", gw.log()))
+    })
+    .await;
+    // Rotation: the IdP starts signing with k2; the first token naming k2 triggers a refresh
+    // (once the window since t1's, if t1 caused one, is over).
     server.set_body(Some(jwks(vec![
         ec_jwk("k1", &k.ec_point),
         ec_jwk("k2", &k.ec2_point),
     ])));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    past_min_refresh().await;
     let t2 = sign_ec2("k2", &claims(json!({})));
     let (status, head) = gw.try_handshake("/ws/idp", &bearer(&t2)).await;
     assert_eq!(status, 101, "{head}\n{}", gw.log());
     // Unknown kids are refreshed at most once per jwks_min_refresh: a burst of bad kids costs
     // the IdP at most one extra fetch.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    past_min_refresh().await;
     let before = server.hits();
     for i in 0..5 {
         let t = sign(
@@ -527,7 +534,7 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     );
     // The IdP goes down: the last good keys stay in use.
     server.set_body(None);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    past_min_refresh().await;
     let t = sign(Algorithm::ES256, Some("ghost-x"), &claims(json!({})));
     assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t)).await.0, 401);
     assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t2)).await.0, 101);
@@ -543,7 +550,8 @@ async fn handshake_rate_per_ip_gives_429_with_retry_after() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/rated\"\nmode = \"echo\"\npolicy = \"rated\"\n\
          [policies.rated.limits]\nhandshakes_per_ip = { per_minute = 6, burst = 3 }\n",
-    );
+    )
+    .await;
     for _ in 0..3 {
         assert_eq!(gw.try_handshake("/ws/rated", "").await.0, 101);
     }
@@ -568,7 +576,8 @@ async fn handshake_rate_per_subject() {
         "[[routes]]\npath = \"/ws/sub\"\nmode = \"echo\"\npolicy = \"sub\"\n\
          [policies.sub.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
          [policies.sub.limits]\nhandshakes_per_subject = { per_minute = 2, burst = 2 }\n",
-    );
+    )
+    .await;
     let alice = sign(Algorithm::ES256, None, &claims(json!({})));
     let bob = sign(Algorithm::ES256, None, &claims(json!({"sub": "bob"})));
     assert_eq!(gw.try_handshake("/ws/sub", &bearer(&alice)).await.0, 101);
@@ -584,7 +593,7 @@ async fn connection_caps_under_concurrency_and_no_slot_leaks() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/capped\"\nmode = \"echo\"\npolicy = \"capped\"\nmax_message_bytes = 16\n\
          [policies.capped.limits]\nconnections_per_ip = 3\n",
-    );
+    ).await;
     let attempts = futures_util::future::join_all((0..12).map(|_| async {
         let req = gw.url("/ws/capped").into_client_request().unwrap();
         tokio_tungstenite::client_async(req, gw.tls().await).await
@@ -615,18 +624,14 @@ async fn connection_caps_under_concurrency_and_no_slot_leaks() {
     drop(open.pop());
     drop(a);
     // All three slots come back.
-    let deadline = std::time::Instant::now() + STEP;
-    let mut again = Vec::new();
-    while again.len() < 3 {
-        let (status, _) = gw.try_handshake("/ws/capped", "").await;
-        assert!(status == 101 || status == 429);
-        if status == 101 {
-            again.push(());
-        } else {
-            assert!(std::time::Instant::now() < deadline, "slots leaked");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let admitted = std::cell::Cell::new(0);
+    eventually(STEP, "three handshakes admitted again", || async {
+        let (status, head) = gw.try_handshake("/ws/capped", "").await;
+        assert!(status == 101 || status == 429, "{head}");
+        admitted.set(admitted.get() + usize::from(status == 101));
+        done_or(admitted.get() == 3, format!("slots leaked: {head}"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -635,7 +640,8 @@ async fn per_route_and_global_caps() {
         "[limits]\nmax_connections = 3\n\
          [[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\npolicy = \"room\"\n\
          [policies.room.limits]\nconnections_per_route = 1\n",
-    );
+    )
+    .await;
     let _room = gw.ws("/ws/room").await;
     let (status, head) = gw.try_handshake("/ws/room", "").await;
     assert_eq!(status, 429, "{head}");
@@ -654,7 +660,8 @@ async fn per_connection_message_and_byte_rates_close_with_1008() {
          [policies.slow.limits]\nmessages_per_second = 5\n\
          [[routes]]\npath = \"/ws/thin\"\nmode = \"echo\"\npolicy = \"thin\"\n\
          [policies.thin.limits]\nbytes_per_second = 1000\n",
-    );
+    )
+    .await;
     let mut ws = gw.ws("/ws/slow").await;
     let closed = send_until_closed(&mut ws, 50).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
@@ -681,7 +688,8 @@ async fn client_ip_from_trusted_proxies_only() {
     // Behind a trusted proxy (this test's loopback address), the forwarded address is the client.
     let gw = Gateway::start(&format!(
         "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{limits}"
-    ));
+    ))
+    .await;
     let mut keep = Vec::new();
     for (hdr, want) in [(a, 101), (a, 429), (b, 101), (b, 429)] {
         let (status, _, tls) = gw.handshake_open("/ws/one", hdr).await;
@@ -690,7 +698,7 @@ async fn client_ip_from_trusted_proxies_only() {
     }
     // Without trusted proxies the headers are ignored: everyone is 127.0.0.1, and a client
     // cannot claim another address to dodge its cap.
-    let gw2 = Gateway::start(limits);
+    let gw2 = Gateway::start(limits).await;
     let (status, _, _first) = gw2.handshake_open("/ws/one", a).await;
     assert_eq!(status, 101);
     let (status, _, _second) = gw2.handshake_open("/ws/one", b).await;

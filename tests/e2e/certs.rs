@@ -2,8 +2,6 @@
 //! file watch) while old sockets stay open.
 
 use std::path::Path;
-use std::time::Duration;
-
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
@@ -40,7 +38,7 @@ async fn sni_picks_the_certificate_by_name() {
         admin_port: admin,
         tls: true,
     };
-    gw.wait_ready();
+    gw.wait_ready().await;
     let certs = gw.dir.path().join("certs");
     let alpha = certs.join("alpha.cert.pem");
     let beta = certs.join("beta.cert.pem");
@@ -64,7 +62,7 @@ async fn rotation(trigger: &str) {
     } else {
         ""
     };
-    let gw = Gateway::start(extra);
+    let gw = Gateway::start(extra).await;
     let old_cert = gw.dir.path().join("old.pem");
     std::fs::copy(&gw.cert, &old_cert).unwrap();
     let mut old = gw.ws("/ws/echo").await;
@@ -77,18 +75,11 @@ async fn rotation(trigger: &str) {
     if trigger == "hup" {
         gw.signal("HUP");
     }
-    let deadline = std::time::Instant::now() + STEP;
-    while try_tls_connect(gw.port, &gw.cert, "localhost")
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reloaded: {}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(STEP, "the new certificate served", || async {
+        let served = try_tls_connect(gw.port, &gw.cert, "localhost").await;
+        done_or(served.is_ok(), gw.log())
+    })
+    .await;
     assert!(try_tls_connect(gw.port, &old_cert, "localhost")
         .await
         .is_err());
@@ -102,11 +93,7 @@ async fn rotation(trigger: &str) {
     if trigger == "hup" {
         gw.signal("HUP");
     }
-    let deadline = std::time::Instant::now() + STEP;
-    while !gw.log().contains("certificates kept") {
-        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_log("certificates kept").await;
     std::fs::write(&gw.cert, &fresh_cert).unwrap();
     // The serving certificate is still the fresh one.
     let fresh_copy = gw.dir.path().join("fresh.pem");

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -104,11 +105,11 @@ fn systemd_unit_verifies() {
         .replace("/usr/local/bin/portcullis", binary());
     let path = dir.path().join("portcullis.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(analyze).arg("verify").arg(&path),
+        b"",
+        Duration::from_secs(60),
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     // Only complaints about this unit count (the host's own units may have warnings).
     let ours: Vec<&str> = text

@@ -11,7 +11,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn echoes_text_and_binary() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws("/ws/echo").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hello")).await,
@@ -37,7 +37,7 @@ async fn echoes_text_and_binary() {
 
 #[tokio::test]
 async fn answers_pings_with_pongs() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws("/ws/echo").await;
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
@@ -53,7 +53,7 @@ async fn answers_pings_with_pongs() {
 
 #[tokio::test]
 async fn close_is_answered_with_the_same_code_and_reason() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     for (code, reason) in [(1000u16, "bye"), (4000, "app says so"), (1001, "")] {
         let mut ws = gw.ws("/ws/echo").await;
         ws.send(Message::Close(Some(CloseFrame {
@@ -75,7 +75,7 @@ async fn close_is_answered_with_the_same_code_and_reason() {
 
 #[tokio::test]
 async fn oversized_message_is_closed_with_1009_and_others_are_unaffected() {
-    let gw = Gateway::start("[limits]\nmax_message_bytes = 1024\n");
+    let gw = Gateway::start("[limits]\nmax_message_bytes = 1024\n").await;
     let mut bystander = gw.ws("/ws/echo").await;
     let mut ws = gw.ws("/ws/echo").await;
     // Exactly at the limit passes.
@@ -123,7 +123,7 @@ async fn oversized_message_is_closed_with_1009_and_others_are_unaffected() {
 async fn per_route_limit_overrides_the_global_one() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/small\"\nmode = \"echo\"\nprefix = \"\"\nmax_message_bytes = 10\n",
-    );
+    ).await;
     let mut small = gw.ws("/ws/small").await;
     assert_eq!(
         roundtrip(&mut small, Message::text("0123456789")).await,
@@ -141,7 +141,7 @@ async fn per_route_limit_overrides_the_global_one() {
 /// Frames sent in the same packet as the handshake are not lost.
 #[tokio::test]
 async fn frames_right_behind_the_handshake_are_kept() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut raw = gw.tls().await;
     let mut bytes = handshake("/ws/echo", "").into_bytes();
     bytes.extend(client_frame(0x1, b"early", Some([1, 2, 3, 4])));
@@ -158,7 +158,7 @@ async fn frames_right_behind_the_handshake_are_kept() {
 /// Hostile frames get the RFC's close code; the gateway and other sockets carry on.
 #[tokio::test]
 async fn protocol_violations_get_rfc_close_codes() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut bystander = gw.ws("/ws/echo").await;
     let cases: [(&str, Vec<u8>, u16); 4] = [
         (
@@ -199,7 +199,7 @@ async fn protocol_violations_get_rfc_close_codes() {
 
 #[tokio::test]
 async fn plain_ws_listener_for_local_development() {
-    let gw = Gateway::start_with(false, "");
+    let gw = Gateway::start_with(false, "").await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();
@@ -219,7 +219,8 @@ async fn messages_larger_than_the_write_queue_are_echoed() {
     let gw = Gateway::start(
         "[limits]\nmax_write_buffer_bytes = 4096\n\
          [[routes]]\npath = \"/ws/big\"\nmode = \"echo\"\nmax_message_bytes = 100000\n",
-    );
+    )
+    .await;
     let mut ws = gw
         .ws_with(
             "/ws/big",

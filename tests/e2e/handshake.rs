@@ -1,13 +1,15 @@
 //! HTTP answers before any WebSocket exists: 426 for plain requests to a WebSocket route, 400
 //! with a short reason for malformed upgrades, 404/405, and the request-head limits.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
 #[tokio::test]
 async fn plain_http_routes() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let answer = gw
         .raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
@@ -26,7 +28,7 @@ async fn plain_http_routes() {
 
 #[tokio::test]
 async fn keep_alive_serves_several_requests_then_upgrades() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut tls = gw.tls().await;
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -60,7 +62,7 @@ async fn keep_alive_serves_several_requests_then_upgrades() {
 
 #[tokio::test]
 async fn websocket_route_answers_426_to_plain_requests() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let answer = gw
         .raw(b"GET /ws/echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
@@ -72,7 +74,7 @@ async fn websocket_route_answers_426_to_plain_requests() {
 
 #[tokio::test]
 async fn malformed_upgrades_get_400_with_a_reason() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let good = handshake("/ws/echo", "");
     let cases: Vec<(String, &str)> = vec![
         (
@@ -123,7 +125,7 @@ async fn malformed_upgrades_get_400_with_a_reason() {
 
 #[tokio::test]
 async fn garbage_oversized_and_slow_heads() {
-    let gw = Gateway::start("[limits]\nhead_timeout = \"500ms\"\nmax_head_bytes = 4096\n");
+    let gw = Gateway::start("[limits]\nhead_timeout = \"500ms\"\nmax_head_bytes = 4096\n").await;
     let mut bystander = gw.ws("/ws/echo").await;
 
     let answer = gw.raw(b"\x00\x01\x02 garbage\r\n\r\n").await;
@@ -155,8 +157,9 @@ async fn garbage_oversized_and_slow_heads() {
             closed = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if started.elapsed() > std::time::Duration::from_secs(3) {
+        // The test: one byte every 20 ms, slower than a client should be.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if started.elapsed() > Duration::from_secs(3) {
             break;
         }
     }

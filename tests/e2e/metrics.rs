@@ -2,11 +2,8 @@
 //! gateway, then `/metrics` scraped over HTTP, parsed, and checked for exact values.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -161,51 +158,28 @@ fn check_text_format(text: &str) {
     }
 }
 
-/// GET over plain HTTP with optional extra header lines; returns (status, body).
-fn admin_request(port: u16, path: &str, headers: &str) -> (u16, String) {
-    let mut s = StdTcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = status_of(&out);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+async fn scrape(gw: &Gateway) -> Scrape {
+    scrape_with(gw, "").await
 }
 
-fn scrape(gw: &Gateway) -> Scrape {
-    scrape_with(gw, "")
-}
-
-fn scrape_with(gw: &Gateway, headers: &str) -> Scrape {
-    let (status, body) = admin_request(gw.admin_port, "/metrics", headers);
+async fn scrape_with(gw: &Gateway, headers: &str) -> Scrape {
+    let (status, body) = gw.admin_request("/metrics", headers).await;
     assert_eq!(status, 200, "{body}");
     Scrape::parse(body)
 }
 
 /// Scrape until `ready` holds (bounded): sessions end on the gateway's side a little after the
 /// client has seen the close.
-fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let start = Instant::now();
-    loop {
-        let s = scrape(gw);
+async fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    eventually(STEP, what, || async {
+        let s = scrape(gw).await;
         if ready(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s.text)
         }
-        assert!(
-            start.elapsed() < STEP,
-            "timed out waiting for {what}; last scrape:\n{}",
-            s.text
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
+    .await
 }
 
 async fn client_close(ws: &mut Wss, code: u16, reason: &str) {
@@ -229,12 +203,14 @@ const SECRET: &str = "SECRET-t0ken-value";
 async fn scripted_traffic_gives_exact_counts() {
     let gw = Gateway::start(&format!(
         "{SMALL_ROUTE}\n[limits]\nhead_timeout = \"500ms\"\n"
-    ));
+    ))
+    .await;
     // The test support's readiness probe (connect, then close without TLS) is one failed TLS
     // handshake; pingora reports it asynchronously.
     let before = scrape_until(&gw, "the readiness probe's TLS failure", |m| {
         m.get("portcullis_tls_handshake_failures_total", &[]) >= 1.0
-    });
+    })
+    .await;
     // Configured routes start at zero.
     assert_eq!(
         before.get(
@@ -318,7 +294,8 @@ async fn scripted_traffic_gives_exact_counts() {
         m.sum("portcullis_closes_total", &[]) == 4.0
             && m.sum("portcullis_connections_open", &[]) == 0.0
             && m.get("portcullis_tls_handshake_failures_total", &[]) > tls_failures_before
-    });
+    })
+    .await;
     let get = |name: &str, labels: &[(&str, &str)]| m.get(name, labels);
 
     // Connections: 4 WebSocket sessions + 7 plain requests over TLS; not the failed TLS one.
@@ -501,7 +478,7 @@ async fn scripted_traffic_gives_exact_counts() {
 
 #[tokio::test]
 async fn json_access_log_lines() {
-    let gw = Gateway::start("[server]\nlog_format = \"json\"\n");
+    let gw = Gateway::start("[server]\nlog_format = \"json\"\n").await;
     let mut ws = gw.ws(&format!("{ECHO}?access_token={SECRET}")).await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hi")).await,
@@ -512,7 +489,8 @@ async fn json_access_log_lines() {
     assert_eq!(status_of(&gw.raw(plain.as_bytes()).await), 426);
     scrape_until(&gw, "the session's end", |m| {
         m.sum("portcullis_closes_total", &[]) == 1.0
-    });
+    })
+    .await;
 
     let log = gw.log();
     assert!(
@@ -560,16 +538,19 @@ async fn bearer_token_protects_metrics_and_readyz() {
     let token = "adm1n-T0KEN-for-tests";
     let file = secrets.path().join("admin.token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let gw = Gateway::start_admin(&format!("token_file = {:?}\n", file.to_str().unwrap()), "");
+    let gw =
+        Gateway::start_admin(&format!("token_file = {:?}\n", file.to_str().unwrap()), "").await;
 
     for path in ["/metrics", "/readyz"] {
-        let (status, _) = admin_request(gw.admin_port, path, "");
+        let (status, _) = gw.admin_request(path, "").await;
         assert_eq!(status, 401, "{path} without a token");
-        let (status, _) = admin_request(gw.admin_port, path, "Authorization: Bearer wrong\r\n");
+        let (status, _) = gw
+            .admin_request(path, "Authorization: Bearer wrong\r\n")
+            .await;
         assert_eq!(status, 401, "{path} with a wrong token");
     }
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let m = scrape_with(&gw, &auth);
+    let m = scrape_with(&gw, &auth).await;
     assert_eq!(
         m.get(
             "portcullis_build_info",
@@ -578,42 +559,40 @@ async fn bearer_token_protects_metrics_and_readyz() {
         1.0
     );
     assert_eq!(
-        admin_request(gw.admin_port, "/readyz", &auth),
+        gw.admin_request("/readyz", &auth).await,
         (200, "ready\n".to_string())
     );
     // Liveness needs no secret.
     assert_eq!(
-        admin_request(gw.admin_port, "/healthz", ""),
+        gw.admin_request("/healthz", "").await,
         (200, "ok\n".to_string())
     );
     assert!(!gw.log().contains(token));
 }
 
-#[test]
-fn readyz_once_listeners_run_and_healthz_always() {
-    let gw = Gateway::start("");
+#[tokio::test]
+async fn readyz_once_listeners_run_and_healthz_always() {
+    let gw = Gateway::start("").await;
     // pingora reports Running right after it has started the services: poll briefly.
-    let start = Instant::now();
-    loop {
-        let (status, body) = admin_request(gw.admin_port, "/readyz", "");
-        if status == 200 {
-            assert_eq!(body, "ready\n");
-            break;
+    let body = eventually(STEP, "/readyz ready", || async {
+        let (status, body) = gw.admin_request("/readyz", "").await;
+        if status != 200 {
+            assert_eq!(status, 503, "{body}");
         }
-        assert_eq!(status, 503, "{body}");
-        assert!(start.elapsed() < STEP, "never ready: {body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        done_or(status == 200, body.clone()).map(|()| body)
+    })
+    .await;
+    assert_eq!(body, "ready\n");
     assert_eq!(
-        http_get(gw.admin_port, "/healthz").lines().next(),
+        gw.admin_get("/healthz").await.lines().next(),
         Some("HTTP/1.1 200 OK")
     );
-    let answer = http_get(gw.admin_port, "/metrics");
+    let answer = gw.admin_get("/metrics").await;
     assert!(
         answer.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
         "{answer}"
     );
-    assert_eq!(status_of(&http_get(gw.admin_port, "/other")), 404);
+    assert_eq!(status_of(&gw.admin_get("/other").await), 404);
 }
 
 // --- promtool, Python's parser, and the deploy files ---------------------------------------
@@ -629,7 +608,7 @@ fn promtool() -> Option<PathBuf> {
 
 #[tokio::test]
 async fn exposition_passes_promtool_and_python_parser() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws(ECHO).await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("x")).await,
@@ -641,12 +620,15 @@ async fn exposition_passes_promtool_and_python_parser() {
         .await;
     scrape_until(&gw, "the session's end", |m| {
         m.sum("portcullis_closes_total", &[]) == 1.0
-    });
+    })
+    .await;
 
     // Python's prometheus_client, over urllib: a client and a parser nobody here wrote.
     let script = repo().join("tests/clients/scrape_metrics.py");
     let url = format!("http://127.0.0.1:{}/metrics", gw.admin_port);
-    let out = run_ok(Command::new("python3").arg(&script).arg(&url));
+    let mut python = Command::new("python3");
+    python.arg(&script).arg(&url);
+    let out = run_ok_async(python).await;
     let families: serde_json::Value =
         serde_json::from_str(out.trim()).expect("JSON from the script");
     // Families without a series yet (no upstream configured) are not exposed. The global
@@ -684,26 +666,14 @@ async fn exposition_passes_promtool_and_python_parser() {
             && s["value"] == 1.0));
 
     if let Some(promtool) = promtool() {
-        let text = scrape(&gw).text;
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let text = scrape(&gw).await.text;
+        let mut check = Command::new(&promtool);
+        check.args(["check", "metrics"]);
+        let out = output_within_async(check, text.as_bytes(), STEP).await;
         assert!(
             out.status.success(),
-            "promtool check metrics:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "promtool check metrics:\n{}",
+            text_of(&out)
         );
     }
 }

@@ -92,19 +92,6 @@ fn violations(client: bool) -> Vec<(&'static str, Vec<u8>, u16)> {
     cases
 }
 
-/// Wait (bounded) until the gateway's log holds `needle` (session lines come after the close).
-async fn wait_log(gw: &Gateway, needle: &str) {
-    let deadline = Instant::now() + STEP;
-    while !gw.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn gateway_rss_kib(gw: &Gateway) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
     status
@@ -120,7 +107,7 @@ fn gateway_rss_kib(gw: &Gateway) -> u64 {
 #[tokio::test]
 async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
     let mut up = Upstream::echo().await;
-    let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], ""));
+    let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], "")).await;
     let mut ws = gw.ws("/relay").await;
     let (_, uri) = up.request().await;
     assert_eq!(uri, "/chat");
@@ -170,7 +157,7 @@ async fn server_initiated_messages_and_pings_reach_the_client() {
     pushed.push(Message::Ping(b"up".to_vec().into()));
     pushed.push(Message::binary(vec![9u8; 10]));
     let up = Upstream::start(Handshake::default(), pushes(pushed)).await;
-    let gw = Gateway::start(&relay_route("/push", &[up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/push", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/push").await;
     for i in 0..3 {
         assert_eq!(
@@ -197,7 +184,8 @@ async fn subprotocols_are_negotiated_with_the_upstream() {
         "/chat",
         &[up.url("/")],
         "subprotocols = [\"chat.v2\", \"chat.v1\"]",
-    ));
+    ))
+    .await;
     // The client's order wins; `bearer.` entries and protocols off the allow-list never reach
     // the upstream.
     let (mut ws, chosen) = client_with(
@@ -229,7 +217,8 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
         "/id",
         &[up.url("/svc?v=1")],
         "forward_claims = { sub = \"X-Auth-Subject\", tenant = \"X-Tenant\" }",
-    ));
+    ))
+    .await;
     let spoofed = [
         ("X-Forwarded-For", "6.6.6.6"),
         ("X-Forwarded-Proto", "gopher"),
@@ -276,7 +265,7 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
 #[tokio::test]
 async fn the_token_is_forwarded_only_when_the_route_asks() {
     let mut up = Upstream::echo().await;
-    let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true"));
+    let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true")).await;
     let tls = gw.tls().await;
     let builder = ClientRequestBuilder::new(gw.url("/tok?access_token=t0k").parse().unwrap())
         .with_header("Authorization", "Bearer t0k")
@@ -307,7 +296,7 @@ async fn upstream_refusals_are_passed_with_their_status() {
             echo(),
         )
         .await;
-        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], ""));
+        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], "")).await;
         let answer = gw.raw(handshake("/r", "").as_bytes()).await;
         assert_eq!(status_of(&answer), status, "{answer}");
         assert!(answer.ends_with(body), "{answer}");
@@ -328,7 +317,8 @@ async fn upstream_down_is_502_and_leaves_the_rotation() {
         "/down",
         std::slice::from_ref(&dead),
         "unhealthy_for = \"30s\"",
-    ));
+    ))
+    .await;
     let answer = gw.raw(handshake("/down", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     assert!(answer.ends_with("upstream unavailable\n"), "{answer}");
@@ -343,7 +333,7 @@ async fn upstream_down_is_502_and_leaves_the_rotation() {
 async fn a_failing_upstream_is_skipped_for_the_next() {
     let mut up = Upstream::echo().await;
     let dead = format!("ws://127.0.0.1:{}/", free_port());
-    let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], "")).await;
     for i in 0..4 {
         let mut ws = gw.ws("/two").await;
         let text = format!("m{i}");
@@ -369,7 +359,8 @@ async fn slow_upstream_is_504_in_time() {
         "/slow",
         &[up.url("/")],
         "connect_timeout = \"500ms\"",
-    ));
+    ))
+    .await;
     let start = Instant::now();
     let answer = gw.raw(handshake("/slow", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 504, "{answer}");
@@ -384,7 +375,7 @@ async fn slow_upstream_is_504_in_time() {
 #[tokio::test]
 async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
     let up = Upstream::start(Handshake::default(), dies_after_answering("last words")).await;
-    let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/dies").await;
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(next_message(&mut ws).await, Message::text("last words"));
@@ -400,7 +391,7 @@ async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
 async fn close_codes_and_reasons_pass_both_ways() {
     // Client → upstream.
     let mut up = Upstream::echo().await;
-    let gw = Gateway::start(&relay_route("/c", &[up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/c", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/c").await;
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::from(4000),
@@ -420,20 +411,21 @@ async fn close_codes_and_reasons_pass_both_ways() {
         closes_after_first(4001, "upstream is done"),
     )
     .await;
-    let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], ""));
+    let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], "")).await;
     let mut ws = gw2.ws("/u").await;
     ws.send(Message::text("go")).await.unwrap();
     assert_eq!(
         expect_close(&mut ws).await,
         (4001, "upstream is done".to_string())
     );
-    wait_log(&gw2, "end_reason=upstream_closed close_code=4001").await;
+    gw2.wait_log("end_reason=upstream_closed close_code=4001")
+        .await;
 }
 
 #[tokio::test]
 async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
     let mut up = Upstream::start(Handshake::default(), listen()).await;
-    let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/v", &[up.url("/")], "")).await;
     for (what, frame, code) in violations(true) {
         let mut raw = gw.tls().await;
         let mut bytes = handshake("/v", "").into_bytes();
@@ -464,7 +456,7 @@ async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
 async fn upstream_protocol_violations_get_rfc_codes_and_the_client_1011() {
     for (what, frame, code) in violations(false) {
         let mut up = Upstream::start(Handshake::default(), writes_raw(frame)).await;
-        let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+        let gw = Gateway::start(&relay_route("/v", &[up.url("/")], "")).await;
         let mut ws = gw.ws("/v").await;
         assert_eq!(
             expect_close(&mut ws).await,
@@ -505,7 +497,8 @@ async fn message_size_limits_apply_per_direction() {
         "/lim",
         &[up.url("/")],
         "max_message_bytes = 100\nupstream_max_message_bytes = 120",
-    ));
+    ))
+    .await;
     let mut ws = gw.ws("/lim").await;
     let at = "c".repeat(100);
     assert_eq!(
@@ -544,7 +537,7 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
             "balance = \"least_connections\""
         )
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
         let mut ws = gw.ws("/rr").await;
@@ -570,8 +563,10 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
         assert_eq!(uri, "/b");
         ws.close(None).await.unwrap();
         let _ = tokio::time::timeout(STEP, ws.next()).await;
-        // The session ends (and its count drops) right after the close handshake.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The session ends (and its upstream's count drops) right after the close handshake;
+        // the route's open-sockets gauge is released after that count.
+        gw.wait_metric("portcullis_connections_open{route=\"/lc\"} 1")
+            .await;
     }
     assert_eq!(
         roundtrip(&mut long, Message::text("still")).await,
@@ -596,7 +591,7 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
             "ping_interval = \"200ms\"\nping_timeout = \"5s\"\nidle_timeout = \"1s\""
         )
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
 
     // A client that reads (and so answers pings) stays.
     let mut alive = gw.ws("/ka").await;
@@ -651,8 +646,8 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
         start.elapsed()
     );
     assert_eq!(idle_up.closed().await, (1001, "idle timeout".to_string()));
-    wait_log(&gw, "end_reason=ping_timeout").await;
-    wait_log(&gw, "end_reason=idle_timeout").await;
+    gw.wait_log("end_reason=ping_timeout").await;
+    gw.wait_log("end_reason=idle_timeout").await;
 }
 
 /// A peer that never reads while the other floods: the flood stalls (backpressure reaches the
@@ -671,7 +666,7 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
         relay_route("/flood", &[flood.url("/")], "ping_interval = \"0s\""),
         relay_route("/sink", &[sink.url("/")], "ping_interval = \"0s\"")
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let _warm = gw.ws("/sink").await;
     let before = gateway_rss_kib(&gw);
 
@@ -679,6 +674,8 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
     let mut last = 0;
     let mut stalled_at = None;
     for _ in 0..60 {
+        // The measurement itself: "stalled" means no progress over a 250 ms window (at most
+        // 60 windows).
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = sent.load(Ordering::Relaxed);
         if now == last && now > 0 {
@@ -718,7 +715,7 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
 #[tokio::test]
 async fn shutdown_sends_1001_to_both_sides() {
     let mut up = Upstream::echo().await;
-    let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], ""));
+    let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/s").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("x")).await,
@@ -733,7 +730,7 @@ async fn shutdown_sends_1001_to_both_sides() {
         up.closed().await,
         (1001, "server shutting down".to_string())
     );
-    gw.wait_exit(Duration::from_secs(10));
+    gw.wait_exit(Duration::from_secs(10)).await;
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -790,7 +787,7 @@ async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
         // Trusts only the system roots: the upstream's self-signed certificate fails.
         relay_route("/system-roots", std::slice::from_ref(&url), ""),
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let mut ws = gw.ws("/mtls").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("over wss")).await,
@@ -814,21 +811,18 @@ async fn active_health_checks_bring_an_upstream_back() {
         "/hc",
         std::slice::from_ref(&url),
         "health_check_interval = \"200ms\"\nunhealthy_for = \"1h\"",
-    ));
+    ))
+    .await;
     let answer = gw.raw(handshake("/hc", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     // It comes up; passive ejection alone would keep it out for an hour.
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let _up = Upstream::serve(listener, Handshake::default(), echo());
-    let deadline = Instant::now() + STEP;
-    loop {
-        let answer = gw.try_handshake("/hc", "").await.1;
-        if status_of(&answer) == 101 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never came back: {answer}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(STEP, "the upstream back in the rotation", || async {
+        let (status, answer) = gw.try_handshake("/hc", "").await;
+        done_or(status == 101, answer)
+    })
+    .await;
     assert!(
         gw.log().contains("passes its health check again"),
         "{}",
@@ -865,7 +859,7 @@ async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
              query_param = \"jwt\"\ncookie = \"jwt_cookie\"\n"
         ),
         write_keys,
-    );
+    ).await;
     let token = sign(
         Algorithm::ES256,
         None,
@@ -919,7 +913,8 @@ async fn policy_message_rate_closes_a_relayed_session_with_1008() {
     let route = relay_route("/rated", &[up.url("/")], "policy = \"rated\"");
     let gw = Gateway::start(&format!(
         "{route}\n[policies.rated.limits]\nmessages_per_second = 3\n"
-    ));
+    ))
+    .await;
     let mut ws = gw.ws("/rated").await;
     let closed = send_until_closed(&mut ws, 30).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
@@ -938,32 +933,27 @@ async fn readyz_flips_when_the_only_upstream_dies() {
         "/svc",
         &[format!("ws://{addr}/")],
         "health_check_interval = \"200ms\"\nconnect_timeout = \"500ms\"",
-    ));
+    ))
+    .await;
     let ready = |want: u16| {
         let gw = &gw;
-        async move {
-            let deadline = Instant::now() + STEP;
-            loop {
-                let answer = gw.admin_get("/readyz");
-                if status_of(&answer) == want {
-                    return answer;
-                }
-                assert!(Instant::now() < deadline, "readyz never {want}: {answer}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        eventually(
+            STEP,
+            format!("/readyz answering {want}"),
+            move || async move {
+                let answer = gw.admin_get("/readyz").await;
+                done_or(status_of(&answer) == want, answer.clone()).map(|()| answer)
+            },
+        )
     };
     ready(200).await;
     drop(up);
     let answer = ready(503).await;
     assert!(answer.contains("no healthy upstream for /svc"), "{answer}");
-    let metrics = gw.admin_get("/metrics");
-    assert!(
-        metrics.contains(&format!(
-            "portcullis_upstream_healthy{{upstream=\"ws://{addr}/\"}} 0"
-        )),
-        "{metrics}"
-    );
+    gw.wait_metric(&format!(
+        "portcullis_upstream_healthy{{upstream=\"ws://{addr}/\"}} 0"
+    ))
+    .await;
     // Back on the same address.
     let listener = TcpListener::bind(addr).await.unwrap();
     let _up = Upstream::serve(listener, Handshake::default(), echo());

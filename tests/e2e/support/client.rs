@@ -1,13 +1,11 @@
 //! The client side: TLS connections that trust a given certificate, plain HTTP requests, raw
 //! bytes and frames, and WebSocket message helpers. Every read is bounded in time.
 
-use std::io::Read;
-use std::net::TcpStream as StdTcpStream;
 use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
@@ -15,7 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::STEP;
+use super::wait::STEP;
 
 pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
 
@@ -55,19 +53,28 @@ pub async fn try_tls_connect(
     .expect("TLS handshake timed out")
 }
 
-/// A blocking HTTP/1.1 GET (one request, connection closed after).
-pub fn http_get(port: u16, path: &str) -> String {
-    use std::io::Write;
-    let mut s = StdTcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// An HTTP/1.1 GET over plain TCP with `headers` (lines ending in \r\n), one request with
+/// `Connection: close`: the whole answer.
+pub async fn http_get(port: u16, path: &str, headers: &str) -> String {
+    let mut s = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("TCP connect timed out")
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("no complete answer to GET {path} in time"))
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status and the body of a raw HTTP answer.
+pub fn status_and_body(answer: &str) -> (u16, String) {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status_of(answer), body.to_string())
 }
 
 /// The status line's code of a raw HTTP answer.

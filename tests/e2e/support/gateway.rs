@@ -1,7 +1,7 @@
 //! The gateway under test: the real `portcullis` binary in its own temporary folder. The
 //! process is killed and the folder removed when the handle drops.
 
-use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::*;
 use super::process::binary;
-use super::STEP;
+use super::wait::*;
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
@@ -64,25 +64,25 @@ pub fn config_text_admin(
 
 impl Gateway {
     /// Start with the base configuration over TLS plus `extra`.
-    pub fn start(extra: &str) -> Gateway {
-        Gateway::start_with(true, extra)
+    pub async fn start(extra: &str) -> Gateway {
+        Gateway::start_with(true, extra).await
     }
 
-    pub fn start_with(tls: bool, extra: &str) -> Gateway {
-        Gateway::start_full(tls, "", extra, |_| {})
+    pub async fn start_with(tls: bool, extra: &str) -> Gateway {
+        Gateway::start_full(tls, "", extra, |_| {}).await
     }
 
     /// Start after `prepare` has written files (keys, policies) into the gateway's folder.
-    pub fn start_prepared(tls: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Gateway {
-        Gateway::start_full(tls, "", extra, prepare)
+    pub async fn start_prepared(tls: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Gateway {
+        Gateway::start_full(tls, "", extra, prepare).await
     }
 
     /// Start over TLS with `admin_extra` keys in `[admin]` and `extra` tables appended.
-    pub fn start_admin(admin_extra: &str, extra: &str) -> Gateway {
-        Gateway::start_full(true, admin_extra, extra, |_| {})
+    pub async fn start_admin(admin_extra: &str, extra: &str) -> Gateway {
+        Gateway::start_full(true, admin_extra, extra, |_| {}).await
     }
 
-    fn start_full(
+    async fn start_full(
         tls: bool,
         admin_extra: &str,
         extra: &str,
@@ -103,49 +103,67 @@ impl Gateway {
             admin_port,
             tls,
         };
-        gw.wait_ready();
+        gw.wait_ready().await;
         gw
     }
 
     /// Wait until both listeners accept connections (bounded).
-    pub fn wait_ready(&self) {
-        wait_listening(self.port, self.log_path().as_path());
-        wait_listening(self.admin_port, self.log_path().as_path());
+    pub async fn wait_ready(&self) {
+        for port in [self.port, self.admin_port] {
+            eventually(
+                START,
+                format!("port {port} accepting connections"),
+                || async {
+                    // One connection, closed at once: a probe (for TLS, one failed TLS handshake).
+                    let connected = TcpStream::connect(("127.0.0.1", port)).await;
+                    connected
+                        .map(drop)
+                        .map_err(|e| format!("{e}; log:\n{}", self.log()))
+                },
+            )
+            .await;
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("gateway.log")
     }
 
+    /// The log's complete lines so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        complete_lines(&self.log_path())
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
+        self.child.as_ref().expect("the gateway has exited").id() as i32
     }
 
+    /// Send a signal: "TERM", "INT", "HUP" or "QUIT".
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        let number = match sig {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "HUP" => libc::SIGHUP,
+            "QUIT" => libc::SIGQUIT,
+            other => panic!("no such signal in the tests: {other}"),
+        };
+        // SAFETY: kill(2) on our own child, which is not yet reaped (so the pid is its own).
+        let rc = unsafe { libc::kill(self.pid(), number) };
+        assert_eq!(rc, 0, "kill -{sig} failed");
     }
 
-    /// Wait (bounded) for the process to exit; returns how long it took.
-    pub fn wait_exit(&mut self, limit: Duration) -> Duration {
+    /// Wait (bounded) for the process to exit successfully; returns how long it took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Duration {
         let start = Instant::now();
-        let child = self.child.as_mut().unwrap();
         loop {
+            let child = self.child.as_mut().expect("the gateway has exited already");
             if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
                 assert!(
                     status.success(),
                     "exit status {status}; log:\n{}",
                     self.log()
                 );
-                self.child = None;
                 return start.elapsed();
             }
             assert!(
@@ -153,8 +171,24 @@ impl Gateway {
                 "gateway did not exit within {limit:?}; log:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Wait (bounded) until the log holds a line for which `pred` holds; returns that line.
+    pub async fn wait_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        eventually(STEP, what, || async {
+            let log = self.log();
+            log.lines().find(|l| pred(l)).map(str::to_string).ok_or(log)
+        })
+        .await
+    }
+
+    /// Wait (bounded) until the log holds `needle`: for lines the gateway writes as a result of
+    /// something the test did (a session's access-log line is written when the session ends).
+    pub async fn wait_log(&self, needle: &str) {
+        self.wait_log_line(&format!("{needle:?} in the log"), |l| l.contains(needle))
+            .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -240,9 +274,24 @@ impl Gateway {
         (status_of(&text), text, tls)
     }
 
-    /// GET over plain HTTP on the admin port.
-    pub fn admin_get(&self, path: &str) -> String {
-        http_get(self.admin_port, path)
+    /// GET over plain HTTP on the admin port: the whole answer.
+    pub async fn admin_get(&self, path: &str) -> String {
+        http_get(self.admin_port, path, "").await
+    }
+
+    /// Wait (bounded) until `/metrics` has the sample line `sample` (`name{labels} value`, all
+    /// of the line); returns the scrape.
+    pub async fn wait_metric(&self, sample: &str) -> String {
+        eventually(STEP, format!("{sample:?} in /metrics"), || async {
+            let scrape = self.admin_get("/metrics").await;
+            done_or(scrape.lines().any(|l| l == sample), scrape.clone()).map(|()| scrape)
+        })
+        .await
+    }
+
+    /// GET on the admin port with extra `headers` lines: status and body.
+    pub async fn admin_request(&self, path: &str, headers: &str) -> (u16, String) {
+        status_and_body(&http_get(self.admin_port, path, headers).await)
     }
 }
 
@@ -274,15 +323,23 @@ pub fn spawn_logged(args: &[&str], cwd: &Path, log_name: &str) -> Child {
         .unwrap()
 }
 
-pub fn wait_listening(port: u16, log: &Path) {
-    let start = Instant::now();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    while StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "port {port} never opened; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+/// The complete lines of a log file so far (a line being written is left out).
+pub fn complete_lines(path: &Path) -> String {
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+    text
+}
+
+/// Wait (bounded) until the log file at `path` holds `needle` (for processes other than a
+/// [`Gateway`], such as the new process of an upgrade).
+pub async fn wait_file_log(path: &Path, needle: &str) -> String {
+    eventually(
+        STEP,
+        format!("{needle:?} in {}", path.display()),
+        || async {
+            let log = complete_lines(path);
+            done_or(log.contains(needle), log.clone()).map(|()| log)
+        },
+    )
+    .await
 }

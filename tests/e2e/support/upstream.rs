@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::STEP;
+use super::wait::STEP;
 
 /// Any byte stream the test upstream serves on (TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
