@@ -19,26 +19,18 @@ async fn sni_picks_the_certificate_by_name() {
     let dir = tempfile::tempdir().unwrap();
     pair(dir.path(), "alpha", &["alpha.test"]);
     pair(dir.path(), "beta", &["x.beta.test", "y.beta.test"]);
-    let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+        "[[listeners]]\naddress = \"{ANY_PORT}\"\n\
          [listeners.tls]\ncert = \"certs/cert.pem\"\nkey = \"certs/key.pem\"\ngenerate_self_signed = true\n\
          [[listeners.tls.sni]]\nnames = [\"alpha.test\"]\ncert = \"certs/alpha.cert.pem\"\nkey = \"certs/alpha.key.pem\"\n\
          [[listeners.tls.sni]]\nnames = [\"*.beta.test\"]\ncert = \"certs/beta.cert.pem\"\nkey = \"certs/beta.key.pem\"\n\
-         [admin]\naddress = \"127.0.0.1:{admin}\"\n\
+         [admin]\naddress = \"{ANY_PORT}\"\n\
          [[routes]]\npath = \"/ws/echo\"\nmode = \"echo\"\n"
     );
     std::fs::write(dir.path().join("c.toml"), config).unwrap();
-    let child = spawn(&["--config", "c.toml"], dir.path());
-    let gw = Gateway {
-        child: Some(child),
-        cert: dir.path().join("certs/cert.pem"),
-        dir,
-        port,
-        admin_port: admin,
-        tls: true,
-    };
-    gw.wait_ready().await;
+    let cert = dir.path().join("certs/cert.pem");
+    let gw = Gateway::run(dir, &["--config", "c.toml"], cert, true).await;
+    let port = gw.port;
     let certs = gw.dir.path().join("certs");
     let alpha = certs.join("alpha.cert.pem");
     let beta = certs.join("beta.cert.pem");

@@ -26,7 +26,7 @@ fn check(dir: &Path, text: &str) -> (bool, String) {
 #[test]
 fn good_configs_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = check(dir.path(), &config_text(free_port(), free_port(), true, ""));
+    let (ok, out) = check(dir.path(), &config_text(true, ""));
     assert!(ok, "{out}");
     assert!(out.contains("configuration OK"), "{out}");
 
@@ -48,7 +48,7 @@ fn good_configs_pass() {
 #[test]
 fn bad_configs_fail_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = config_text(free_port(), free_port(), true, "");
+    let base = config_text(true, "");
     let cases = [
         (
             format!("{base}\n[limits]\nmax_mesage_bytes = 5\n"),
@@ -126,7 +126,8 @@ fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, config_text(port, free_port(), true, "")).unwrap();
+    let address = format!("127.0.0.1:{port}");
+    std::fs::write(&path, config_text_at(&address, ANY_PORT, true, "", "")).unwrap();
     let out = portcullis(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -157,7 +158,7 @@ fn shipped_policy_files_are_valid() {
          [[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"public\"\n\
          [[routes]]\npath = \"/b\"\nmode = \"echo\"\npolicy = \"chat\"\n\
          [[routes]]\npath = \"/c\"\nmode = \"echo\"\npolicy = \"internal\"\n",
-        config_text(free_port(), free_port(), true, "")
+        config_text(true, "")
     );
     let (ok, out) = check(dir.path(), &text);
     assert!(ok, "{out}");
@@ -166,7 +167,7 @@ fn shipped_policy_files_are_valid() {
 #[test]
 fn bad_policies_fail_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = config_text(free_port(), free_port(), true, "");
+    let base = config_text(true, "");
     std::fs::write(dir.path().join("ec.pem"), "not a key").unwrap();
     std::fs::write(dir.path().join("short.secret"), "tooshort").unwrap();
     std::fs::write(

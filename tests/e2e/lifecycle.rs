@@ -17,16 +17,9 @@ async fn embedded_default_starts_generates_a_cert_and_echoes() {
             "port {port} is busy: the default-config test needs it free"
         );
     }
-    let child = spawn(&[], dir.path());
-    let mut gw = Gateway {
-        child: Some(child),
-        cert: dir.path().join("certs/dev/cert.pem"),
-        dir,
-        port: 8443,
-        admin_port: 9090,
-        tls: true,
-    };
-    gw.wait_ready().await;
+    let cert = dir.path().join("certs/dev/cert.pem");
+    let mut gw = Gateway::run(dir, &[], cert, true).await;
+    assert_eq!((gw.port, gw.admin_port), (8443, 9090));
     assert!(gw.cert.exists());
     assert!(gw.dir.path().join("certs/dev/key.pem").exists());
     assert!(
@@ -149,14 +142,18 @@ async fn drain_spreads_closes_over_the_window() {
 async fn zero_downtime_upgrade_hands_over_the_listeners() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upgrade.sock");
-    let mut old = Gateway::start(&format!(
+    let server = format!(
         "[server]\nupgrade_sock = \"{}\"\ndrain_window = \"0s\"\nshutdown_grace = \"5s\"\n",
         sock.display()
-    ))
-    .await;
+    );
+    let mut old = Gateway::start(&server).await;
     let mut before = old.ws("/ws/echo").await;
+    // The sockets are handed over by address: the new process names the concrete ports the
+    // old one was given for its port-0 listeners.
+    let new_config = config_text_at(&old.address(), &old.admin_address(), true, "", &server);
+    std::fs::write(old.dir.path().join("new.toml"), new_config).unwrap();
     let new = Reaper(spawn_logged(
-        &["--upgrade", "--config", "portcullis.toml"],
+        &["--upgrade", "--config", "new.toml"],
         old.dir.path(),
         "new.log",
     ));

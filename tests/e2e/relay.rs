@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -312,7 +311,9 @@ async fn upstream_refusals_are_passed_with_their_status() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_leaves_the_rotation() {
-    let dead = format!("ws://127.0.0.1:{}/", free_port());
+    // A port held with nothing listening: connections are refused.
+    let down = HeldPort::new();
+    let dead = down.url("/");
     let gw = Gateway::start(&relay_route(
         "/down",
         std::slice::from_ref(&dead),
@@ -332,8 +333,8 @@ async fn upstream_down_is_502_and_leaves_the_rotation() {
 #[tokio::test]
 async fn a_failing_upstream_is_skipped_for_the_next() {
     let mut up = Upstream::echo().await;
-    let dead = format!("ws://127.0.0.1:{}/", free_port());
-    let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], "")).await;
+    let down = HeldPort::new();
+    let gw = Gateway::start(&relay_route("/two", &[down.url("/"), up.url("/")], "")).await;
     for i in 0..4 {
         let mut ws = gw.ws("/two").await;
         let text = format!("m{i}");
@@ -804,9 +805,9 @@ async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
 
 #[tokio::test]
 async fn active_health_checks_bring_an_upstream_back() {
-    // Reserve a port, leave it closed: the upstream is down.
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}/");
+    // Hold a port with nothing listening: the upstream is down.
+    let port = HeldPort::new();
+    let url = port.url("/");
     let gw = Gateway::start(&relay_route(
         "/hc",
         std::slice::from_ref(&url),
@@ -816,8 +817,7 @@ async fn active_health_checks_bring_an_upstream_back() {
     let answer = gw.raw(handshake("/hc", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     // It comes up; passive ejection alone would keep it out for an hour.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let _up = Upstream::serve(listener, Handshake::default(), echo());
+    let _up = Upstream::serve(port.listen(), Handshake::default(), echo());
     eventually(STEP, "the upstream back in the rotation", || async {
         let (status, answer) = gw.try_handshake("/hc", "").await;
         done_or(status == 101, answer)
@@ -926,12 +926,12 @@ async fn policy_message_rate_closes_a_relayed_session_with_1008() {
 /// once its health check fails, ready again when it is back.
 #[tokio::test]
 async fn readyz_flips_when_the_only_upstream_dies() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Upstream::serve(listener, Handshake::default(), echo());
+    // Held for the whole test, so that the upstream can come back on the same address.
+    let port = HeldPort::new();
+    let up = Upstream::serve(port.listen(), Handshake::default(), echo());
     let gw = Gateway::start(&relay_route(
         "/svc",
-        &[format!("ws://{addr}/")],
+        &[port.url("/")],
         "health_check_interval = \"200ms\"\nconnect_timeout = \"500ms\"",
     ))
     .await;
@@ -951,11 +951,11 @@ async fn readyz_flips_when_the_only_upstream_dies() {
     let answer = ready(503).await;
     assert!(answer.contains("no healthy upstream for /svc"), "{answer}");
     gw.wait_metric(&format!(
-        "portcullis_upstream_healthy{{upstream=\"ws://{addr}/\"}} 0"
+        "portcullis_upstream_healthy{{upstream=\"{}\"}} 0",
+        port.url("/")
     ))
     .await;
     // Back on the same address.
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let _up = Upstream::serve(listener, Handshake::default(), echo());
+    let _up = Upstream::serve(port.listen(), Handshake::default(), echo());
     ready(200).await;
 }

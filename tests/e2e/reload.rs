@@ -16,15 +16,14 @@ const LOCKED: &str =
     "[[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\nprefix = \"v2: \"\npolicy = \"room\"\n\
                       [policies.room.origin]\nallow = [\"https://only.example\"]\n";
 
-/// Replace the configuration with a modification time that differs from the one before, which
-/// the file watcher compares (file systems with coarse timestamps could give two quick writes
-/// the same one).
+/// Replace the configuration (the same listener addresses, so a reload changes only routes and
+/// policies) with a modification time that differs from the one before, which the file watcher
+/// compares (file systems with coarse timestamps could give two quick writes the same one).
 fn rewrite(gw: &Gateway, extra: &str, server: &str) {
     let path = gw.dir.path().join("portcullis.toml");
     let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let before = modified(&path);
-    let text = config_text(gw.port, gw.admin_port, true, &format!("{server}\n{extra}"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, config_text(true, &format!("{server}\n{extra}"))).unwrap();
     if modified(&path) == before {
         let file = std::fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(before + Duration::from_secs(1)).unwrap();

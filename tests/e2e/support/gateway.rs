@@ -1,7 +1,8 @@
-//! The gateway under test: the real `portcullis` binary in its own temporary folder. The
+//! The gateway under test: the real `portcullis` binary in its own temporary folder, with its
+//! listeners on kernel-chosen ports (`127.0.0.1:0`) that the harness learns from its log. The
 //! process is killed and the folder removed when the handle drops.
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +18,14 @@ use super::client::*;
 use super::process::binary;
 use super::wait::*;
 
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A listener address the kernel gives a free port for, race-free.
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+/// What the gateway logs for its first public listener, TLS or not (the module path in the log
+/// line's prefix may change; the message does not).
+const PUBLIC_LINES: [&str; 2] = ["listening on wss://", "listening on ws://"];
+/// What it logs for the admin listener.
+const ADMIN_LINE: &str = "admin listener on http://";
 
 /// A running gateway; killed on drop.
 pub struct Gateway {
@@ -36,15 +37,17 @@ pub struct Gateway {
     pub tls: bool,
 }
 
-/// The base configuration every test starts from; `extra` TOML is appended (new tables only).
-pub fn config_text(port: u16, admin_port: u16, tls: bool, extra: &str) -> String {
-    config_text_admin(port, admin_port, tls, "", extra)
+/// The base configuration every test starts from, on kernel-chosen ports; `extra` TOML is
+/// appended (new tables only).
+pub fn config_text(tls: bool, extra: &str) -> String {
+    config_text_at(ANY_PORT, ANY_PORT, tls, "", extra)
 }
 
-/// [`config_text`] with `admin_extra` keys added to the `[admin]` table.
-pub fn config_text_admin(
-    port: u16,
-    admin_port: u16,
+/// [`config_text`] on the given listener and admin addresses, with `admin_extra` keys added to
+/// the `[admin]` table.
+pub fn config_text_at(
+    address: &str,
+    admin_address: &str,
     tls: bool,
     admin_extra: &str,
     extra: &str,
@@ -55,8 +58,8 @@ pub fn config_text_admin(
         ""
     };
     format!(
-        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n{tls_table}\n\
-         [admin]\naddress = \"127.0.0.1:{admin_port}\"\n{admin_extra}\n\
+        "[[listeners]]\naddress = \"{address}\"\n{tls_table}\n\
+         [admin]\naddress = \"{admin_address}\"\n{admin_extra}\n\
          [[routes]]\npath = \"/\"\nmode = \"static\"\nbody = \"Hello, World!\"\n\n\
          [[routes]]\npath = \"/ws/echo\"\nmode = \"echo\"\n\n{extra}\n"
     )
@@ -90,38 +93,55 @@ impl Gateway {
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
-        let (port, admin_port) = (free_port(), free_port());
-        let config = dir.path().join("portcullis.toml");
-        let text = config_text_admin(port, admin_port, tls, admin_extra, extra);
-        std::fs::write(&config, text).unwrap();
-        let child = spawn(&["--config", config.to_str().unwrap()], dir.path());
-        let gw = Gateway {
+        let text = config_text_at(ANY_PORT, ANY_PORT, tls, admin_extra, extra);
+        std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
+        let cert = dir.path().join("certs/cert.pem");
+        Gateway::run(dir, &["--config", "portcullis.toml"], cert, tls).await
+    }
+
+    /// Run the binary with `args` in `dir` (logging to `dir/gateway.log`), clients trusting
+    /// `cert`; returns once both listeners accept connections (bounded).
+    pub async fn run(dir: tempfile::TempDir, args: &[&str], cert: PathBuf, tls: bool) -> Gateway {
+        let child = spawn(args, dir.path());
+        let mut gw = Gateway {
             child: Some(child),
-            cert: dir.path().join("certs/cert.pem"),
             dir,
-            port,
-            admin_port,
+            port: 0,
+            admin_port: 0,
+            cert,
             tls,
         };
-        gw.wait_ready().await;
+        let (public, admin) = gw.listening_addresses().await;
+        (gw.port, gw.admin_port) = (public.port(), admin.port());
+        for addr in [public, admin] {
+            eventually(START, format!("{addr} accepting connections"), || async {
+                // One connection, closed at once: a probe (for TLS, one failed TLS handshake).
+                TcpStream::connect(addr).await.map(drop)
+            })
+            .await;
+        }
         gw
     }
 
-    /// Wait until both listeners accept connections (bounded).
-    pub async fn wait_ready(&self) {
-        for port in [self.port, self.admin_port] {
-            eventually(
-                START,
-                format!("port {port} accepting connections"),
-                || async {
-                    // One connection, closed at once: a probe (for TLS, one failed TLS handshake).
-                    let connected = TcpStream::connect(("127.0.0.1", port)).await;
-                    connected
-                        .map(drop)
-                        .map_err(|e| format!("{e}; log:\n{}", self.log()))
-                },
-            )
-            .await;
+    /// The concrete public and admin addresses, from the log lines the gateway writes at start
+    /// (bounded; a gateway that exits first fails at once, with its log).
+    async fn listening_addresses(&mut self) -> (SocketAddr, SocketAddr) {
+        let deadline = Instant::now() + START;
+        loop {
+            let log = self.log();
+            let public = PUBLIC_LINES.iter().find_map(|l| address_after(&log, l));
+            if let (Some(public), Some(admin)) = (public, address_after(&log, ADMIN_LINE)) {
+                return (public, admin);
+            }
+            let child = self.child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the gateway exited ({status}) before listening; log:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no listening addresses in the gateway's log within {START:?}; log:\n{log}"
+            );
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -189,6 +209,16 @@ impl Gateway {
     pub async fn wait_log(&self, needle: &str) {
         self.wait_log_line(&format!("{needle:?} in the log"), |l| l.contains(needle))
             .await;
+    }
+
+    /// The public listener's address, as its configuration would name it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The admin listener's address, as its configuration would name it.
+    pub fn admin_address(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -342,4 +372,13 @@ pub async fn wait_file_log(path: &Path, needle: &str) -> String {
         },
     )
     .await
+}
+
+/// The socket address written right after the first `marker` in `log`, as in
+/// `listening on wss://127.0.0.1:33169`.
+fn address_after(log: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &log[log.find(marker)? + marker.len()..];
+    let end =
+        rest.find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))?;
+    rest[..end].parse().ok()
 }

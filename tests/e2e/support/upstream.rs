@@ -1,7 +1,7 @@
-//! Servers the tests start themselves, inside the test's runtime on `127.0.0.1:0`: test upstream
-//! WebSocket servers (plain or TLS) that report what they see (echo, listen-only, server push,
-//! refusing, stalling, dying, closing, misbehaving, flooding and never-reading upstreams), and a
-//! small HTTP server (a JWKS endpoint).
+//! Servers the tests start themselves, inside the test's runtime, each on a port bound once
+//! (`127.0.0.1:0`) and kept: test upstream WebSocket servers (plain or TLS) that report what
+//! they see, a small HTTP server (a JWKS endpoint), and a held port with nothing listening (an
+//! upstream that is down, or down for a while).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -330,6 +330,44 @@ fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls:
     };
     let config = builder.with_single_cert(chain, key).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A loopback port held for the whole test with nothing listening on it: connections to it are
+/// refused (an upstream that is down) until [`HeldPort::listen`] opens a listener on it, and are
+/// refused again once that listener is dropped. The port is never released in between, so no
+/// other test can be given it: a placeholder socket bound with `SO_REUSEPORT` keeps it (the
+/// kernel hands out no port another socket holds), as the gateway does for port 0.
+pub struct HeldPort {
+    pub addr: SocketAddr,
+    _placeholder: TcpSocket,
+}
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let placeholder = reuseport_socket();
+        placeholder.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        HeldPort {
+            addr: placeholder.local_addr().unwrap(),
+            _placeholder: placeholder,
+        }
+    }
+
+    /// A listener on the port (it comes up).
+    pub fn listen(&self) -> TcpListener {
+        let socket = reuseport_socket();
+        socket.bind(self.addr).unwrap();
+        socket.listen(1024).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+fn reuseport_socket() -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket
 }
 
 /// A small HTTP/1.1 server: every request gets the current body as JSON (200), or a 503 while
