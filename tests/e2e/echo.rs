@@ -69,8 +69,8 @@ async fn close_is_answered_with_the_same_code_and_reason() {
             .unwrap();
         assert!(end.is_none() || matches!(end, Some(Err(_))), "{end:?}");
     }
-    let log = gw.log();
-    assert!(log.contains("close_code=4000 initiator=client"), "{log}");
+    // Written when that session ends, a little after the client saw it end.
+    gw.wait_log("close_code=4000 initiator=client").await;
 }
 
 #[tokio::test]

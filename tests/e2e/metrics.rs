@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -435,8 +436,19 @@ async fn scripted_traffic_gives_exact_counts() {
     assert!(!m.text.contains("127.0.0.1"), "{}", m.text);
     assert!(!m.text.contains("/nowhere") && !m.text.contains("access_token"));
 
-    // The access log: one line per session and per rejection, never the token.
-    let log = gw.log();
+    // The access log: one line per session and per rejection, never the token. A session's
+    // line is written after its close is counted: wait for the lines.
+    let log = eventually(STEP, "4 session and 6 rejection lines", || async {
+        let log = gw.log();
+        let count = |kind: &str| {
+            log.lines()
+                .filter(|l| l.contains(" access] ") && l.contains(kind))
+                .count()
+        };
+        let all_there = count("] session ") >= 4 && count("] rejection ") >= 6;
+        done_or(all_there, log.clone()).map(|()| log)
+    })
+    .await;
     assert!(
         !log.contains(SECRET),
         "the token leaked into the log:\n{log}"
@@ -479,11 +491,15 @@ async fn scripted_traffic_gives_exact_counts() {
 #[tokio::test]
 async fn json_access_log_lines() {
     let gw = Gateway::start("[server]\nlog_format = \"json\"\n").await;
+    let opened = Instant::now();
     let mut ws = gw.ws(&format!("{ECHO}?access_token={SECRET}")).await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hi")).await,
         Message::text("echo: hi")
     );
+    // The test: the session stays open this long, so its logged duration is at least this.
+    const HELD: Duration = Duration::from_millis(300);
+    tokio::time::sleep(HELD).await;
     client_close(&mut ws, 4001, "done").await;
     let plain = format!("GET {ECHO}?access_token={SECRET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&gw.raw(plain.as_bytes()).await), 426);
@@ -491,8 +507,20 @@ async fn json_access_log_lines() {
         m.sum("portcullis_closes_total", &[]) == 1.0
     })
     .await;
+    // Both access-log lines are written by now or soon (the session's after its close counts).
+    let log = eventually(STEP, "a session and a rejection line", || async {
+        let log = gw.log();
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let has = |event: &str| events.iter().any(|v| v["event"] == event);
+        done_or(has("session") && has("rejection"), log.clone()).map(|()| log)
+    })
+    .await;
+    // The session began after `opened` and ended before its line was seen.
+    let within = opened.elapsed();
 
-    let log = gw.log();
     assert!(
         !log.contains(SECRET),
         "the token leaked into the log:\n{log}"
@@ -517,7 +545,12 @@ async fn json_access_log_lines() {
     assert_eq!(session["result"], "closed");
     assert_eq!(session["close_code"], 4001);
     assert_eq!(session["initiator"], "client");
-    assert!(session["duration_s"].as_f64().unwrap() >= 0.0);
+    let duration = session["duration_s"].as_f64().unwrap();
+    // duration_s is rounded to the millisecond.
+    assert!(
+        duration >= HELD.as_secs_f64() && duration <= within.as_secs_f64() + 0.001,
+        "duration_s {duration} is not within [{HELD:?}, {within:?}]"
+    );
     assert_eq!(session["messages_in"], 1);
     assert_eq!(session["messages_out"], 1);
     assert_eq!(session["bytes_in"], 2);

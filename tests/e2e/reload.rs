@@ -91,9 +91,9 @@ async fn an_invalid_reload_keeps_the_old_configuration() {
         ))
         .await;
     }
-    assert!(gw
-        .log()
-        .contains("reload failed, the configuration in force stays"));
+    // Logged right after the failure is counted.
+    gw.wait_log("reload failed, the configuration in force stays")
+        .await;
     // Still the old configuration: open, v1.
     assert_eq!(gw.try_handshake("/ws/room", "").await.0, 101);
     assert_eq!(

@@ -29,7 +29,7 @@ const ADMIN_LINE: &str = "admin listener on http://";
 
 /// A running gateway; killed on drop.
 pub struct Gateway {
-    pub child: Option<Child>,
+    child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub admin_port: u16,
@@ -156,6 +156,13 @@ impl Gateway {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("the gateway has exited").id() as i32
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Send a signal: "TERM", "INT", "HUP" or "QUIT".
