@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::upstream::HttpServer;
 use crate::support::*;
 use crate::tokens::*;
 
@@ -50,8 +51,8 @@ required_claims = ["sub"]
 roles = ["admin"]
 "#;
 
-fn chat_gateway(extra: &str) -> Gateway {
-    Gateway::start_prepared(true, &format!("{CHAT}\n{extra}"), write_keys)
+async fn chat_gateway(extra: &str) -> Gateway {
+    Gateway::start_prepared(true, &format!("{CHAT}\n{extra}"), write_keys).await
 }
 
 fn bearer(token: &str) -> String {
@@ -64,7 +65,7 @@ fn good(alg: Algorithm, kid: &str) -> String {
 
 #[tokio::test]
 async fn every_algorithm_with_its_pinned_key_is_admitted() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     for (alg, kid) in [
         (Algorithm::RS256, "rs"),
         (Algorithm::PS256, "ps"),
@@ -85,7 +86,12 @@ async fn every_algorithm_with_its_pinned_key_is_admitted() {
         Message::text("echo: hi")
     );
     drop(ws);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The session's access-log line is written when the session ends; the one that echoed a
+    // message, not the try_handshake sessions before it.
+    gw.wait_log_line("this session's access-log line", |l| {
+        l.contains("] session route=/ws/chat ") && l.contains(" messages_in=1 ")
+    })
+    .await;
     let log = gw.log();
     assert!(log.contains("subject=alice"), "{log}");
     assert!(!log.contains(&token), "the log holds a token");
@@ -93,7 +99,7 @@ async fn every_algorithm_with_its_pinned_key_is_admitted() {
 
 #[tokio::test]
 async fn token_sources_header_subprotocol_query_cookie() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let t = good(Algorithm::ES256, "es");
     // Query parameter.
     let (status, _) = gw
@@ -132,7 +138,13 @@ async fn token_sources_header_subprotocol_query_cookie() {
         !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
         "{head}"
     );
-    let log = gw.log();
+    // The four sessions' access-log lines are written as they end (a token must be in none).
+    let log = eventually(STEP, "four sessions in the access log", || async {
+        let log = gw.log();
+        let sessions = log.matches("] session route=/ws/chat ").count();
+        done_or(sessions == 4, log.clone()).map(|()| log)
+    })
+    .await;
     assert!(!log.contains(&t), "a token reached the log");
 }
 
@@ -140,7 +152,7 @@ async fn token_sources_header_subprotocol_query_cookie() {
 /// `new WebSocket(url, ["bearer." + token, "chat.v1"])` does) gets the app protocol back.
 #[tokio::test]
 async fn browser_style_subprotocol_client() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let t = good(Algorithm::RS256, "rs");
     let protocols = format!("bearer.{t}, chat.v1");
     let (mut ws, resp) = gw
@@ -164,7 +176,7 @@ async fn browser_style_subprotocol_client() {
 
 #[tokio::test]
 async fn missing_token_is_401_without_an_error_code() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let (status, head) = gw.try_handshake("/ws/chat", "").await;
     assert_eq!(status, 401);
     assert!(
@@ -175,12 +187,12 @@ async fn missing_token_is_401_without_an_error_code() {
         !head.contains("error="),
         "RFC 6750: no error code without a token: {head}"
     );
-    assert!(gw.log().contains("reason=auth_missing"));
+    gw.wait_log("reason=auth_missing").await;
 }
 
 #[tokio::test]
 async fn jwt_attacks_are_refused() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let k = keys();
     let payload = claims(json!({}));
     let rsa_pub_secret = k.rsa_public.as_bytes();
@@ -301,14 +313,13 @@ async fn jwt_attacks_are_refused() {
         );
         assert!(head.contains(&challenge), "{what}: {head}");
     }
-    let log = gw.log();
-    assert!(log.contains("reason=auth_expired"), "{log}");
-    assert!(log.contains("reason=auth_invalid"), "{log}");
+    gw.wait_log("reason=auth_expired").await;
+    gw.wait_log("reason=auth_invalid").await;
 }
 
 #[tokio::test]
 async fn claims_policy_gives_403() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let no_scope = sign(
         Algorithm::ES256,
         Some("es"),
@@ -343,14 +354,14 @@ async fn claims_policy_gives_403() {
             .0,
         403
     );
-    assert!(gw.log().contains("reason=forbidden"));
+    gw.wait_log("reason=forbidden").await;
 }
 
 /// Cross-site WebSocket hijacking: a page on another site opens a socket with the victim's
 /// cookie. The Origin check refuses it with 403 before any token work.
 #[tokio::test]
 async fn origin_allow_list_stops_cross_site_hijacking() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let cookie = format!("Cookie: access_token={}\r\n", good(Algorithm::ES256, "es"));
     for origin in [
         "https://chat.example.com",
@@ -381,7 +392,7 @@ async fn origin_allow_list_stops_cross_site_hijacking() {
     assert_eq!(status, 403);
     // No Origin (a non-browser client) is allowed by this policy's explicit choice.
     assert_eq!(gw.try_handshake("/ws/chat", &cookie).await.0, 101);
-    assert!(gw.log().contains("reason=origin"));
+    gw.wait_log("reason=origin").await;
 }
 
 #[tokio::test]
@@ -391,7 +402,8 @@ async fn origin_null_and_missing_are_explicit_choices() {
          [policies.strict.origin]\nallow = [\"https://app.test\"]\n\
          [[routes]]\npath = \"/ws/sandbox\"\nmode = \"echo\"\npolicy = \"sandbox\"\n\
          [policies.sandbox.origin]\nallow = []\nallow_null = true\n",
-    );
+    )
+    .await;
     assert_eq!(gw.try_handshake("/ws/strict", "").await.0, 403);
     assert_eq!(
         gw.try_handshake("/ws/strict", "Origin: https://app.test\r\n")
@@ -408,7 +420,7 @@ async fn origin_null_and_missing_are_explicit_choices() {
 
 #[tokio::test]
 async fn token_expiring_during_an_open_socket_closes_it_with_1008() {
-    let gw = chat_gateway("");
+    let gw = chat_gateway("").await;
     let token = sign(
         Algorithm::ES256,
         Some("es"),
@@ -438,22 +450,25 @@ async fn expiry_can_be_ignored_or_given_grace() {
          [policies.graced.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
          leeway = \"0s\"\nexpiry_grace = \"2s\"\n",
         write_keys,
-    );
+    )
+    .await;
+    let started = std::time::Instant::now();
+    // exp is 1-2 s away (whole seconds); the graced close comes 2 s after it.
+    let exp = now() + 2;
     let connect = |path: &'static str| {
         let gw = &gw;
         async move {
-            let token = sign(Algorithm::ES256, None, &claims(json!({"exp": now() + 2})));
+            let token = sign(Algorithm::ES256, None, &claims(json!({ "exp": exp })));
             gw.ws_headers(path, &[("authorization", &format!("Bearer {token}"))])
                 .await
                 .0
         }
     };
-    let started = std::time::Instant::now();
     let mut lax = connect("/ws/lax").await;
     let mut graced = connect("/ws/graced").await;
-    // exp is 1-2 s away (whole seconds); the graced close comes 2 s after it, so at 2.5 s the
-    // token has expired and the graced socket is still open.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The test: time passes exp (nothing to observe: both sockets stay open), and the graced
+    // socket is still open then.
+    sleep_past_unix(exp).await;
     assert_eq!(
         roundtrip(&mut graced, Message::text("in grace")).await,
         Message::text("echo: in grace")
@@ -471,89 +486,48 @@ async fn expiry_can_be_ignored_or_given_grace() {
     );
 }
 
-/// A local JWKS server whose document can be swapped (rotation) or taken down.
-struct JwksServer {
-    port: u16,
-    doc: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// The policy's `jwks_min_refresh`: unknown kids cause at most one fetch per this window.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
 
-impl JwksServer {
-    async fn start(doc: String) -> JwksServer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let doc = std::sync::Arc::new(std::sync::Mutex::new(Some(doc)));
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (d, h) = (doc.clone(), hits.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = d.lock().unwrap().clone();
-                let mut buf = [0u8; 2048];
-                let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-                let answer = match body {
-                    Some(b) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-                        b.len()
-                    ),
-                    None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                };
-                let _ = s.write_all(answer.as_bytes()).await;
-            }
-        });
-        JwksServer {
-            port,
-            doc,
-            hits,
-            task,
-        }
-    }
+/// The test's subject is this window: sleep past it since the last fetch a token could cause.
+async fn past_min_refresh() {
+    tokio::time::sleep(MIN_REFRESH + Duration::from_millis(100)).await;
 }
 
 #[tokio::test]
 async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
     let k = keys();
     let jwks = |keys: Vec<serde_json::Value>| json!({ "keys": keys }).to_string();
-    let server = JwksServer::start(jwks(vec![ec_jwk("k1", &k.ec_point)])).await;
+    let server = HttpServer::start(jwks(vec![ec_jwk("k1", &k.ec_point)])).await;
     let gw = Gateway::start(&format!(
         "[[routes]]\npath = \"/ws/idp\"\nmode = \"echo\"\npolicy = \"idp\"\n\
-         [policies.idp.jwt]\njwks_url = \"http://127.0.0.1:{}/.well-known/jwks.json\"\n\
-         jwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n",
-        server.port
-    ));
+         [policies.idp.jwt]\njwks_url = \"{}\"\n\
+         jwks_refresh = \"1h\"\njwks_min_refresh = \"{}s\"\n",
+        server.url("/.well-known/jwks.json"),
+        MIN_REFRESH.as_secs()
+    ))
+    .await;
     // The first fetch happens in the background at start-up.
     let t1 = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        let (status, _) = gw.try_handshake("/ws/idp", &bearer(&t1)).await;
-        if status == 101 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "k1 never accepted: {}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Rotation: the IdP starts signing with k2; the first token naming k2 triggers a refresh.
-    *server.doc.lock().unwrap() = Some(jwks(vec![
+    eventually(STEP, "k1 accepted", || async {
+        let (status, head) = gw.try_handshake("/ws/idp", &bearer(&t1)).await;
+        done_or(status == 101, format!("{head}\n{}", gw.log()))
+    })
+    .await;
+    // Rotation: the IdP starts signing with k2; the first token naming k2 triggers a refresh
+    // (once the window since t1's, if t1 caused one, is over).
+    server.set_body(Some(jwks(vec![
         ec_jwk("k1", &k.ec_point),
         ec_jwk("k2", &k.ec2_point),
-    ]));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ])));
+    past_min_refresh().await;
     let t2 = sign_ec2("k2", &claims(json!({})));
     let (status, head) = gw.try_handshake("/ws/idp", &bearer(&t2)).await;
     assert_eq!(status, 101, "{head}\n{}", gw.log());
     // Unknown kids are refreshed at most once per jwks_min_refresh: a burst of bad kids costs
-    // the IdP at most one extra fetch.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    // the IdP one extra fetch (the refresh is awaited before the answer), not more.
+    past_min_refresh().await;
+    let before = server.hits();
     for i in 0..5 {
         let t = sign(
             Algorithm::ES256,
@@ -562,24 +536,24 @@ async fn jwks_rotation_unknown_kid_refresh_and_last_good_copy() {
         );
         assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t)).await.0, 401);
     }
-    let after = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let after = server.hits();
     assert!(
         after - before <= 1,
         "{} fetches for 5 unknown kids",
         after - before
     );
+    assert_eq!(
+        after - before,
+        1,
+        "the window was over: one refresh was due"
+    );
     // The IdP goes down: the last good keys stay in use.
-    *server.doc.lock().unwrap() = None;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.set_body(None);
+    past_min_refresh().await;
     let t = sign(Algorithm::ES256, Some("ghost-x"), &claims(json!({})));
     assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t)).await.0, 401);
     assert_eq!(gw.try_handshake("/ws/idp", &bearer(&t2)).await.0, 101);
-    assert!(
-        gw.log().contains("keeping the last good keys"),
-        "{}",
-        gw.log()
-    );
-    server.task.abort();
+    gw.wait_log("keeping the last good keys").await;
 }
 
 #[tokio::test]
@@ -587,7 +561,8 @@ async fn handshake_rate_per_ip_gives_429_with_retry_after() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/rated\"\nmode = \"echo\"\npolicy = \"rated\"\n\
          [policies.rated.limits]\nhandshakes_per_ip = { per_minute = 6, burst = 3 }\n",
-    );
+    )
+    .await;
     for _ in 0..3 {
         assert_eq!(gw.try_handshake("/ws/rated", "").await.0, 101);
     }
@@ -603,7 +578,7 @@ async fn handshake_rate_per_ip_gives_429_with_retry_after() {
     assert!((1..=10).contains(&retry), "{retry}");
     // Other routes (other policies) are not affected.
     assert_eq!(gw.try_handshake("/ws/echo", "").await.0, 101);
-    assert!(gw.log().contains("reason=rate_limited"));
+    gw.wait_log("reason=rate_limited").await;
 }
 
 #[tokio::test]
@@ -612,7 +587,8 @@ async fn handshake_rate_per_subject() {
         "[[routes]]\npath = \"/ws/sub\"\nmode = \"echo\"\npolicy = \"sub\"\n\
          [policies.sub.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
          [policies.sub.limits]\nhandshakes_per_subject = { per_minute = 2, burst = 2 }\n",
-    );
+    )
+    .await;
     let alice = sign(Algorithm::ES256, None, &claims(json!({})));
     let bob = sign(Algorithm::ES256, None, &claims(json!({"sub": "bob"})));
     assert_eq!(gw.try_handshake("/ws/sub", &bearer(&alice)).await.0, 101);
@@ -628,7 +604,7 @@ async fn connection_caps_under_concurrency_and_no_slot_leaks() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/capped\"\nmode = \"echo\"\npolicy = \"capped\"\nmax_message_bytes = 16\n\
          [policies.capped.limits]\nconnections_per_ip = 3\n",
-    );
+    ).await;
     let attempts = futures_util::future::join_all((0..12).map(|_| async {
         let req = gw.url("/ws/capped").into_client_request().unwrap();
         tokio_tungstenite::client_async(req, gw.tls().await).await
@@ -659,18 +635,14 @@ async fn connection_caps_under_concurrency_and_no_slot_leaks() {
     drop(open.pop());
     drop(a);
     // All three slots come back.
-    let deadline = std::time::Instant::now() + STEP;
-    let mut again = Vec::new();
-    while again.len() < 3 {
-        let (status, _) = gw.try_handshake("/ws/capped", "").await;
-        assert!(status == 101 || status == 429);
-        if status == 101 {
-            again.push(());
-        } else {
-            assert!(std::time::Instant::now() < deadline, "slots leaked");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let admitted = std::cell::Cell::new(0);
+    eventually(STEP, "three handshakes admitted again", || async {
+        let (status, head) = gw.try_handshake("/ws/capped", "").await;
+        assert!(status == 101 || status == 429, "{head}");
+        admitted.set(admitted.get() + usize::from(status == 101));
+        done_or(admitted.get() == 3, format!("slots leaked: {head}"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -679,7 +651,8 @@ async fn per_route_and_global_caps() {
         "[limits]\nmax_connections = 3\n\
          [[routes]]\npath = \"/ws/room\"\nmode = \"echo\"\npolicy = \"room\"\n\
          [policies.room.limits]\nconnections_per_route = 1\n",
-    );
+    )
+    .await;
     let _room = gw.ws("/ws/room").await;
     let (status, head) = gw.try_handshake("/ws/room", "").await;
     assert_eq!(status, 429, "{head}");
@@ -688,7 +661,7 @@ async fn per_route_and_global_caps() {
     let (status, head) = gw.try_handshake("/ws/echo", "").await;
     assert_eq!(status, 503, "{head}");
     assert!(head.contains("Retry-After: 1"));
-    assert!(gw.log().contains("reason=conn_limit"));
+    gw.wait_log("reason=conn_limit").await;
 }
 
 #[tokio::test]
@@ -698,21 +671,10 @@ async fn per_connection_message_and_byte_rates_close_with_1008() {
          [policies.slow.limits]\nmessages_per_second = 5\n\
          [[routes]]\npath = \"/ws/thin\"\nmode = \"echo\"\npolicy = \"thin\"\n\
          [policies.thin.limits]\nbytes_per_second = 1000\n",
-    );
+    )
+    .await;
     let mut ws = gw.ws("/ws/slow").await;
-    let mut closed = None;
-    for i in 0..50 {
-        futures_util::SinkExt::send(&mut ws, Message::text(format!("m{i}")))
-            .await
-            .ok();
-        match next_message(&mut ws).await {
-            Message::Close(Some(f)) => {
-                closed = Some((u16::from(f.code), f.reason.to_string()));
-                break;
-            }
-            _ => continue,
-        }
-    }
+    let closed = send_until_closed(&mut ws, 50).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
     let mut ws = gw.ws("/ws/thin").await;
     assert_eq!(
@@ -728,24 +690,6 @@ async fn per_connection_message_and_byte_rates_close_with_1008() {
     );
 }
 
-/// Send a handshake and keep the connection open; returns the status and the stream.
-async fn hold(
-    gw: &Gateway,
-    target: &str,
-    extra: &str,
-) -> (u16, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
-    let mut tls = gw.tls().await;
-    tokio::io::AsyncWriteExt::write_all(&mut tls, handshake(target, extra).as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(STEP, tokio::io::AsyncReadExt::read(&mut tls, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    (status_of(&String::from_utf8_lossy(&buf[..n])), tls)
-}
-
 #[tokio::test]
 async fn client_ip_from_trusted_proxies_only() {
     let limits = "[[routes]]\npath = \"/ws/one\"\nmode = \"echo\"\npolicy = \"one\"\n\
@@ -755,18 +699,19 @@ async fn client_ip_from_trusted_proxies_only() {
     // Behind a trusted proxy (this test's loopback address), the forwarded address is the client.
     let gw = Gateway::start(&format!(
         "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{limits}"
-    ));
+    ))
+    .await;
     let mut keep = Vec::new();
     for (hdr, want) in [(a, 101), (a, 429), (b, 101), (b, 429)] {
-        let (status, tls) = hold(&gw, "/ws/one", hdr).await;
+        let (status, _, tls) = gw.handshake_open("/ws/one", hdr).await;
         assert_eq!(status, want, "{hdr}");
         keep.push(tls);
     }
     // Without trusted proxies the headers are ignored: everyone is 127.0.0.1, and a client
     // cannot claim another address to dodge its cap.
-    let gw2 = Gateway::start(limits);
-    let (status, _first) = hold(&gw2, "/ws/one", a).await;
+    let gw2 = Gateway::start(limits).await;
+    let (status, _, _first) = gw2.handshake_open("/ws/one", a).await;
     assert_eq!(status, 101);
-    let (status, _second) = hold(&gw2, "/ws/one", b).await;
+    let (status, _, _second) = gw2.handshake_open("/ws/one", b).await;
     assert_eq!(status, 429);
 }

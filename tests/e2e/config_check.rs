@@ -1,40 +1,38 @@
 //! `portcullis --check`: good configs pass, broken ones fail naming the file and the key; and a
 //! broken config stops start-up with the same clear error.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use crate::support::*;
 
-fn check(dir: &std::path::Path, text: &str) -> (bool, String) {
+/// Run the binary with `args` in `dir` (bounded: a start-up that should fail and does not is
+/// killed, and the test fails).
+fn portcullis(dir: &Path, args: &[&str]) -> Output {
+    output_within(
+        Command::new(binary()).args(args).current_dir(dir),
+        b"",
+        STEP,
+    )
+}
+
+fn check(dir: &Path, text: &str) -> (bool, String) {
     let path = dir.join("candidate.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(binary())
-        .args(["--check", "--config", path.to_str().unwrap()])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = portcullis(dir, &["--check", "--config", path.to_str().unwrap()]);
+    (out.status.success(), text_of(&out))
 }
 
 #[test]
 fn good_configs_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = check(dir.path(), &config_text(free_port(), free_port(), true, ""));
+    let (ok, out) = check(dir.path(), &config_text(true, ""));
     assert!(ok, "{out}");
     assert!(out.contains("configuration OK"), "{out}");
 
     // The shipped, commented example is valid as it is.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/example.toml");
-    let out = Command::new(binary())
-        .args(["--check", "--config", example])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = portcullis(dir.path(), &["--check", "--config", example]);
     assert!(
         out.status.success(),
         "{}",
@@ -42,11 +40,7 @@ fn good_configs_pass() {
     );
 
     // No --config: the embedded default.
-    let out = Command::new(binary())
-        .arg("--check")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = portcullis(dir.path(), &["--check"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("<embedded default>"));
 }
@@ -54,7 +48,7 @@ fn good_configs_pass() {
 #[test]
 fn bad_configs_fail_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = config_text(free_port(), free_port(), true, "");
+    let base = config_text(true, "");
     let cases = [
         (
             format!("{base}\n[limits]\nmax_mesage_bytes = 5\n"),
@@ -121,11 +115,7 @@ fn mismatched_key_is_reported_not_a_panic() {
 
     // Starting with it fails the same way, promptly, with a non-zero exit.
     let path = dir.path().join("candidate.toml");
-    let out = Command::new(binary())
-        .args(["--config", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = portcullis(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not form a usable pair"));
 }
@@ -136,12 +126,9 @@ fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, config_text(port, free_port(), true, "")).unwrap();
-    let out = Command::new(binary())
-        .args(["--config", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let address = format!("127.0.0.1:{port}");
+    std::fs::write(&path, config_text_at(&address, ANY_PORT, true, "", "")).unwrap();
+    let out = portcullis(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -171,7 +158,7 @@ fn shipped_policy_files_are_valid() {
          [[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"public\"\n\
          [[routes]]\npath = \"/b\"\nmode = \"echo\"\npolicy = \"chat\"\n\
          [[routes]]\npath = \"/c\"\nmode = \"echo\"\npolicy = \"internal\"\n",
-        config_text(free_port(), free_port(), true, "")
+        config_text(true, "")
     );
     let (ok, out) = check(dir.path(), &text);
     assert!(ok, "{out}");
@@ -180,7 +167,7 @@ fn shipped_policy_files_are_valid() {
 #[test]
 fn bad_policies_fail_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = config_text(free_port(), free_port(), true, "");
+    let base = config_text(true, "");
     std::fs::write(dir.path().join("ec.pem"), "not a key").unwrap();
     std::fs::write(dir.path().join("short.secret"), "tooshort").unwrap();
     std::fs::write(

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -18,13 +19,9 @@ fn deploy() -> PathBuf {
 fn check_config(text: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tls")).unwrap();
-    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.path().join("tls/tls.crt"), pair.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("tls/tls.key"),
-        pair.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    let (cert, key) = self_signed(&["localhost"]);
+    std::fs::write(dir.path().join("tls/tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls/tls.key"), key).unwrap();
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
     run_ok(Command::new(binary()).args(["--check", "--config", path.to_str().unwrap()]));
@@ -108,11 +105,11 @@ fn systemd_unit_verifies() {
         .replace("/usr/local/bin/portcullis", binary());
     let path = dir.path().join("portcullis.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(analyze).arg("verify").arg(&path),
+        b"",
+        Duration::from_secs(60),
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     // Only complaints about this unit count (the host's own units may have warnings).
     let ours: Vec<&str> = text

@@ -2,7 +2,7 @@
 //! hostile frames.
 
 use futures_util::SinkExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -11,7 +11,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn echoes_text_and_binary() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws("/ws/echo").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hello")).await,
@@ -37,16 +37,12 @@ async fn echoes_text_and_binary() {
 
 #[tokio::test]
 async fn answers_pings_with_pongs() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws("/ws/echo").await;
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
         .unwrap();
-    let pong = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut ws))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let pong = next_frame(&mut ws).await;
     assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
     // The session goes on after control frames.
     assert_eq!(
@@ -57,7 +53,7 @@ async fn answers_pings_with_pongs() {
 
 #[tokio::test]
 async fn close_is_answered_with_the_same_code_and_reason() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     for (code, reason) in [(1000u16, "bye"), (4000, "app says so"), (1001, "")] {
         let mut ws = gw.ws("/ws/echo").await;
         ws.send(Message::Close(Some(CloseFrame {
@@ -73,13 +69,13 @@ async fn close_is_answered_with_the_same_code_and_reason() {
             .unwrap();
         assert!(end.is_none() || matches!(end, Some(Err(_))), "{end:?}");
     }
-    let log = gw.log();
-    assert!(log.contains("close_code=4000 initiator=client"), "{log}");
+    // Written when that session ends, a little after the client saw it end.
+    gw.wait_log("close_code=4000 initiator=client").await;
 }
 
 #[tokio::test]
 async fn oversized_message_is_closed_with_1009_and_others_are_unaffected() {
-    let gw = Gateway::start("[limits]\nmax_message_bytes = 1024\n");
+    let gw = Gateway::start("[limits]\nmax_message_bytes = 1024\n").await;
     let mut bystander = gw.ws("/ws/echo").await;
     let mut ws = gw.ws("/ws/echo").await;
     // Exactly at the limit passes.
@@ -99,30 +95,19 @@ async fn oversized_message_is_closed_with_1009_and_others_are_unaffected() {
     raw.write_all(handshake("/ws/echo", "").as_bytes())
         .await
         .unwrap();
-    let mut frames = Vec::new();
     // Three 600-byte fragments: text (FIN=0), continuation (FIN=0), continuation (FIN=1).
-    for (i, opcode) in [(0, 0x1u8), (1, 0x0), (2, 0x0)] {
-        let fin = if i == 2 { 0x80 } else { 0 };
-        frames.push(fin | opcode);
-        frames.push(0x80 | 126);
-        frames.extend_from_slice(&600u16.to_be_bytes());
-        frames.extend_from_slice(&[0, 0, 0, 0]);
-        frames.extend(std::iter::repeat_n(b'z', 600));
-    }
+    let fragment = [b'z'; 600];
+    let mask = Some([0, 0, 0, 0]);
+    let frames = [
+        raw_frame(0x1, &fragment, mask),
+        raw_frame(0x0, &fragment, mask),
+        raw_frame(0x80, &fragment, mask),
+    ]
+    .concat();
     raw.write_all(&frames).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + STEP;
-    // Read the 101 then the close frame: 0x88, len, code 1009 (0x03F1).
-    while !got.windows(2).any(|w| w == [0x03, 0xF1]) {
-        let n = tokio::time::timeout_at(deadline, raw.read(&mut answer))
-            .await
-            .expect("no close in time")
-            .unwrap();
-        assert!(n > 0, "closed without a 1009 close frame: {got:?}");
-        got.extend_from_slice(&answer[..n]);
-    }
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101"));
+    // The 101, then the close frame with 1009.
+    let (code, _) = raw_close(&mut raw, "a fragmented message over the limit").await;
+    assert_eq!(code, 1009);
     // Everyone else keeps working.
     assert_eq!(
         roundtrip(&mut bystander, Message::text("ok?")).await,
@@ -138,7 +123,7 @@ async fn oversized_message_is_closed_with_1009_and_others_are_unaffected() {
 async fn per_route_limit_overrides_the_global_one() {
     let gw = Gateway::start(
         "[[routes]]\npath = \"/ws/small\"\nmode = \"echo\"\nprefix = \"\"\nmax_message_bytes = 10\n",
-    );
+    ).await;
     let mut small = gw.ws("/ws/small").await;
     assert_eq!(
         roundtrip(&mut small, Message::text("0123456789")).await,
@@ -156,29 +141,24 @@ async fn per_route_limit_overrides_the_global_one() {
 /// Frames sent in the same packet as the handshake are not lost.
 #[tokio::test]
 async fn frames_right_behind_the_handshake_are_kept() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut raw = gw.tls().await;
     let mut bytes = handshake("/ws/echo", "").into_bytes();
     bytes.extend(client_frame(0x1, b"early", Some([1, 2, 3, 4])));
     raw.write_all(&bytes).await.unwrap();
     let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
     let want = b"\x81\x0becho: early";
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !got.windows(want.len()).any(|w| w == want) {
-        let n = tokio::time::timeout_at(deadline, raw.read(&mut chunk))
-            .await
-            .expect("no echo of the early frame")
-            .unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&chunk[..n]);
-    }
+    let echoed = read_until(&mut raw, &mut got, "the echo of the early frame", |got| {
+        got.windows(want.len()).any(|w| w == want)
+    })
+    .await;
+    assert!(echoed, "closed early: {:?}", String::from_utf8_lossy(&got));
 }
 
 /// Hostile frames get the RFC's close code; the gateway and other sockets carry on.
 #[tokio::test]
 async fn protocol_violations_get_rfc_close_codes() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut bystander = gw.ws("/ws/echo").await;
     let cases: [(&str, Vec<u8>, u16); 4] = [
         (
@@ -198,14 +178,8 @@ async fn protocol_violations_get_rfc_close_codes() {
         ),
         (
             "oversized control frame",
-            {
-                // A ping with a 126-byte payload (control frames are limited to 125).
-                let mut f = vec![0x89, 0x80 | 126];
-                f.extend_from_slice(&126u16.to_be_bytes());
-                f.extend_from_slice(&[0, 0, 0, 0]);
-                f.extend(std::iter::repeat_n(0u8, 126));
-                f
-            },
+            // A ping with a 126-byte payload (control frames are limited to 125).
+            client_frame(0x9, &[0u8; 126], Some([0, 0, 0, 0])),
             1002,
         ),
     ];
@@ -214,29 +188,8 @@ async fn protocol_violations_get_rfc_close_codes() {
         let mut bytes = handshake("/ws/echo", "").into_bytes();
         bytes.extend(frame);
         raw.write_all(&bytes).await.unwrap();
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let want = [0x88u8];
-        let code_bytes = code.to_be_bytes();
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let n = tokio::time::timeout_at(deadline, raw.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| panic!("{what}: no close frame in time"))
-                .unwrap_or(0);
-            got.extend_from_slice(&chunk[..n]);
-            let body = got
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|i| &got[i + 4..]);
-            if let Some(body) = body {
-                if body.len() >= 4 && body[0] == want[0] {
-                    assert_eq!(&body[2..4], &code_bytes, "{what}: close frame {body:?}");
-                    break;
-                }
-            }
-            assert!(n > 0, "{what}: closed without a close frame: {got:?}");
-        }
+        let (got, reason) = raw_close(&mut raw, what).await;
+        assert_eq!(got, code, "{what}: close frame with {reason:?}");
     }
     assert_eq!(
         roundtrip(&mut bystander, Message::text("alive")).await,
@@ -246,7 +199,7 @@ async fn protocol_violations_get_rfc_close_codes() {
 
 #[tokio::test]
 async fn plain_ws_listener_for_local_development() {
-    let gw = Gateway::start_with(false, "");
+    let gw = Gateway::start_with(false, "").await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();
@@ -266,7 +219,8 @@ async fn messages_larger_than_the_write_queue_are_echoed() {
     let gw = Gateway::start(
         "[limits]\nmax_write_buffer_bytes = 4096\n\
          [[routes]]\npath = \"/ws/big\"\nmode = \"echo\"\nmax_message_bytes = 100000\n",
-    );
+    )
+    .await;
     let mut ws = gw
         .ws_with(
             "/ws/big",

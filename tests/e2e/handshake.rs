@@ -1,13 +1,15 @@
 //! HTTP answers before any WebSocket exists: 426 for plain requests to a WebSocket route, 400
 //! with a short reason for malformed upgrades, 404/405, and the request-head limits.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
 #[tokio::test]
 async fn plain_http_routes() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let answer = gw
         .raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
@@ -26,23 +28,19 @@ async fn plain_http_routes() {
 
 #[tokio::test]
 async fn keep_alive_serves_several_requests_then_upgrades() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut tls = gw.tls().await;
     let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
     for _ in 0..3 {
         tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
         got.clear();
-        while !got.ends_with(b"Hello, World!") {
-            let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&chunk[..n]);
-        }
+        let answered = read_until(&mut tls, &mut got, "the static answer", |got| {
+            got.ends_with(b"Hello, World!")
+        })
+        .await;
+        assert!(answered);
         assert!(String::from_utf8_lossy(&got).contains("Connection: keep-alive"));
     }
     // The same connection can then become a WebSocket.
@@ -50,14 +48,7 @@ async fn keep_alive_serves_several_requests_then_upgrades() {
         .await
         .unwrap();
     got.clear();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(STEP, tls.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&chunk[..n]);
-    }
+    assert!(read_until(&mut tls, &mut got, "the 101", has_head).await);
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with("HTTP/1.1 101 Switching Protocols"),
@@ -71,19 +62,19 @@ async fn keep_alive_serves_several_requests_then_upgrades() {
 
 #[tokio::test]
 async fn websocket_route_answers_426_to_plain_requests() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let answer = gw
         .raw(b"GET /ws/echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     assert_eq!(status_of(&answer), 426, "{answer}");
     assert!(answer.contains("Upgrade: websocket"), "{answer}");
     assert!(answer.contains("Sec-WebSocket-Version: 13"), "{answer}");
-    assert!(gw.log().contains("reason=upgrade_required"));
+    gw.wait_log("reason=upgrade_required").await;
 }
 
 #[tokio::test]
 async fn malformed_upgrades_get_400_with_a_reason() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let good = handshake("/ws/echo", "");
     let cases: Vec<(String, &str)> = vec![
         (
@@ -129,12 +120,12 @@ async fn malformed_upgrades_get_400_with_a_reason() {
         )
         .await;
     assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"), "{answer}");
-    assert!(gw.log().contains("reason=bad_request"));
+    gw.wait_log("reason=bad_request").await;
 }
 
 #[tokio::test]
 async fn garbage_oversized_and_slow_heads() {
-    let gw = Gateway::start("[limits]\nhead_timeout = \"500ms\"\nmax_head_bytes = 4096\n");
+    let gw = Gateway::start("[limits]\nhead_timeout = \"500ms\"\nmax_head_bytes = 4096\n").await;
     let mut bystander = gw.ws("/ws/echo").await;
 
     let answer = gw.raw(b"\x00\x01\x02 garbage\r\n\r\n").await;
@@ -147,11 +138,16 @@ async fn garbage_oversized_and_slow_heads() {
     let answer = gw.raw(big.as_bytes()).await;
     assert_eq!(status_of(&answer), 431, "{answer}");
 
-    // A head that never ends (sent, then silence) gets 408 once head_timeout passes.
+    // A head that never ends (sent, then silence) gets 408 once head_timeout passes (the
+    // connection, and so its timer, starts after `started`).
     let started = std::time::Instant::now();
     let answer = gw.raw(b"GET / HTTP/1.1\r\nHost: loc").await;
     assert_eq!(status_of(&answer), 408, "{answer}");
-    assert!(started.elapsed() < STEP);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < STEP,
+        "408 after {took:?}, head_timeout 500ms"
+    );
 
     // A byte-at-a-time client cannot stretch the head past the timeout either.
     let mut slow = gw.tls().await;
@@ -166,8 +162,9 @@ async fn garbage_oversized_and_slow_heads() {
             closed = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if started.elapsed() > std::time::Duration::from_secs(3) {
+        // The test: one byte every 20 ms, slower than a client should be.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if started.elapsed() > Duration::from_secs(3) {
             break;
         }
     }

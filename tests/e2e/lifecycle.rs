@@ -17,16 +17,9 @@ async fn embedded_default_starts_generates_a_cert_and_echoes() {
             "port {port} is busy: the default-config test needs it free"
         );
     }
-    let child = spawn(&[], dir.path());
-    let mut gw = Gateway {
-        child: Some(child),
-        cert: dir.path().join("certs/dev/cert.pem"),
-        dir,
-        port: 8443,
-        admin_port: 9090,
-        tls: true,
-    };
-    gw.wait_ready();
+    let cert = dir.path().join("certs/dev/cert.pem");
+    let mut gw = Gateway::run(dir, &[], cert, true).await;
+    assert_eq!((gw.port, gw.admin_port), (8443, 9090));
     assert!(gw.cert.exists());
     assert!(gw.dir.path().join("certs/dev/key.pem").exists());
     assert!(
@@ -44,7 +37,7 @@ async fn embedded_default_starts_generates_a_cert_and_echoes() {
         .raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     assert!(answer.ends_with("Hello, World!"), "{answer}");
-    let health = gw.admin_get("/healthz");
+    let health = gw.admin_get("/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     // The admin listener is not on the public port.
     let answer = gw
@@ -53,11 +46,11 @@ async fn embedded_default_starts_generates_a_cert_and_echoes() {
     assert_eq!(status_of(&answer), 404);
     drop(ws);
     gw.signal("TERM");
-    gw.wait_exit(Duration::from_secs(15));
+    gw.wait_exit(Duration::from_secs(15)).await;
 }
 
 async fn drain_with(sig: &str) {
-    let mut gw = Gateway::start("[server]\nshutdown_grace = \"5s\"\ndrain_window = \"0s\"\n");
+    let mut gw = Gateway::start("[server]\nshutdown_grace = \"5s\"\ndrain_window = \"0s\"\n").await;
     let mut a = gw.ws("/ws/echo").await;
     let mut b = gw.ws("/ws/echo").await;
     assert_eq!(
@@ -74,7 +67,7 @@ async fn drain_with(sig: &str) {
     // well before the grace period.
     let _ = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut a)).await;
     let _ = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut b)).await;
-    let took = gw.wait_exit(Duration::from_secs(8));
+    let took = gw.wait_exit(Duration::from_secs(8)).await;
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
     let log = gw.log();
     assert!(log.contains("all sockets closed"), "{log}");
@@ -98,20 +91,13 @@ async fn sigint_drains_with_1001() {
 #[tokio::test]
 async fn grace_period_bounds_the_drain() {
     let mut gw =
-        Gateway::start("[server]\nshutdown_grace = \"1s\"\n[limits]\nclose_timeout = \"30s\"\n");
+        Gateway::start("[server]\nshutdown_grace = \"1s\"\n[limits]\nclose_timeout = \"30s\"\n")
+            .await;
     // A raw client: completes the upgrade, then never reads or answers.
-    let mut raw = gw.tls().await;
-    tokio::io::AsyncWriteExt::write_all(&mut raw, handshake("/ws/echo", "").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(STEP, tokio::io::AsyncReadExt::read(&mut raw, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    let (_, head, _raw) = gw.handshake_open("/ws/echo", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     gw.signal("TERM");
-    let took = gw.wait_exit(Duration::from_secs(8));
+    let took = gw.wait_exit(Duration::from_secs(8)).await;
     assert!(
         took >= Duration::from_millis(900),
         "exited before the grace period: {took:?}"
@@ -123,7 +109,7 @@ async fn grace_period_bounds_the_drain() {
 /// stampede; all of them still come within the window.
 #[tokio::test]
 async fn drain_spreads_closes_over_the_window() {
-    let mut gw = Gateway::start("[server]\nshutdown_grace = \"6s\"\ndrain_window = \"2s\"\n");
+    let mut gw = Gateway::start("[server]\nshutdown_grace = \"6s\"\ndrain_window = \"2s\"\n").await;
     let mut sockets = Vec::new();
     for _ in 0..8 {
         sockets.push(gw.ws("/ws/echo").await);
@@ -146,7 +132,7 @@ async fn drain_spreads_closes_over_the_window() {
         "closes not spread: {times:?}"
     );
     drop(sockets);
-    gw.wait_exit(Duration::from_secs(8));
+    gw.wait_exit(Duration::from_secs(8)).await;
 }
 
 /// A deploy without cutting sockets: a new process takes the listening sockets (`--upgrade`),
@@ -156,25 +142,23 @@ async fn drain_spreads_closes_over_the_window() {
 async fn zero_downtime_upgrade_hands_over_the_listeners() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upgrade.sock");
-    let mut old = Gateway::start(&format!(
+    let server = format!(
         "[server]\nupgrade_sock = \"{}\"\ndrain_window = \"0s\"\nshutdown_grace = \"5s\"\n",
         sock.display()
-    ));
+    );
+    let mut old = Gateway::start(&server).await;
     let mut before = old.ws("/ws/echo").await;
+    // The sockets are handed over by address: the new process names the concrete ports the
+    // old one was given for its port-0 listeners.
+    let new_config = config_text_at(&old.address(), &old.admin_address(), true, "", &server);
+    std::fs::write(old.dir.path().join("new.toml"), new_config).unwrap();
     let new = Reaper(spawn_logged(
-        &["--upgrade", "--config", "portcullis.toml"],
+        &["--upgrade", "--config", "new.toml"],
         old.dir.path(),
         "new.log",
     ));
     let new_log = old.dir.path().join("new.log");
-    let deadline = std::time::Instant::now() + STEP;
-    while !std::fs::read_to_string(&new_log)
-        .unwrap_or_default()
-        .contains("waiting for the running gateway")
-    {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_file_log(&new_log, "waiting for the running gateway").await;
     old.signal("QUIT");
     // While the old process hands over and drains, new connections keep being served.
     let mut during = old.ws("/ws/echo").await;
@@ -185,7 +169,7 @@ async fn zero_downtime_upgrade_hands_over_the_listeners() {
     // The old process's sockets get 1001, then it exits.
     assert_eq!(expect_close(&mut before).await.0, 1001);
     drop(during);
-    old.wait_exit(Duration::from_secs(15));
+    old.wait_exit(Duration::from_secs(15)).await;
     // The new process alone serves now.
     let mut after = old.ws("/ws/echo").await;
     assert_eq!(
@@ -193,8 +177,7 @@ async fn zero_downtime_upgrade_hands_over_the_listeners() {
         Message::text("echo: a")
     );
     drop(after);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = std::fs::read_to_string(&new_log).unwrap();
-    assert!(log.contains("route=/ws/echo"), "{log}");
+    // The new process writes the session's access-log line when the session ends.
+    wait_file_log(&new_log, "route=/ws/echo").await;
     drop(new);
 }

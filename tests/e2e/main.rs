@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `portcullis` binary over real sockets, real TLS and real
-//! WebSocket clients. Each test starts its own gateway on free loopback ports.
+//! WebSocket clients. Each test starts its own gateway on kernel-chosen loopback ports.
 
 mod admission;
 mod certs;

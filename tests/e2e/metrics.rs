@@ -2,13 +2,11 @@
 //! gateway, then `/metrics` scraped over HTTP, parsed, and checked for exact values.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -161,56 +159,28 @@ fn check_text_format(text: &str) {
     }
 }
 
-/// GET over plain HTTP with optional extra header lines; returns (status, body).
-fn admin_request(port: u16, path: &str, headers: &str) -> (u16, String) {
-    let mut s = StdTcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = status_of(&out);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+async fn scrape(gw: &Gateway) -> Scrape {
+    scrape_with(gw, "").await
 }
 
-fn scrape(gw: &Gateway) -> Scrape {
-    scrape_with(gw, "")
-}
-
-fn scrape_with(gw: &Gateway, headers: &str) -> Scrape {
-    let (status, body) = admin_request(gw.admin_port, "/metrics", headers);
+async fn scrape_with(gw: &Gateway, headers: &str) -> Scrape {
+    let (status, body) = gw.admin_request("/metrics", headers).await;
     assert_eq!(status, 200, "{body}");
     Scrape::parse(body)
 }
 
 /// Scrape until `ready` holds (bounded): sessions end on the gateway's side a little after the
 /// client has seen the close.
-fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let start = Instant::now();
-    loop {
-        let s = scrape(gw);
+async fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    eventually(STEP, what, || async {
+        let s = scrape(gw).await;
         if ready(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s.text)
         }
-        assert!(
-            start.elapsed() < STEP,
-            "timed out waiting for {what}; last scrape:\n{}",
-            s.text
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Read until the server ends the connection (flushes our close reply).
-async fn finish(ws: &mut Wss) {
-    let _ = tokio::time::timeout(STEP, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    })
+    .await
 }
 
 async fn client_close(ws: &mut Wss, code: u16, reason: &str) {
@@ -234,12 +204,14 @@ const SECRET: &str = "SECRET-t0ken-value";
 async fn scripted_traffic_gives_exact_counts() {
     let gw = Gateway::start(&format!(
         "{SMALL_ROUTE}\n[limits]\nhead_timeout = \"500ms\"\n"
-    ));
+    ))
+    .await;
     // The test support's readiness probe (connect, then close without TLS) is one failed TLS
     // handshake; pingora reports it asynchronously.
     let before = scrape_until(&gw, "the readiness probe's TLS failure", |m| {
         m.get("portcullis_tls_handshake_failures_total", &[]) >= 1.0
-    });
+    })
+    .await;
     // Configured routes start at zero.
     assert_eq!(
         before.get(
@@ -269,11 +241,7 @@ async fn scripted_traffic_gives_exact_counts() {
     );
     a.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
     assert_eq!(
-        tokio::time::timeout(STEP, a.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap(),
+        next_frame(&mut a).await,
         Message::Pong(b"p".to_vec().into())
     );
     client_close(&mut a, 1000, "bye").await;
@@ -327,7 +295,8 @@ async fn scripted_traffic_gives_exact_counts() {
         m.sum("portcullis_closes_total", &[]) == 4.0
             && m.sum("portcullis_connections_open", &[]) == 0.0
             && m.get("portcullis_tls_handshake_failures_total", &[]) > tls_failures_before
-    });
+    })
+    .await;
     let get = |name: &str, labels: &[(&str, &str)]| m.get(name, labels);
 
     // Connections: 4 WebSocket sessions + 7 plain requests over TLS; not the failed TLS one.
@@ -467,8 +436,19 @@ async fn scripted_traffic_gives_exact_counts() {
     assert!(!m.text.contains("127.0.0.1"), "{}", m.text);
     assert!(!m.text.contains("/nowhere") && !m.text.contains("access_token"));
 
-    // The access log: one line per session and per rejection, never the token.
-    let log = gw.log();
+    // The access log: one line per session and per rejection, never the token. A session's
+    // line is written after its close is counted: wait for the lines.
+    let log = eventually(STEP, "4 session and 6 rejection lines", || async {
+        let log = gw.log();
+        let count = |kind: &str| {
+            log.lines()
+                .filter(|l| l.contains(" access] ") && l.contains(kind))
+                .count()
+        };
+        let all_there = count("] session ") >= 4 && count("] rejection ") >= 6;
+        done_or(all_there, log.clone()).map(|()| log)
+    })
+    .await;
     assert!(
         !log.contains(SECRET),
         "the token leaked into the log:\n{log}"
@@ -510,20 +490,37 @@ async fn scripted_traffic_gives_exact_counts() {
 
 #[tokio::test]
 async fn json_access_log_lines() {
-    let gw = Gateway::start("[server]\nlog_format = \"json\"\n");
+    let gw = Gateway::start("[server]\nlog_format = \"json\"\n").await;
+    let opened = Instant::now();
     let mut ws = gw.ws(&format!("{ECHO}?access_token={SECRET}")).await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("hi")).await,
         Message::text("echo: hi")
     );
+    // The test: the session stays open this long, so its logged duration is at least this.
+    const HELD: Duration = Duration::from_millis(300);
+    tokio::time::sleep(HELD).await;
     client_close(&mut ws, 4001, "done").await;
     let plain = format!("GET {ECHO}?access_token={SECRET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&gw.raw(plain.as_bytes()).await), 426);
     scrape_until(&gw, "the session's end", |m| {
         m.sum("portcullis_closes_total", &[]) == 1.0
-    });
+    })
+    .await;
+    // Both access-log lines are written by now or soon (the session's after its close counts).
+    let log = eventually(STEP, "a session and a rejection line", || async {
+        let log = gw.log();
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let has = |event: &str| events.iter().any(|v| v["event"] == event);
+        done_or(has("session") && has("rejection"), log.clone()).map(|()| log)
+    })
+    .await;
+    // The session began after `opened` and ended before its line was seen.
+    let within = opened.elapsed();
 
-    let log = gw.log();
     assert!(
         !log.contains(SECRET),
         "the token leaked into the log:\n{log}"
@@ -548,7 +545,12 @@ async fn json_access_log_lines() {
     assert_eq!(session["result"], "closed");
     assert_eq!(session["close_code"], 4001);
     assert_eq!(session["initiator"], "client");
-    assert!(session["duration_s"].as_f64().unwrap() >= 0.0);
+    let duration = session["duration_s"].as_f64().unwrap();
+    // duration_s is rounded to the millisecond.
+    assert!(
+        duration >= HELD.as_secs_f64() && duration <= within.as_secs_f64() + 0.001,
+        "duration_s {duration} is not within [{HELD:?}, {within:?}]"
+    );
     assert_eq!(session["messages_in"], 1);
     assert_eq!(session["messages_out"], 1);
     assert_eq!(session["bytes_in"], 2);
@@ -569,16 +571,19 @@ async fn bearer_token_protects_metrics_and_readyz() {
     let token = "adm1n-T0KEN-for-tests";
     let file = secrets.path().join("admin.token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let gw = Gateway::start_admin(&format!("token_file = {:?}\n", file.to_str().unwrap()), "");
+    let gw =
+        Gateway::start_admin(&format!("token_file = {:?}\n", file.to_str().unwrap()), "").await;
 
     for path in ["/metrics", "/readyz"] {
-        let (status, _) = admin_request(gw.admin_port, path, "");
+        let (status, _) = gw.admin_request(path, "").await;
         assert_eq!(status, 401, "{path} without a token");
-        let (status, _) = admin_request(gw.admin_port, path, "Authorization: Bearer wrong\r\n");
+        let (status, _) = gw
+            .admin_request(path, "Authorization: Bearer wrong\r\n")
+            .await;
         assert_eq!(status, 401, "{path} with a wrong token");
     }
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let m = scrape_with(&gw, &auth);
+    let m = scrape_with(&gw, &auth).await;
     assert_eq!(
         m.get(
             "portcullis_build_info",
@@ -587,42 +592,40 @@ async fn bearer_token_protects_metrics_and_readyz() {
         1.0
     );
     assert_eq!(
-        admin_request(gw.admin_port, "/readyz", &auth),
+        gw.admin_request("/readyz", &auth).await,
         (200, "ready\n".to_string())
     );
     // Liveness needs no secret.
     assert_eq!(
-        admin_request(gw.admin_port, "/healthz", ""),
+        gw.admin_request("/healthz", "").await,
         (200, "ok\n".to_string())
     );
     assert!(!gw.log().contains(token));
 }
 
-#[test]
-fn readyz_once_listeners_run_and_healthz_always() {
-    let gw = Gateway::start("");
+#[tokio::test]
+async fn readyz_once_listeners_run_and_healthz_always() {
+    let gw = Gateway::start("").await;
     // pingora reports Running right after it has started the services: poll briefly.
-    let start = Instant::now();
-    loop {
-        let (status, body) = admin_request(gw.admin_port, "/readyz", "");
-        if status == 200 {
-            assert_eq!(body, "ready\n");
-            break;
+    let body = eventually(STEP, "/readyz ready", || async {
+        let (status, body) = gw.admin_request("/readyz", "").await;
+        if status != 200 {
+            assert_eq!(status, 503, "{body}");
         }
-        assert_eq!(status, 503, "{body}");
-        assert!(start.elapsed() < STEP, "never ready: {body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        done_or(status == 200, body.clone()).map(|()| body)
+    })
+    .await;
+    assert_eq!(body, "ready\n");
     assert_eq!(
-        http_get(gw.admin_port, "/healthz").lines().next(),
+        gw.admin_get("/healthz").await.lines().next(),
         Some("HTTP/1.1 200 OK")
     );
-    let answer = http_get(gw.admin_port, "/metrics");
+    let answer = gw.admin_get("/metrics").await;
     assert!(
         answer.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
         "{answer}"
     );
-    assert_eq!(status_of(&http_get(gw.admin_port, "/other")), 404);
+    assert_eq!(status_of(&gw.admin_get("/other").await), 404);
 }
 
 // --- promtool, Python's parser, and the deploy files ---------------------------------------
@@ -638,7 +641,7 @@ fn promtool() -> Option<PathBuf> {
 
 #[tokio::test]
 async fn exposition_passes_promtool_and_python_parser() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start("").await;
     let mut ws = gw.ws(ECHO).await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("x")).await,
@@ -650,12 +653,15 @@ async fn exposition_passes_promtool_and_python_parser() {
         .await;
     scrape_until(&gw, "the session's end", |m| {
         m.sum("portcullis_closes_total", &[]) == 1.0
-    });
+    })
+    .await;
 
     // Python's prometheus_client, over urllib: a client and a parser nobody here wrote.
     let script = repo().join("tests/clients/scrape_metrics.py");
     let url = format!("http://127.0.0.1:{}/metrics", gw.admin_port);
-    let out = run_ok(Command::new("python3").arg(&script).arg(&url));
+    let mut python = Command::new("python3");
+    python.arg(&script).arg(&url);
+    let out = run_ok_async(python).await;
     let families: serde_json::Value =
         serde_json::from_str(out.trim()).expect("JSON from the script");
     // Families without a series yet (no upstream configured) are not exposed. The global
@@ -693,26 +699,14 @@ async fn exposition_passes_promtool_and_python_parser() {
             && s["value"] == 1.0));
 
     if let Some(promtool) = promtool() {
-        let text = scrape(&gw).text;
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let text = scrape(&gw).await.text;
+        let mut check = Command::new(&promtool);
+        check.args(["check", "metrics"]);
+        let out = output_within_async(check, text.as_bytes(), STEP).await;
         assert!(
             out.status.success(),
-            "promtool check metrics:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "promtool check metrics:\n{}",
+            text_of(&out)
         );
     }
 }

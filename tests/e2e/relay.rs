@@ -2,223 +2,20 @@
 //! 127.0.0.1:0 (plain or TLS), the real gateway in front of it, real wss clients. Exact status
 //! codes, close codes and reasons are asserted; every wait is bounded.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
-use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_rustls::rustls;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
-use tokio_tungstenite::WebSocketStream;
 
+use crate::support::upstream::*;
 use crate::support::*;
-
-/// Any byte stream the test upstream serves on (TCP or TLS).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-pub type UpWs = WebSocketStream<Box<dyn Io>>;
-
-/// What the test upstream reports.
-#[derive(Debug)]
-pub enum Event {
-    /// A handshake request's headers (before it is accepted or refused).
-    Request(HeaderMap, String),
-    /// A close frame the upstream received: code and reason (1005 for none).
-    Closed(u16, String),
-    /// The connection ended without a close frame, or with an error.
-    Ended,
-    /// A data message the upstream received.
-    Data(Message),
-}
-
-type Handler =
-    Arc<dyn Fn(UpWs, mpsc::UnboundedSender<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// How the test upstream answers handshakes.
-#[derive(Clone, Default)]
-pub struct Handshake {
-    /// Refuse every upgrade with this status and body.
-    pub refuse: Option<(u16, &'static str)>,
-    /// Choose the first offered subprotocol that is in this list.
-    pub protocols: Vec<&'static str>,
-    /// Never answer (accept TCP, read nothing).
-    pub stall: bool,
-    /// Serve TLS with this (cert PEM, key PEM).
-    pub tls: Option<(String, String)>,
-    /// With `tls`: require a client certificate issued by this CA (PEM).
-    pub client_ca: Option<String>,
-}
-
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub events: mpsc::UnboundedReceiver<Event>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Upstream {
-    pub async fn start(handshake: Handshake, handler: Handler) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Upstream::serve(listener, handshake, handler)
-    }
-
-    pub fn serve(listener: TcpListener, handshake: Handshake, handler: Handler) -> Upstream {
-        let addr = listener.local_addr().unwrap();
-        let (tx, events) = mpsc::unbounded_channel();
-        let acceptor = handshake
-            .tls
-            .as_ref()
-            .map(|(cert, key)| tls_acceptor(cert, key, handshake.client_ca.as_deref()));
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                if handshake.stall {
-                    held.push(tcp);
-                    continue;
-                }
-                let tx = tx.clone();
-                let handler = handler.clone();
-                let handshake = handshake.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let io: Box<dyn Io> = match acceptor {
-                        Some(acceptor) => match acceptor.accept(tcp).await {
-                            Ok(tls) => Box::new(tls),
-                            Err(_) => return,
-                        },
-                        None => Box::new(tcp),
-                    };
-                    let report = tx.clone();
-                    // tungstenite's callback signature returns its (large) ErrorResponse.
-                    #[allow(clippy::result_large_err)]
-                    let callback = move |req: &Request, mut resp: Response| {
-                        let _ = report
-                            .send(Event::Request(req.headers().clone(), req.uri().to_string()));
-                        if let Some((status, body)) = handshake.refuse {
-                            let mut e = ErrorResponse::new(Some(body.to_string()));
-                            *e.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            e.headers_mut()
-                                .insert("www-authenticate", "Bearer realm=\"up\"".parse().unwrap());
-                            return Err(e);
-                        }
-                        let offered = req
-                            .headers()
-                            .get("sec-websocket-protocol")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .split(',')
-                            .map(|p| p.trim().to_string())
-                            .collect::<Vec<_>>();
-                        if let Some(p) = offered
-                            .iter()
-                            .find(|p| handshake.protocols.contains(&p.as_str()))
-                        {
-                            resp.headers_mut()
-                                .insert("sec-websocket-protocol", p.parse().unwrap());
-                        }
-                        Ok(resp)
-                    };
-                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(io, callback).await {
-                        handler(ws, tx).await;
-                    }
-                });
-            }
-        });
-        Upstream { addr, events, task }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// The next event (bounded).
-    pub async fn event(&mut self) -> Event {
-        tokio::time::timeout(STEP, self.events.recv())
-            .await
-            .expect("no upstream event in time")
-            .expect("upstream gone")
-    }
-
-    /// The next request's headers.
-    pub async fn request(&mut self) -> (HeaderMap, String) {
-        loop {
-            if let Event::Request(h, uri) = self.event().await {
-                return (h, uri);
-            }
-        }
-    }
-
-    /// The next close frame the upstream received (on any of its connections; `Ended` events
-    /// are skipped: they are often an earlier connection finishing).
-    pub async fn closed(&mut self) -> (u16, String) {
-        loop {
-            if let Event::Closed(code, reason) = self.event().await {
-                return (code, reason);
-            }
-        }
-    }
-}
-
-fn handler<F, Fut>(f: F) -> Handler
-where
-    F: Fn(UpWs, mpsc::UnboundedSender<Event>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move |ws, tx| Box::pin(f(ws, tx)))
-}
-
-/// Read until the connection ends, reporting data and the close frame.
-async fn serve_rest(mut ws: UpWs, tx: &mpsc::UnboundedSender<Event>, echo: bool) {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Close(frame)) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                });
-                let _ = tx.send(Event::Closed(code, reason));
-            }
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                let _ = tx.send(Event::Data(m.clone()));
-                if echo && ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = tx.send(Event::Ended);
-}
-
-/// Echo data messages; report everything.
-fn echo() -> Handler {
-    handler(|ws, tx| async move { serve_rest(ws, &tx, true).await })
-}
-
-/// Report everything, answer nothing.
-fn listen() -> Handler {
-    handler(|ws, tx| async move { serve_rest(ws, &tx, false).await })
-}
 
 fn relay_route(path: &str, upstreams: &[String], extra: &str) -> String {
     let list = upstreams
@@ -244,15 +41,7 @@ async fn client_with(
     for p in protocols {
         builder = builder.with_sub_protocol(*p);
     }
-    let tls = gw.tls().await;
-    let (ws, resp) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::client_async_with_config(builder, tls, None),
-    )
-    .await
-    .expect("handshake timed out")
-    .expect("handshake failed");
-    assert_eq!(resp.status(), 101);
+    let (ws, resp) = gw.ws_request(builder, None).await;
     let protocol = resp
         .headers()
         .get("sec-websocket-protocol")
@@ -302,49 +91,6 @@ fn violations(client: bool) -> Vec<(&'static str, Vec<u8>, u16)> {
     cases
 }
 
-/// Read a raw (TLS) client connection until a server close frame: its code and reason.
-async fn raw_close<S: AsyncRead + Unpin>(io: &mut S, what: &str) -> (u16, String) {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..i]).to_string();
-            assert!(head.starts_with("HTTP/1.1 101"), "{what}: {head}");
-            let body = &got[i + 4..];
-            if body.len() >= 2 && body[0] == 0x88 {
-                let len = (body[1] & 0x7f) as usize;
-                if body.len() >= 2 + len && len >= 2 {
-                    let code = u16::from_be_bytes([body[2], body[3]]);
-                    let reason = String::from_utf8_lossy(&body[4..2 + len]).to_string();
-                    return (code, reason);
-                }
-            } else if !body.is_empty() {
-                panic!("{what}: expected a close frame, got {body:?}");
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no close frame in time"))
-            .unwrap_or(0);
-        assert!(n > 0, "{what}: closed without a close frame: {got:?}");
-        got.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Wait (bounded) until the gateway's log holds `needle` (session lines come after the close).
-async fn wait_log(gw: &Gateway, needle: &str) {
-    let deadline = Instant::now() + STEP;
-    while !gw.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn gateway_rss_kib(gw: &Gateway) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
     status
@@ -359,8 +105,8 @@ fn gateway_rss_kib(gw: &Gateway) -> u64 {
 
 #[tokio::test]
 async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], ""));
+    let mut up = Upstream::echo().await;
+    let gw = Gateway::start(&relay_route("/relay", &[up.url("/chat")], "")).await;
     let mut ws = gw.ws("/relay").await;
     let (_, uri) = up.request().await;
     assert_eq!(uri, "/chat");
@@ -398,11 +144,7 @@ async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
     ws.send(Message::Ping(b"there?".to_vec().into()))
         .await
         .unwrap();
-    let pong = tokio::time::timeout(STEP, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let pong = next_frame(&mut ws).await;
     assert_eq!(pong, Message::Pong(b"there?".to_vec().into()));
     ws.close(None).await.unwrap();
     assert_eq!(up.closed().await, (1005, String::new()));
@@ -410,19 +152,11 @@ async fn relays_messages_fragments_and_pings_to_an_echo_upstream() {
 
 #[tokio::test]
 async fn server_initiated_messages_and_pings_reach_the_client() {
-    let up = Upstream::start(
-        Handshake::default(),
-        handler(|mut ws, tx| async move {
-            for i in 0..3 {
-                ws.send(Message::text(format!("push {i}"))).await.unwrap();
-            }
-            ws.send(Message::Ping(b"up".to_vec().into())).await.unwrap();
-            ws.send(Message::binary(vec![9u8; 10])).await.unwrap();
-            serve_rest(ws, &tx, false).await
-        }),
-    )
-    .await;
-    let gw = Gateway::start(&relay_route("/push", &[up.url("/")], ""));
+    let mut pushed: Vec<Message> = (0..3).map(|i| Message::text(format!("push {i}"))).collect();
+    pushed.push(Message::Ping(b"up".to_vec().into()));
+    pushed.push(Message::binary(vec![9u8; 10]));
+    let up = Upstream::start(Handshake::default(), pushes(pushed)).await;
+    let gw = Gateway::start(&relay_route("/push", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/push").await;
     for i in 0..3 {
         assert_eq!(
@@ -430,11 +164,7 @@ async fn server_initiated_messages_and_pings_reach_the_client() {
             Message::text(format!("push {i}"))
         );
     }
-    let ping = tokio::time::timeout(STEP, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let ping = next_frame(&mut ws).await;
     assert_eq!(ping, Message::Ping(b"up".to_vec().into()));
     assert_eq!(next_message(&mut ws).await, Message::binary(vec![9u8; 10]));
 }
@@ -453,7 +183,8 @@ async fn subprotocols_are_negotiated_with_the_upstream() {
         "/chat",
         &[up.url("/")],
         "subprotocols = [\"chat.v2\", \"chat.v1\"]",
-    ));
+    ))
+    .await;
     // The client's order wins; `bearer.` entries and protocols off the allow-list never reach
     // the upstream.
     let (mut ws, chosen) = client_with(
@@ -480,12 +211,13 @@ async fn subprotocols_are_negotiated_with_the_upstream() {
 
 #[tokio::test]
 async fn identity_headers_arrive_and_spoofed_ones_do_not() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let gw = Gateway::start(&relay_route(
         "/id",
         &[up.url("/svc?v=1")],
         "forward_claims = { sub = \"X-Auth-Subject\", tenant = \"X-Tenant\" }",
-    ));
+    ))
+    .await;
     let spoofed = [
         ("X-Forwarded-For", "6.6.6.6"),
         ("X-Forwarded-Proto", "gopher"),
@@ -498,19 +230,7 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
         ("Cookie", "session=abc"),
         ("X-App", "kept"),
     ];
-    let tls = gw.tls().await;
-    let mut builder =
-        ClientRequestBuilder::new(gw.url("/id?room=7&access_token=secret").parse().unwrap());
-    for (k, v) in spoofed {
-        builder = builder.with_header(k, v);
-    }
-    let (_ws, _) = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::client_async_with_config(builder, tls, None),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (_ws, _) = client_with(&gw, "/id?room=7&access_token=secret", &spoofed, &[]).await;
     let (h, uri) = up.request().await;
     let one = |name: &str| -> Vec<String> {
         h.get_all(name)
@@ -543,18 +263,17 @@ async fn identity_headers_arrive_and_spoofed_ones_do_not() {
 
 #[tokio::test]
 async fn the_token_is_forwarded_only_when_the_route_asks() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true"));
-    let tls = gw.tls().await;
-    let builder = ClientRequestBuilder::new(gw.url("/tok?access_token=t0k").parse().unwrap())
-        .with_header("Authorization", "Bearer t0k")
-        .with_sub_protocol("bearer.t0k");
-    let _ws = tokio::time::timeout(
-        STEP,
-        tokio_tungstenite::client_async_with_config(builder, tls, None),
-    )
-    .await
-    .unwrap();
+    let mut up = Upstream::echo().await;
+    let gw = Gateway::start(&relay_route("/tok", &[up.url("/")], "forward_token = true")).await;
+    // A raw handshake: a client library would fail it, since the only protocol it offers (the
+    // token) is never chosen.
+    let (status, head) = gw
+        .try_handshake(
+            "/tok?access_token=t0k",
+            "Authorization: Bearer t0k\r\nSec-WebSocket-Protocol: bearer.t0k\r\n",
+        )
+        .await;
+    assert_eq!(status, 101, "{head}");
     let (h, uri) = up.request().await;
     assert_eq!(uri, "/?access_token=t0k");
     assert_eq!(h["authorization"], "Bearer t0k");
@@ -575,7 +294,7 @@ async fn upstream_refusals_are_passed_with_their_status() {
             echo(),
         )
         .await;
-        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], ""));
+        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], "")).await;
         let answer = gw.raw(handshake("/r", "").as_bytes()).await;
         assert_eq!(status_of(&answer), status, "{answer}");
         assert!(answer.ends_with(body), "{answer}");
@@ -591,12 +310,15 @@ async fn upstream_refusals_are_passed_with_their_status() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_leaves_the_rotation() {
-    let dead = format!("ws://127.0.0.1:{}/", free_port());
+    // A port held with nothing listening: connections are refused.
+    let down = HeldPort::new();
+    let dead = down.url("/");
     let gw = Gateway::start(&relay_route(
         "/down",
         std::slice::from_ref(&dead),
         "unhealthy_for = \"30s\"",
-    ));
+    ))
+    .await;
     let answer = gw.raw(handshake("/down", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     assert!(answer.ends_with("upstream unavailable\n"), "{answer}");
@@ -604,14 +326,14 @@ async fn upstream_down_is_502_and_leaves_the_rotation() {
     let answer = gw.raw(handshake("/down", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     assert!(answer.ends_with("no healthy upstream\n"), "{answer}");
-    assert!(gw.log().contains("out of rotation"), "{}", gw.log());
+    gw.wait_log("out of rotation").await;
 }
 
 #[tokio::test]
 async fn a_failing_upstream_is_skipped_for_the_next() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let dead = format!("ws://127.0.0.1:{}/", free_port());
-    let gw = Gateway::start(&relay_route("/two", &[dead, up.url("/")], ""));
+    let mut up = Upstream::echo().await;
+    let down = HeldPort::new();
+    let gw = Gateway::start(&relay_route("/two", &[down.url("/"), up.url("/")], "")).await;
     for i in 0..4 {
         let mut ws = gw.ws("/two").await;
         let text = format!("m{i}");
@@ -637,7 +359,8 @@ async fn slow_upstream_is_504_in_time() {
         "/slow",
         &[up.url("/")],
         "connect_timeout = \"500ms\"",
-    ));
+    ))
+    .await;
     let start = Instant::now();
     let answer = gw.raw(handshake("/slow", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 504, "{answer}");
@@ -651,17 +374,8 @@ async fn slow_upstream_is_504_in_time() {
 
 #[tokio::test]
 async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
-    let up = Upstream::start(
-        Handshake::default(),
-        handler(|mut ws, _tx| async move {
-            let _ = ws.next().await;
-            ws.send(Message::text("last words")).await.unwrap();
-            // Gone without a close frame.
-            drop(ws);
-        }),
-    )
-    .await;
-    let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], ""));
+    let up = Upstream::start(Handshake::default(), dies_after_answering("last words")).await;
+    let gw = Gateway::start(&relay_route("/dies", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/dies").await;
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(next_message(&mut ws).await, Message::text("last words"));
@@ -676,8 +390,8 @@ async fn upstream_dying_mid_stream_closes_the_client_with_1011() {
 #[tokio::test]
 async fn close_codes_and_reasons_pass_both_ways() {
     // Client → upstream.
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let gw = Gateway::start(&relay_route("/c", &[up.url("/")], ""));
+    let mut up = Upstream::echo().await;
+    let gw = Gateway::start(&relay_route("/c", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/c").await;
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::from(4000),
@@ -694,32 +408,24 @@ async fn close_codes_and_reasons_pass_both_ways() {
     // Upstream → client.
     let up2 = Upstream::start(
         Handshake::default(),
-        handler(|mut ws, tx| async move {
-            let _ = ws.next().await;
-            ws.send(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(4001),
-                reason: "upstream is done".into(),
-            })))
-            .await
-            .unwrap();
-            serve_rest(ws, &tx, false).await
-        }),
+        closes_after_first(4001, "upstream is done"),
     )
     .await;
-    let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], ""));
+    let gw2 = Gateway::start(&relay_route("/u", &[up2.url("/")], "")).await;
     let mut ws = gw2.ws("/u").await;
     ws.send(Message::text("go")).await.unwrap();
     assert_eq!(
         expect_close(&mut ws).await,
         (4001, "upstream is done".to_string())
     );
-    wait_log(&gw2, "end_reason=upstream_closed close_code=4001").await;
+    gw2.wait_log("end_reason=upstream_closed close_code=4001")
+        .await;
 }
 
 #[tokio::test]
 async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
     let mut up = Upstream::start(Handshake::default(), listen()).await;
-    let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+    let gw = Gateway::start(&relay_route("/v", &[up.url("/")], "")).await;
     for (what, frame, code) in violations(true) {
         let mut raw = gw.tls().await;
         let mut bytes = handshake("/v", "").into_bytes();
@@ -749,19 +455,8 @@ async fn client_protocol_violations_get_rfc_codes_and_the_upstream_1001() {
 #[tokio::test]
 async fn upstream_protocol_violations_get_rfc_codes_and_the_client_1011() {
     for (what, frame, code) in violations(false) {
-        let frame = Arc::new(frame);
-        let mut up = Upstream::start(
-            Handshake::default(),
-            handler(move |mut ws, tx| {
-                let frame = frame.clone();
-                async move {
-                    ws.get_mut().write_all(&frame).await.unwrap();
-                    serve_rest(ws, &tx, false).await
-                }
-            }),
-        )
-        .await;
-        let gw = Gateway::start(&relay_route("/v", &[up.url("/")], ""));
+        let mut up = Upstream::start(Handshake::default(), writes_raw(frame)).await;
+        let gw = Gateway::start(&relay_route("/v", &[up.url("/")], "")).await;
         let mut ws = gw.ws("/v").await;
         assert_eq!(
             expect_close(&mut ws).await,
@@ -802,7 +497,8 @@ async fn message_size_limits_apply_per_direction() {
         "/lim",
         &[up.url("/")],
         "max_message_bytes = 100\nupstream_max_message_bytes = 120",
-    ));
+    ))
+    .await;
     let mut ws = gw.ws("/lim").await;
     let at = "c".repeat(100);
     assert_eq!(
@@ -830,8 +526,8 @@ async fn message_size_limits_apply_per_direction() {
 
 #[tokio::test]
 async fn round_robin_and_least_connections_balance_two_upstreams() {
-    let mut a = Upstream::start(Handshake::default(), echo()).await;
-    let mut b = Upstream::start(Handshake::default(), echo()).await;
+    let mut a = Upstream::echo().await;
+    let mut b = Upstream::echo().await;
     let routes = format!(
         "{}{}",
         relay_route("/rr", &[a.url("/a"), b.url("/b")], ""),
@@ -841,7 +537,7 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
             "balance = \"least_connections\""
         )
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
         let mut ws = gw.ws("/rr").await;
@@ -867,8 +563,10 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
         assert_eq!(uri, "/b");
         ws.close(None).await.unwrap();
         let _ = tokio::time::timeout(STEP, ws.next()).await;
-        // The session ends (and its count drops) right after the close handshake.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The session ends (and its upstream's count drops) right after the close handshake;
+        // the route's open-sockets gauge is released after that count.
+        gw.wait_metric("portcullis_connections_open{route=\"/lc\"} 1")
+            .await;
     }
     assert_eq!(
         roundtrip(&mut long, Message::text("still")).await,
@@ -878,8 +576,8 @@ async fn round_robin_and_least_connections_balance_two_upstreams() {
 
 #[tokio::test]
 async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let mut idle_up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
+    let mut idle_up = Upstream::echo().await;
     let routes = format!(
         "{}{}",
         relay_route(
@@ -893,7 +591,7 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
             "ping_interval = \"200ms\"\nping_timeout = \"5s\"\nidle_timeout = \"1s\""
         )
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
 
     // A client that reads (and so answers pings) stays.
     let mut alive = gw.ws("/ka").await;
@@ -935,12 +633,7 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
     let mut idle = gw.ws("/idle").await;
     let start = Instant::now();
     let (code, reason) = loop {
-        match tokio::time::timeout(STEP, idle.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_frame(&mut idle).await {
             Message::Close(Some(f)) => break (u16::from(f.code), f.reason.to_string()),
             Message::Ping(_) => {}
             other => panic!("unexpected {other:?}"),
@@ -953,8 +646,8 @@ async fn keepalive_drops_silent_clients_and_idle_sockets_close() {
         start.elapsed()
     );
     assert_eq!(idle_up.closed().await, (1001, "idle timeout".to_string()));
-    wait_log(&gw, "end_reason=ping_timeout").await;
-    wait_log(&gw, "end_reason=idle_timeout").await;
+    gw.wait_log("end_reason=ping_timeout").await;
+    gw.wait_log("end_reason=idle_timeout").await;
 }
 
 /// A peer that never reads while the other floods: the flood stalls (backpressure reaches the
@@ -964,39 +657,16 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
     const CHUNK: usize = 64 * 1024;
     const CAP: u64 = 64 * 1024 * 1024;
     let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
     // Upstream floods; the client never reads.
-    let flood = Upstream::start(
-        Handshake::default(),
-        handler(move |mut ws, _tx| {
-            let counter = counter.clone();
-            async move {
-                let chunk = vec![0x5au8; CHUNK];
-                while counter.load(Ordering::Relaxed) < 4 * CAP {
-                    if ws.send(Message::binary(chunk.clone())).await.is_err() {
-                        return;
-                    }
-                    counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
-                }
-            }
-        }),
-    )
-    .await;
+    let flood = Upstream::start(Handshake::default(), floods(sent.clone(), CHUNK, 4 * CAP)).await;
     // Upstream never reads; the client floods.
-    let sink = Upstream::start(
-        Handshake::default(),
-        handler(|ws, _tx| async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            drop(ws);
-        }),
-    )
-    .await;
+    let sink = Upstream::start(Handshake::default(), never_reads()).await;
     let routes = format!(
         "{}{}",
         relay_route("/flood", &[flood.url("/")], "ping_interval = \"0s\""),
         relay_route("/sink", &[sink.url("/")], "ping_interval = \"0s\"")
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let _warm = gw.ws("/sink").await;
     let before = gateway_rss_kib(&gw);
 
@@ -1004,6 +674,8 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
     let mut last = 0;
     let mut stalled_at = None;
     for _ in 0..60 {
+        // The measurement itself: "stalled" means no progress over a 250 ms window (at most
+        // 60 windows).
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = sent.load(Ordering::Relaxed);
         if now == last && now > 0 {
@@ -1042,8 +714,8 @@ async fn a_slow_consumer_slows_the_sender_and_memory_stays_bounded() {
 
 #[tokio::test]
 async fn shutdown_sends_1001_to_both_sides() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
-    let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], ""));
+    let mut up = Upstream::echo().await;
+    let mut gw = Gateway::start(&relay_route("/s", &[up.url("/")], "")).await;
     let mut ws = gw.ws("/s").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("x")).await,
@@ -1058,42 +730,7 @@ async fn shutdown_sends_1001_to_both_sides() {
         up.closed().await,
         (1001, "server shutting down".to_string())
     );
-    gw.wait_exit(Duration::from_secs(10));
-}
-
-/// A self-signed pair for `localhost`: (cert PEM, key PEM).
-fn self_signed() -> (String, String) {
-    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    (pair.cert.pem(), pair.signing_key.serialize_pem())
-}
-
-fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-                .unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder.with_single_cert(chain, key).unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    gw.wait_exit(Duration::from_secs(10)).await;
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -1104,7 +741,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[tokio::test]
 async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
-    let (cert, key) = self_signed();
+    let (cert, key) = self_signed(&["localhost"]);
     // A CA that issues the gateway's client certificate.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -1150,7 +787,7 @@ async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
         // Trusts only the system roots: the upstream's self-signed certificate fails.
         relay_route("/system-roots", std::slice::from_ref(&url), ""),
     );
-    let gw = Gateway::start(&routes);
+    let gw = Gateway::start(&routes).await;
     let mut ws = gw.ws("/mtls").await;
     assert_eq!(
         roundtrip(&mut ws, Message::text("over wss")).await,
@@ -1167,33 +804,25 @@ async fn wss_upstream_with_its_own_ca_and_a_client_certificate() {
 
 #[tokio::test]
 async fn active_health_checks_bring_an_upstream_back() {
-    // Reserve a port, leave it closed: the upstream is down.
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}/");
+    // Hold a port with nothing listening: the upstream is down.
+    let port = HeldPort::new();
+    let url = port.url("/");
     let gw = Gateway::start(&relay_route(
         "/hc",
         std::slice::from_ref(&url),
         "health_check_interval = \"200ms\"\nunhealthy_for = \"1h\"",
-    ));
+    ))
+    .await;
     let answer = gw.raw(handshake("/hc", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 502, "{answer}");
     // It comes up; passive ejection alone would keep it out for an hour.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let _up = Upstream::serve(listener, Handshake::default(), echo());
-    let deadline = Instant::now() + STEP;
-    loop {
-        let answer = gw.try_handshake("/hc", "").await.1;
-        if status_of(&answer) == 101 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never came back: {answer}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        gw.log().contains("passes its health check again"),
-        "{}",
-        gw.log()
-    );
+    let _up = Upstream::serve(port.listen(), Handshake::default(), echo());
+    eventually(STEP, "the upstream back in the rotation", || async {
+        let (status, answer) = gw.try_handshake("/hc", "").await;
+        done_or(status == 101, answer)
+    })
+    .await;
+    gw.wait_log("passes its health check again").await;
 }
 
 // --- Relays under admission policies -------------------------------------------------------
@@ -1225,7 +854,7 @@ async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
              query_param = \"jwt\"\ncookie = \"jwt_cookie\"\n"
         ),
         write_keys,
-    );
+    ).await;
     let token = sign(
         Algorithm::ES256,
         None,
@@ -1293,22 +922,14 @@ async fn admitted_identity_reaches_the_backend_and_the_token_does_not() {
 /// Per-connection message rates of the policy apply to relayed sessions too.
 #[tokio::test]
 async fn policy_message_rate_closes_a_relayed_session_with_1008() {
-    let mut up = Upstream::start(Handshake::default(), echo()).await;
+    let mut up = Upstream::echo().await;
     let route = relay_route("/rated", &[up.url("/")], "policy = \"rated\"");
     let gw = Gateway::start(&format!(
         "{route}\n[policies.rated.limits]\nmessages_per_second = 3\n"
-    ));
+    ))
+    .await;
     let mut ws = gw.ws("/rated").await;
-    let mut closed = None;
-    for i in 0..30 {
-        futures_util::SinkExt::send(&mut ws, Message::text(format!("m{i}")))
-            .await
-            .ok();
-        if let Message::Close(Some(f)) = next_message(&mut ws).await {
-            closed = Some((u16::from(f.code), f.reason.to_string()));
-            break;
-        }
-    }
+    let closed = send_until_closed(&mut ws, 30).await;
     assert_eq!(closed, Some((1008, "message rate exceeded".into())));
     // The upstream is told the client was closed by policy.
     assert_eq!(up.closed().await, (1001, "client closed by policy".into()));
@@ -1318,41 +939,36 @@ async fn policy_message_rate_closes_a_relayed_session_with_1008() {
 /// once its health check fails, ready again when it is back.
 #[tokio::test]
 async fn readyz_flips_when_the_only_upstream_dies() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Upstream::serve(listener, Handshake::default(), echo());
+    // Held for the whole test, so that the upstream can come back on the same address.
+    let port = HeldPort::new();
+    let up = Upstream::serve(port.listen(), Handshake::default(), echo());
     let gw = Gateway::start(&relay_route(
         "/svc",
-        &[format!("ws://{addr}/")],
+        &[port.url("/")],
         "health_check_interval = \"200ms\"\nconnect_timeout = \"500ms\"",
-    ));
+    ))
+    .await;
     let ready = |want: u16| {
         let gw = &gw;
-        async move {
-            let deadline = Instant::now() + STEP;
-            loop {
-                let answer = gw.admin_get("/readyz");
-                if status_of(&answer) == want {
-                    return answer;
-                }
-                assert!(Instant::now() < deadline, "readyz never {want}: {answer}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        eventually(
+            STEP,
+            format!("/readyz answering {want}"),
+            move || async move {
+                let answer = gw.admin_get("/readyz").await;
+                done_or(status_of(&answer) == want, answer.clone()).map(|()| answer)
+            },
+        )
     };
     ready(200).await;
     drop(up);
     let answer = ready(503).await;
     assert!(answer.contains("no healthy upstream for /svc"), "{answer}");
-    let metrics = gw.admin_get("/metrics");
-    assert!(
-        metrics.contains(&format!(
-            "portcullis_upstream_healthy{{upstream=\"ws://{addr}/\"}} 0"
-        )),
-        "{metrics}"
-    );
+    gw.wait_metric(&format!(
+        "portcullis_upstream_healthy{{upstream=\"{}\"}} 0",
+        port.url("/")
+    ))
+    .await;
     // Back on the same address.
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let _up = Upstream::serve(listener, Handshake::default(), echo());
+    let _up = Upstream::serve(port.listen(), Handshake::default(), echo());
     ready(200).await;
 }

@@ -1,0 +1,15 @@
+//! Test support: start the real `portcullis` binary on kernel-chosen loopback ports with a
+//! generated certificate, talk to it over real TLS and WebSocket clients, and run the servers
+//! and tools the tests need around it. Everything is bounded in time: waits poll what they wait
+//! for, with a deadline. Processes are killed and folders removed when their handles drop.
+
+mod client;
+mod gateway;
+mod process;
+pub mod upstream;
+mod wait;
+
+pub use client::*;
+pub use gateway::*;
+pub use process::*;
+pub use wait::*;
