@@ -97,12 +97,12 @@ fn bad_configs_fail_naming_file_and_key() {
 #[test]
 fn mismatched_key_is_reported_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    // Generate two pairs via --check, then cross them.
+    // Two pairs, then crossed.
     for sub in ["a", "b"] {
-        let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"{sub}/cert.pem\"\nkey = \"{sub}/key.pem\"\ngenerate_self_signed = true\n[admin]\nenabled = false\n"
-        );
-        assert!(check(dir.path(), &text).0);
+        let (cert, key) = self_signed(&["localhost"]);
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join(sub).join("key.pem"), key).unwrap();
     }
     let crossed = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"a/cert.pem\"\nkey = \"b/key.pem\"\n[admin]\nenabled = false\n";
     let (ok, out) = check(dir.path(), crossed);
@@ -118,6 +118,26 @@ fn mismatched_key_is_reported_not_a_panic() {
     let out = portcullis(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not form a usable pair"));
+}
+
+/// `--check` validates and writes nothing: a development certificate it would generate is
+/// reported, not written; starting generates it.
+#[test]
+fn check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncert = \"dev/cert.pem\"\nkey = \"dev/key.pem\"\ngenerate_self_signed = true\n[admin]\nenabled = false\n";
+    let (ok, out) = check(dir.path(), text);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("listeners[0].tls: a self-signed development certificate would be generated")
+            && out.contains("configuration OK"),
+        "{out}"
+    );
+    assert!(!dir.path().join("dev").exists(), "--check wrote files");
+    // Without --config: the embedded default's certificate is not generated either.
+    let out = portcullis(dir.path(), &["--check"]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(!dir.path().join("certs").exists(), "--check wrote files");
 }
 
 #[test]

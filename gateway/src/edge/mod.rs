@@ -56,9 +56,9 @@ impl Edge {
         Edge {
             in_force,
             sessions,
+            pending: Pending::new(metrics.pending_gauge()),
             report: Report::new(metrics, format),
             listeners,
-            pending: Pending::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::Config;
 use crate::edge::accept::EdgeListener;
-use crate::edge::generation::{Generation, InForce};
+use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
 use crate::net::server_tls::{self, CertStore};
@@ -24,9 +24,10 @@ use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
 
 /// Validate a configuration as a start would, loading every certificate and key, without
-/// binding anything or starting anything (`portcullis --check`).
-pub fn check(config: Config) -> Result<(), String> {
-    Generation::build(config, None).map(drop)
+/// writing, binding or starting anything (`portcullis --check`). `Ok` holds what a start would
+/// do besides (a development certificate it would generate).
+pub fn check(config: Config) -> Result<Vec<String>, String> {
+    Generation::build(config, None, Files::ReadOnly).map(|g| g.notes)
 }
 
 /// The addresses can be bound (a clear error now rather than pingora's panic later).
@@ -51,7 +52,7 @@ fn socket_buffers() -> L4BufferSettings {
 /// are taken over from a running gateway (which hands them over on SIGQUIT and then drains)
 /// instead of being bound anew.
 pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
-    let mut generation = Generation::build(config, None)?;
+    let mut generation = Generation::build(config, None, Files::MayWrite)?;
     if !upgrade {
         check_bindable(&generation.config)?;
     }

@@ -34,7 +34,7 @@ const DEV_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Make sure the certificate pair of a listener exists: generate a self-signed development pair
 /// when asked to and the files are missing. Returns `true` when it generated one.
 pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
-    if !tls.generate_self_signed || (tls.cert.exists() && tls.key.exists()) {
+    if !needs_dev_pair(tls) {
         return Ok(false);
     }
     let pair = rcgen::generate_simple_self_signed(
@@ -50,6 +50,11 @@ pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
     fs::write(&tls.cert, pair.cert.pem())
         .map_err(|e| format!("cannot write {}: {e}", tls.cert.display()))?;
     Ok(true)
+}
+
+/// Whether a start would generate the development pair of `tls` (asked for, and missing).
+pub(crate) fn needs_dev_pair(tls: &Tls) -> bool {
+    tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists())
 }
 
 /// Write a private key readable by its owner only.
