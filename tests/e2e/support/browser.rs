@@ -96,8 +96,8 @@ impl Browser {
         loop {
             let out = self.output();
             if let Some(rest) = out.split_once(STARTED).map(|(_, r)| r) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(port) = digits.parse() {
+                // The number is complete once the sentence's full stop follows it.
+                if let Some(port) = rest.split_once('.').and_then(|(n, _)| n.parse().ok()) {
                     return port;
                 }
             }
