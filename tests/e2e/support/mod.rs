@@ -3,12 +3,14 @@
 //! and tools the tests need around it. Everything is bounded in time: waits poll what they wait
 //! for, with a deadline. Processes are killed and folders removed when their handles drop.
 
+mod browser;
 mod client;
 mod gateway;
 mod process;
 pub mod upstream;
 mod wait;
 
+pub use browser::*;
 pub use client::*;
 pub use gateway::*;
 pub use process::*;

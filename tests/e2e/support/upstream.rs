@@ -1,7 +1,7 @@
 //! Servers the tests start themselves, inside the test's runtime, each on a port bound once
 //! (`127.0.0.1:0`) and kept: test upstream WebSocket servers (plain or TLS) that report what
-//! they see, a small HTTP server (a JWKS endpoint), and a held port with nothing listening (an
-//! upstream that is down, or down for a while).
+//! they see, a small HTTP server (a JWKS endpoint, a test page), and a held port with nothing
+//! listening (an upstream that is down, or down for a while).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -370,8 +370,8 @@ fn reuseport_socket() -> TcpSocket {
     socket
 }
 
-/// A small HTTP/1.1 server: every request gets the current body as JSON (200), or a 503 while
-/// the body is `None`; it counts the connections it answers. Stops when dropped.
+/// A small HTTP/1.1 server: every request gets the current body (200; JSON, or HTML for a page),
+/// or a 503 while the body is `None`; it counts the connections it answers. Stops when dropped.
 pub struct HttpServer {
     pub addr: SocketAddr,
     body: Arc<Mutex<Option<String>>>,
@@ -386,7 +386,17 @@ impl Drop for HttpServer {
 }
 
 impl HttpServer {
+    /// Answers every request with `body` as JSON (a JWKS endpoint).
     pub async fn start(body: String) -> HttpServer {
+        HttpServer::start_typed(body, "application/json").await
+    }
+
+    /// Answers every request with `html` (a test page; its origin is `http://` + the address).
+    pub async fn page(html: String) -> HttpServer {
+        HttpServer::start_typed(html, "text/html; charset=utf-8").await
+    }
+
+    async fn start_typed(body: String, content_type: &'static str) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(Some(body)));
@@ -404,7 +414,7 @@ impl HttpServer {
                     let _ = tokio::time::timeout(STEP, s.read(&mut buf)).await;
                     let answer = match body {
                         Some(b) => format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
                             b.len()
                         ),
                         None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
