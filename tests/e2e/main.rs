@@ -8,6 +8,7 @@ mod config_check;
 mod deploy;
 mod echo;
 mod handshake;
+mod identity;
 mod lifecycle;
 mod metrics;
 mod relay;
