@@ -93,6 +93,34 @@ async fn client_ca_follows_a_reload() {
         .is_err());
 }
 
+#[tokio::test]
+async fn revoked_client_certificates_are_refused_at_tls() {
+    let ca = TestCa::new("Test CA");
+    let crl = ca.crl(&[666]);
+    let gw = Gateway::start_tls_extra(
+        "client_ca = \"ca.pem\"\nclient_crls = [\"ca.crl.pem\"]",
+        "",
+        |dir| {
+            std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+            std::fs::write(dir.join("ca.crl.pem"), &crl).unwrap();
+        },
+    )
+    .await;
+    let good = ca.issue_serial("svc", &[], Some(7));
+    let revoked = ca.issue_serial("svc", &[], Some(666));
+    assert_eq!(
+        gw.try_handshake_as("/ws/echo", "", Some(&good))
+            .await
+            .unwrap()
+            .0,
+        101
+    );
+    assert!(gw
+        .try_handshake_as("/ws/echo", "", Some(&revoked))
+        .await
+        .is_err());
+}
+
 const CERT_POLICIES: &str = r#"
 [[routes]]
 path = "/ws/svc"

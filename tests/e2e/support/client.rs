@@ -68,7 +68,34 @@ impl TestCa {
     /// A client certificate with common name `cn` (and organisation `Example`) and `sans`
     /// (DNS names, or URIs when they contain `://`).
     pub fn issue(&self, cn: &str, sans: &[&str]) -> ClientIdentity {
+        self.issue_serial(cn, sans, None)
+    }
+
+    /// A revocation list (PEM) of this CA naming the certificates with these serial numbers.
+    pub fn crl(&self, revoked: &[u64]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&n| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(n),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+
+    /// [`TestCa::issue`] with a chosen serial number (for revocation lists).
+    pub fn issue_serial(&self, cn: &str, sans: &[&str], serial: Option<u64>) -> ClientIdentity {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = serial.map(rcgen::SerialNumber::from);
         for san in sans {
             params.subject_alt_names.push(if san.contains("://") {
                 rcgen::SanType::URI((*san).try_into().unwrap())
