@@ -8,9 +8,10 @@
 //!   `Authorization: Bearer`; a verified client certificate as `X-Forwarded-Client-Cert`), and
 //!   the client headers the policy's `send_headers` names;
 //! - a `2xx` admits, and the answer's `copy_headers` go to the upstream request;
-//! - any other answer refuses with its status and (the start of) its body, with its
-//!   `WWW-Authenticate` and `Location` headers;
-//! - no answer in time, or none at all, is `on_error`: `503` (deny, the default) or admit.
+//! - a `3xx`, `4xx` or `5xx` answer refuses with its status and (the start of) its body, with
+//!   its `WWW-Authenticate` and `Location` headers;
+//! - no answer in time, none at all, or one that is no decision (`1xx`, past `599`, too large)
+//!   is `on_error`: `503` (deny, the default) or admit.
 //!
 //! Decisions may be cached (`cache_ttl`) by a hash of the route, the request target and the
 //! credentials; a request with no credential at all is never cached.
@@ -113,7 +114,7 @@ impl Authorizer {
         };
         let decision = match self.client.send(call).await {
             Ok(reply) if reply.status.is_success() => Decision::Allow(self.copied(&reply.headers)),
-            Ok(reply) if reply.status.as_u16() >= 300 => {
+            Ok(reply) if (300..600).contains(&reply.status.as_u16()) => {
                 Decision::Deny(refusal(reply.status.as_u16(), &reply.headers, &reply.body))
             }
             Ok(reply) => return self.failed(&format!("answered {}", reply.status.as_u16())),

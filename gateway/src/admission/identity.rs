@@ -13,7 +13,7 @@ use super::ext_authz::{Authorizer, Question};
 use super::introspection::Introspector;
 use super::token::{Locator, Verified};
 use super::Rejection;
-use crate::config::Policy;
+use crate::config::{Config, Policy};
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
 
@@ -129,5 +129,25 @@ pub(crate) fn question<'a>(
         route,
         client_ip,
         cert,
+    }
+}
+
+/// A `client_cert` table is of no use when no listener asks for client certificates: say so
+/// (start-up, `--check` and reload), since every client of such a policy is then without one.
+pub(crate) fn warn_without_client_ca(config: &Config) {
+    let asks = config
+        .listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+    if asks {
+        return;
+    }
+    for (name, p) in &config.policies {
+        if p.client_cert.is_some() {
+            log::warn!(
+                "policies.{name}.client_cert: no listener asks for client certificates (set \
+                 client_ca in a [listeners.tls] table); its clients never have one"
+            );
+        }
     }
 }

@@ -147,6 +147,7 @@ impl Admission {
         previous: Option<&Admission>,
     ) -> Result<Admission, String> {
         jwt_crypto::install();
+        identity::warn_without_client_ca(config);
         let mut policies = HashMap::new();
         for (name, p) in &config.policies {
             let mut state = PolicyState::compile(p, &format!("policies.{name}"))?;
