@@ -18,15 +18,36 @@ pub enum Section {
     Handshake,
     /// The same with a JWT to verify (Portcullis only).
     HandshakeJwt,
+    /// With an external authorizer whose cached decision admits (Portcullis only).
+    HandshakeAuthzHit,
+    /// With an external authorizer asked for every handshake (a new token each: cache misses).
+    HandshakeAuthzMiss,
+    /// With an opaque token introspected for every handshake.
+    HandshakeIntrospection,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 7] = [
         Section::Load,
         Section::Idle,
         Section::Handshake,
         Section::HandshakeJwt,
+        Section::HandshakeAuthzHit,
+        Section::HandshakeAuthzMiss,
+        Section::HandshakeIntrospection,
     ];
+
+    /// The handshake sections only Portcullis has (it checks a credential before its 101).
+    pub const PORTCULLIS_ONLY: [Section; 4] = [
+        Section::HandshakeJwt,
+        Section::HandshakeAuthzHit,
+        Section::HandshakeAuthzMiss,
+        Section::HandshakeIntrospection,
+    ];
+
+    pub fn portcullis_only(self) -> bool {
+        Self::PORTCULLIS_ONLY.contains(&self)
+    }
 
     pub fn key(self) -> &'static str {
         match self {
@@ -34,6 +55,9 @@ impl Section {
             Section::Idle => "idle",
             Section::Handshake => "handshake",
             Section::HandshakeJwt => "handshake_jwt",
+            Section::HandshakeAuthzHit => "handshake_authz_hit",
+            Section::HandshakeAuthzMiss => "handshake_authz_miss",
+            Section::HandshakeIntrospection => "handshake_introspection",
         }
     }
 
@@ -47,18 +71,23 @@ impl Section {
                 "cpu_us_per_message",
             ],
             Section::Idle => &["connections", "rss_bytes_per_connection"],
-            Section::Handshake | Section::HandshakeJwt => {
+            Section::Handshake
+            | Section::HandshakeJwt
+            | Section::HandshakeAuthzHit
+            | Section::HandshakeAuthzMiss
+            | Section::HandshakeIntrospection => {
                 &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
             }
         }
     }
 
     /// What a subject of this section is compared with: the same section, except that
-    /// handshakes with JWT are compared with the other side's plain handshakes.
+    /// handshakes with a credential are compared with the other side's plain handshakes.
     fn reference(self) -> Section {
-        match self {
-            Section::HandshakeJwt => Section::Handshake,
-            s => s,
+        if self.portcullis_only() {
+            Section::Handshake
+        } else {
+            self
         }
     }
 }
@@ -216,7 +245,7 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
     for (a, b) in report_pairs(&info.subjects) {
         let mut figures = Map::new();
         for section in Section::ALL {
-            if section == Section::HandshakeJwt && !a.is_portcullis() {
+            if section.portcullis_only() && !a.is_portcullis() {
                 continue;
             }
             for figure in section.figures().iter().filter(|f| !is_count(f)) {
@@ -275,6 +304,9 @@ fn label(section: Section, figure: &str) -> String {
     };
     match section {
         Section::HandshakeJwt => format!("{base}, with JWT (ES256)¹"),
+        Section::HandshakeAuthzHit => format!("{base}, with ext_authz, cached³"),
+        Section::HandshakeAuthzMiss => format!("{base}, with ext_authz, not cached³"),
+        Section::HandshakeIntrospection => format!("{base}, with introspection³"),
         _ => base.to_string(),
     }
 }
@@ -328,7 +360,7 @@ fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subj
             };
             out.push_str(&format!("| {} | {better} |", label(section, figure)));
             for (subject, _) in columns {
-                let cell = if section == Section::HandshakeJwt && !subject.is_portcullis() {
+                let cell = if section.portcullis_only() && !subject.is_portcullis() {
                     "–".to_string()
                 } else if results.is_skipped(*subject, section) {
                     "n/a²".to_string()
@@ -414,6 +446,13 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         "¹ Portcullis verifying an ES256 `Authorization: Bearer` token before its 101; its ratios \
          are against the other side's handshakes without a token.\n",
     );
+    out.push_str(
+        "³ Portcullis asking an authorizer (`ext_authz`; cached: one token, so every decision \
+         after the first comes from the cache; not cached: a new token per handshake, so every \
+         one is a call) or an introspection endpoint (a call per handshake) over a kept-alive \
+         loopback HTTP/1.1 connection before its 101; the endpoint is the benchmark's own \
+         `identity-server` process, whose CPU is not counted. Ratios as for ¹.\n",
+    );
     let skipped: Vec<String> = results
         .skipped
         .iter()
@@ -426,8 +465,8 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         .subjects
         .iter()
         .flat_map(|&subject| {
-            [Section::Handshake, Section::HandshakeJwt]
-                .into_iter()
+            std::iter::once(Section::Handshake)
+                .chain(Section::PORTCULLIS_ONLY)
                 .filter_map(move |section| {
                     let n = results.median(subject, section, "errors")?;
                     (n > 0.0).then(|| format!("{}.{}: {n}", subject.key(), section.key()))

@@ -15,6 +15,7 @@ use tokio_rustls::rustls;
 use crate::certs::Material;
 use crate::load::Target;
 use crate::procs::{free_port, Proc};
+use crate::report::Section;
 use crate::write_file as write;
 
 /// Worker processes or threads of every proxy (the machine's core count here).
@@ -73,7 +74,7 @@ impl Subject {
         }
     }
 
-    /// Portcullis serves it (so it has a JWT variant).
+    /// Portcullis serves it (so it has the admission variants: JWT, ext_authz, introspection).
     pub fn is_portcullis(self) -> bool {
         matches!(
             self,
@@ -82,51 +83,107 @@ impl Subject {
     }
 }
 
-/// The four Portcullis configurations the benchmark needs; a binary may lack some (a build
-/// without relay routes, or without JWT policies).
+/// How a Portcullis configuration admits clients (each a handshake section of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortcullisRoute {
-    Relay,
-    RelayJwt,
-    Echo,
-    EchoJwt,
+pub enum Admit {
+    /// Public: no policy.
+    Public,
+    /// An ES256 JWT verified locally.
+    Jwt,
+    /// An external authorizer, the same token every time: all but the first are cache hits.
+    AuthzHit,
+    /// An external authorizer with its cache on, a new token every handshake: every one a miss.
+    AuthzMiss,
+    /// An opaque token checked by introspection on every handshake (no cache).
+    Introspection,
+}
+
+impl Admit {
+    /// The admission a section measures.
+    pub fn of(section: Section) -> Admit {
+        match section {
+            Section::HandshakeJwt => Admit::Jwt,
+            Section::HandshakeAuthzHit => Admit::AuthzHit,
+            Section::HandshakeAuthzMiss => Admit::AuthzMiss,
+            Section::HandshakeIntrospection => Admit::Introspection,
+            Section::Load | Section::Idle | Section::Handshake => Admit::Public,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Admit::Public => "",
+            Admit::Jwt => "_jwt",
+            Admit::AuthzHit => "_authz_hit",
+            Admit::AuthzMiss => "_authz_miss",
+            Admit::Introspection => "_introspection",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Admit::Public => "",
+            Admit::Jwt => " with a JWT policy",
+            Admit::AuthzHit | Admit::AuthzMiss => " with an ext_authz policy",
+            Admit::Introspection => " with an introspection policy",
+        }
+    }
+}
+
+/// The Portcullis configurations the benchmark needs: a relay or an echo route, admitted one
+/// of the [`Admit`] ways; a binary may lack some (a build without relay routes, or without
+/// JWT, ext_authz or introspection policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortcullisRoute {
+    pub echo: bool,
+    pub admit: Admit,
 }
 
 impl PortcullisRoute {
-    pub const ALL: [PortcullisRoute; 4] = [
-        PortcullisRoute::Relay,
-        PortcullisRoute::RelayJwt,
-        PortcullisRoute::Echo,
-        PortcullisRoute::EchoJwt,
+    pub const ADMITS: [Admit; 5] = [
+        Admit::Public,
+        Admit::Jwt,
+        Admit::AuthzHit,
+        Admit::AuthzMiss,
+        Admit::Introspection,
     ];
 
-    pub fn of(subject: Subject, jwt: bool) -> PortcullisRoute {
-        match (subject, jwt) {
-            (Subject::PortcullisEcho, false) => PortcullisRoute::Echo,
-            (Subject::PortcullisEcho, true) => PortcullisRoute::EchoJwt,
-            (_, false) => PortcullisRoute::Relay,
-            (_, true) => PortcullisRoute::RelayJwt,
+    /// Every configuration: the relay ones, then the echo ones.
+    pub fn all() -> impl Iterator<Item = PortcullisRoute> {
+        [false, true].into_iter().flat_map(|echo| {
+            Self::ADMITS
+                .into_iter()
+                .map(move |admit| PortcullisRoute { echo, admit })
+        })
+    }
+
+    pub fn of(subject: Subject, section: Section) -> PortcullisRoute {
+        PortcullisRoute {
+            echo: subject == Subject::PortcullisEcho,
+            admit: Admit::of(section),
         }
     }
 
-    /// The key in the JSON output.
-    pub fn key(self) -> &'static str {
-        match self {
-            PortcullisRoute::Relay => "relay",
-            PortcullisRoute::RelayJwt => "relay_jwt",
-            PortcullisRoute::Echo => "echo",
-            PortcullisRoute::EchoJwt => "echo_jwt",
-        }
+    /// The key in the JSON output (`relay`, `relay_jwt`, `echo_authz_hit`, ...).
+    pub fn key(self) -> String {
+        let kind = if self.echo { "echo" } else { "relay" };
+        format!("{kind}{}", self.admit.key())
     }
 
-    pub fn describe(self) -> &'static str {
-        match self {
-            PortcullisRoute::Relay => "a relay route",
-            PortcullisRoute::RelayJwt => "a relay route with a JWT policy",
-            PortcullisRoute::Echo => "an echo route",
-            PortcullisRoute::EchoJwt => "an echo route with a JWT policy",
-        }
+    pub fn describe(self) -> String {
+        let kind = if self.echo {
+            "an echo route"
+        } else {
+            "a relay route"
+        };
+        format!("{kind}{}", self.admit.describe())
     }
+}
+
+/// The ports of the benchmark's own servers behind the proxies.
+pub struct Backends {
+    pub upstream_port: u16,
+    pub identity_port: u16,
 }
 
 /// Everything needed to start servers.
@@ -136,6 +193,8 @@ pub struct Env {
     pub client_tls: Arc<rustls::ClientConfig>,
     /// The shared upstream echo server's port.
     pub upstream_port: u16,
+    /// The authorizer and introspection endpoint's port (`identity-server`).
+    pub identity_port: u16,
     pub nofile: u64,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
@@ -152,7 +211,7 @@ impl Env {
         dir: PathBuf,
         material: Material,
         client_tls: Arc<rustls::ClientConfig>,
-        upstream_port: u16,
+        backends: Backends,
         nofile: u64,
         nginx: Option<PathBuf>,
         haproxy: Option<PathBuf>,
@@ -161,7 +220,8 @@ impl Env {
             dir,
             material,
             client_tls,
-            upstream_port,
+            upstream_port: backends.upstream_port,
+            identity_port: backends.identity_port,
             nofile,
             nginx,
             haproxy,
@@ -198,13 +258,14 @@ impl Env {
         Ok(dir)
     }
 
-    /// Start a fresh instance of `subject` (with the JWT policy when `jwt`), ready for clients.
-    pub fn start(&self, subject: Subject, jwt: bool) -> Result<(Proc, Target), String> {
+    /// Start a fresh instance of `subject` for `section` (with the policy it measures), ready
+    /// for clients.
+    pub fn start(&self, subject: Subject, section: Section) -> Result<(Proc, Target), String> {
         let dir = self.instance_dir(subject.key())?;
         let port = free_port()?;
         let (name, cmd) = match subject {
             Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline => {
-                let route = PortcullisRoute::of(subject, jwt);
+                let route = PortcullisRoute::of(subject, section);
                 let bin = self
                     .binary_for(subject, route)
                     .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
@@ -242,11 +303,20 @@ impl Env {
         };
         let mut proc = Proc::spawn(name, cmd, &dir.join("server.log"))?;
         proc.wait_listening(port, START)?;
+        let token = match Admit::of(section) {
+            Admit::Public => None,
+            Admit::Jwt => Some(self.material.token.clone()),
+            Admit::AuthzHit | Admit::AuthzMiss | Admit::Introspection => {
+                Some(crate::identity::TOKEN.to_string())
+            }
+        };
         let target = Target {
             port,
             tls: (subject != Subject::UpstreamDirect).then(|| self.client_tls.clone()),
             path: PATH.to_string(),
-            token: jwt.then(|| self.material.token.clone()),
+            token,
+            unique_tokens: (Admit::of(section) == Admit::AuthzMiss)
+                .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
         };
         Ok((proc, target))
     }
@@ -265,22 +335,39 @@ impl Env {
             toml_str(&m.cert),
             toml_str(&m.key),
         );
-        match route {
+        if route.echo {
+            text.push_str("mode = \"echo\"\nprefix = \"\"\n");
+        } else {
             // No pings: NGINX and HAProxy send none either, and the idle phase's clients do not
             // read, so they would not answer them.
-            PortcullisRoute::Relay | PortcullisRoute::RelayJwt => text.push_str(&format!(
-                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
-            )),
-            PortcullisRoute::Echo | PortcullisRoute::EchoJwt => {
-                text.push_str("mode = \"echo\"\nprefix = \"\"\n")
-            }
-        }
-        if matches!(route, PortcullisRoute::RelayJwt | PortcullisRoute::EchoJwt) {
             text.push_str(&format!(
+                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
+            ));
+        }
+        // The authorizer's and the endpoint's timeouts are generous: 50 handshakes at a time on
+        // two shared cores must not time out, since an error is not a figure.
+        let id = self.identity_port;
+        match route.admit {
+            Admit::Public => {}
+            Admit::Jwt => text.push_str(&format!(
                 "policy = \"jwt\"\n\n[policies.jwt.jwt]\nsources = [\"header\"]\n\
                  keys = [{{ alg = \"ES256\", pem_file = {} }}]\n",
                 toml_str(&m.jwt_public)
-            ));
+            )),
+            Admit::AuthzHit | Admit::AuthzMiss => text.push_str(&format!(
+                "policy = \"authz\"\n\n[policies.authz.ext_authz]\n\
+                 url = \"http://127.0.0.1:{id}{}\"\ntimeout = \"2s\"\ncache_ttl = \"1h\"\n\
+                 copy_headers = [\"x-user\"]\n",
+                crate::identity::AUTHZ_PATH
+            )),
+            Admit::Introspection => text.push_str(&format!(
+                "policy = \"intro\"\n\n[policies.intro.introspection]\n\
+                 url = \"http://127.0.0.1:{id}{}\"\ntimeout = \"2s\"\nsources = [\"header\"]\n\
+                 client_id = \"bench\"\nclient_secret_file = {}\n\
+                 [policies.intro.introspection.claims]\nscope = \"bench\"\n",
+                crate::identity::INTROSPECT_PATH,
+                toml_str(&m.client_secret)
+            )),
         }
         text
     }
@@ -334,20 +421,30 @@ impl Env {
 
 /// The benchmark itself as the upstream echo server on `port`.
 pub fn upstream_command(port: u16) -> Result<Command, String> {
+    own_command("upstream-echo", port, WORKERS)
+}
+
+/// The benchmark itself as the authorizer and introspection endpoint on `port` (one thread:
+/// a small service that answers at once).
+pub fn identity_command(port: u16) -> Result<Command, String> {
+    own_command("identity-server", port, 1)
+}
+
+fn own_command(role: &str, port: u16, threads: usize) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args([
-        "upstream-echo",
+        role,
         "--port",
         &port.to_string(),
         "--threads",
-        &WORKERS.to_string(),
+        &threads.to_string(),
     ]);
     Ok(cmd)
 }
 
 /// Whether `bin --check` accepts the configuration for `route` (a build may lack relay routes
-/// or JWT policies). Bounded in time.
+/// or some kind of policy). Bounded in time.
 pub fn accepts(env: &Env, bin: &Path, route: PortcullisRoute) -> Result<bool, String> {
     let dir = env.instance_dir("check")?;
     let config = dir.join("portcullis.toml");

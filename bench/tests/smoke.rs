@@ -108,6 +108,17 @@ fn figures(section: &str) -> &'static [&'static str] {
     }
 }
 
+/// Every section of a Portcullis subject: its own handshakes with each kind of credential too.
+const PORTCULLIS_SECTIONS: &[&str] = &[
+    "load",
+    "idle",
+    "handshake",
+    "handshake_jwt",
+    "handshake_authz_hit",
+    "handshake_authz_miss",
+    "handshake_introspection",
+];
+
 fn finite(v: &Value, what: &str) -> f64 {
     let x = v
         .as_f64()
@@ -144,14 +155,8 @@ fn quick_run_reports_every_figure() {
     finite(&out["machine"]["memory_gib"], "machine.memory_gib");
 
     let mut subjects = vec![
-        (
-            "portcullis",
-            &["load", "idle", "handshake", "handshake_jwt"][..],
-        ),
-        (
-            "portcullis_echo",
-            &["load", "idle", "handshake", "handshake_jwt"][..],
-        ),
+        ("portcullis", PORTCULLIS_SECTIONS),
+        ("portcullis_echo", PORTCULLIS_SECTIONS),
         ("upstream_direct", &["load", "idle", "handshake"][..]),
     ];
     for proxy in &only[1..] {
@@ -184,7 +189,7 @@ fn quick_run_reports_every_figure() {
     pairs.extend(only[1..].iter().map(|p| ("portcullis", *p)));
     for (a, b) in pairs {
         let ratios = &out["ratios"][format!("{a}/{b}")];
-        for section in ["load", "idle", "handshake", "handshake_jwt"] {
+        for section in PORTCULLIS_SECTIONS {
             for figure in figures(section) {
                 if matches!(*figure, "errors" | "connections") {
                     continue;
@@ -193,8 +198,12 @@ fn quick_run_reports_every_figure() {
                 let v = ratios
                     .get(&key)
                     .unwrap_or_else(|| panic!("ratios.{a}/{b}.{key} is missing"));
-                // JWT handshakes are compared with the other side's plain ones.
-                let reference = section.trim_end_matches("_jwt");
+                // Handshakes with a credential are compared with the other side's plain ones.
+                let reference = if section.starts_with("handshake") {
+                    "handshake"
+                } else {
+                    section
+                };
                 let denominator = &results[b][reference][figure];
                 if denominator == 0.0 {
                     // CPU time comes in clock ticks (10 ms): a quick run may see none.

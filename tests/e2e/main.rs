@@ -10,6 +10,7 @@ mod deploy;
 mod echo;
 mod handshake;
 mod hardening;
+mod identity;
 mod lifecycle;
 mod metrics;
 mod relay;

@@ -13,12 +13,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub(crate) mod defaults;
+pub(crate) mod identity;
 pub(crate) mod listener;
 pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod secret;
 pub(crate) mod server;
+pub(crate) mod token;
 mod validate;
+mod validate_identity;
 
 pub(crate) use listener::{Listener, Tls};
 pub(crate) use policy::Policy;
@@ -156,6 +159,9 @@ impl Config {
                 for sni in &mut tls.sni {
                     sni.cert = base.join(&sni.cert);
                     sni.key = base.join(&sni.key);
+                }
+                for path in tls.client_ca.iter_mut().chain(&mut tls.client_crls) {
+                    *path = base.join(&*path);
                 }
             }
         }

@@ -27,6 +27,13 @@ pub(crate) enum Reason {
     AuthExpired,
     /// A valid token whose claims the route's policy refuses (403).
     Forbidden,
+    /// No verified client certificate where the policy requires one, or one it does not allow
+    /// (403).
+    ClientCert,
+    /// The external authorizer refused the handshake (its status: 401, 403, ...).
+    AuthzDenied,
+    /// The external authorizer or the introspection endpoint could not be asked (503).
+    AuthUnavailable,
     /// Too many handshakes from one client (429).
     RateLimited,
     /// A connection cap (per IP, subject, route or global) is reached (429/503).
@@ -39,7 +46,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 18] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -51,6 +58,9 @@ impl Reason {
         Reason::AuthInvalid,
         Reason::AuthExpired,
         Reason::Forbidden,
+        Reason::ClientCert,
+        Reason::AuthzDenied,
+        Reason::AuthUnavailable,
         Reason::RateLimited,
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
@@ -70,6 +80,9 @@ impl Reason {
             Reason::AuthInvalid => "auth_invalid",
             Reason::AuthExpired => "auth_expired",
             Reason::Forbidden => "forbidden",
+            Reason::ClientCert => "client_cert",
+            Reason::AuthzDenied => "authz_denied",
+            Reason::AuthUnavailable => "auth_unavailable",
             Reason::RateLimited => "rate_limited",
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
@@ -102,6 +115,9 @@ mod tests {
                 | Reason::AuthInvalid
                 | Reason::AuthExpired
                 | Reason::Forbidden
+                | Reason::ClientCert
+                | Reason::AuthzDenied
+                | Reason::AuthUnavailable
                 | Reason::RateLimited
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable

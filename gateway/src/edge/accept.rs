@@ -8,12 +8,12 @@ use std::sync::Arc;
 use pingora::protocols::Stream;
 use prometheus::IntGauge;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use crate::admission::caps::{Caps, Slot};
 use crate::config::Limits;
 use crate::core::labels::DropReason;
+use crate::net::server_tls::CertStore;
 
 /// A client's byte stream after TLS (or without it, on a plain `ws://` listener).
 pub(crate) type ClientIo = Either<Stream, TlsStream<Stream>>;
@@ -22,8 +22,8 @@ pub(crate) type ClientIo = Either<Stream, TlsStream<Stream>>;
 pub(crate) struct EdgeListener {
     /// The bound address (a port-0 address resolved to its port).
     pub(crate) address: SocketAddr,
-    /// `None`: plain `ws://` (local development only).
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// Its TLS settings in force; `None`: plain `ws://` (local development only).
+    pub(crate) tls: Option<Arc<CertStore>>,
 }
 
 impl EdgeListener {

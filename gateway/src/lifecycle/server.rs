@@ -18,7 +18,7 @@ use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
-use crate::net::server_tls::{self, CertStore};
+use crate::net::server_tls::CertStore;
 use crate::obs::metrics::Metrics;
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
@@ -94,12 +94,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let mut bound = Vec::new();
     for (listener, set) in config.listeners.iter().zip(&generation.certs) {
         let addr = BoundAddr::resolve(listener.address.0)?;
-        let store = set.clone().map(CertStore::new);
+        let store = set.clone().map(CertStore::new).transpose()?;
         public_listeners.push(addr.listener().l4_buffer(socket_buffers()));
         let tls = match &store {
             Some(store) => {
                 log::info!("listening on wss://{}", addr.address);
-                Some(server_tls::acceptor(store.clone())?)
+                Some(store.clone())
             }
             None => {
                 log::warn!(
