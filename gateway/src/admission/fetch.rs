@@ -63,9 +63,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .read_to_end(&mut raw)
         .await
         .map_err(|e| format!("read: {e}"))?;
+    body_of(&raw)
+}
+
+/// The body of a complete HTTP/1.1 answer `raw` when its status is `200`.
+pub(crate) fn body_of(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(&raw) {
+    let head_len = match resp.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
         _ => return Err("malformed HTTP answer".into()),
     };
@@ -106,11 +111,14 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         if size == 0 {
             return Ok(out);
         }
-        if data.len() < size + 2 {
-            return Err("truncated chunk".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        // `size` comes from the identity provider's server: no arithmetic on it (a size near
+        // `usize::MAX` overflowed `size + 2`), only bounded slicing.
+        let chunk = data.get(..size).ok_or("truncated chunk")?;
+        let rest = data[size..]
+            .strip_prefix(b"\r\n")
+            .ok_or("truncated chunk")?;
+        out.extend_from_slice(chunk);
+        data = rest;
     }
 }
 
@@ -125,5 +133,20 @@ mod tests {
             b"abcde"
         );
         assert!(dechunk(b"5\r\nab").is_err());
+        assert!(dechunk(b"2\r\nabX").is_err());
+    }
+
+    /// Chunk sizes near `usize::MAX` overflowed `size + 2` (a panic in debug builds, a wrong
+    /// slice in release), which killed the JWKS refresh thread for good.
+    #[test]
+    fn huge_chunk_sizes_are_errors() {
+        for size in [usize::MAX, usize::MAX - 1, usize::MAX - 2, usize::MAX / 2] {
+            let body = format!("{size:x}\r\nabc\r\n0\r\n\r\n");
+            assert!(dechunk(body.as_bytes()).is_err(), "{size:x}");
+        }
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\nab";
+        assert!(body_of(answer).is_err());
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}x\r\n0\r\n\r\n";
+        assert_eq!(body_of(answer).unwrap(), b"{}x");
     }
 }
