@@ -61,7 +61,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let conf = ServerConf {
         threads: config.server.threads,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
-        grace_period_seconds: Some(grace.as_secs() + 2),
+        grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
