@@ -36,6 +36,7 @@ use crate::config::policy::{self, PolicyLimits};
 use crate::config::{Config, Route};
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
+use crate::core::duration::deadline;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 
@@ -255,7 +256,7 @@ impl Admission {
 
         let expires_at = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now() + left
+            deadline(tokio::time::Instant::now(), left)
         });
         let (token, claims) = match verified {
             Some(v) => (Some(v.token), v.claims),

@@ -13,6 +13,8 @@ use jsonwebtoken::{decode, decode_header, Validation};
 use serde_json::{Map, Value};
 
 pub(crate) mod extract;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod hs256;
 
 use super::keyset::KeySet;
 use super::Rejection;
@@ -104,9 +106,10 @@ impl TokenPolicy {
         let subject = claims.get("sub").and_then(Value::as_str).map(String::from);
         let closes_at = match (self.on_expiry, claims.get("exp").and_then(Value::as_u64)) {
             // The leeway that admitted a just-expired token also keeps it open that long.
-            (OnExpiry::Close, Some(exp)) => {
-                Some(UNIX_EPOCH + Duration::from_secs(exp) + self.leeway + self.expiry_grace)
-            }
+            (OnExpiry::Close, Some(exp)) => after_epoch(
+                Duration::from_secs(exp),
+                self.leeway.saturating_add(self.expiry_grace),
+            ),
             _ => None,
         };
         Ok(Verified {
@@ -233,6 +236,13 @@ impl TokenPolicy {
     }
 }
 
+/// The moment `since_epoch + extra` after the Unix epoch; `None` when `SystemTime` cannot hold
+/// it. An `exp` that far away (a validly signed `2^63`, say) means "effectively never", and
+/// must not panic the handshake.
+fn after_epoch(since_epoch: Duration, extra: Duration) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(since_epoch)?.checked_add(extra)
+}
+
 fn missing() -> Rejection {
     Rejection::new(Reason::AuthMissing, 401, "token required\n")
         .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
@@ -254,4 +264,57 @@ fn forbidden(why: &str) -> Rejection {
             "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{why}\""
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a test secret of at least 32 bytes..";
+
+    fn head_with(token: &str) -> RequestHead {
+        RequestHead::for_test("GET", "/", &[("authorization", &format!("Bearer {token}"))])
+    }
+
+    async fn check(claims: &str) -> Result<Verified, Rejection> {
+        let policy = hs256::policy("", SECRET).unwrap();
+        let token = hs256::sign(SECRET, br#"{"alg":"HS256","typ":"JWT"}"#, claims.as_bytes());
+        policy.check(&head_with(&token)).await
+    }
+
+    /// A validly signed `exp` of 2^63 s or more panicked in `UNIX_EPOCH + Duration`: now it is
+    /// an expiry too far away to ever come.
+    #[tokio::test]
+    async fn huge_exp_never_closes_and_does_not_panic() {
+        for exp in [1u64 << 63, u64::MAX, (1 << 63) - 1, i64::MAX as u64 / 2] {
+            let v = check(&format!(r#"{{"sub":"s","exp":{exp}}}"#))
+                .await
+                .unwrap_or_else(|r| panic!("exp {exp}: {}", r.answer.body));
+            assert!(v.closes_at.is_none_or(|at| at > SystemTime::now()), "{exp}");
+        }
+        let soon = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let v = check(&format!(r#"{{"exp":{soon}}}"#)).await.unwrap();
+        let expected = UNIX_EPOCH + Duration::from_secs(soon) + defaults::LEEWAY;
+        assert_eq!(v.closes_at, Some(expected + defaults::EXPIRY_GRACE));
+    }
+
+    #[test]
+    fn after_epoch_is_none_beyond_the_clock() {
+        assert_eq!(
+            after_epoch(Duration::from_secs(10), Duration::from_secs(5)),
+            Some(UNIX_EPOCH + Duration::from_secs(15))
+        );
+        assert_eq!(
+            after_epoch(Duration::from_secs(u64::MAX), Duration::ZERO),
+            None
+        );
+        assert_eq!(
+            after_epoch(Duration::from_secs(1 << 62), Duration::MAX),
+            None
+        );
+    }
 }
