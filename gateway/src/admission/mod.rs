@@ -34,11 +34,13 @@ use upgrade::Upgrade;
 
 use crate::config::policy::{self, PolicyLimits};
 use crate::config::{Config, Route};
+use crate::core::background;
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
 use crate::core::duration::deadline;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
+use crate::obs::metrics::Metrics;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
 /// relays for identity forwarding and the subprotocols to offer upstream.
@@ -153,7 +155,8 @@ impl Admission {
         })
     }
 
-    /// Start the background JWKS fetchers (on their own thread, outside the request path).
+    /// Start the background JWKS fetchers (on their own thread, outside the request path). Each
+    /// fetcher is supervised: a panic restarts it (logged and counted) instead of ending it.
     pub(crate) fn start_background(&self) {
         let remotes: Vec<_> = self
             .policies
@@ -163,11 +166,15 @@ impl Admission {
         if remotes.is_empty() {
             return;
         }
-        crate::core::background::spawn(
-            "jwks",
-            futures_util::future::join_all(remotes.into_iter().map(jwks::RemoteJwks::run))
-                .map(|_| ()),
-        );
+        let fetchers = remotes.into_iter().map(|remote| {
+            background::supervise(
+                "jwks",
+                background::BACKOFF,
+                |task| Metrics::global().background_task_restarted(task),
+                move || jwks::RemoteJwks::run(remote.clone()),
+            )
+        });
+        background::spawn("jwks", futures_util::future::join_all(fetchers).map(|_| ()));
     }
 
     fn policy(&self, route: &Route) -> &PolicyState {

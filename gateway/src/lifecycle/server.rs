@@ -15,6 +15,7 @@ use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::Config;
+use crate::core::background::Tasks;
 use crate::edge::generation::{Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
@@ -128,6 +129,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let relays_in_force = in_force.clone();
     readiness.add_check("relay upstreams", move || {
         relays_in_force.get().relays.ready()
+    });
+    // A background task that keeps panicking (it is restarted each time) is worth an alert.
+    readiness.add_check("background tasks", || {
+        Tasks::global().check(std::time::Instant::now())
     });
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
