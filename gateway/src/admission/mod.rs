@@ -8,7 +8,7 @@
 
 pub(crate) mod caps;
 pub(crate) mod client_ip;
-mod fetch;
+pub(crate) mod fetch;
 mod jwks;
 mod jwt_crypto;
 pub(crate) mod keys;
