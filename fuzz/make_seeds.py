@@ -118,12 +118,15 @@ headers = {
     "crit": '{"alg":"HS256","crit":["exp"],"exp":1}',
     "none": '{"alg":"none"}',
     "rs256": '{"alg":"RS256","kid":"rsa"}',
+    "ps384": '{"alg":"PS384","kid":"rsa"}',
+    "es256": '{"alg":"ES256","kid":"ec"}',
+    "eddsa": '{"alg":"EdDSA","kid":"ed"}',
 }
 i = 0
 for cname, c in claims.items():
     for policy in range(4):
         how = (i % 4) << 1  # the four token sources, in turn
-        hname = list(headers)[i % len(headers)] if cname == "minimal" else "plain"
+        hname = list(headers)[i % len(headers)] if cname in ("minimal", "full") else "plain"
         body = part(headers[hname]) + json.dumps(c).encode()
         put("token", f"{cname}-p{policy}-{hname}", bytes([policy, how]) + body)
         i += 1

@@ -9,11 +9,14 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::admission::keys::VerifyKey;
+use crate::admission::keyset::KeySet;
 use crate::admission::token::extract::{
     cookie, from_authorization, from_subprotocol, query_param, strip_cookie, strip_query_param,
 };
@@ -23,7 +26,10 @@ use crate::config::policy::Origin;
 use crate::config::{Config, Limits};
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
+use crate::core::log_format::LogFormat;
+use crate::core::reason::Reason;
 use crate::net::http1::{self, HeadLimits, RequestHead};
+use crate::obs::access_log::{rejection_fields, AccessLog, RejectionRecord};
 use crate::obs::metrics::Meter;
 use crate::relay::forward::Forwarding;
 use crate::session::guard::{Expiry, Guard, Rates};
@@ -268,8 +274,28 @@ pub fn token(data: &[u8]) {
     };
     let rt = runtime();
     let verified = rt.block_on(policy.check(&head));
-    if let (Ok(v), 0) = (verified, how & 1) {
+    let Ok(v) = verified else { return };
+    if how & 1 == 0 {
         assert_eq!(v.token, token, "a different token was verified");
+    }
+    // The subject is the issuer's text: in the access log it must stay one field of one line.
+    let record = RejectionRecord {
+        route: "/ws",
+        client: None,
+        subject: v.subject.as_deref(),
+        reason: Reason::Forbidden,
+        status: 403,
+    };
+    for format in [LogFormat::Text, LogFormat::Json] {
+        let line = AccessLog::new(format).format_line("rejected", &rejection_fields(&record));
+        assert!(
+            !line.contains(['\n', '\r']),
+            "a subject broke the line: {line:?}"
+        );
+        if format == LogFormat::Json {
+            let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            assert_eq!(parsed["subject"].as_str(), v.subject.as_deref());
+        }
     }
 }
 
@@ -293,9 +319,59 @@ fn token_policy(choice: usize) -> &'static crate::admission::token::TokenPolicy 
     &POLICIES.get_or_init(|| {
         TOKEN_POLICIES
             .iter()
-            .map(|text| hs256::policy(text, SECRET).expect("a fuzzing policy"))
+            .map(|text| {
+                let mut policy = hs256::policy(text, SECRET).expect("a fuzzing policy");
+                policy.keys = KeySet::fixed(fuzzing_keys());
+                policy
+            })
             .collect()
     })[choice]
+}
+
+/// The HS256 key the fuzzer signs with, and public keys of the other families (their
+/// signatures never verify, but a token naming their algorithm reaches their verifiers).
+fn fuzzing_keys() -> Vec<VerifyKey> {
+    use jsonwebtoken::{Algorithm::*, DecodingKey};
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    // A 2048-bit modulus (any odd number of that size parses), and the P-256 base point.
+    let mut modulus = vec![0xc5u8; 256];
+    modulus[255] = 0x01;
+    let p256_x = hex("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296");
+    let p256_y = hex("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+    let key = |kid: &str, algorithms: Vec<jsonwebtoken::Algorithm>, key| VerifyKey {
+        kid: Some(kid.into()),
+        algorithms,
+        key,
+    };
+    let mut keys = vec![VerifyKey {
+        kid: None,
+        algorithms: vec![HS256],
+        key: DecodingKey::from_secret(SECRET),
+    }];
+    keys.extend([
+        key(
+            "rsa",
+            vec![RS256, RS384, RS512, PS256, PS384, PS512],
+            DecodingKey::from_rsa_components(&b64(&modulus), "AQAB").expect("an RSA key"),
+        ),
+        key(
+            "ec",
+            vec![ES256],
+            DecodingKey::from_ec_components(&b64(&p256_x), &b64(&p256_y)).expect("an EC key"),
+        ),
+        key(
+            "ed",
+            vec![EdDSA],
+            DecodingKey::from_ed_components(&b64(&[0x66; 32])).expect("an Ed25519 key"),
+        ),
+    ]);
+    keys
 }
 
 /// Target 2b: an identity provider's answer to a JWKS fetch: the HTTP answer (status, chunked
