@@ -1,19 +1,18 @@
 #!/usr/bin/env python3
-"""Write the seed corpora of the fuzz targets into fuzz/corpus/<target>/ (committed).
+"""Write the seed corpora of the fuzz targets into fuzz/corpus/<target>/ and their libFuzzer
+dictionaries into fuzz/dict/<target>.dict (both committed).
 
   fuzz/make_seeds.py
 
 Each seed is laid out as its target reads it (see gateway/src/fuzzing.rs): a few choice bytes,
 then length-prefixed parts. The config seeds are the repository's own configuration files.
-Re-running it rewrites its own files (the token seeds' expiries follow the clock) and never
-deletes a seed added by hand.
+Re-running it rewrites the same files and never deletes a seed added by hand.
 """
 import base64
 import hashlib
 import json
 import os
 import struct
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -92,25 +91,27 @@ for i, (name, head) in enumerate(heads.items()):
     put("http_head", name, choices + head.encode("latin-1"))
 
 # --- token: [policy, how] + part(header JSON) + claims JSON -------------------------------------
-now = int(time.time())
+# Fixed moments, so the seeds do not change with the clock: long past, and far ahead (2100).
+PAST = 1700000000
+FUTURE = 4102444800
 HEADER = '{"alg":"HS256","typ":"JWT"}'
 claims = {
-    "minimal": {"sub": "alice", "exp": now + 3600},
+    "minimal": {"sub": "alice", "exp": FUTURE},
     "full": {
-        "sub": "alice", "exp": now + 3600, "nbf": now - 10, "iat": now - 10,
+        "sub": "alice", "exp": FUTURE, "nbf": PAST, "iat": PAST,
         "iss": "https://idp.example", "aud": ["chat", "other"],
         "scope": "chat:read chat:write", "role": ["admin", "user"], "admin": True,
         "groups": "ops dev",
     },
-    "expired": {"sub": "bob", "exp": now - 3600},
+    "expired": {"sub": "bob", "exp": PAST},
     "huge-exp": {"sub": "big", "exp": 2**63},
     "max-exp": {"exp": 2**64 - 1},
     "float-exp": {"exp": 1796117809.5, "iat": 1.5},
-    "future-iat": {"exp": now + 60, "iat": now + 86400},
-    "not-yet": {"exp": now + 60, "nbf": now + 86400},
+    "future-iat": {"exp": FUTURE, "iat": FUTURE - 60},
+    "not-yet": {"exp": FUTURE, "nbf": FUTURE - 60},
     "no-exp": {"sub": "carol", "scope": ["chat:read"]},
-    "string-exp": {"exp": str(now + 60), "sub": 7},
-    "aud-string": {"exp": now + 60, "aud": "portcullis", "iss": "https://idp.example", "sub": "d"},
+    "string-exp": {"exp": str(FUTURE), "sub": 7},
+    "aud-string": {"exp": FUTURE, "aud": "portcullis", "iss": "https://idp.example", "sub": "d"},
 }
 headers = {
     "plain": HEADER,
@@ -240,4 +241,63 @@ put("relay_session", "upstream-masked", bytes([0, 8, 0, 0]) + part(frame(1, "a")
 put("relay_session", "upstream-bad-close", bytes([0, 8, 0, 0]) + part(b"") + frame(8, b"\x03\xe8\xff", mask=False))
 put("relay_session", "stop-drain", bytes([8 | 0x80, 20, 0, 0]) + part(frame(1, "x") * 3) + upstream_talk)
 put("relay_session", "structured", bytes([16, 8, 0, 0]) + part(b"\x81\x02hi\x88\x02\x03\xe8") + b"\x81\x03yo!\x8a\x00")
+
+# --- Dictionaries (fuzz/dict/TARGET.dict): words libFuzzer splices into inputs. Numbers at the
+# edges of u64/i64 and long hex chunk sizes matter most: mutation alone rarely grows a
+# timestamp or a chunk size into one that overflows.
+def write_dict(target, words):
+    folder = os.path.join(HERE, "dict")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, target + ".dict"), "w") as f:
+        f.write(f"# libFuzzer dictionary for {target}, written by make_seeds.py\n")
+        for w in dict.fromkeys(words):
+            if isinstance(w, str):
+                w = w.encode()
+            text = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}" for b in w)
+            f.write(f'"{text}"\n')
+
+
+EDGE_NUMBERS = [
+    "18446744073709551615", "18446744073709551614", "9223372036854775808", "9223372036854775807",
+    "4294967296", "-1", "0", "1e19", "1.5e300", "0.5",
+]
+write_dict("jwks", [
+    "ffffffffffffffff", "fffffffffffffffe", "7fffffffffffffff", "Transfer-Encoding: chunked",
+    "chunked", "\r\n", "0\r\n\r\n", ";ext=1", "HTTP/1.1 200 OK\r\n", "Content-Length: ",
+    '"keys"', '"kty"', '"RSA"', '"EC"', '"OKP"', '"oct"', '"crv"', '"P-256"', '"P-384"',
+    '"P-521"', '"Ed25519"', '"X25519"', '"alg"', '"use"', '"enc"', '"sig"', '"kid"', '"n"', '"e"',
+    '"x"', '"y"', '"k"', '"d"', '"key_ops"', '"x5c"', '"x5t"', '"AQAB"', '"RS256"', '"ES256"',
+    '"EdDSA"', '"HS256"', '"PS512"',
+] + EDGE_NUMBERS)
+write_dict("token", [
+    '"exp"', '"nbf"', '"iat"', '"iss"', '"aud"', '"sub"', '"jti"', '"scope"', '"role"',
+    '"groups"', '"admin"', '"crit"', '"kid"', '"alg"', '"typ"', '"HS256"', '"RS256"', '"PS384"',
+    '"ES256"', '"EdDSA"', '"none"', '"rsa"', '"ec"', '"ed"', '"https://idp.example"',
+    '"portcullis"', '"chat"', '"chat:read"', '"chat:write"', '"ops"', "null", "true", "false",
+    "[]", "{}", "\\u0000", "\\n",
+] + EDGE_NUMBERS)
+write_dict("http_head", [
+    "GET ", " HTTP/1.1\r\n", " HTTP/1.0\r\n", "\r\n", "\r\n\r\n", "Host: ", "Upgrade: websocket",
+    "Connection: Upgrade", "Connection: close", "Connection: keep-alive", "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol: ", "bearer.",
+    "Authorization: Bearer ", "Cookie: ", "access_token=", "access%5Ftoken=", "?access_token=",
+    "&access_token=", "#", "%2E", "+", "Origin: ", "https://chat.example.com", "https://x.example.org",
+    "null", "Forwarded: for=", "X-Forwarded-For: ", "127.0.0.1", "[::1]", "Content-Length: ",
+    "Transfer-Encoding: chunked", "TE: ", "Keep-Alive: ", "Proxy-Authorization: ", "X-Auth-Subject: ",
+])
+keys = set()
+for path in ["policies/example.toml", "policies/chat.toml", "docs/relay.md"]:
+    full = os.path.join(REPO, path)
+    if os.path.exists(full):
+        for line in open(full, encoding="utf-8"):
+            line = line.strip().lstrip("#").strip()
+            if "=" in line and line.split("=")[0].strip().replace("_", "").isalnum():
+                keys.add(line.split("=")[0].strip() + " = ")
+            if line.startswith("[") and line.endswith("]"):
+                keys.add(line)
+write_dict("config", sorted(keys) + [
+    '"1y"', '"0s"', '"500ms"', '"1e3s"', '"nan"', '"inf"', '"31536001"', "31536001",
+    '"ws://h/"', '"wss://[::1]:1/"', '"http://[fe80::1%eth0]/"', '"https://*.example.com"',
+    '"10.0.0.0/33"', '"::/0"', '"127.0.0.1:0"', '"[::]:65536"', "include = ", '"HS256"',
+] + EDGE_NUMBERS)
 print("seeds written to", os.path.join(HERE, "corpus"))
