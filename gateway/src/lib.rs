@@ -22,6 +22,9 @@ pub(crate) mod admission;
 pub mod config;
 pub(crate) mod core;
 pub(crate) mod edge;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub(crate) mod net;
 pub mod obs;

@@ -14,6 +14,7 @@ use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::Config;
+use crate::core::background::Tasks;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
@@ -62,7 +63,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let conf = ServerConf {
         threads: config.server.threads,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
-        grace_period_seconds: Some(grace.as_secs() + 2),
+        grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
@@ -124,6 +125,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let relays_in_force = in_force.clone();
     readiness.add_check("relay upstreams", move || {
         relays_in_force.get().relays.ready()
+    });
+    // A background task that keeps panicking (it is restarted each time) is worth an alert.
+    readiness.add_check("background tasks", || {
+        Tasks::global().check(std::time::Instant::now())
     });
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(

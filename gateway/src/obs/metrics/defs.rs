@@ -142,6 +142,12 @@ pub const CONFIG_RELOADS: Def = Def {
     labels: &["result"],
     help: "Configuration reloads by result (success, failure).",
 };
+pub const BACKGROUND_TASK_RESTARTS: Def = Def {
+    name: "portcullis_background_task_restarts_total",
+    kind: Kind::Counter,
+    labels: &["task"],
+    help: "Background tasks (jwks, reload) restarted after a panic, by task.",
+};
 pub const BUILD_INFO: Def = Def {
     name: "portcullis_build_info",
     kind: Kind::Gauge,
@@ -169,6 +175,7 @@ pub const ALL: &[Def] = &[
     UPSTREAM_HEALTHY,
     TLS_HANDSHAKE_FAILURES,
     CONFIG_RELOADS,
+    BACKGROUND_TASK_RESTARTS,
     BUILD_INFO,
 ];
 
@@ -245,7 +252,8 @@ mod tests {
                         "initiator",
                         "upstream",
                         "error",
-                        "version"
+                        "version",
+                        "task"
                     ]
                     .contains(label),
                     "{n}: label {label} is not on the low-cardinality list"

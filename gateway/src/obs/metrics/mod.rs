@@ -26,6 +26,9 @@ use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{close_code_label, DropReason, HandshakeResult, UpstreamErrorKind};
 use crate::core::reason::Reason;
 
+/// The supervised background tasks (`core::background`), whose restart series start at zero.
+const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
+
 /// The content type of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -50,6 +53,7 @@ pub(crate) struct Metrics {
     upstream_healthy: IntGaugeVec,
     tls_handshake_failures: IntCounter,
     config_reloads: IntCounterVec,
+    background_task_restarts: IntCounterVec,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
 }
@@ -128,6 +132,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let background_task_restarts = counter_vec(&r, &defs::BACKGROUND_TASK_RESTARTS);
+        for task in BACKGROUND_TASKS {
+            background_task_restarts.with_label_values(&[task]);
+        }
         Metrics {
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
@@ -151,6 +159,7 @@ impl Metrics {
             upstream_healthy: gauge_vec(&r, &defs::UPSTREAM_HEALTHY),
             tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
             config_reloads,
+            background_task_restarts,
             meters: RwLock::new(HashMap::new()),
             registry: r,
         }
@@ -323,6 +332,13 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.config_reloads.with_label_values(&[result]).inc();
     }
+
+    /// A supervised background task panicked and is being restarted.
+    pub(crate) fn background_task_restarted(&self, task: &str) {
+        self.background_task_restarts
+            .with_label_values(&[task])
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +401,9 @@ mod tests {
         let get = |c: &IntCounterVec, l: &[&str]| c.with_label_values(l).get();
         assert_eq!(get(&m.rejections, &["/a", "upgrade_required"]), 2);
         assert_eq!(get(&m.rejections, &["/a", "origin"]), 0);
+        m.background_task_restarted("jwks");
+        assert_eq!(get(&m.background_task_restarts, &["jwks"]), 1);
+        assert_eq!(get(&m.background_task_restarts, &["reload"]), 0);
         assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
         assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
         assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);
