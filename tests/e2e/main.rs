@@ -4,6 +4,7 @@
 mod admission;
 mod certs;
 mod clients;
+mod cluster;
 mod config_check;
 mod deploy;
 mod echo;

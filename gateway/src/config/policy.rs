@@ -18,6 +18,8 @@ pub(crate) struct Policy {
     pub(crate) jwt: Option<Jwt>,
     #[serde(default)]
     pub(crate) limits: PolicyLimits,
+    /// This policy's choice when the cluster store fails (`[cluster] on_error` otherwise).
+    pub(crate) cluster: Option<super::cluster::PolicyCluster>,
 }
 
 /// `[policies.NAME.origin]`: which browser origins may open sockets.
@@ -200,6 +202,7 @@ impl Policy {
         let l = &self.limits;
         self.origin.is_none()
             && self.jwt.is_none()
+            && self.cluster.is_none()
             && l.handshakes_per_ip.is_none()
             && l.handshakes_per_subject.is_none()
             && l.connections_per_ip.is_none()

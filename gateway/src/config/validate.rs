@@ -51,8 +51,17 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
             return Err(format!("{key} must be at least 1"));
         }
     }
+    if let Some(cluster) = &c.cluster {
+        cluster.validate()?;
+    }
     for (name, p) in &c.policies {
         policy(p, &format!("policies.{name}"))?;
+        if p.cluster.is_some() && c.cluster.is_none() {
+            return Err(format!(
+                "policies.{name}.cluster: there is no [cluster] table (a policy's on_error \
+                 applies to the cluster store)"
+            ));
+        }
     }
     routes(c)
 }

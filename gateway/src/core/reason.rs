@@ -35,11 +35,13 @@ pub(crate) enum Reason {
     UpstreamUnavailable,
     /// The upstream answered the upgrade with its own refusal (its status is passed on).
     UpstreamRefused,
+    /// The cluster store failed and the policy's `on_error` is `"closed"` (503).
+    ClusterUnavailable,
 }
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 16] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -55,6 +57,7 @@ impl Reason {
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
         Reason::UpstreamRefused,
+        Reason::ClusterUnavailable,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl Reason {
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamRefused => "upstream_refused",
+            Reason::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -105,7 +109,8 @@ mod tests {
                 | Reason::RateLimited
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable
-                | Reason::UpstreamRefused => {}
+                | Reason::UpstreamRefused
+                | Reason::ClusterUnavailable => {}
             }
         }
     }

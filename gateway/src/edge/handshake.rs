@@ -154,14 +154,8 @@ impl Edge {
         open: &Open,
         relay: Option<RelayRecord<'_>>,
     ) {
-        self.report.session_ended(
-            a.route(),
-            a.client,
-            a.admitted.subject.as_deref(),
-            end,
-            open.metrics.elapsed(),
-            relay,
-        );
+        self.report
+            .session_ended(a.route(), &a.admitted, end, open.metrics.elapsed(), relay);
     }
 
     /// The local echo. It speaks any subprotocol: it picks the client's first (never a token

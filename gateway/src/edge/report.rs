@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admission::Rejection;
+use crate::admission::{Admitted, Rejection};
 use crate::core::end::SessionEnd;
 use crate::core::labels::HandshakeResult;
 use crate::core::log_format::LogFormat;
@@ -44,6 +44,7 @@ impl Report {
             subject: None,
             reason: rejection.reason,
             status: rejection.answer.status,
+            cluster_fallback: rejection.cluster_fallback,
         });
     }
 
@@ -58,12 +59,11 @@ impl Report {
         ok.then(|| self.metrics.session_opened(route))
     }
 
-    /// A session ended.
+    /// A session ended; `admitted` says who it was (client, subject, a cluster fallback).
     pub(crate) fn session_ended(
         &self,
         route: &str,
-        client: Option<IpAddr>,
-        subject: Option<&str>,
+        admitted: &Admitted,
         end: &SessionEnd,
         duration: Duration,
         relay: Option<RelayRecord<'_>>,
@@ -74,11 +74,12 @@ impl Report {
         self.metrics.closed(route, end.close_code, end.initiator);
         self.access.session(&SessionRecord {
             route,
-            client,
-            subject,
+            client: admitted.client_ip,
+            subject: admitted.subject.as_deref(),
             end,
             duration,
             relay,
+            cluster_fallback: admitted.cluster_fallback,
         });
     }
 }

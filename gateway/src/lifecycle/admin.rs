@@ -6,6 +6,10 @@
 //! `Authorization: Bearer <token>` (compared in constant time) and answer 401 without it.
 //! `/healthz` stays open: it says only "ok", and liveness probes rarely carry secrets.
 //!
+//! Warnings: a check registered with [`Readiness::add_warning`] (the cluster store under
+//! `on_error = "open"`) only degrades: `/readyz` answers 200 and names it (`ready; cluster
+//! degraded: ...`).
+//!
 //! Readiness checks: code that owns something the gateway needs to serve traffic (the relay's
 //! upstream pools) registers a check with [`Readiness::add_check`]; `/readyz` answers 503 and
 //! names every failing check until all pass.
@@ -54,6 +58,8 @@ pub(crate) enum Phase {
 pub(crate) struct Readiness {
     phase: AtomicU8,
     checks: RwLock<Vec<(String, Check)>>,
+    /// Checks that only degrade: a failing one is named in a `200` answer.
+    warnings: RwLock<Vec<(String, Check)>>,
 }
 
 impl Default for Readiness {
@@ -61,6 +67,7 @@ impl Default for Readiness {
         Readiness {
             phase: AtomicU8::new(Phase::Starting as u8),
             checks: RwLock::new(Vec::new()),
+            warnings: RwLock::new(Vec::new()),
         }
     }
 }
@@ -97,6 +104,29 @@ impl Readiness {
             .write()
             .expect("readiness lock")
             .push((name.into(), Box::new(check)));
+    }
+
+    /// Register a check whose failure degrades the gateway without making it unready (the
+    /// cluster store with `on_error = "open"`): `/readyz` still answers 200 and names it.
+    pub(crate) fn add_warning(
+        &self,
+        name: impl Into<String>,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.warnings
+            .write()
+            .expect("readiness lock")
+            .push((name.into(), Box::new(check)));
+    }
+
+    /// What degrades the gateway now (failing warnings), each as `name: reason`.
+    pub(crate) fn degraded(&self) -> Vec<String> {
+        self.warnings
+            .read()
+            .expect("readiness lock")
+            .iter()
+            .filter_map(|(name, check)| check().err().map(|why| format!("{name}: {why}")))
+            .collect()
     }
 
     /// `Ok(())` when ready, otherwise every reason why not.
@@ -179,10 +209,17 @@ impl Admin {
         match path {
             "/metrics" => Answer::new(200, self.metrics.render())
                 .header("Content-Type", metrics::CONTENT_TYPE),
-            _ => match self.readiness.check() {
-                Ok(()) => Answer::new(200, "ready\n"),
-                Err(why) => Answer::new(503, format!("not ready: {}\n", why.join("; "))),
-            },
+            _ => {
+                let degraded = self.readiness.degraded();
+                match self.readiness.check() {
+                    Ok(()) if degraded.is_empty() => Answer::new(200, "ready\n"),
+                    Ok(()) => Answer::new(200, format!("ready; {}\n", degraded.join("; "))),
+                    Err(mut why) => {
+                        why.extend(degraded);
+                        Answer::new(503, format!("not ready: {}\n", why.join("; ")))
+                    }
+                }
+            }
         }
     }
 
@@ -283,6 +320,25 @@ mod tests {
         assert_eq!(r.body, "not ready: route /ws/relay: no healthy upstream\n");
         up.store(true, Ordering::SeqCst);
         assert_eq!(admin.answer(&get("/readyz", None)).status, 200);
+
+        // A warning degrades without failing.
+        let redis = Arc::new(AtomicBool::new(true));
+        let flag = redis.clone();
+        readiness.add_warning("cluster degraded", move || {
+            if flag.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("connection refused".into())
+            }
+        });
+        assert_eq!(admin.answer(&get("/readyz", None)).body, "ready\n");
+        redis.store(false, Ordering::SeqCst);
+        let r = admin.answer(&get("/readyz", None));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "ready; cluster degraded: connection refused\n")
+        );
+        redis.store(true, Ordering::SeqCst);
         readiness.set_phase(Phase::Stopping);
         assert!(admin
             .answer(&get("/readyz", None))

@@ -13,6 +13,7 @@ use super::admin::{Admin, Readiness};
 use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
+use crate::config::cluster::OnError;
 use crate::config::Config;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Generation, InForce};
@@ -124,6 +125,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     readiness.add_check("relay upstreams", move || {
         relays_in_force.get().relays.ready()
     });
+    // The cluster store: `/readyz` says `cluster degraded` while Redis fails. With
+    // `on_error = "closed"` the gateway refuses what it cannot count, so it is not ready;
+    // with "open" it serves under its own limits, so it stays ready (and says so).
+    let cluster_in_force = in_force.clone();
+    let cluster_check = move || match cluster_in_force.get().admission.cluster() {
+        Some(cluster) => cluster.degraded().map_or(Ok(()), Err),
+        None => Ok(()),
+    };
+    match config.cluster.as_ref().map(|c| c.on_error) {
+        Some(OnError::Closed) => readiness.add_check("cluster degraded", cluster_check),
+        _ => readiness.add_warning("cluster degraded", cluster_check),
+    }
     let sessions = Arc::new(Sessions::default());
     let mut public = Service::new(
         "portcullis".to_string(),

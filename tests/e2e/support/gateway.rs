@@ -165,13 +165,14 @@ impl Gateway {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    /// Send a signal: "TERM", "INT", "HUP" or "QUIT".
+    /// Send a signal: "TERM", "INT", "HUP", "QUIT" or "KILL".
     pub fn signal(&self, sig: &str) {
         let number = match sig {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
             "HUP" => libc::SIGHUP,
             "QUIT" => libc::SIGQUIT,
+            "KILL" => libc::SIGKILL,
             other => panic!("no such signal in the tests: {other}"),
         };
         // SAFETY: kill(2) on our own child, which is not yet reaped (so the pid is its own).

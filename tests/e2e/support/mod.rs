@@ -6,10 +6,12 @@
 mod client;
 mod gateway;
 mod process;
+mod redis;
 pub mod upstream;
 mod wait;
 
 pub use client::*;
 pub use gateway::*;
 pub use process::*;
+pub use redis::*;
 pub use wait::*;

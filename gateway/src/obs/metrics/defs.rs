@@ -136,6 +136,36 @@ pub const CONFIG_RELOADS: Def = Def {
     labels: &["result"],
     help: "Configuration reloads by result (success, failure).",
 };
+pub const CLUSTER_CALL_DURATION: Def = Def {
+    name: "portcullis_cluster_call_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["operation", "result"],
+    help: "Calls to the cluster store (Redis) by operation (rate, take, renew, release, event, connect) and result (ok, error), bounded by [cluster] timeout.",
+};
+pub const CLUSTER_ERRORS: Def = Def {
+    name: "portcullis_cluster_errors_total",
+    kind: Kind::Counter,
+    labels: &["operation", "error"],
+    help: "Failed calls to the cluster store by operation and error kind: unavailable (not connected), timeout, connection, response (an error answer).",
+};
+pub const CLUSTER_FALLBACKS: Def = Def {
+    name: "portcullis_cluster_fallbacks_total",
+    kind: Kind::Counter,
+    labels: &["result"],
+    help: "Admission checks decided without the cluster store because it failed: local (on_error = \"open\": this process's own limits) or refused (on_error = \"closed\": 503).",
+};
+pub const CLUSTER_LEASES: Def = Def {
+    name: "portcullis_cluster_leases",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Connection slots (leases) this replica holds in the cluster store and renews.",
+};
+pub const CLUSTER_CONNECTED: Def = Def {
+    name: "portcullis_cluster_connected",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this replica is connected to the cluster store, 0 while it is not (then /readyz says cluster degraded).",
+};
 pub const BUILD_INFO: Def = Def {
     name: "portcullis_build_info",
     kind: Kind::Gauge,
@@ -162,6 +192,11 @@ pub const ALL: &[Def] = &[
     UPSTREAM_HEALTHY,
     TLS_HANDSHAKE_FAILURES,
     CONFIG_RELOADS,
+    CLUSTER_CALL_DURATION,
+    CLUSTER_ERRORS,
+    CLUSTER_FALLBACKS,
+    CLUSTER_LEASES,
+    CLUSTER_CONNECTED,
     BUILD_INFO,
 ];
 
@@ -170,6 +205,10 @@ pub(crate) mod buckets {
     /// Handshakes and upstream connects: sub-millisecond to 10 s.
     pub const FAST: &[f64] = &[
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    /// Calls to the cluster store: a tenth of a millisecond to a quarter second.
+    pub const CLUSTER: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     ];
     /// Connection lifetimes: a second to a day.
     pub const LIFETIME: &[f64] = &[
@@ -238,6 +277,7 @@ mod tests {
                         "initiator",
                         "upstream",
                         "error",
+                        "operation",
                         "version"
                     ]
                     .contains(label),

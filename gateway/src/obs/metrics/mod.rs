@@ -23,8 +23,15 @@ use defs::{buckets, Def, Kind};
 pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
-use crate::core::labels::{close_code_label, DropReason, HandshakeResult, UpstreamErrorKind};
+use crate::core::labels::{
+    close_code_label, ClusterOp, DropReason, Fallback, HandshakeResult, UpstreamErrorKind,
+};
 use crate::core::reason::Reason;
+
+/// The `error` label values of `portcullis_cluster_errors_total` (the cluster layer's error
+/// kinds; listed here so every series starts at zero).
+pub(crate) const CLUSTER_ERROR_KINDS: [&str; 4] =
+    ["unavailable", "timeout", "connection", "response"];
 
 /// The content type of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -49,6 +56,11 @@ pub(crate) struct Metrics {
     upstream_healthy: IntGaugeVec,
     tls_handshake_failures: IntCounter,
     config_reloads: IntCounterVec,
+    cluster_call_duration: HistogramVec,
+    cluster_errors: IntCounterVec,
+    cluster_fallbacks: IntCounterVec,
+    cluster_leases: prometheus::IntGauge,
+    cluster_connected: prometheus::IntGauge,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
 }
@@ -80,6 +92,14 @@ fn counter_vec(r: &Registry, def: &Def) -> IntCounterVec {
     register(
         r,
         IntCounterVec::new(opts(def), def.labels).expect("valid counter"),
+    )
+}
+
+fn gauge(r: &Registry, def: &Def) -> prometheus::IntGauge {
+    debug_assert!(def.kind == Kind::Gauge && def.labels.is_empty());
+    register(
+        r,
+        prometheus::IntGauge::with_opts(opts(def)).expect("valid gauge"),
     )
 }
 
@@ -122,7 +142,26 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let cluster_errors = counter_vec(&r, &defs::CLUSTER_ERRORS);
+        for op in ClusterOp::ALL {
+            for error in CLUSTER_ERROR_KINDS {
+                cluster_errors.with_label_values(&[op.as_str(), error]);
+            }
+        }
+        let cluster_fallbacks = counter_vec(&r, &defs::CLUSTER_FALLBACKS);
+        for result in Fallback::ALL {
+            cluster_fallbacks.with_label_values(&[result.as_str()]);
+        }
         Metrics {
+            cluster_call_duration: histogram_vec(
+                &r,
+                &defs::CLUSTER_CALL_DURATION,
+                buckets::CLUSTER,
+            ),
+            cluster_errors,
+            cluster_fallbacks,
+            cluster_leases: gauge(&r, &defs::CLUSTER_LEASES),
+            cluster_connected: gauge(&r, &defs::CLUSTER_CONNECTED),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
@@ -306,6 +345,42 @@ impl Metrics {
         self.tls_handshake_failures.inc();
     }
 
+    // --- The cluster store ---------------------------------------------------------------
+
+    /// One call to the cluster store: how long it took, and its error kind if it failed
+    /// (`error` is one of [`CLUSTER_ERROR_KINDS`]).
+    pub(crate) fn cluster_call(&self, op: ClusterOp, error: Option<&str>, took: Duration) {
+        let result = match error {
+            None => "ok",
+            Some(kind) => {
+                self.cluster_errors
+                    .with_label_values(&[op.as_str(), kind])
+                    .inc();
+                "error"
+            }
+        };
+        self.cluster_call_duration
+            .with_label_values(&[op.as_str(), result])
+            .observe(took.as_secs_f64());
+    }
+
+    /// An admission check was decided without the cluster store.
+    pub(crate) fn cluster_fallback(&self, how: Fallback) {
+        self.cluster_fallbacks
+            .with_label_values(&[how.as_str()])
+            .inc();
+    }
+
+    /// The slots this replica holds in the cluster store changed by `delta`.
+    pub(crate) fn cluster_leases(&self, delta: i64) {
+        self.cluster_leases.add(delta);
+    }
+
+    /// Whether this replica is connected to the cluster store now.
+    pub(crate) fn cluster_connected(&self, up: bool) {
+        self.cluster_connected.set(i64::from(up));
+    }
+
     /// A configuration reload was attempted.
     pub(crate) fn config_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
@@ -339,6 +414,10 @@ mod tests {
         m.set_connection_limits([(ALL_ROUTES, 100)]);
         m.tls_handshake_failure();
         m.config_reload(true);
+        m.cluster_call(ClusterOp::Rate, None, Duration::from_micros(90));
+        m.cluster_fallback(Fallback::Local);
+        m.cluster_leases(1);
+        m.cluster_connected(true);
         let text = m.render();
         for def in defs::ALL {
             assert!(

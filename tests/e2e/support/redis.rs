@@ -1,0 +1,121 @@
+//! A real `redis-server` (Debian's, installed by `scripts/bootstrap --test`) on a free loopback
+//! port, without persistence, killed when the handle drops. Redis cannot take a kernel-chosen
+//! port, so a free one is found by binding port 0 and handed to Redis; should another process
+//! take it in between, Redis fails to bind, exits, and the next free port is tried.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{output_within_async, text_of, tool, Reaper};
+use super::wait::*;
+
+/// A running Redis; stopped (and its folder removed) on drop.
+pub struct Redis {
+    child: Option<Reaper>,
+    pub port: u16,
+    server: PathBuf,
+    cli: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Start one on a free port; `None` when redis-server is not installed (outside CI; under
+    /// CI that is a failure, see `tool`).
+    pub async fn start() -> Option<Redis> {
+        let server = tool("redis-server")?;
+        let cli = tool("redis-cli")?;
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            server,
+            cli,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for _ in 0..5 {
+            redis.port = free_port();
+            if redis.launch().await {
+                return Some(redis);
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Start redis-server on `self.port`; false if it exited (the port was taken).
+    async fn launch(&mut self) -> bool {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let child = Command::new(&self.server)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("redis-server starts");
+        let child = std::sync::Mutex::new(Reaper(child));
+        let started = eventually(START, "redis-server answering PING", || async {
+            if child.lock().unwrap().0.try_wait().unwrap().is_some() {
+                return Ok(false);
+            }
+            let pong = self.try_cli(&["PING"]).await;
+            done_or(pong.as_deref() == Some("PONG"), format!("{pong:?}")).map(|()| true)
+        })
+        .await;
+        if started {
+            self.child = Some(child.into_inner().unwrap());
+        }
+        started
+    }
+
+    /// Stop it (its data is gone: it keeps none).
+    pub async fn stop(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// Start it again, empty, on the same port (the gateways know that one). Bounded: the port
+    /// was just released, so another process taking it would be a rare accident.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        for _ in 0..50 {
+            if self.launch().await {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("redis-server could not take port {} again", self.port);
+    }
+
+    /// Run `redis-cli` with `args`: its answer, trimmed; `None` when it fails.
+    async fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = Command::new(&self.cli);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args);
+        let out = output_within_async(cmd, b"", Duration::from_secs(10)).await;
+        let text = text_of(&out);
+        (out.status.success() && !text.starts_with("Could not connect"))
+            .then(|| text.trim().to_string())
+    }
+
+    /// Run `redis-cli` with `args`, which must succeed: its answer, trimmed.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .await
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
