@@ -143,6 +143,16 @@ async fn caps_and_rates_hold_across_two_replicas() {
         scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
         "{scrape}"
     );
+
+    // A reload with [cluster] unchanged keeps the connection (and the counts): no new
+    // connection, and alice is still at her cap.
+    a.signal("HUP");
+    a.wait_log("reload: configuration from").await;
+    let (status, _) = a.try_handshake("/ws/capped", &bearer("alice")).await;
+    assert_eq!(status, 429);
+    let log = a.log();
+    assert_eq!(log.matches("cluster: connected to").count(), 1, "{log}");
+    assert_eq!(log.matches("cluster: replica ").count(), 1, "{log}");
 }
 
 #[tokio::test]

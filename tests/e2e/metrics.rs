@@ -675,6 +675,12 @@ async fn exposition_passes_promtool_and_python_parser() {
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,
+        // No [cluster] table: no cluster series.
+        defs::CLUSTER_CALL_DURATION.name,
+        defs::CLUSTER_ERRORS.name,
+        defs::CLUSTER_FALLBACKS.name,
+        defs::CLUSTER_LEASES.name,
+        defs::CLUSTER_CONNECTED.name,
     ];
     for def in defs::ALL {
         let family = &families[def.name.strip_suffix("_total").unwrap_or(def.name)];

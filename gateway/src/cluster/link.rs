@@ -51,6 +51,7 @@ impl Link {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Link {
+        metrics.init_cluster();
         metrics.cluster_connected(false);
         Link {
             client,

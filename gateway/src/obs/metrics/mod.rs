@@ -59,8 +59,9 @@ pub(crate) struct Metrics {
     cluster_call_duration: HistogramVec,
     cluster_errors: IntCounterVec,
     cluster_fallbacks: IntCounterVec,
-    cluster_leases: prometheus::IntGauge,
-    cluster_connected: prometheus::IntGauge,
+    /// Without labels, but vectors so that they are absent until a cluster is configured.
+    cluster_leases: IntGaugeVec,
+    cluster_connected: IntGaugeVec,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
 }
@@ -92,14 +93,6 @@ fn counter_vec(r: &Registry, def: &Def) -> IntCounterVec {
     register(
         r,
         IntCounterVec::new(opts(def), def.labels).expect("valid counter"),
-    )
-}
-
-fn gauge(r: &Registry, def: &Def) -> prometheus::IntGauge {
-    debug_assert!(def.kind == Kind::Gauge && def.labels.is_empty());
-    register(
-        r,
-        prometheus::IntGauge::with_opts(opts(def)).expect("valid gauge"),
     )
 }
 
@@ -142,26 +135,16 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let cluster_errors = counter_vec(&r, &defs::CLUSTER_ERRORS);
-        for op in ClusterOp::ALL {
-            for error in CLUSTER_ERROR_KINDS {
-                cluster_errors.with_label_values(&[op.as_str(), error]);
-            }
-        }
-        let cluster_fallbacks = counter_vec(&r, &defs::CLUSTER_FALLBACKS);
-        for result in Fallback::ALL {
-            cluster_fallbacks.with_label_values(&[result.as_str()]);
-        }
         Metrics {
             cluster_call_duration: histogram_vec(
                 &r,
                 &defs::CLUSTER_CALL_DURATION,
                 buckets::CLUSTER,
             ),
-            cluster_errors,
-            cluster_fallbacks,
-            cluster_leases: gauge(&r, &defs::CLUSTER_LEASES),
-            cluster_connected: gauge(&r, &defs::CLUSTER_CONNECTED),
+            cluster_errors: counter_vec(&r, &defs::CLUSTER_ERRORS),
+            cluster_fallbacks: counter_vec(&r, &defs::CLUSTER_FALLBACKS),
+            cluster_leases: gauge_vec(&r, &defs::CLUSTER_LEASES),
+            cluster_connected: gauge_vec(&r, &defs::CLUSTER_CONNECTED),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
@@ -347,6 +330,21 @@ impl Metrics {
 
     // --- The cluster store ---------------------------------------------------------------
 
+    /// A cluster store is configured: create its series at zero (they are absent otherwise,
+    /// so that a gateway without one shows no disconnected store).
+    pub(crate) fn init_cluster(&self) {
+        for op in ClusterOp::ALL {
+            for error in CLUSTER_ERROR_KINDS {
+                self.cluster_errors.with_label_values(&[op.as_str(), error]);
+            }
+        }
+        for result in Fallback::ALL {
+            self.cluster_fallbacks.with_label_values(&[result.as_str()]);
+        }
+        self.cluster_leases.with_label_values(&[] as &[&str]);
+        self.cluster_connected.with_label_values(&[] as &[&str]);
+    }
+
     /// One call to the cluster store: how long it took, and its error kind if it failed
     /// (`error` is one of [`CLUSTER_ERROR_KINDS`]).
     pub(crate) fn cluster_call(&self, op: ClusterOp, error: Option<&str>, took: Duration) {
@@ -373,12 +371,16 @@ impl Metrics {
 
     /// The slots this replica holds in the cluster store changed by `delta`.
     pub(crate) fn cluster_leases(&self, delta: i64) {
-        self.cluster_leases.add(delta);
+        self.cluster_leases
+            .with_label_values(&[] as &[&str])
+            .add(delta);
     }
 
     /// Whether this replica is connected to the cluster store now.
     pub(crate) fn cluster_connected(&self, up: bool) {
-        self.cluster_connected.set(i64::from(up));
+        self.cluster_connected
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
     }
 
     /// A configuration reload was attempted.
@@ -414,6 +416,7 @@ mod tests {
         m.set_connection_limits([(ALL_ROUTES, 100)]);
         m.tls_handshake_failure();
         m.config_reload(true);
+        m.init_cluster();
         m.cluster_call(ClusterOp::Rate, None, Duration::from_micros(90));
         m.cluster_fallback(Fallback::Local);
         m.cluster_leases(1);
