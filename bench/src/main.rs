@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use report::{Results, RunInfo, Section};
-use servers::{Env, PortcullisRoute, Subject};
+use servers::{Env, Policy, PortcullisRoute, Subject};
 
 const USAGE: &str = "\
 portcullis-bench - Portcullis vs NGINX vs HAProxy, each terminating wss in front of one upstream
@@ -300,6 +300,20 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     )?;
     upstream.wait_listening(upstream_port, Duration::from_secs(30))?;
 
+    // The cluster sections' Redis: one for the whole run, on a free port, keeping nothing.
+    let redis = match find_program("redis-server").filter(|_| wants("portcullis")) {
+        Some(bin) => {
+            let port = procs::free_port()?;
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(dir.path());
+            let mut proc = procs::Proc::spawn("redis-server", cmd, &dir.path().join("redis.log"))?;
+            proc.wait_listening(port, Duration::from_secs(30))?;
+            Some((proc, port))
+        }
+        None => None,
+    };
     let mut env = Env::new(
         dir.path().to_path_buf(),
         material,
@@ -309,6 +323,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         nginx.clone(),
         haproxy.clone(),
     );
+    env.redis = redis.as_ref().map(|(_, port)| *port);
     for route in PortcullisRoute::ALL {
         for bin in &portcullis_bins {
             if servers::accepts(&env, bin, route)? {
@@ -343,6 +358,17 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             (true, &[Section::HandshakeJwt][..]),
         ] {
             let route = PortcullisRoute::of(subject, jwt);
+            if !jwt && subject == Subject::Baseline {
+                for section in [Section::HandshakeLimits, Section::HandshakeCluster] {
+                    results.skip(subject, section, "measured for the main build only".into());
+                }
+            } else if !jwt && env.redis.is_none() {
+                results.skip(
+                    subject,
+                    Section::HandshakeCluster,
+                    "redis-server is not installed (scripts/bootstrap --bench installs it)".into(),
+                );
+            }
             if env.binary_for(subject, route).is_none() {
                 for &section in sections {
                     results.skip(
@@ -366,7 +392,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             for &subject in &subjects {
                 let mut sections = vec![section];
                 if section == Section::Handshake && subject.is_portcullis() {
-                    sections.push(Section::HandshakeJwt);
+                    sections.extend(Section::PORTCULLIS_ONLY);
                 }
                 for section in sections {
                     if results.is_skipped(subject, section) {
@@ -394,6 +420,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
     }
     drop(upstream);
+    drop(redis);
 
     let (cpus, memory_gib) = procs::machine();
     let mut versions = serde_json::Map::new();
@@ -473,12 +500,17 @@ fn measure(
     subject: Subject,
     section: Section,
 ) -> Result<Figures, String> {
-    let jwt = section == Section::HandshakeJwt;
-    let (mut proc, target) = env.start(subject, jwt)?;
+    let policy = match section {
+        Section::HandshakeJwt => Policy::Jwt,
+        Section::HandshakeLimits => Policy::LocalLimits,
+        Section::HandshakeCluster => Policy::ClusterLimits,
+        _ => Policy::Public,
+    };
+    let (mut proc, target) = env.start(subject, policy)?;
     let figures = match section {
         Section::Load => load_phase(rt, args, &proc, &target),
         Section::Idle => idle_phase(rt, args, &proc, &target),
-        Section::Handshake | Section::HandshakeJwt => handshake_phase(rt, args, &proc, &target),
+        _ => handshake_phase(rt, args, &proc, &target),
     };
     // An error of the clients is often explained by the server's death.
     proc.check_alive()?;

@@ -18,15 +18,37 @@ pub enum Section {
     Handshake,
     /// The same with a JWT to verify (Portcullis only).
     HandshakeJwt,
+    /// Plain handshakes under a policy with a per-IP handshake rate and per-IP and per-route
+    /// connection caps, counted by this process (Portcullis only; none of them is reached).
+    HandshakeLimits,
+    /// The same limits counted across replicas through Redis (`[cluster]`; Portcullis only).
+    HandshakeCluster,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 6] = [
         Section::Load,
         Section::Idle,
         Section::Handshake,
         Section::HandshakeJwt,
+        Section::HandshakeLimits,
+        Section::HandshakeCluster,
     ];
+
+    /// The handshake variants only Portcullis has.
+    pub const PORTCULLIS_ONLY: [Section; 3] = [
+        Section::HandshakeJwt,
+        Section::HandshakeLimits,
+        Section::HandshakeCluster,
+    ];
+
+    pub fn portcullis_only(self) -> bool {
+        Section::PORTCULLIS_ONLY.contains(&self)
+    }
+
+    pub fn is_handshake(self) -> bool {
+        self == Section::Handshake || self.portcullis_only()
+    }
 
     pub fn key(self) -> &'static str {
         match self {
@@ -34,6 +56,8 @@ impl Section {
             Section::Idle => "idle",
             Section::Handshake => "handshake",
             Section::HandshakeJwt => "handshake_jwt",
+            Section::HandshakeLimits => "handshake_limits",
+            Section::HandshakeCluster => "handshake_cluster",
         }
     }
 
@@ -47,18 +71,17 @@ impl Section {
                 "cpu_us_per_message",
             ],
             Section::Idle => &["connections", "rss_bytes_per_connection"],
-            Section::Handshake | Section::HandshakeJwt => {
-                &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
-            }
+            _ => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
         }
     }
 
     /// What a subject of this section is compared with: the same section, except that
-    /// handshakes with JWT are compared with the other side's plain handshakes.
+    /// Portcullis's handshake variants are compared with the other side's plain handshakes.
     fn reference(self) -> Section {
-        match self {
-            Section::HandshakeJwt => Section::Handshake,
-            s => s,
+        if self.portcullis_only() {
+            Section::Handshake
+        } else {
+            self
         }
     }
 }
@@ -216,7 +239,7 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
     for (a, b) in report_pairs(&info.subjects) {
         let mut figures = Map::new();
         for section in Section::ALL {
-            if section == Section::HandshakeJwt && !a.is_portcullis() {
+            if section.portcullis_only() && !a.is_portcullis() {
                 continue;
             }
             for figure in section.figures().iter().filter(|f| !is_count(f)) {
@@ -243,6 +266,23 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
             })
         })
         .collect();
+    let cluster: Map<String, Value> = info
+        .subjects
+        .iter()
+        .filter(|s| s.is_portcullis())
+        .map(|&s| {
+            let (hs, cpu, met) = cluster_ratio(results, s);
+            (
+                s.key().to_string(),
+                json!({
+                    "handshakes_per_second": num(hs),
+                    "cpu_us_per_handshake": num(cpu),
+                    "target": CLUSTER_TARGET,
+                    "met": met.map_or(Value::Null, Value::Bool),
+                }),
+            )
+        })
+        .collect();
     json!({
         "date": info.date,
         "command": info.command,
@@ -254,7 +294,21 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "results": subjects,
         "ratios": ratios,
         "targets": targets,
+        "cluster_vs_local": cluster,
     })
+}
+
+/// Handshakes per second with the limits counted in Redis must reach this share of the same
+/// limits counted locally.
+pub const CLUSTER_TARGET: f64 = 0.8;
+
+/// Cluster limits against the same limits local-only, for `subject`: the handshake-rate ratio,
+/// the CPU ratio, and whether the target is met.
+fn cluster_ratio(results: &Results, subject: Subject) -> (Option<f64>, Option<f64>, Option<bool>) {
+    let of = |section, figure| results.median(subject, section, figure);
+    let ratio = |figure| Some(of(Section::HandshakeCluster, figure)? / of(Section::HandshakeLimits, figure)?);
+    let hs = ratio("handshakes_per_second");
+    (hs, ratio("cpu_us_per_handshake"), hs.map(|r| r >= CLUSTER_TARGET))
 }
 
 fn num(v: Option<f64>) -> Value {
@@ -275,6 +329,8 @@ fn label(section: Section, figure: &str) -> String {
     };
     match section {
         Section::HandshakeJwt => format!("{base}, with JWT (ES256)¹"),
+        Section::HandshakeLimits => format!("{base}, with local limits³"),
+        Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)³"),
         _ => base.to_string(),
     }
 }
@@ -328,7 +384,7 @@ fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subj
             };
             out.push_str(&format!("| {} | {better} |", label(section, figure)));
             for (subject, _) in columns {
-                let cell = if section == Section::HandshakeJwt && !subject.is_portcullis() {
+                let cell = if section.portcullis_only() && !subject.is_portcullis() {
                     "–".to_string()
                 } else if results.is_skipped(*subject, section) {
                     "n/a²".to_string()
@@ -414,6 +470,12 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         "¹ Portcullis verifying an ES256 `Authorization: Bearer` token before its 101; its ratios \
          are against the other side's handshakes without a token.\n",
     );
+    out.push_str(
+        "³ A policy with a per-IP handshake rate and per-IP and per-route connection caps that no \
+         handshake reaches, counted by this process (local) or across replicas through a \
+         redis-server on loopback started by the benchmark (`[cluster]`: one GCRA script and \
+         one lease script per handshake, the lease released when the socket ends).\n",
+    );
     let skipped: Vec<String> = results
         .skipped
         .iter()
@@ -426,8 +488,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         .subjects
         .iter()
         .flat_map(|&subject| {
-            [Section::Handshake, Section::HandshakeJwt]
+            Section::ALL
                 .into_iter()
+                .filter(|s| s.is_handshake())
                 .filter_map(move |section| {
                     let n = results.median(subject, section, "errors")?;
                     (n > 0.0).then(|| format!("{}.{}: {n}", subject.key(), section.key()))
@@ -458,6 +521,24 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
             )
         })
         .collect();
+    let mut goals = goals;
+    for &subject in info.subjects.iter().filter(|s| s.is_portcullis()) {
+        let (hs, cpu, met) = cluster_ratio(results, subject);
+        if hs.is_none() {
+            continue;
+        }
+        let verdict = match met {
+            Some(true) => "met",
+            _ => "NOT met",
+        };
+        goals.push(format!(
+            "- {}: handshakes per second with cluster limits >= {CLUSTER_TARGET} of the same \
+             limits local-only: {verdict} ({}; CPU per handshake {})",
+            short_name(subject),
+            show_ratio(hs),
+            show_ratio(cpu)
+        ));
+    }
     if !goals.is_empty() {
         out.push_str(&format!("\nTargets:\n{}\n", goals.join("\n")));
     }

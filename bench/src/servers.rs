@@ -129,6 +129,25 @@ impl PortcullisRoute {
     }
 }
 
+/// The admission policy of a Portcullis instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// None (public).
+    Public,
+    /// An ES256 token in `Authorization: Bearer`.
+    Jwt,
+    /// A per-IP handshake rate and per-IP and per-route caps, none of them reached, counted
+    /// by the process.
+    LocalLimits,
+    /// The same, counted through Redis (`[cluster]`).
+    ClusterLimits,
+}
+
+/// Limits far above what the benchmark reaches: what is measured is the cost of counting.
+const UNREACHED_LIMITS: &str = "[policies.limits.limits]\n\
+     handshakes_per_ip = { per_second = 1000000, burst = 1000000 }\n\
+     connections_per_ip = 1000000\nconnections_per_route = 1000000\n";
+
 /// Everything needed to start servers.
 pub struct Env {
     pub dir: PathBuf,
@@ -143,6 +162,8 @@ pub struct Env {
     pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
     /// `--baseline`: the routes it accepts, with its path.
     pub baseline: Vec<(PortcullisRoute, PathBuf)>,
+    /// The port of the benchmark's redis-server (the cluster sections), if there is one.
+    pub redis: Option<u16>,
     instances: std::cell::Cell<u32>,
 }
 
@@ -167,6 +188,7 @@ impl Env {
             haproxy,
             portcullis: Vec::new(),
             baseline: Vec::new(),
+            redis: None,
             instances: std::cell::Cell::new(0),
         }
     }
@@ -198,8 +220,9 @@ impl Env {
         Ok(dir)
     }
 
-    /// Start a fresh instance of `subject` (with the JWT policy when `jwt`), ready for clients.
-    pub fn start(&self, subject: Subject, jwt: bool) -> Result<(Proc, Target), String> {
+    /// Start a fresh instance of `subject` (Portcullis under `policy`), ready for clients.
+    pub fn start(&self, subject: Subject, policy: Policy) -> Result<(Proc, Target), String> {
+        let jwt = policy == Policy::Jwt;
         let dir = self.instance_dir(subject.key())?;
         let port = free_port()?;
         let (name, cmd) = match subject {
@@ -209,7 +232,23 @@ impl Env {
                     .binary_for(subject, route)
                     .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
                 let config = dir.join("portcullis.toml");
-                write(&config, &self.portcullis_config(route, port))?;
+                let mut text = self.portcullis_config(route, port);
+                match policy {
+                    Policy::LocalLimits | Policy::ClusterLimits => {
+                        text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"));
+                    }
+                    _ => {}
+                }
+                if policy == Policy::ClusterLimits {
+                    let redis = self.redis.ok_or("no redis-server for the cluster section")?;
+                    // A prefix per instance: each starts with empty counts.
+                    let prefix = dir.file_name().map_or("bench".into(), |n| n.to_string_lossy());
+                    text.push_str(&format!(
+                        "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\n\
+                         key_prefix = \"{prefix}:\"\n"
+                    ));
+                }
+                write(&config, &text)?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("--config").arg(&config).current_dir(&dir);
                 // Warnings only: no access log line per session (NGINX and HAProxy log nothing

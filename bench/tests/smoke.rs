@@ -100,6 +100,17 @@ const LOAD: &[&str] = &[
 const IDLE: &[&str] = &["connections", "rss_bytes_per_connection"];
 const HANDSHAKE: &[&str] = &["handshakes_per_second", "cpu_us_per_handshake", "errors"];
 
+/// What Portcullis is measured in (the cluster section needs redis-server, which
+/// `scripts/bootstrap --test` installs).
+const PORTCULLIS_SECTIONS: &[&str] = &[
+    "load",
+    "idle",
+    "handshake",
+    "handshake_jwt",
+    "handshake_limits",
+    "handshake_cluster",
+];
+
 fn figures(section: &str) -> &'static [&'static str] {
     match section {
         "load" => LOAD,
@@ -144,20 +155,20 @@ fn quick_run_reports_every_figure() {
     finite(&out["machine"]["memory_gib"], "machine.memory_gib");
 
     let mut subjects = vec![
-        (
-            "portcullis",
-            &["load", "idle", "handshake", "handshake_jwt"][..],
-        ),
-        (
-            "portcullis_echo",
-            &["load", "idle", "handshake", "handshake_jwt"][..],
-        ),
+        ("portcullis", PORTCULLIS_SECTIONS),
+        ("portcullis_echo", PORTCULLIS_SECTIONS),
         ("upstream_direct", &["load", "idle", "handshake"][..]),
     ];
     for proxy in &only[1..] {
         subjects.push((proxy, &["load", "idle", "handshake"][..]));
     }
     let results = &out["results"];
+    // Cluster limits against local ones, for each Portcullis subject.
+    for subject in ["portcullis", "portcullis_echo"] {
+        let c = &out["cluster_vs_local"][subject];
+        finite(&c["handshakes_per_second"], &format!("cluster_vs_local.{subject}"));
+        assert!(c["met"].is_boolean(), "cluster_vs_local.{subject}: {c}");
+    }
     for (subject, sections) in &subjects {
         for section in *sections {
             let s = &results[subject][section];
