@@ -306,9 +306,15 @@ pub const CLUSTER_TARGET: f64 = 0.8;
 /// the CPU ratio, and whether the target is met.
 fn cluster_ratio(results: &Results, subject: Subject) -> (Option<f64>, Option<f64>, Option<bool>) {
     let of = |section, figure| results.median(subject, section, figure);
-    let ratio = |figure| Some(of(Section::HandshakeCluster, figure)? / of(Section::HandshakeLimits, figure)?);
+    let ratio = |figure| {
+        Some(of(Section::HandshakeCluster, figure)? / of(Section::HandshakeLimits, figure)?)
+    };
     let hs = ratio("handshakes_per_second");
-    (hs, ratio("cpu_us_per_handshake"), hs.map(|r| r >= CLUSTER_TARGET))
+    (
+        hs,
+        ratio("cpu_us_per_handshake"),
+        hs.map(|r| r >= CLUSTER_TARGET),
+    )
 }
 
 fn num(v: Option<f64>) -> Value {

@@ -240,9 +240,13 @@ impl Env {
                     _ => {}
                 }
                 if policy == Policy::ClusterLimits {
-                    let redis = self.redis.ok_or("no redis-server for the cluster section")?;
+                    let redis = self
+                        .redis
+                        .ok_or("no redis-server for the cluster section")?;
                     // A prefix per instance: each starts with empty counts.
-                    let prefix = dir.file_name().map_or("bench".into(), |n| n.to_string_lossy());
+                    let prefix = dir
+                        .file_name()
+                        .map_or("bench".into(), |n| n.to_string_lossy());
                     text.push_str(&format!(
                         "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\n\
                          key_prefix = \"{prefix}:\"\n"

@@ -166,7 +166,10 @@ fn quick_run_reports_every_figure() {
     // Cluster limits against local ones, for each Portcullis subject.
     for subject in ["portcullis", "portcullis_echo"] {
         let c = &out["cluster_vs_local"][subject];
-        finite(&c["handshakes_per_second"], &format!("cluster_vs_local.{subject}"));
+        finite(
+            &c["handshakes_per_second"],
+            &format!("cluster_vs_local.{subject}"),
+        );
         assert!(c["met"].is_boolean(), "cluster_vs_local.{subject}: {c}");
     }
     for (subject, sections) in &subjects {

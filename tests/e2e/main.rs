@@ -13,5 +13,6 @@ mod lifecycle;
 mod metrics;
 mod relay;
 mod reload;
+mod sessions;
 mod support;
 mod tokens;

@@ -672,6 +672,7 @@ async fn exposition_passes_promtool_and_python_parser() {
     );
     let unset = [
         defs::RELAY_ENDS.name,
+        defs::GATEWAY_CLOSES.name,
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,

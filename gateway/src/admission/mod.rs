@@ -34,6 +34,7 @@ use shared::{Shared, SharedCap};
 use token::TokenPolicy;
 use upgrade::Upgrade;
 
+use crate::cluster::revocations::Revocations;
 use crate::cluster::{Cluster, Counted};
 use crate::config::cluster::OnError;
 use crate::config::policy::{self, PolicyLimits};
@@ -258,6 +259,14 @@ impl Admission {
             None => None,
         };
         let subject = verified.as_ref().and_then(|v| v.subject.clone());
+        // 4b. revoked subjects and token ids (an operator's POST /revocations)
+        let jti = verified
+            .as_ref()
+            .and_then(|v| v.claims.get("jti"))
+            .and_then(|j| j.as_str());
+        if verified.is_some() && Revocations::global().is_revoked(subject.as_deref(), jti) {
+            return Err(token::invalid(Reason::Revoked, "token revoked"));
+        }
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
             match shared {
                 Some(s) => {

@@ -1,5 +1,6 @@
 //! The cluster store: the Redis that replicas share so that handshake rates ([`rate`]) and
-//! connection caps ([`lease`]) hold across all of them, over one connection that reconnects by
+//! connection caps ([`lease`]) hold across all of them, and operators' closes and revocations
+//! reach all of them ([`events`], [`revocations`]), over one connection that reconnects by
 //! itself ([`link`]); failures are typed ([`error`]).
 //!
 //! Keys (every one behind `[cluster] key_prefix`):
@@ -8,6 +9,8 @@
 //! | --- | --- | --- |
 //! | `rate:{policy}:ip:{address}`, `rate:{policy}:sub:{subject}` | string | a GCRA arrival time (µs) |
 //! | `conn:{policy}:ip:{address}`, `conn:{policy}:sub:{subject}`, `conn:route:{path}` | sorted set | leases: `replica:socket` → expiry (ms) |
+//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
+//! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
 //!
 //! Nothing here blocks a caller beyond `[cluster] timeout`, and nothing waits for a connection:
 //! the admission layer decides what a failure means (`on_error`).
@@ -18,9 +21,11 @@
 //! included.
 
 mod error;
+pub(crate) mod events;
 mod lease;
 mod link;
 mod rate;
+pub(crate) mod revocations;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +37,12 @@ pub(crate) use rate::Gcra;
 
 use crate::config::cluster::{self as settings, OnError};
 use crate::obs::metrics::Metrics;
+use events::{Close, Events};
 use lease::Leases;
 use link::Link;
 use rate::Rates;
+use revocations::Revoked;
+use std::time::Duration;
 
 /// Who a rate or a cap counts.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +69,9 @@ pub(crate) struct Cluster {
     link: Arc<Link>,
     rates: Rates,
     leases: Arc<Leases>,
+    events: Arc<Events>,
+    /// For the event subscription's own connection.
+    client: redis::Client,
     metrics: Arc<Metrics>,
     started: AtomicBool,
 }
@@ -82,6 +93,8 @@ impl Cluster {
         let replica = replica_id();
         let metrics = Metrics::global().clone();
         Ok(Arc::new(Cluster {
+            events: Arc::new(Events::new(&config.key_prefix, &replica)),
+            client: client.clone(),
             link: Arc::new(Link::new(
                 client,
                 config.redis_url.text.clone(),
@@ -113,8 +126,14 @@ impl Cluster {
         let link = self.link.clone();
         let leases = self.leases.clone();
         let metrics = self.metrics.clone();
+        let events = self.events.clone();
+        let client = self.client.clone();
         crate::core::background::spawn("cluster", async move {
-            tokio::join!(link.clone().run(), leases.run(link, metrics));
+            tokio::join!(
+                link.clone().run(),
+                leases.run(link.clone(), metrics),
+                events.run(client, &link)
+            );
         });
     }
 
@@ -163,6 +182,26 @@ impl Cluster {
     /// Take one slot under each (key, cap), all or none.
     pub(crate) async fn take(&self, keys: Vec<(String, usize)>) -> Result<Taken, ClusterError> {
         self.leases.take(&self.link, keys).await
+    }
+
+    /// The closes (and revocations' closes) other replicas ask this one for.
+    pub(crate) fn closes(&self) -> tokio::sync::broadcast::Receiver<Close> {
+        self.events.subscribe()
+    }
+
+    /// Ask every other replica to close the matching sessions.
+    pub(crate) async fn publish_close(&self, close: Close) -> Result<(), ClusterError> {
+        self.events.close(&self.link, close).await
+    }
+
+    /// Revoke `who` on every replica for `ttl` (and on replicas that start within it).
+    pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Result<(), ClusterError> {
+        self.events.revoke(&self.link, who, ttl).await
+    }
+
+    /// Lift a revocation on every replica.
+    pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
+        self.events.lift(&self.link, who).await
     }
 
     /// Hold slots admitted without Redis; they are added to Redis by the next renewal.

@@ -164,6 +164,20 @@ fn routes(c: &Config) -> Result<(), String> {
         if let Some(max) = route.max_message_bytes {
             check_range(&key("max_message_bytes"), max, 1, 1 << 30)?;
         }
+        if let Some(d) = route.max_session_duration {
+            if d.0 < std::time::Duration::from_secs(1) {
+                return Err(format!(
+                    "{} must be at least 1s",
+                    key("max_session_duration")
+                ));
+            }
+            if route.mode == Mode::Static {
+                return Err(format!(
+                    "{} is only valid with mode = \"echo\" or \"relay\"",
+                    key("max_session_duration")
+                ));
+            }
+        }
         let policy = route.policy_name();
         if policy != defaults::POLICY && !c.policies.contains_key(policy) {
             return Err(format!(

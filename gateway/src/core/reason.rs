@@ -37,11 +37,13 @@ pub(crate) enum Reason {
     UpstreamRefused,
     /// The cluster store failed and the policy's `on_error` is `"closed"` (503).
     ClusterUnavailable,
+    /// The token's subject or id is revoked by an operator (401 `invalid_token`).
+    Revoked,
 }
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 16] = [
+    pub(crate) const ALL: [Reason; 17] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -58,6 +60,7 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamRefused,
         Reason::ClusterUnavailable,
+        Reason::Revoked,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamRefused => "upstream_refused",
             Reason::ClusterUnavailable => "cluster_unavailable",
+            Reason::Revoked => "revoked",
         }
     }
 }
@@ -110,7 +114,8 @@ mod tests {
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable
                 | Reason::UpstreamRefused
-                | Reason::ClusterUnavailable => {}
+                | Reason::ClusterUnavailable
+                | Reason::Revoked => {}
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admission::{Admitted, Rejection};
-use crate::core::end::SessionEnd;
+use crate::core::end::{Initiator, SessionEnd};
 use crate::core::labels::HandshakeResult;
 use crate::core::log_format::LogFormat;
 use crate::obs::access_log::{AccessLog, RejectionRecord, RelayRecord, SessionRecord};
@@ -70,6 +70,10 @@ impl Report {
     ) {
         if let Some(r) = &relay {
             self.metrics.relay_ended(route, r.end_reason);
+        }
+        let reason = relay.as_ref().map(|r| r.end_reason).or(end.reason);
+        if let (Initiator::Gateway, Some(reason)) = (end.initiator, reason) {
+            self.metrics.gateway_closed(route, reason);
         }
         self.metrics.closed(route, end.close_code, end.initiator);
         self.access.session(&SessionRecord {

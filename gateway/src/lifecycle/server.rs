@@ -10,6 +10,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::admin::{Admin, Readiness};
+use super::control::Control;
 use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
@@ -23,6 +24,7 @@ use crate::net::server_tls::{self, CertStore};
 use crate::obs::metrics::Metrics;
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
+use crate::session::registry::Registry;
 
 /// Validate a configuration as a start would, loading every certificate and key, without
 /// binding anything or starting anything (`portcullis --check`).
@@ -138,11 +140,17 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         _ => readiness.add_warning("cluster degraded", cluster_check),
     }
     let sessions = Arc::new(Sessions::default());
+    let registry = Arc::new(Registry::default());
+    let control = Arc::new(Control::new(registry.clone(), in_force.clone()));
+    if config.cluster.is_some() {
+        crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
+    }
     let mut public = Service::new(
         "portcullis".to_string(),
         Edge::new(
             in_force.clone(),
             sessions.clone(),
+            registry,
             metrics.clone(),
             edge_listeners,
         ),
@@ -160,10 +168,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     if config.admin.enabled {
         if admin_token.is_none() {
             log::info!(
-                "admin listener has no token: /metrics and /readyz are open to whoever reaches it"
+                "admin listener has no token: /metrics, /readyz and /sessions are open to whoever \
+                 reaches it, and the state-changing session endpoints are off"
             );
         }
-        let app = Admin::new(metrics.clone(), readiness.clone(), admin_token);
+        let app = Admin::new(metrics.clone(), readiness.clone(), admin_token).with_control(control);
         let mut admin = Service::new("portcullis-admin".to_string(), app);
         admin.threads = Some(1);
         let addr = BoundAddr::resolve(config.admin.address.0)?;

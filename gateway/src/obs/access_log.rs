@@ -152,8 +152,10 @@ pub(crate) fn session_fields(r: &SessionRecord<'_>) -> Fields {
         "dropped"
     };
     f.push(("result", result.into()));
-    if let Some(relay) = &r.relay {
-        f.push(("end_reason", relay.end_reason.as_str().into()));
+    match (&r.relay, e.reason) {
+        (Some(relay), _) => f.push(("end_reason", relay.end_reason.as_str().into())),
+        (None, Some(reason)) => f.push(("end_reason", reason.as_str().into())),
+        (None, None) => {}
     }
     f.extend([
         (
@@ -240,6 +242,7 @@ pub(crate) mod tests {
             messages_out: 3,
             bytes_in: 10,
             bytes_out: 22,
+            reason: None,
         }
     }
 

@@ -85,6 +85,16 @@ impl Gateway {
         Gateway::start_full(true, admin_extra, extra, |_| {}).await
     }
 
+    /// Start over TLS with `admin_extra` keys in `[admin]` and `extra` tables appended, after
+    /// `prepare` has written files into the gateway's folder.
+    pub async fn start_full_prepared(
+        admin_extra: &str,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Gateway {
+        Gateway::start_full(true, admin_extra, extra, prepare).await
+    }
+
     async fn start_full(
         tls: bool,
         admin_extra: &str,

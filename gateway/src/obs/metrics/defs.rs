@@ -99,6 +99,12 @@ pub const RELAY_ENDS: Def = Def {
     labels: &["route", "reason"],
     help: "Relayed WebSocket sessions ended, by why (client_closed, upstream_closed, ping_timeout, idle_timeout, token_expired, shutdown, ...).",
 };
+pub const GATEWAY_CLOSES: Def = Def {
+    name: "portcullis_gateway_closes_total",
+    kind: Kind::Counter,
+    labels: &["route", "reason"],
+    help: "WebSocket sessions (echo and relay) the gateway closed on its own account, by why: admin (an operator's close), revoked, lifetime (max_session_duration), token_expired, shutdown, route_removed, idle_timeout, ping_timeout, ...",
+};
 pub const CONNECTION_DURATION: Def = Def {
     name: "portcullis_connection_duration_seconds",
     kind: Kind::Histogram,
@@ -186,6 +192,7 @@ pub const ALL: &[Def] = &[
     MESSAGES,
     MESSAGE_BYTES,
     CLOSES,
+    GATEWAY_CLOSES,
     CONNECTION_DURATION,
     UPSTREAM_CONNECT_ERRORS,
     UPSTREAM_CONNECT_DURATION,

@@ -50,6 +50,7 @@ pub(crate) struct Metrics {
     message_bytes: IntCounterVec,
     closes: IntCounterVec,
     relay_ends: IntCounterVec,
+    gateway_closes: IntCounterVec,
     connection_duration: HistogramVec,
     upstream_connect_errors: IntCounterVec,
     upstream_connect_duration: HistogramVec,
@@ -156,6 +157,7 @@ impl Metrics {
             message_bytes: counter_vec(&r, &defs::MESSAGE_BYTES),
             closes: counter_vec(&r, &defs::CLOSES),
             relay_ends: counter_vec(&r, &defs::RELAY_ENDS),
+            gateway_closes: counter_vec(&r, &defs::GATEWAY_CLOSES),
             connection_duration: histogram_vec(&r, &defs::CONNECTION_DURATION, buckets::LIFETIME),
             upstream_connect_errors: counter_vec(&r, &defs::UPSTREAM_CONNECT_ERRORS),
             upstream_connect_duration: histogram_vec(
@@ -293,6 +295,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The gateway closed a session on its own account, for `reason`.
+    pub(crate) fn gateway_closed(&self, route: &str, reason: EndReason) {
+        self.gateway_closes
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+    }
+
     // --- Upstreams, TLS, configuration ---------------------------------------------------
 
     /// One upstream connect attempt (TCP, TLS and WebSocket handshake) and how long it took.
@@ -403,6 +412,7 @@ mod tests {
         m.connection_accepted();
         m.closed("/ws/echo", Some(1000), Initiator::Client);
         m.relay_ended("/ws/relay", EndReason::ClientClosed);
+        m.gateway_closed("/ws/echo", EndReason::Revoked);
         let _open = m.session_opened("/ws/echo");
         m.meter("/ws/echo")
             .message(Direction::FromClient, Class::Text, 5);
