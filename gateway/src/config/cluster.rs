@@ -9,26 +9,8 @@ use serde::Deserialize;
 use super::defaults;
 use super::secret::Secret;
 use crate::core::duration::HumanDuration;
+pub(crate) use crate::core::on_error::OnError;
 use crate::core::url::RedisUrl;
-
-/// What a check does when the cluster store cannot answer (down, slow, refusing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum OnError {
-    /// Decide under this process's own limits, and count the fallback.
-    Open,
-    /// Refuse the handshake with `503` + `Retry-After`.
-    Closed,
-}
-
-impl OnError {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            OnError::Open => "open",
-            OnError::Closed => "closed",
-        }
-    }
-}
 
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -139,11 +121,4 @@ impl Cluster {
         }
         Ok(())
     }
-}
-
-/// `[policies.NAME.cluster]`: a policy's own choice for when Redis fails.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PolicyCluster {
-    pub(crate) on_error: Option<OnError>,
 }

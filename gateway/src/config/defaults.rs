@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::cluster::OnError;
 use super::policy::{Alg, TokenSource};
+use crate::core::on_error::OnError;
 
 // [server]
 

@@ -19,7 +19,7 @@ pub(crate) struct Policy {
     #[serde(default)]
     pub(crate) limits: PolicyLimits,
     /// This policy's choice when the cluster store fails (`[cluster] on_error` otherwise).
-    pub(crate) cluster: Option<super::cluster::PolicyCluster>,
+    pub(crate) cluster: Option<PolicyCluster>,
 }
 
 /// `[policies.NAME.origin]`: which browser origins may open sockets.
@@ -228,4 +228,11 @@ impl Policy {
             }
         }
     }
+}
+
+/// `[policies.NAME.cluster]`: a policy's own choice for when Redis fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyCluster {
+    pub(crate) on_error: Option<crate::core::on_error::OnError>,
 }
