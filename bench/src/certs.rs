@@ -1,4 +1,5 @@
-//! The one certificate every proxy serves, and the ES256 key and token of the JWT phase.
+//! The one certificate every proxy serves, the ES256 key and token of the JWT phase, and the
+//! client secret of the introspection phase.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +20,8 @@ pub struct Material {
     pub jwt_public: PathBuf,
     /// An ES256 token with `sub` and an `exp` a day away.
     pub token: String,
+    /// Portcullis's client secret at the introspection endpoint.
+    pub client_secret: PathBuf,
 }
 
 pub fn generate(dir: &Path) -> Result<Material, String> {
@@ -31,7 +34,9 @@ pub fn generate(dir: &Path) -> Result<Material, String> {
         combined: dir.join("combined.pem"),
         jwt_public: dir.join("jwt.pub.pem"),
         token: String::new(),
+        client_secret: dir.join("introspection.secret"),
     };
+    write(&m.client_secret, crate::identity::CLIENT_SECRET)?;
     write(&m.cert, &cert_pem)?;
     write(&m.key, &key_pem)?;
     write(&m.combined, &format!("{cert_pem}{key_pem}"))?;

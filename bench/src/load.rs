@@ -30,6 +30,8 @@ pub struct Target {
     pub path: String,
     /// Sent as `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// `Some`: every connection's token gets a new `-N` suffix (a cache miss each time).
+    pub unique_tokens: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A TLS 1.3 client configuration that trusts `cert` only and never resumes a session, so that
@@ -77,6 +79,13 @@ pub async fn connect(t: &Target) -> Result<Ws, String> {
         .into_client_request()
         .map_err(|e| e.to_string())?;
     if let Some(token) = &t.token {
+        let token = match &t.unique_tokens {
+            Some(n) => format!(
+                "{token}-{}",
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+            None => token.clone(),
+        };
         let value = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
         request.headers_mut().insert("authorization", value);
     }

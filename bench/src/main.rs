@@ -3,6 +3,7 @@
 //! generator. See `bench/README.md`.
 
 mod certs;
+mod identity;
 mod load;
 mod procs;
 mod report;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use report::{Results, RunInfo, Section};
-use servers::{Env, Policy, PortcullisRoute, Subject};
+use servers::{Env, PortcullisRoute, Subject};
 
 const USAGE: &str = "\
 portcullis-bench - Portcullis vs NGINX vs HAProxy, each terminating wss in front of one upstream
@@ -35,8 +36,9 @@ OPTIONS:
     --rounds N          rounds; each figure is the median over them [3]
     --only LIST         servers to run, of portcullis,nginx,haproxy [all three]
     --portcullis PATH   a Portcullis binary; may be given several times: each Portcullis
-                        configuration (relay route, echo route, each with and without a JWT
-                        policy) runs on the first one that accepts it (`--check`)
+                        configuration (relay route, echo route, each public or with a JWT,
+                        ext_authz or introspection policy) runs on the first one that
+                        accepts it (`--check`)
                         [the `portcullis` next to this binary, e.g. target/release/portcullis]
     --baseline PATH     also run this Portcullis build with the same relay route, as a column
                         of its own with the ratios Portcullis/baseline (before/after a change,
@@ -160,8 +162,10 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("upstream-echo") {
-        return upstream_main(&argv[2..]);
+    match argv.get(1).map(String::as_str) {
+        Some("upstream-echo") => return upstream_main(&argv[2..], upstream::run),
+        Some("identity-server") => return upstream_main(&argv[2..], identity::run),
+        _ => {}
     }
     let args = match parse_args(&argv[1..]) {
         Ok(Some(args)) => args,
@@ -184,9 +188,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `portcullis-bench upstream-echo --port P --threads N`: the upstream echo server (started by
-/// the benchmark itself).
-fn upstream_main(argv: &[String]) -> ExitCode {
+/// `portcullis-bench upstream-echo --port P --threads N`: the upstream echo server, and
+/// `portcullis-bench identity-server ...`: the authorizer and introspection endpoint (each
+/// started by the benchmark itself).
+fn upstream_main(argv: &[String], serve: fn(u16, usize) -> Result<(), String>) -> ExitCode {
     let (mut port, mut threads) = (0u16, servers::WORKERS);
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -195,12 +200,14 @@ fn upstream_main(argv: &[String]) -> ExitCode {
             ("--port", Some(v)) if v <= u16::MAX as usize => port = v as u16,
             ("--threads", Some(v)) if v > 0 => threads = v,
             _ => {
-                eprintln!("usage: portcullis-bench upstream-echo --port P [--threads N]");
+                eprintln!(
+                    "usage: portcullis-bench upstream-echo|identity-server --port P [--threads N]"
+                );
                 return ExitCode::from(2);
             }
         }
     }
-    match upstream::run(port, threads) {
+    match serve(port, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
@@ -299,8 +306,14 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         &dir.path().join("upstream.log"),
     )?;
     upstream.wait_listening(upstream_port, Duration::from_secs(30))?;
-
-    // The cluster sections' Redis: one for the whole run, on a free port, keeping nothing.
+    let identity_port = procs::free_port()?;
+    let mut identity = procs::Proc::spawn(
+        "identity server",
+        servers::identity_command(identity_port)?,
+        &dir.path().join("identity.log"),
+    )?;
+    identity.wait_listening(identity_port, Duration::from_secs(30))?;
+    // The cluster section's Redis: one for the whole run, on a free port, keeping nothing.
     let redis = match find_program("redis-server").filter(|_| wants("portcullis")) {
         Some(bin) => {
             let port = procs::free_port()?;
@@ -314,17 +327,21 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
         None => None,
     };
+
     let mut env = Env::new(
         dir.path().to_path_buf(),
         material,
         client_tls,
-        upstream_port,
+        servers::Backends {
+            upstream_port,
+            identity_port,
+        },
         nofile,
         nginx.clone(),
         haproxy.clone(),
     );
     env.redis = redis.as_ref().map(|(_, port)| *port);
-    for route in PortcullisRoute::ALL {
+    for route in PortcullisRoute::all() {
         for bin in &portcullis_bins {
             if servers::accepts(&env, bin, route)? {
                 env.portcullis.push((route, bin.clone()));
@@ -337,7 +354,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         let bin = bin
             .canonicalize()
             .map_err(|e| format!("no baseline binary at {} ({e})", bin.display()))?;
-        for route in [PortcullisRoute::Relay, PortcullisRoute::RelayJwt] {
+        for route in PortcullisRoute::all().filter(|r| !r.echo) {
             if servers::accepts(&env, &bin, route)? {
                 env.baseline.push((route, bin.clone()));
             }
@@ -350,33 +367,20 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         .collect();
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
-        for (jwt, sections) in [
-            (
-                false,
-                &[Section::Load, Section::Idle, Section::Handshake][..],
-            ),
-            (true, &[Section::HandshakeJwt][..]),
-        ] {
-            let route = PortcullisRoute::of(subject, jwt);
-            if !jwt && subject == Subject::Baseline {
-                for section in [Section::HandshakeLimits, Section::HandshakeCluster] {
-                    results.skip(subject, section, "measured for the main build only".into());
-                }
-            } else if !jwt && env.redis.is_none() {
+        for section in Section::ALL {
+            let route = PortcullisRoute::of(subject, section);
+            if section == Section::HandshakeCluster && env.redis.is_none() {
                 results.skip(
                     subject,
-                    Section::HandshakeCluster,
+                    section,
                     "redis-server is not installed (scripts/bootstrap --bench installs it)".into(),
                 );
-            }
-            if env.binary_for(subject, route).is_none() {
-                for &section in sections {
-                    results.skip(
-                        subject,
-                        section,
-                        format!("no --portcullis binary accepts {}", route.describe()),
-                    );
-                }
+            } else if env.binary_for(subject, route).is_none() {
+                results.skip(
+                    subject,
+                    section,
+                    format!("no --portcullis binary accepts {}", route.describe()),
+                );
             }
         }
     }
@@ -399,6 +403,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
                         continue;
                     }
                     upstream.check_alive()?;
+                    identity.check_alive()?;
                     let figures = measure(&env, &rt, args, subject, section).map_err(|e| {
                         format!("round {round}, {} {}: {e}", subject.key(), section.key())
                     })?;
@@ -420,6 +425,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
     }
     drop(upstream);
+    drop(identity);
     drop(redis);
 
     let (cpus, memory_gib) = procs::machine();
@@ -430,10 +436,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     if let Some(bin) = &haproxy {
         versions.insert("haproxy".into(), json!(version_of(bin, "-v")));
     }
-    let binaries: serde_json::Map<String, serde_json::Value> = PortcullisRoute::ALL
-        .iter()
+    let binaries: serde_json::Map<String, serde_json::Value> = PortcullisRoute::all()
         .filter(|_| wants("portcullis"))
-        .map(|&route| {
+        .map(|route| {
             let value = match env.portcullis_for(route) {
                 Some(bin) => json!({
                     "path": bin.display().to_string(),
@@ -441,7 +446,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
                 }),
                 None => serde_json::Value::Null,
             };
-            (route.key().to_string(), value)
+            (route.key(), value)
         })
         .collect();
     let info = RunInfo {
@@ -500,13 +505,7 @@ fn measure(
     subject: Subject,
     section: Section,
 ) -> Result<Figures, String> {
-    let policy = match section {
-        Section::HandshakeJwt => Policy::Jwt,
-        Section::HandshakeLimits => Policy::LocalLimits,
-        Section::HandshakeCluster => Policy::ClusterLimits,
-        _ => Policy::Public,
-    };
-    let (mut proc, target) = env.start(subject, policy)?;
+    let (mut proc, target) = env.start(subject, section)?;
     let figures = match section {
         Section::Load => load_phase(rt, args, &proc, &target),
         Section::Idle => idle_phase(rt, args, &proc, &target),

@@ -18,36 +18,45 @@ pub enum Section {
     Handshake,
     /// The same with a JWT to verify (Portcullis only).
     HandshakeJwt,
+    /// With an external authorizer whose cached decision admits (Portcullis only).
+    HandshakeAuthzHit,
+    /// With an external authorizer asked for every handshake (a new token each: cache misses).
+    HandshakeAuthzMiss,
+    /// With an opaque token introspected for every handshake.
+    HandshakeIntrospection,
     /// Plain handshakes under a policy with a per-IP handshake rate and per-IP and per-route
-    /// connection caps, counted by this process (Portcullis only; none of them is reached).
+    /// connection caps, counted by this process (none of them is reached).
     HandshakeLimits,
-    /// The same limits counted across replicas through Redis (`[cluster]`; Portcullis only).
+    /// The same limits counted across replicas through Redis (`[cluster]`).
     HandshakeCluster,
 }
 
 impl Section {
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 9] = [
         Section::Load,
         Section::Idle,
         Section::Handshake,
         Section::HandshakeJwt,
+        Section::HandshakeAuthzHit,
+        Section::HandshakeAuthzMiss,
+        Section::HandshakeIntrospection,
         Section::HandshakeLimits,
         Section::HandshakeCluster,
     ];
 
-    /// The handshake variants only Portcullis has.
-    pub const PORTCULLIS_ONLY: [Section; 3] = [
+    /// The handshake sections only Portcullis has (it checks a credential or counts limits
+    /// before its 101).
+    pub const PORTCULLIS_ONLY: [Section; 6] = [
         Section::HandshakeJwt,
+        Section::HandshakeAuthzHit,
+        Section::HandshakeAuthzMiss,
+        Section::HandshakeIntrospection,
         Section::HandshakeLimits,
         Section::HandshakeCluster,
     ];
 
     pub fn portcullis_only(self) -> bool {
-        Section::PORTCULLIS_ONLY.contains(&self)
-    }
-
-    pub fn is_handshake(self) -> bool {
-        self == Section::Handshake || self.portcullis_only()
+        Self::PORTCULLIS_ONLY.contains(&self)
     }
 
     pub fn key(self) -> &'static str {
@@ -56,6 +65,9 @@ impl Section {
             Section::Idle => "idle",
             Section::Handshake => "handshake",
             Section::HandshakeJwt => "handshake_jwt",
+            Section::HandshakeAuthzHit => "handshake_authz_hit",
+            Section::HandshakeAuthzMiss => "handshake_authz_miss",
+            Section::HandshakeIntrospection => "handshake_introspection",
             Section::HandshakeLimits => "handshake_limits",
             Section::HandshakeCluster => "handshake_cluster",
         }
@@ -71,12 +83,20 @@ impl Section {
                 "cpu_us_per_message",
             ],
             Section::Idle => &["connections", "rss_bytes_per_connection"],
-            _ => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
+            Section::Handshake
+            | Section::HandshakeJwt
+            | Section::HandshakeAuthzHit
+            | Section::HandshakeAuthzMiss
+            | Section::HandshakeIntrospection
+            | Section::HandshakeLimits
+            | Section::HandshakeCluster => {
+                &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
+            }
         }
     }
 
     /// What a subject of this section is compared with: the same section, except that
-    /// Portcullis's handshake variants are compared with the other side's plain handshakes.
+    /// handshakes with a credential are compared with the other side's plain handshakes.
     fn reference(self) -> Section {
         if self.portcullis_only() {
             Section::Handshake
@@ -335,8 +355,11 @@ fn label(section: Section, figure: &str) -> String {
     };
     match section {
         Section::HandshakeJwt => format!("{base}, with JWT (ES256)¹"),
-        Section::HandshakeLimits => format!("{base}, with local limits³"),
-        Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)³"),
+        Section::HandshakeAuthzHit => format!("{base}, with ext_authz, cached³"),
+        Section::HandshakeAuthzMiss => format!("{base}, with ext_authz, not cached³"),
+        Section::HandshakeIntrospection => format!("{base}, with introspection³"),
+        Section::HandshakeLimits => format!("{base}, with local limits⁴"),
+        Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)⁴"),
         _ => base.to_string(),
     }
 }
@@ -477,10 +500,18 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
          are against the other side's handshakes without a token.\n",
     );
     out.push_str(
-        "³ A policy with a per-IP handshake rate and per-IP and per-route connection caps that no \
+        "³ Portcullis asking an authorizer (`ext_authz`; cached: one token, so every decision \
+         after the first comes from the cache; not cached: a new token per handshake, so every \
+         one is a call) or an introspection endpoint (a call per handshake) over a kept-alive \
+         loopback HTTP/1.1 connection before its 101; the endpoint is the benchmark's own \
+         `identity-server` process, whose CPU is not counted. Ratios as for ¹.\n",
+    );
+    out.push_str(
+        "⁴ A policy with a per-IP handshake rate and per-IP and per-route connection caps that no \
          handshake reaches, counted by this process (local) or across replicas through a \
          redis-server on loopback started by the benchmark (`[cluster]`: one GCRA script and \
-         one lease script per handshake, the lease released when the socket ends).\n",
+         one lease script per handshake, the lease released when the socket ends; Redis's CPU \
+         is not counted). Ratios as for ¹.\n",
     );
     let skipped: Vec<String> = results
         .skipped
@@ -494,9 +525,8 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         .subjects
         .iter()
         .flat_map(|&subject| {
-            Section::ALL
-                .into_iter()
-                .filter(|s| s.is_handshake())
+            std::iter::once(Section::Handshake)
+                .chain(Section::PORTCULLIS_ONLY)
                 .filter_map(move |section| {
                     let n = results.median(subject, section, "errors")?;
                     (n > 0.0).then(|| format!("{}.{}: {n}", subject.key(), section.key()))
@@ -533,10 +563,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         if hs.is_none() {
             continue;
         }
-        let verdict = match met {
-            Some(true) => "met",
-            _ => "NOT met",
-        };
+        let verdict = if met == Some(true) { "met" } else { "NOT met" };
         goals.push(format!(
             "- {}: handshakes per second with cluster limits >= {CLUSTER_TARGET} of the same \
              limits local-only: {verdict} ({}; CPU per handshake {})",

@@ -15,6 +15,7 @@ use tokio_rustls::rustls;
 use crate::certs::Material;
 use crate::load::Target;
 use crate::procs::{free_port, Proc};
+use crate::report::Section;
 use crate::write_file as write;
 
 /// Worker processes or threads of every proxy (the machine's core count here).
@@ -73,7 +74,7 @@ impl Subject {
         }
     }
 
-    /// Portcullis serves it (so it has a JWT variant).
+    /// Portcullis serves it (so it has the admission variants: JWT, ext_authz, introspection).
     pub fn is_portcullis(self) -> bool {
         matches!(
             self,
@@ -82,71 +83,125 @@ impl Subject {
     }
 }
 
-/// The four Portcullis configurations the benchmark needs; a binary may lack some (a build
-/// without relay routes, or without JWT policies).
+/// How a Portcullis configuration admits clients (each a handshake section of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortcullisRoute {
-    Relay,
-    RelayJwt,
-    Echo,
-    EchoJwt,
-}
-
-impl PortcullisRoute {
-    pub const ALL: [PortcullisRoute; 4] = [
-        PortcullisRoute::Relay,
-        PortcullisRoute::RelayJwt,
-        PortcullisRoute::Echo,
-        PortcullisRoute::EchoJwt,
-    ];
-
-    pub fn of(subject: Subject, jwt: bool) -> PortcullisRoute {
-        match (subject, jwt) {
-            (Subject::PortcullisEcho, false) => PortcullisRoute::Echo,
-            (Subject::PortcullisEcho, true) => PortcullisRoute::EchoJwt,
-            (_, false) => PortcullisRoute::Relay,
-            (_, true) => PortcullisRoute::RelayJwt,
-        }
-    }
-
-    /// The key in the JSON output.
-    pub fn key(self) -> &'static str {
-        match self {
-            PortcullisRoute::Relay => "relay",
-            PortcullisRoute::RelayJwt => "relay_jwt",
-            PortcullisRoute::Echo => "echo",
-            PortcullisRoute::EchoJwt => "echo_jwt",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            PortcullisRoute::Relay => "a relay route",
-            PortcullisRoute::RelayJwt => "a relay route with a JWT policy",
-            PortcullisRoute::Echo => "an echo route",
-            PortcullisRoute::EchoJwt => "an echo route with a JWT policy",
-        }
-    }
-}
-
-/// The admission policy of a Portcullis instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// None (public).
+pub enum Admit {
+    /// Public: no policy.
     Public,
-    /// An ES256 token in `Authorization: Bearer`.
+    /// An ES256 JWT verified locally.
     Jwt,
-    /// A per-IP handshake rate and per-IP and per-route caps, none of them reached, counted
-    /// by the process.
+    /// An external authorizer, the same token every time: all but the first are cache hits.
+    AuthzHit,
+    /// An external authorizer with its cache on, a new token every handshake: every one a miss.
+    AuthzMiss,
+    /// An opaque token checked by introspection on every handshake (no cache).
+    Introspection,
+    /// A per-IP handshake rate and per-IP and per-route caps, none reached, counted locally.
     LocalLimits,
     /// The same, counted through Redis (`[cluster]`).
     ClusterLimits,
+}
+
+impl Admit {
+    /// The admission a section measures.
+    pub fn of(section: Section) -> Admit {
+        match section {
+            Section::HandshakeJwt => Admit::Jwt,
+            Section::HandshakeAuthzHit => Admit::AuthzHit,
+            Section::HandshakeAuthzMiss => Admit::AuthzMiss,
+            Section::HandshakeIntrospection => Admit::Introspection,
+            Section::HandshakeLimits => Admit::LocalLimits,
+            Section::HandshakeCluster => Admit::ClusterLimits,
+            Section::Load | Section::Idle | Section::Handshake => Admit::Public,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Admit::Public => "",
+            Admit::Jwt => "_jwt",
+            Admit::AuthzHit => "_authz_hit",
+            Admit::AuthzMiss => "_authz_miss",
+            Admit::Introspection => "_introspection",
+            Admit::LocalLimits => "_limits",
+            Admit::ClusterLimits => "_cluster",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Admit::Public => "",
+            Admit::Jwt => " with a JWT policy",
+            Admit::AuthzHit | Admit::AuthzMiss => " with an ext_authz policy",
+            Admit::Introspection => " with an introspection policy",
+            Admit::LocalLimits => " with rate and cap limits",
+            Admit::ClusterLimits => " with rate and cap limits in [cluster]",
+        }
+    }
+}
+
+/// The Portcullis configurations the benchmark needs: a relay or an echo route, admitted one
+/// of the [`Admit`] ways; a binary may lack some (a build without relay routes, or without
+/// JWT, ext_authz or introspection policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortcullisRoute {
+    pub echo: bool,
+    pub admit: Admit,
+}
+
+impl PortcullisRoute {
+    pub const ADMITS: [Admit; 7] = [
+        Admit::Public,
+        Admit::Jwt,
+        Admit::AuthzHit,
+        Admit::AuthzMiss,
+        Admit::Introspection,
+        Admit::LocalLimits,
+        Admit::ClusterLimits,
+    ];
+
+    /// Every configuration: the relay ones, then the echo ones.
+    pub fn all() -> impl Iterator<Item = PortcullisRoute> {
+        [false, true].into_iter().flat_map(|echo| {
+            Self::ADMITS
+                .into_iter()
+                .map(move |admit| PortcullisRoute { echo, admit })
+        })
+    }
+
+    pub fn of(subject: Subject, section: Section) -> PortcullisRoute {
+        PortcullisRoute {
+            echo: subject == Subject::PortcullisEcho,
+            admit: Admit::of(section),
+        }
+    }
+
+    /// The key in the JSON output (`relay`, `relay_jwt`, `echo_authz_hit`, ...).
+    pub fn key(self) -> String {
+        let kind = if self.echo { "echo" } else { "relay" };
+        format!("{kind}{}", self.admit.key())
+    }
+
+    pub fn describe(self) -> String {
+        let kind = if self.echo {
+            "an echo route"
+        } else {
+            "a relay route"
+        };
+        format!("{kind}{}", self.admit.describe())
+    }
 }
 
 /// Limits far above what the benchmark reaches: what is measured is the cost of counting.
 const UNREACHED_LIMITS: &str = "[policies.limits.limits]\n\
      handshakes_per_ip = { per_second = 1000000, burst = 1000000 }\n\
      connections_per_ip = 1000000\nconnections_per_route = 1000000\n";
+
+/// The ports of the benchmark's own servers behind the proxies.
+pub struct Backends {
+    pub upstream_port: u16,
+    pub identity_port: u16,
+}
 
 /// Everything needed to start servers.
 pub struct Env {
@@ -155,15 +210,17 @@ pub struct Env {
     pub client_tls: Arc<rustls::ClientConfig>,
     /// The shared upstream echo server's port.
     pub upstream_port: u16,
+    /// The authorizer and introspection endpoint's port (`identity-server`).
+    pub identity_port: u16,
     pub nofile: u64,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
+    /// The port of the benchmark's redis-server (the cluster section), if there is one.
+    pub redis: Option<u16>,
     /// The Portcullis binary for each configuration it was found to accept.
     pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
     /// `--baseline`: the routes it accepts, with its path.
     pub baseline: Vec<(PortcullisRoute, PathBuf)>,
-    /// The port of the benchmark's redis-server (the cluster sections), if there is one.
-    pub redis: Option<u16>,
     instances: std::cell::Cell<u32>,
 }
 
@@ -173,7 +230,7 @@ impl Env {
         dir: PathBuf,
         material: Material,
         client_tls: Arc<rustls::ClientConfig>,
-        upstream_port: u16,
+        backends: Backends,
         nofile: u64,
         nginx: Option<PathBuf>,
         haproxy: Option<PathBuf>,
@@ -182,13 +239,14 @@ impl Env {
             dir,
             material,
             client_tls,
-            upstream_port,
+            upstream_port: backends.upstream_port,
+            identity_port: backends.identity_port,
             nofile,
             nginx,
             haproxy,
+            redis: None,
             portcullis: Vec::new(),
             baseline: Vec::new(),
-            redis: None,
             instances: std::cell::Cell::new(0),
         }
     }
@@ -220,39 +278,19 @@ impl Env {
         Ok(dir)
     }
 
-    /// Start a fresh instance of `subject` (Portcullis under `policy`), ready for clients.
-    pub fn start(&self, subject: Subject, policy: Policy) -> Result<(Proc, Target), String> {
-        let jwt = policy == Policy::Jwt;
+    /// Start a fresh instance of `subject` for `section` (with the policy it measures), ready
+    /// for clients.
+    pub fn start(&self, subject: Subject, section: Section) -> Result<(Proc, Target), String> {
         let dir = self.instance_dir(subject.key())?;
         let port = free_port()?;
         let (name, cmd) = match subject {
             Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline => {
-                let route = PortcullisRoute::of(subject, jwt);
+                let route = PortcullisRoute::of(subject, section);
                 let bin = self
                     .binary_for(subject, route)
                     .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
                 let config = dir.join("portcullis.toml");
-                let mut text = self.portcullis_config(route, port);
-                match policy {
-                    Policy::LocalLimits | Policy::ClusterLimits => {
-                        text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"));
-                    }
-                    _ => {}
-                }
-                if policy == Policy::ClusterLimits {
-                    let redis = self
-                        .redis
-                        .ok_or("no redis-server for the cluster section")?;
-                    // A prefix per instance: each starts with empty counts.
-                    let prefix = dir
-                        .file_name()
-                        .map_or("bench".into(), |n| n.to_string_lossy());
-                    text.push_str(&format!(
-                        "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\n\
-                         key_prefix = \"{prefix}:\"\n"
-                    ));
-                }
-                write(&config, &text)?;
+                write(&config, &self.portcullis_config(route, port))?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("--config").arg(&config).current_dir(&dir);
                 // Warnings only: no access log line per session (NGINX and HAProxy log nothing
@@ -285,11 +323,21 @@ impl Env {
         };
         let mut proc = Proc::spawn(name, cmd, &dir.join("server.log"))?;
         proc.wait_listening(port, START)?;
+        let token = match Admit::of(section) {
+            Admit::Public => None,
+            Admit::Jwt => Some(self.material.token.clone()),
+            Admit::AuthzHit | Admit::AuthzMiss | Admit::Introspection => {
+                Some(crate::identity::TOKEN.to_string())
+            }
+            Admit::LocalLimits | Admit::ClusterLimits => None,
+        };
         let target = Target {
             port,
             tls: (subject != Subject::UpstreamDirect).then(|| self.client_tls.clone()),
             path: PATH.to_string(),
-            token: jwt.then(|| self.material.token.clone()),
+            token,
+            unique_tokens: (Admit::of(section) == Admit::AuthzMiss)
+                .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
         };
         Ok((proc, target))
     }
@@ -308,21 +356,50 @@ impl Env {
             toml_str(&m.cert),
             toml_str(&m.key),
         );
-        match route {
+        if route.echo {
+            text.push_str("mode = \"echo\"\nprefix = \"\"\n");
+        } else {
             // No pings: NGINX and HAProxy send none either, and the idle phase's clients do not
             // read, so they would not answer them.
-            PortcullisRoute::Relay | PortcullisRoute::RelayJwt => text.push_str(&format!(
-                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
-            )),
-            PortcullisRoute::Echo | PortcullisRoute::EchoJwt => {
-                text.push_str("mode = \"echo\"\nprefix = \"\"\n")
-            }
-        }
-        if matches!(route, PortcullisRoute::RelayJwt | PortcullisRoute::EchoJwt) {
             text.push_str(&format!(
+                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
+            ));
+        }
+        // The authorizer's and the endpoint's timeouts are generous: 50 handshakes at a time on
+        // two shared cores must not time out, since an error is not a figure.
+        let id = self.identity_port;
+        match route.admit {
+            Admit::Public => {}
+            Admit::Jwt => text.push_str(&format!(
                 "policy = \"jwt\"\n\n[policies.jwt.jwt]\nsources = [\"header\"]\n\
                  keys = [{{ alg = \"ES256\", pem_file = {} }}]\n",
                 toml_str(&m.jwt_public)
+            )),
+            Admit::AuthzHit | Admit::AuthzMiss => text.push_str(&format!(
+                "policy = \"authz\"\n\n[policies.authz.ext_authz]\n\
+                 url = \"http://127.0.0.1:{id}{}\"\ntimeout = \"2s\"\ncache_ttl = \"1h\"\n\
+                 copy_headers = [\"x-user\"]\n",
+                crate::identity::AUTHZ_PATH
+            )),
+            Admit::Introspection => text.push_str(&format!(
+                "policy = \"intro\"\n\n[policies.intro.introspection]\n\
+                 url = \"http://127.0.0.1:{id}{}\"\ntimeout = \"2s\"\nsources = [\"header\"]\n\
+                 client_id = \"bench\"\nclient_secret_file = {}\n\
+                 [policies.intro.introspection.claims]\nscope = \"bench\"\n",
+                crate::identity::INTROSPECT_PATH,
+                toml_str(&m.client_secret)
+            )),
+            Admit::LocalLimits | Admit::ClusterLimits => {
+                text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"))
+            }
+        }
+        if route.admit == Admit::ClusterLimits {
+            // A prefix per instance: each starts with empty counts. Without a redis-server the
+            // section is skipped; the URL still lets `--check` judge the configuration.
+            let redis = self.redis.unwrap_or(6379);
+            let n = self.instances.get();
+            text.push_str(&format!(
+                "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\nkey_prefix = \"bench{n}:\"\n"
             ));
         }
         text
@@ -377,20 +454,30 @@ impl Env {
 
 /// The benchmark itself as the upstream echo server on `port`.
 pub fn upstream_command(port: u16) -> Result<Command, String> {
+    own_command("upstream-echo", port, WORKERS)
+}
+
+/// The benchmark itself as the authorizer and introspection endpoint on `port` (one thread:
+/// a small service that answers at once).
+pub fn identity_command(port: u16) -> Result<Command, String> {
+    own_command("identity-server", port, 1)
+}
+
+fn own_command(role: &str, port: u16, threads: usize) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args([
-        "upstream-echo",
+        role,
         "--port",
         &port.to_string(),
         "--threads",
-        &WORKERS.to_string(),
+        &threads.to_string(),
     ]);
     Ok(cmd)
 }
 
 /// Whether `bin --check` accepts the configuration for `route` (a build may lack relay routes
-/// or JWT policies). Bounded in time.
+/// or some kind of policy). Bounded in time.
 pub fn accepts(env: &Env, bin: &Path, route: PortcullisRoute) -> Result<bool, String> {
     let dir = env.instance_dir("check")?;
     let config = dir.join("portcullis.toml");

@@ -100,17 +100,6 @@ const LOAD: &[&str] = &[
 const IDLE: &[&str] = &["connections", "rss_bytes_per_connection"];
 const HANDSHAKE: &[&str] = &["handshakes_per_second", "cpu_us_per_handshake", "errors"];
 
-/// What Portcullis is measured in (the cluster section needs redis-server, which
-/// `scripts/bootstrap --test` installs).
-const PORTCULLIS_SECTIONS: &[&str] = &[
-    "load",
-    "idle",
-    "handshake",
-    "handshake_jwt",
-    "handshake_limits",
-    "handshake_cluster",
-];
-
 fn figures(section: &str) -> &'static [&'static str] {
     match section {
         "load" => LOAD,
@@ -118,6 +107,19 @@ fn figures(section: &str) -> &'static [&'static str] {
         _ => HANDSHAKE,
     }
 }
+
+/// Every section of a Portcullis subject: its own handshakes with each kind of credential too.
+const PORTCULLIS_SECTIONS: &[&str] = &[
+    "load",
+    "idle",
+    "handshake",
+    "handshake_jwt",
+    "handshake_authz_hit",
+    "handshake_authz_miss",
+    "handshake_introspection",
+    "handshake_limits",
+    "handshake_cluster",
+];
 
 fn finite(v: &Value, what: &str) -> f64 {
     let x = v
@@ -198,7 +200,7 @@ fn quick_run_reports_every_figure() {
     pairs.extend(only[1..].iter().map(|p| ("portcullis", *p)));
     for (a, b) in pairs {
         let ratios = &out["ratios"][format!("{a}/{b}")];
-        for section in ["load", "idle", "handshake", "handshake_jwt"] {
+        for section in PORTCULLIS_SECTIONS {
             for figure in figures(section) {
                 if matches!(*figure, "errors" | "connections") {
                     continue;
@@ -207,8 +209,12 @@ fn quick_run_reports_every_figure() {
                 let v = ratios
                     .get(&key)
                     .unwrap_or_else(|| panic!("ratios.{a}/{b}.{key} is missing"));
-                // JWT handshakes are compared with the other side's plain ones.
-                let reference = section.trim_end_matches("_jwt");
+                // Handshakes with a credential are compared with the other side's plain ones.
+                let reference = if section.starts_with("handshake") {
+                    "handshake"
+                } else {
+                    section
+                };
                 let denominator = &results[b][reference][figure];
                 if denominator == 0.0 {
                     // CPU time comes in clock ticks (10 ms): a quick run may see none.

@@ -141,7 +141,10 @@ fn main() -> ExitCode {
     if args.check {
         let source = config.source().to_string();
         return match lifecycle::check(config) {
-            Ok(()) => {
+            Ok(notes) => {
+                for note in notes {
+                    println!("portcullis: {note}");
+                }
                 println!("portcullis: configuration OK: {source}");
                 ExitCode::SUCCESS
             }

@@ -97,12 +97,12 @@ fn bad_configs_fail_naming_file_and_key() {
 #[test]
 fn mismatched_key_is_reported_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    // Generate two pairs via --check, then cross them.
+    // Two pairs, then crossed.
     for sub in ["a", "b"] {
-        let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"{sub}/cert.pem\"\nkey = \"{sub}/key.pem\"\ngenerate_self_signed = true\n[admin]\nenabled = false\n"
-        );
-        assert!(check(dir.path(), &text).0);
+        let (cert, key) = self_signed(&["localhost"]);
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join(sub).join("key.pem"), key).unwrap();
     }
     let crossed = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.tls]\ncert = \"a/cert.pem\"\nkey = \"b/key.pem\"\n[admin]\nenabled = false\n";
     let (ok, out) = check(dir.path(), crossed);
@@ -118,6 +118,26 @@ fn mismatched_key_is_reported_not_a_panic() {
     let out = portcullis(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not form a usable pair"));
+}
+
+/// `--check` validates and writes nothing: a development certificate it would generate is
+/// reported, not written; starting generates it.
+#[test]
+fn check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncert = \"dev/cert.pem\"\nkey = \"dev/key.pem\"\ngenerate_self_signed = true\n[admin]\nenabled = false\n";
+    let (ok, out) = check(dir.path(), text);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("listeners[0].tls: a self-signed development certificate would be generated")
+            && out.contains("configuration OK"),
+        "{out}"
+    );
+    assert!(!dir.path().join("dev").exists(), "--check wrote files");
+    // Without --config: the embedded default's certificate is not generated either.
+    let out = portcullis(dir.path(), &["--check"]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(!dir.path().join("certs").exists(), "--check wrote files");
 }
 
 #[test]
@@ -149,17 +169,28 @@ fn shipped_policy_files_are_valid() {
         key.public_key_pem(),
     )
     .unwrap();
-    for file in ["public-echo.toml", "chat.toml", "internal.toml"] {
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/introspection-client.secret"),
+        "s3cret\n",
+    )
+    .unwrap();
+    let files = [
+        ("public", "public-echo.toml"),
+        ("chat", "chat.toml"),
+        ("internal", "internal.toml"),
+        ("services", "services-mtls.toml"),
+        ("authz", "forward-auth.toml"),
+        ("api", "opaque-tokens.toml"),
+    ];
+    let mut text = config_text(true, "");
+    for (i, (name, file)) in files.iter().enumerate() {
         std::fs::copy(format!("{policies}/{file}"), dir.path().join(file)).unwrap();
+        text.push_str(&format!(
+            "\n[policies.{name}]\ninclude = \"{file}\"\n\
+             [[routes]]\npath = \"/p{i}\"\nmode = \"echo\"\npolicy = \"{name}\"\n"
+        ));
     }
-    let text = format!(
-        "{}\n[policies.public]\ninclude = \"public-echo.toml\"\n[policies.chat]\ninclude = \"chat.toml\"\n\
-         [policies.internal]\ninclude = \"internal.toml\"\n\
-         [[routes]]\npath = \"/a\"\nmode = \"echo\"\npolicy = \"public\"\n\
-         [[routes]]\npath = \"/b\"\nmode = \"echo\"\npolicy = \"chat\"\n\
-         [[routes]]\npath = \"/c\"\nmode = \"echo\"\npolicy = \"internal\"\n",
-        config_text(true, "")
-    );
     let (ok, out) = check(dir.path(), &text);
     assert!(ok, "{out}");
 }
@@ -203,6 +234,14 @@ fn bad_policies_fail_naming_the_key() {
         ("[policies.p.limits]\nhandshakes_per_ip = { burst = 3 }\n", "policies.p.limits.handshakes_per_ip"),
         ("[policies.p.limits]\nconnections_per_subject = 3\n", "per-subject limits need"),
         ("[policies.p.limits]\nconnections_per_ip = 0\n", "policies.p.limits.connections_per_ip"),
+        (
+            "[policies.p.introspection]\nurl = \"http://127.0.0.1:9/i\"\nclient_id = \"gw\"\nclient_secret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n",
+            "policies.p.introspection.client_secret_env",
+        ),
+        (
+            "[policies.p.ext_authz]\nurl = \"http://127.0.0.1:9/a\"\ncopy_headers = [\"Host\"]\n",
+            "policies.p.ext_authz.copy_headers[0]",
+        ),
         ("[policies.p]\ninclude = \"inc.toml\"\n", "inc.toml"),
         ("[policies.p]\ninclude = \"inc.toml\"\n[policies.p.limits]\nconnections_per_ip = 1\n", "cannot be combined"),
         ("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n", "server.trusted_proxies[0]"),

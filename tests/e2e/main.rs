@@ -2,6 +2,7 @@
 //! WebSocket clients. Each test starts its own gateway on kernel-chosen loopback ports.
 
 mod admission;
+mod browser;
 mod certs;
 mod clients;
 mod cluster;
@@ -9,6 +10,8 @@ mod config_check;
 mod deploy;
 mod echo;
 mod handshake;
+mod hardening;
+mod identity;
 mod lifecycle;
 mod metrics;
 mod relay;

@@ -8,16 +8,16 @@ use jsonwebtoken::Algorithm;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::fetch;
 use super::keys::{keys_from_jwks, VerifyKey};
 use crate::config::defaults;
 use crate::config::policy::Jwt;
 use crate::core::url::HttpUrl;
+use crate::net::http_client::{Call, HttpClient};
 
 /// A JWKS URL, its last good keys and its refresh schedule.
 pub(crate) struct RemoteJwks {
     url: HttpUrl,
-    tls: Arc<rustls::ClientConfig>,
+    client: HttpClient,
     allowed: Vec<Algorithm>,
     refresh_every: Duration,
     min_refresh: Duration,
@@ -40,11 +40,11 @@ impl RemoteJwks {
         allowed: Vec<Algorithm>,
         key: &str,
     ) -> Result<RemoteJwks, String> {
-        let tls = fetch::tls_config(jwt.jwks_ca_file.as_deref())
+        let client = HttpClient::new(jwt.jwks_ca_file.as_deref())
             .map_err(|e| format!("{key}.jwks_ca_file: {e}"))?;
         Ok(RemoteJwks {
             url: url.clone(),
-            tls,
+            client,
             allowed,
             refresh_every: jwt.jwks_refresh.map_or(defaults::JWKS_REFRESH, |d| d.0),
             min_refresh: jwt
@@ -73,7 +73,13 @@ impl RemoteJwks {
 
     /// One fetch; on success the keys are replaced, on failure the last good copy stays.
     async fn fetch_once(&self) {
-        match fetch::get(&self.url, &self.tls, defaults::JWKS_TIMEOUT).await {
+        let call = Call::get(&self.url, defaults::JWKS_TIMEOUT, defaults::JWKS_MAX_BYTES);
+        let body = match self.client.send(call).await {
+            Ok(reply) if reply.status == http::StatusCode::OK => Ok(reply.body),
+            Ok(reply) => Err(format!("HTTP status {}", reply.status.as_u16())),
+            Err(e) => Err(e.to_string()),
+        };
+        match body {
             Ok(body) => match keys_from_jwks(&body, &self.allowed) {
                 Ok(keys) => {
                     log::info!("jwks: {} key(s) from {}", keys.len(), self.url.text);

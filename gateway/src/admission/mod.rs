@@ -6,9 +6,13 @@
 //! then the connection caps ([`caps`]). Each check is a function of the request head plus shared
 //! state where it must be, and yields either a go-ahead or a [`Rejection`].
 
+mod cache;
 pub(crate) mod caps;
+mod client_cert;
 pub(crate) mod client_ip;
-mod fetch;
+mod ext_authz;
+mod identity;
+mod introspection;
 mod jwks;
 mod jwt_crypto;
 pub(crate) mod keys;
@@ -43,6 +47,8 @@ use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
+use crate::net::peer_cert::PeerCert;
+use identity::Identity;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
 /// relays for identity forwarding and the subprotocols to offer upstream.
@@ -66,6 +72,11 @@ pub(crate) struct Admitted {
     pub(crate) token_cookie: Option<String>,
     /// A cluster check was decided under this process's own limits because Redis failed.
     pub(crate) cluster_fallback: bool,
+    /// Identity headers for the upstream request: the client certificate's, and those the
+    /// external authorizer's answer gave.
+    pub(crate) identity_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Every header name the policy may set upstream: the client's own copies never go.
+    pub(crate) identity_header_names: Vec<http::HeaderName>,
 }
 
 /// The compiled state of one policy: its checks and the counters they keep.
@@ -76,6 +87,7 @@ struct PolicyState {
     on_error: Option<OnError>,
     origin: Option<policy::Origin>,
     token: Option<TokenPolicy>,
+    identity: Identity,
     limits: PolicyLimits,
     ip_rate: Option<Arc<HandshakeRate<IpAddr>>>,
     subject_rate: Option<Arc<HandshakeRate<String>>>,
@@ -104,6 +116,7 @@ impl PolicyState {
                 .as_ref()
                 .map(|jwt| TokenPolicy::compile(jwt, &format!("{key}.jwt")))
                 .transpose()?,
+            identity: Identity::compile(p, &key)?,
             limits: p.limits.clone(),
             ip_rate: p
                 .limits
@@ -164,6 +177,7 @@ impl Admission {
             .as_ref()
             .map(|c| Cluster::build(c, previous.and_then(|p| p.cluster.as_ref())))
             .transpose()?;
+        identity::warn_without_client_ca(config);
         let mut policies = HashMap::new();
         for (name, p) in &config.policies {
             let mut state = PolicyState::compile(p, name, cluster.as_deref())?;
@@ -231,6 +245,7 @@ impl Admission {
         head: &RequestHead,
         route: &Route,
         client_ip: Option<IpAddr>,
+        peer_cert: Option<&PeerCert>,
         upgrade: &Upgrade,
     ) -> Result<(Admitted, Permit), Rejection> {
         let policy = self.policy(route);
@@ -253,18 +268,19 @@ impl Admission {
         if let Some(origin) = &policy.origin {
             origin::check(head, origin)?;
         }
-        // 4 and 5. token and claims
+        // 4 and 5. client certificate, token (JWT or introspection) and claims
+        policy.identity.check_cert(peer_cert)?;
         let verified = match &policy.token {
             Some(token) => Some(token.check(head).await?),
-            None => None,
+            None => policy.identity.introspect(head).await?,
         };
-        let subject = verified.as_ref().and_then(|v| v.subject.clone());
+        let subject = policy.identity.subject(peer_cert, verified.as_ref());
         // 4b. revoked subjects and token ids (an operator's POST /revocations)
         let jti = verified
             .as_ref()
             .and_then(|v| v.claims.get("jti"))
             .and_then(|j| j.as_str());
-        if verified.is_some() && Revocations::global().is_revoked(subject.as_deref(), jti) {
+        if Revocations::global().is_revoked(subject.as_deref(), jti) {
             return Err(token::invalid(Reason::Revoked, "token revoked"));
         }
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
@@ -276,6 +292,9 @@ impl Admission {
                 None => rate.check(sub).map_err(rate_limited)?,
             }
         }
+        // 4. the external authorizer: after the rate checks, before the caps
+        let question = identity::question(head, &route.path, client_ip, peer_cert);
+        let identity_headers = policy.identity.authorize(&question).await?;
         // 6. connection caps
         let mut permit = Permit::default();
         let over = |who: &str| {
@@ -361,14 +380,18 @@ impl Admission {
             Some(v) => (Some(v.token), v.claims),
             None => (None, Default::default()),
         };
+        let locator =
+            (policy.token.as_ref().map(TokenPolicy::locator)).or_else(|| policy.identity.locator());
         let admitted = Admitted {
             client_ip,
             subject,
             claims,
             token,
             expires_at,
-            token_query_param: policy.token.as_ref().map(|t| t.query_param().to_string()),
-            token_cookie: policy.token.as_ref().map(|t| t.cookie_name().to_string()),
+            token_query_param: locator.map(|l| l.query_param().to_string()),
+            token_cookie: locator.map(|l| l.cookie_name().to_string()),
+            identity_headers,
+            identity_header_names: policy.identity.header_names().to_vec(),
             protocols: upgrade
                 .offered_protocols
                 .iter()

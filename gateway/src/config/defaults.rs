@@ -98,6 +98,8 @@ pub(crate) const JWKS_REFRESH: Duration = Duration::from_secs(600);
 pub(crate) const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 /// One JWKS fetch, connect to last byte.
 pub(crate) const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted.
+pub(crate) const JWKS_MAX_BYTES: usize = 1024 * 1024;
 /// Algorithms accepted for JWKS keys that do not name their own `alg`.
 pub(crate) const JWKS_ALGORITHMS: [Alg; 5] =
     [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
@@ -121,3 +123,23 @@ pub(crate) const CLUSTER_RETRY_AFTER_SECS: u64 = 1;
 pub(crate) const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most slots one renewal call carries (a replica with more renews in several calls).
 pub(crate) const CLUSTER_RENEW_BATCH: usize = 1000;
+// [policies.NAME.ext_authz]
+
+/// One call to the authorizer, connect to last byte.
+pub(crate) const EXT_AUTHZ_TIMEOUT: Duration = Duration::from_millis(200);
+/// Largest answer body read from the authorizer (a larger one is an error).
+pub(crate) const EXT_AUTHZ_MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How much of a refusal's body the client gets.
+pub(crate) const EXT_AUTHZ_BODY_BYTES: usize = 1024;
+
+// [policies.NAME.introspection]
+
+/// One introspection call, connect to last byte.
+pub(crate) const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest introspection answer read.
+pub(crate) const INTROSPECTION_MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+// Caches of ext_authz decisions and introspection answers.
+
+/// Entries one policy's cache holds at most (then expired ones go, then the soonest to expire).
+pub(crate) const IDENTITY_CACHE_ENTRIES: usize = 10_000;

@@ -17,7 +17,7 @@ pub(crate) struct Listener {
 }
 
 /// `[listeners.tls]`: certificate chain and key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tls {
     /// The default certificate chain and key: served when no `sni` entry matches.
@@ -29,6 +29,25 @@ pub(crate) struct Tls {
     /// More certificates on the same listener, chosen by the client's SNI name.
     #[serde(default)]
     pub(crate) sni: Vec<SniCert>,
+    /// CA certificates (PEM) that issue client certificates: the listener asks for one.
+    pub(crate) client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client must present a certificate (default `required`).
+    pub(crate) client_auth: Option<ClientAuth>,
+    /// Certificate revocation lists (PEM) checked for client certificates.
+    #[serde(default)]
+    pub(crate) client_crls: Vec<PathBuf>,
+}
+
+/// `client_auth`: what a listener with a `client_ca` does without a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ClientAuth {
+    /// No certificate, or one that does not verify: the TLS handshake fails.
+    #[default]
+    Required,
+    /// No certificate is fine (a policy may still require one: 403); a presented certificate
+    /// must verify.
+    Optional,
 }
 
 /// `[[listeners.tls.sni]]`: a certificate for some server names.

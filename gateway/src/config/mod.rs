@@ -14,12 +14,15 @@ use serde::Deserialize;
 
 pub(crate) mod cluster;
 pub(crate) mod defaults;
+pub(crate) mod identity;
 pub(crate) mod listener;
 pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod secret;
 pub(crate) mod server;
+pub(crate) mod token;
 mod validate;
+mod validate_identity;
 
 pub(crate) use listener::{Listener, Tls};
 pub(crate) use policy::Policy;
@@ -164,6 +167,9 @@ impl Config {
                 for sni in &mut tls.sni {
                     sni.cert = base.join(&sni.cert);
                     sni.key = base.join(&sni.key);
+                }
+                for path in tls.client_ca.iter_mut().chain(&mut tls.client_crls) {
+                    *path = base.join(&*path);
                 }
             }
         }

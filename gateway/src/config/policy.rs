@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::identity::{ClientCert, ExtAuthz, Introspection};
+pub(crate) use super::token::{ClaimRule, OnExpiry, TokenSource};
 use crate::core::duration::HumanDuration;
 use crate::core::url::HttpUrl;
 
@@ -16,6 +18,12 @@ pub(crate) struct Policy {
     pub(crate) include: Option<PathBuf>,
     pub(crate) origin: Option<Origin>,
     pub(crate) jwt: Option<Jwt>,
+    /// The TLS client certificate (see `identity`).
+    pub(crate) client_cert: Option<ClientCert>,
+    /// An external authorization service asked about each handshake.
+    pub(crate) ext_authz: Option<ExtAuthz>,
+    /// Opaque tokens checked by OAuth 2.0 token introspection.
+    pub(crate) introspection: Option<Introspection>,
     #[serde(default)]
     pub(crate) limits: PolicyLimits,
     /// This policy's choice when the cluster store fails (`[cluster] on_error` otherwise).
@@ -35,32 +43,6 @@ pub(crate) struct Origin {
     /// Admit `Origin: null` (sandboxed frames, `file://` pages).
     #[serde(default)]
     pub(crate) allow_null: bool,
-}
-
-/// Where a token may be found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum TokenSource {
-    /// `Authorization: Bearer <token>`.
-    Header,
-    /// A `Sec-WebSocket-Protocol` entry `bearer.<token>` (browsers cannot set headers).
-    Subprotocol,
-    /// A query parameter (default `access_token`).
-    Query,
-    /// A cookie (default `access_token`).
-    Cookie,
-}
-
-impl TokenSource {
-    /// The name as configured.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            TokenSource::Header => "header",
-            TokenSource::Subprotocol => "subprotocol",
-            TokenSource::Query => "query",
-            TokenSource::Cookie => "cookie",
-        }
-    }
 }
 
 /// A JWT algorithm name as written in config.
@@ -99,17 +81,6 @@ pub(crate) struct Key {
     pub(crate) secret_file: Option<PathBuf>,
     /// ...or in an environment variable. Never inline.
     pub(crate) secret_env: Option<String>,
-}
-
-/// What to do when the token of an open socket expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum OnExpiry {
-    /// Close with 1008 `token expired` (after `expiry_grace`).
-    #[default]
-    Close,
-    /// Let the socket live on.
-    Ignore,
 }
 
 /// `[policies.NAME.jwt]`: token verification.
@@ -152,23 +123,6 @@ pub(crate) struct Jwt {
     pub(crate) expiry_grace: Option<HumanDuration>,
 }
 
-/// A required claim value: one, or all of several.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum ClaimRule {
-    One(String),
-    All(Vec<String>),
-}
-
-impl ClaimRule {
-    pub(crate) fn values(&self) -> Vec<&str> {
-        match self {
-            ClaimRule::One(v) => vec![v.as_str()],
-            ClaimRule::All(vs) => vs.iter().map(String::as_str).collect(),
-        }
-    }
-}
-
 /// A rate with a burst: `{ per_second = 5, burst = 10 }` or `{ per_minute = 60 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,7 +139,8 @@ pub(crate) struct Rate {
 pub(crate) struct PolicyLimits {
     /// Handshakes per client IP (429 + Retry-After).
     pub(crate) handshakes_per_ip: Option<Rate>,
-    /// Handshakes per token subject (429 + Retry-After).
+    /// Handshakes per subject: the token's `sub`, or the client certificate's identity
+    /// (429 + Retry-After).
     pub(crate) handshakes_per_subject: Option<Rate>,
     /// Open sockets per client IP / per subject (429), per route (429) under this policy.
     pub(crate) connections_per_ip: Option<usize>,
@@ -203,6 +158,9 @@ impl Policy {
         self.origin.is_none()
             && self.jwt.is_none()
             && self.cluster.is_none()
+            && self.client_cert.is_none()
+            && self.ext_authz.is_none()
+            && self.introspection.is_none()
             && l.handshakes_per_ip.is_none()
             && l.handshakes_per_subject.is_none()
             && l.connections_per_ip.is_none()
@@ -214,6 +172,7 @@ impl Policy {
 
     /// Resolve relative paths against `base` (the config file's folder).
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        super::identity::resolve_paths(self.ext_authz.as_mut(), self.introspection.as_mut(), base);
         if let Some(jwt) = &mut self.jwt {
             for k in &mut jwt.keys {
                 for p in [&mut k.pem_file, &mut k.secret_file].into_iter().flatten() {

@@ -3,6 +3,7 @@
 
 use super::policy::{Jwt, Policy, Rate};
 use super::route::{Mode, Route, RELAY_RESERVED_HEADERS};
+use super::validate_identity as identity;
 use super::{defaults, Config};
 use crate::core::credential::is_token_subprotocol;
 
@@ -96,6 +97,7 @@ fn listeners(c: &Config) -> Result<(), String> {
                 }
             }
         }
+        client_ca(tls, &format!("listeners[{i}].tls"))?;
         for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
             if path.as_os_str().is_empty() {
                 return Err(format!("listeners[{i}].tls.{key} must not be empty"));
@@ -107,6 +109,31 @@ fn listeners(c: &Config) -> Result<(), String> {
                     path.display()
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The client-certificate keys of a listener's TLS table (`key`).
+fn client_ca(tls: &super::Tls, key: &str) -> Result<(), String> {
+    let Some(ca) = &tls.client_ca else {
+        if tls.client_auth.is_some() || !tls.client_crls.is_empty() {
+            return Err(format!(
+                "{key}: client_auth and client_crls need client_ca (the CA that issues client \
+                 certificates)"
+            ));
+        }
+        return Ok(());
+    };
+    if !ca.is_file() {
+        return Err(format!("{key}.client_ca: {} does not exist", ca.display()));
+    }
+    for (j, crl) in tls.client_crls.iter().enumerate() {
+        if !crl.is_file() {
+            return Err(format!(
+                "{key}.client_crls[{j}]: {} does not exist",
+                crl.display()
+            ));
         }
     }
     Ok(())
@@ -314,6 +341,20 @@ pub(super) fn policy(p: &Policy, key: &str) -> Result<(), String> {
     if let Some(jwt) = &p.jwt {
         self::jwt(jwt, &format!("{key}.jwt"))?;
     }
+    if let Some(c) = &p.client_cert {
+        identity::validate_client_cert(c, &format!("{key}.client_cert"))?;
+    }
+    if let Some(e) = &p.ext_authz {
+        identity::validate_ext_authz(e, &format!("{key}.ext_authz"))?;
+    }
+    if let Some(i) = &p.introspection {
+        identity::validate_introspection(i, &format!("{key}.introspection"))?;
+        if p.jwt.is_some() {
+            return Err(format!(
+                "{key}: jwt and introspection are two ways to check one token; keep one"
+            ));
+        }
+    }
     let l = &p.limits;
     for (name, rate) in [
         ("handshakes_per_ip", l.handshakes_per_ip),
@@ -338,9 +379,15 @@ pub(super) fn policy(p: &Policy, key: &str) -> Result<(), String> {
         }
     }
     let per_subject = l.handshakes_per_subject.is_some() || l.connections_per_subject.is_some();
-    if per_subject && p.jwt.is_none() {
+    let has_subject = p.jwt.is_some()
+        || p.introspection.is_some()
+        || p.client_cert
+            .as_ref()
+            .is_some_and(|c| c.subject_from.is_some());
+    if per_subject && !has_subject {
         return Err(format!(
-            "{key}.limits: per-subject limits need a [{key}.jwt] table (a subject comes from a token)"
+            "{key}.limits: per-subject limits need a subject: a [{key}.jwt] or \
+             [{key}.introspection] table, or [{key}.client_cert] subject_from"
         ));
     }
     Ok(())

@@ -8,7 +8,7 @@
 //! | [`close`] | close codes and the reasons the gateway sends with them |
 //! | [`end`] | how a session ended, who closed it, why the gateway stopped it |
 //! | [`labels`] | the other metric label values (handshake result, direction, class, upstream error kind) |
-//! | [`duration`], [`url`], [`cidr`], [`name`], [`addr`], [`log_format`], [`on_error`] | parsed configuration values |
+//! | [`duration`], [`url`], [`cidr`], [`name`], [`glob`], [`addr`], [`log_format`], [`on_error`] | parsed configuration values |
 //! | [`header`] | reading comma-separated header values |
 //! | [`credential`] | where browsers put a token (the `bearer.` subprotocol entry) |
 //! | [`background`], [`shutdown`] | threads for work outside the request path; pingora's shutdown broadcast |
@@ -20,6 +20,7 @@ pub(crate) mod close;
 pub(crate) mod credential;
 pub(crate) mod duration;
 pub(crate) mod end;
+pub(crate) mod glob;
 pub(crate) mod header;
 pub(crate) mod labels;
 pub(crate) mod log_format;

@@ -27,6 +27,13 @@ pub(crate) enum Reason {
     AuthExpired,
     /// A valid token whose claims the route's policy refuses (403).
     Forbidden,
+    /// No verified client certificate where the policy requires one, or one it does not allow
+    /// (403).
+    ClientCert,
+    /// The external authorizer refused the handshake (its status: 401, 403, ...).
+    AuthzDenied,
+    /// The external authorizer or the introspection endpoint could not be asked (503).
+    AuthUnavailable,
     /// Too many handshakes from one client (429).
     RateLimited,
     /// A connection cap (per IP, subject, route or global) is reached (429/503).
@@ -43,7 +50,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 17] = [
+    pub(crate) const ALL: [Reason; 20] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -55,6 +62,9 @@ impl Reason {
         Reason::AuthInvalid,
         Reason::AuthExpired,
         Reason::Forbidden,
+        Reason::ClientCert,
+        Reason::AuthzDenied,
+        Reason::AuthUnavailable,
         Reason::RateLimited,
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
@@ -76,6 +86,9 @@ impl Reason {
             Reason::AuthInvalid => "auth_invalid",
             Reason::AuthExpired => "auth_expired",
             Reason::Forbidden => "forbidden",
+            Reason::ClientCert => "client_cert",
+            Reason::AuthzDenied => "authz_denied",
+            Reason::AuthUnavailable => "auth_unavailable",
             Reason::RateLimited => "rate_limited",
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
@@ -110,6 +123,9 @@ mod tests {
                 | Reason::AuthInvalid
                 | Reason::AuthExpired
                 | Reason::Forbidden
+                | Reason::ClientCert
+                | Reason::AuthzDenied
+                | Reason::AuthUnavailable
                 | Reason::RateLimited
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable

@@ -6,13 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use pingora::protocols::Stream;
+use prometheus::IntGauge;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use crate::admission::caps::{Caps, Slot};
 use crate::config::Limits;
 use crate::core::labels::DropReason;
+use crate::net::server_tls::CertStore;
 
 /// A client's byte stream after TLS (or without it, on a plain `ws://` listener).
 pub(crate) type ClientIo = Either<Stream, TlsStream<Stream>>;
@@ -21,8 +22,8 @@ pub(crate) type ClientIo = Either<Stream, TlsStream<Stream>>;
 pub(crate) struct EdgeListener {
     /// The bound address (a port-0 address resolved to its port).
     pub(crate) address: SocketAddr,
-    /// `None`: plain `ws://` (local development only).
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// Its TLS settings in force; `None`: plain `ws://` (local development only).
+    pub(crate) tls: Option<Arc<CertStore>>,
 }
 
 impl EdgeListener {
@@ -50,19 +51,35 @@ pub(crate) fn peer_of(io: &Stream) -> Option<IpAddr> {
 }
 
 /// The counts of not-yet-admitted connections.
-#[derive(Default)]
 pub(crate) struct Pending {
     total: Arc<Caps<()>>,
     per_ip: Arc<Caps<IpAddr>>,
+    /// `portcullis_connections_pending`.
+    gauge: IntGauge,
 }
 
 /// One connection counted as pending until dropped.
 pub(crate) struct PendingSlot {
     _total: Slot,
     _per_ip: Option<Slot>,
+    gauge: IntGauge,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Pending {
+    pub(crate) fn new(gauge: IntGauge) -> Pending {
+        Pending {
+            total: Arc::default(),
+            per_ip: Arc::default(),
+            gauge,
+        }
+    }
+
     /// Count a new connection from `peer`, unless a cap is reached.
     pub(crate) fn enter(
         &self,
@@ -81,9 +98,11 @@ impl Pending {
             .total
             .acquire((), limits.max_pending_connections)
             .ok_or(DropReason::PendingLimit)?;
+        self.gauge.inc();
         Ok(PendingSlot {
             _total: total,
             _per_ip: per_ip,
+            gauge: self.gauge.clone(),
         })
     }
 }

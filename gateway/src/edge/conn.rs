@@ -1,13 +1,15 @@
 //! One client connection as the edge holds it after TLS: the stream, the bytes read past the
 //! last request head (a pipelined request, or the first WebSocket frames), the peer's address,
-//! and its place among the not-yet-admitted connections.
+//! its verified client certificate, and its place among the not-yet-admitted connections.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio_util::either::Either;
 
 use super::accept::{ClientIo, PendingSlot};
+use crate::net::peer_cert::PeerCert;
 
 /// A client connection.
 pub(crate) struct Conn {
@@ -16,6 +18,8 @@ pub(crate) struct Conn {
     pub(crate) buf: BytesMut,
     /// The socket's peer (not yet trusted-proxy aware).
     pub(crate) peer: Option<IpAddr>,
+    /// The client certificate the listener verified (listeners with `client_ca`).
+    pub(crate) peer_cert: Option<Arc<PeerCert>>,
     /// Held until the connection reaches admission (or ends).
     pending: Option<PendingSlot>,
 }
@@ -26,7 +30,21 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             peer,
+            peer_cert: None,
             pending: Some(pending),
+        }
+    }
+
+    /// Read the identity of the certificate the TLS verifier accepted, if the client sent one.
+    /// An unreadable one (the verifier accepted it, so this is rare) counts as none, logged.
+    pub(crate) fn read_peer_cert(&mut self) {
+        let Either::Right(tls) = &self.io else { return };
+        let Some(der) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            return;
+        };
+        match PeerCert::from_der(der) {
+            Ok(cert) => self.peer_cert = Some(Arc::new(cert)),
+            Err(e) => log::warn!("client {:?}: {e}; treated as no certificate", self.peer),
         }
     }
 

@@ -17,9 +17,17 @@ use super::route::Router;
 use crate::admission::Admission;
 use crate::config::{Config, Mode};
 use crate::core::labels::ALL_ROUTES;
-use crate::net::server_tls::{ensure_dev_pair, CertSet};
+use crate::net::server_tls::{ensure_dev_pair, needs_dev_pair, CertSet};
 use crate::obs::metrics::Metrics;
 use crate::relay::Relays;
+
+/// Whether building a generation may write files (the development certificate). `--check` only
+/// validates: it says what a start would generate instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Files {
+    MayWrite,
+    ReadOnly,
+}
 
 /// One generation of configuration.
 pub(crate) struct Generation {
@@ -34,6 +42,8 @@ pub(crate) struct Generation {
     pub(crate) admin_token: Option<String>,
     /// The removal signals of routes the previous generation had and this one has not.
     removed: Vec<watch::Sender<bool>>,
+    /// What a read-only build left undone (a development certificate it would generate).
+    pub(crate) notes: Vec<String>,
 }
 
 impl Generation {
@@ -44,6 +54,7 @@ impl Generation {
     pub(crate) fn build(
         config: Config,
         previous: Option<&Generation>,
+        files: Files,
     ) -> Result<Generation, String> {
         let admin_token = if config.admin.enabled {
             config.admin.token()?
@@ -51,11 +62,22 @@ impl Generation {
             None
         };
         let mut certs = Vec::new();
+        let mut notes = Vec::new();
         for (i, listener) in config.listeners.iter().enumerate() {
             let Some(tls) = &listener.tls else {
                 certs.push(None);
                 continue;
             };
+            if files == Files::ReadOnly && needs_dev_pair(tls) {
+                notes.push(format!(
+                    "listeners[{i}].tls: a self-signed development certificate would be \
+                     generated at {} (key {})",
+                    tls.cert.display(),
+                    tls.key.display()
+                ));
+                certs.push(None);
+                continue;
+            }
             if ensure_dev_pair(tls).map_err(|e| format!("listeners[{i}].tls: {e}"))? {
                 log::warn!(
                     "generated a self-signed development certificate {} (key {}); clients must \
@@ -83,6 +105,7 @@ impl Generation {
             certs,
             admin_token,
             removed,
+            notes,
         })
     }
 

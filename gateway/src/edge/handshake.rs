@@ -74,7 +74,7 @@ impl Edge {
             }
             Ok(upgrade) => generation
                 .admission
-                .admit(&head, route, client, &upgrade)
+                .admit(&head, route, client, conn.peer_cert.as_deref(), &upgrade)
                 .await
                 .map(|(admitted, permit)| (upgrade, admitted, permit)),
         };

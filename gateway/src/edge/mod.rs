@@ -61,9 +61,9 @@ impl Edge {
             in_force,
             sessions,
             registry,
+            pending: Pending::new(metrics.pending_gauge()),
             report: Report::new(metrics, format),
             listeners,
-            pending: Pending::default(),
         }
     }
 
@@ -87,24 +87,28 @@ impl Edge {
         };
         let io = match &self.listeners[listener].tls {
             None => Either::Left(io),
-            Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => Either::Right(tls),
-                Ok(Err(e)) => {
-                    self.report.metrics.tls_handshake_failure();
-                    log::debug!("TLS handshake with {peer:?} failed: {e}");
-                    return None;
+            Some(store) => {
+                match tokio::time::timeout_at(deadline, store.acceptor().accept(io)).await {
+                    Ok(Ok(tls)) => Either::Right(tls),
+                    Ok(Err(e)) => {
+                        self.report.metrics.tls_handshake_failure();
+                        log::debug!("TLS handshake with {peer:?} failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        self.report.metrics.tls_handshake_failure();
+                        self.report
+                            .metrics
+                            .connection_dropped(DropReason::HandshakeTimeout);
+                        return None;
+                    }
                 }
-                Err(_) => {
-                    self.report.metrics.tls_handshake_failure();
-                    self.report
-                        .metrics
-                        .connection_dropped(DropReason::HandshakeTimeout);
-                    return None;
-                }
-            },
+            }
         };
         self.report.metrics.connection_accepted();
-        Some((Conn::new(io, peer, pending), deadline))
+        let mut conn = Conn::new(io, peer, pending);
+        conn.read_peer_cert();
+        Some((conn, deadline))
     }
 
     /// Answer a refused request (after counting and logging it, so whoever sees the answer also

@@ -54,7 +54,12 @@ impl Listeners {
                 .find(|(addr, _)| *addr == listener.address)
                 .and_then(|(_, store)| store.as_ref());
             if let (Some(store), Some(set)) = (store, set) {
-                store.install(set.clone());
+                if let Err(e) = store.install(set.clone()) {
+                    log::error!(
+                        "certificates of {} kept, the new ones cannot be served: {e}",
+                        store.describe()
+                    );
+                }
             }
         }
         next.publish(metrics);

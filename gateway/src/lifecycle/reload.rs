@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::listeners::Listeners;
 use crate::config::Config;
-use crate::edge::generation::{Generation, InForce};
+use crate::edge::generation::{Files, Generation, InForce};
 use crate::obs::metrics::Metrics;
 
 /// What can be reloaded, and from where.
@@ -47,7 +47,8 @@ impl Reloader {
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 let source = config.source.clone();
-                Generation::build(config, Some(&old)).map_err(|e| format!("{source}: {e}"))
+                Generation::build(config, Some(&old), Files::MayWrite)
+                    .map_err(|e| format!("{source}: {e}"))
             });
         let next = match next {
             Ok(next) => next,

@@ -17,19 +17,20 @@ use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::cluster::OnError;
 use crate::config::Config;
 use crate::edge::accept::EdgeListener;
-use crate::edge::generation::{Generation, InForce};
+use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
-use crate::net::server_tls::{self, CertStore};
+use crate::net::server_tls::CertStore;
 use crate::obs::metrics::Metrics;
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
 
 /// Validate a configuration as a start would, loading every certificate and key, without
-/// binding anything or starting anything (`portcullis --check`).
-pub fn check(config: Config) -> Result<(), String> {
-    Generation::build(config, None).map(drop)
+/// writing, binding or starting anything (`portcullis --check`). `Ok` holds what a start would
+/// do besides (a development certificate it would generate).
+pub fn check(config: Config) -> Result<Vec<String>, String> {
+    Generation::build(config, None, Files::ReadOnly).map(|g| g.notes)
 }
 
 /// The addresses can be bound (a clear error now rather than pingora's panic later).
@@ -54,7 +55,7 @@ fn socket_buffers() -> L4BufferSettings {
 /// are taken over from a running gateway (which hands them over on SIGQUIT and then drains)
 /// instead of being bound anew.
 pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
-    let mut generation = Generation::build(config, None)?;
+    let mut generation = Generation::build(config, None, Files::MayWrite)?;
     if !upgrade {
         check_bindable(&generation.config)?;
     }
@@ -96,12 +97,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let mut bound = Vec::new();
     for (listener, set) in config.listeners.iter().zip(&generation.certs) {
         let addr = BoundAddr::resolve(listener.address.0)?;
-        let store = set.clone().map(CertStore::new);
+        let store = set.clone().map(CertStore::new).transpose()?;
         public_listeners.push(addr.listener().l4_buffer(socket_buffers()));
         let tls = match &store {
             Some(store) => {
                 log::info!("listening on wss://{}", addr.address);
-                Some(server_tls::acceptor(store.clone())?)
+                Some(store.clone())
             }
             None => {
                 log::warn!(

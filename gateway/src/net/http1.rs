@@ -20,10 +20,9 @@ pub(crate) struct RequestHead {
     pub(crate) method: String,
     /// The request target in origin form (path and query). An absolute-form target
     /// (`GET https://host/path`, RFC 9112 section 3.2.2) is reduced to its path and query here,
-    /// its authority kept in [`RequestHead::authority`], so every route and check sees one form.
+    /// and its authority replaces any `Host` header the client sent (the server ignores `Host`
+    /// then), so every route and check sees one form and one host.
     pub(crate) target: String,
-    /// The authority of an absolute-form target.
-    pub(crate) authority: Option<String>,
     /// HTTP/1.x minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub(crate) minor_version: u8,
     pub(crate) headers: HeaderMap,
@@ -41,10 +40,15 @@ impl RequestHead {
             );
         }
         let (target, authority) = split_absolute_form(target).expect("a valid test target");
+        if let Some(authority) = &authority {
+            map.insert(
+                http::header::HOST,
+                HeaderValue::from_str(authority).expect("authority"),
+            );
+        }
         RequestHead {
             method: method.into(),
             target,
-            authority,
             minor_version: 1,
             headers: map,
         }
@@ -197,10 +201,14 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
     }
     let (target, authority) = split_absolute_form(req.path.unwrap_or_default())
         .ok_or(HeadError::Malformed("unsupported request target"))?;
+    if let Some(authority) = &authority {
+        let host = HeaderValue::from_str(authority)
+            .map_err(|_| HeadError::Malformed("malformed request target"))?;
+        headers.insert(http::header::HOST, host);
+    }
     let head = RequestHead {
         method: req.method.unwrap_or_default().to_string(),
         target,
-        authority,
         minor_version: req.version.unwrap_or(1),
         headers,
     };
@@ -268,7 +276,6 @@ mod tests {
         let head = r.unwrap().unwrap();
         assert_eq!(head.path(), "/ws/echo");
         assert_eq!(head.target, "/ws/echo?x=1");
-        assert_eq!(head.authority.as_deref(), Some("Gw.Example:8443"));
         let (r, _) = read(b"GET HTTP://h?q HTTP/1.1\r\n\r\n").await;
         assert_eq!(r.unwrap().unwrap().target, "/?q");
         for bad in [
@@ -326,7 +333,6 @@ mod tests {
         let head = RequestHead {
             method: "GET".into(),
             target: "/".into(),
-            authority: None,
             minor_version: 1,
             headers,
         };

@@ -10,6 +10,12 @@
 //! match its certificate a clear error); putting the generation in force installs it in the
 //! listener's store, and a certificate-only reload re-reads the files of the set in force. Open
 //! connections are never touched.
+//!
+//! A listener with `client_ca` also verifies client certificates (rustls' `WebPkiClientVerifier`,
+//! with the listener's CRLs): `required` fails the TLS handshake without a valid one, `optional`
+//! lets a client without one through to admission. The verifier belongs to the [`CertSet`], so
+//! the client CA and CRLs are reloaded with the certificates: the store keeps the rustls
+//! `ServerConfig` of the set in force and every new TLS handshake reads it.
 
 use std::fmt;
 use std::fs;
@@ -20,11 +26,13 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::listener::ClientAuth;
 use crate::config::Tls;
 use crate::core::name::NamePattern;
 
@@ -34,7 +42,7 @@ const DEV_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Make sure the certificate pair of a listener exists: generate a self-signed development pair
 /// when asked to and the files are missing. Returns `true` when it generated one.
 pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
-    if !tls.generate_self_signed || (tls.cert.exists() && tls.key.exists()) {
+    if !needs_dev_pair(tls) {
         return Ok(false);
     }
     let pair = rcgen::generate_simple_self_signed(
@@ -50,6 +58,11 @@ pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
     fs::write(&tls.cert, pair.cert.pem())
         .map_err(|e| format!("cannot write {}: {e}", tls.cert.display()))?;
     Ok(true)
+}
+
+/// Whether a start would generate the development pair of `tls` (asked for, and missing).
+pub(crate) fn needs_dev_pair(tls: &Tls) -> bool {
+    tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists())
 }
 
 /// Write a private key readable by its owner only.
@@ -93,6 +106,8 @@ pub(crate) struct CertSet {
     tls: Tls,
     default: Arc<CertifiedKey>,
     by_name: Vec<(NamePattern, Arc<CertifiedKey>)>,
+    /// Verifies client certificates (a listener with `client_ca`).
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// Modification times of the files when they were read.
     stamps: Vec<Option<SystemTime>>,
 }
@@ -119,6 +134,7 @@ impl CertSet {
             tls: tls.clone(),
             default,
             by_name,
+            client_verifier: client_verifier(tls)?,
             stamps,
         })
     }
@@ -141,9 +157,86 @@ impl CertSet {
     }
 }
 
-/// The resolver of one listener: serves the [`CertSet`] in force.
-pub(crate) struct CertStore {
+/// The client-certificate verifier of a listener's `client_ca` (and `client_crls`), if any.
+fn client_verifier(tls: &Tls) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
+    let Some(ca) = &tls.client_ca else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("client_ca: cannot read {}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("client_ca: bad PEM in {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("client_ca: unusable certificate in {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "client_ca: no certificate found in {}",
+            ca.display()
+        ));
+    }
+    let mut crls = Vec::new();
+    for (i, path) in tls.client_crls.iter().enumerate() {
+        let list: Vec<CertificateRevocationListDer<'static>> =
+            CertificateRevocationListDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| format!("client_crls[{i}]: cannot read {}: {e}", path.display()))?;
+        if list.is_empty() {
+            return Err(format!(
+                "client_crls[{i}]: no CRL found in {}",
+                path.display()
+            ));
+        }
+        crls.extend(list);
+    }
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
+            .with_crls(crls);
+    let builder = match tls.client_auth.unwrap_or_default() {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| format!("client_ca: {e}"))
+}
+
+/// The rustls settings of a listener serving `set` through `resolver`. The settings are those
+/// of pingora's rustls mode: TLS 1.2 and 1.3, ring.
+fn server_config(
+    resolver: Arc<Resolver>,
+    set: &CertSet,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| format!("TLS settings: {e}"))?;
+    let builder = match &set.client_verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_cert_resolver(resolver)))
+}
+
+/// Picks a certificate of the [`CertSet`] in force by SNI.
+#[derive(Debug)]
+struct Resolver {
     current: ArcSwap<CertSet>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().choose(hello.server_name()))
+    }
+}
+
+/// One listener's TLS: the [`CertSet`] in force and the rustls settings that serve it.
+pub(crate) struct CertStore {
+    resolver: Arc<Resolver>,
+    /// Read by every new TLS handshake; replaced when a set is put in force.
+    config: ArcSwap<rustls::ServerConfig>,
     /// Serialises reloads, so two never interleave their read and swap.
     reloading: Mutex<()>,
 }
@@ -155,30 +248,41 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    pub(crate) fn new(set: Arc<CertSet>) -> Arc<CertStore> {
-        Arc::new(CertStore {
-            current: ArcSwap::new(set),
+    pub(crate) fn new(set: Arc<CertSet>) -> Result<Arc<CertStore>, String> {
+        let resolver = Arc::new(Resolver {
+            current: ArcSwap::new(set.clone()),
+        });
+        let config = server_config(resolver.clone(), &set)?;
+        Ok(Arc::new(CertStore {
+            resolver,
+            config: ArcSwap::new(config),
             reloading: Mutex::new(()),
-        })
+        }))
     }
 
-    /// Put `set` in force (a new configuration generation).
-    pub(crate) fn install(&self, set: Arc<CertSet>) {
+    /// Put `set` in force (a new configuration generation, or re-read files).
+    pub(crate) fn install(&self, set: Arc<CertSet>) -> Result<(), String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        self.current.store(set);
+        self.swap(set)
+    }
+
+    fn swap(&self, set: Arc<CertSet>) -> Result<(), String> {
+        let config = server_config(self.resolver.clone(), &set)?;
+        self.resolver.current.store(set);
+        self.config.store(config);
+        Ok(())
     }
 
     /// Re-read the files of the set in force; on any error the certificates in use stay.
     pub(crate) fn reload(&self) -> Result<(), String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let next = CertSet::load(&self.current.load().tls)?;
-        self.current.store(Arc::new(next));
-        Ok(())
+        let next = CertSet::load(&self.resolver.current.load().tls)?;
+        self.swap(Arc::new(next))
     }
 
     /// Reload when a file's modification time changed; `Ok(true)` when it reloaded.
     pub(crate) fn reload_if_changed(&self) -> Result<bool, String> {
-        let current = self.current.load();
+        let current = self.resolver.current.load();
         if current.stamps == stamps(&current.tls) {
             return Ok(false);
         }
@@ -186,30 +290,21 @@ impl CertStore {
     }
 
     pub(crate) fn describe(&self) -> String {
-        self.current.load().tls.cert.display().to_string()
+        self.resolver.current.load().tls.cert.display().to_string()
     }
-}
 
-impl ResolvesServerCert for CertStore {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load().choose(hello.server_name()))
+    /// The acceptor for one new TLS handshake, with the settings in force.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.load_full())
     }
-}
-
-/// The TLS acceptor of a listener whose certificates `store` serves.
-pub(crate) fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, String> {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| format!("TLS settings: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn stamps(tls: &Tls) -> Vec<Option<SystemTime>> {
     std::iter::once((&tls.cert, &tls.key))
         .chain(tls.sni.iter().map(|s| (&s.cert, &s.key)))
         .flat_map(|(c, k)| [c, k])
+        .chain(tls.client_ca.iter())
+        .chain(tls.client_crls.iter())
         .map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
         .collect()
 }
@@ -225,7 +320,7 @@ mod tests {
             cert: dir.path().join("dev/cert.pem"),
             key: dir.path().join("dev/key.pem"),
             generate_self_signed: true,
-            sni: vec![],
+            ..Tls::default()
         };
         assert!(ensure_dev_pair(&tls).unwrap());
         assert!(!ensure_dev_pair(&tls).unwrap(), "an existing pair is kept");
@@ -242,13 +337,13 @@ mod tests {
             cert: dir.path().join("a/cert.pem"),
             key: dir.path().join("a/key.pem"),
             generate_self_signed: true,
-            sni: vec![],
+            ..Tls::default()
         };
         let b = Tls {
             cert: dir.path().join("b/cert.pem"),
             key: dir.path().join("b/key.pem"),
             generate_self_signed: true,
-            sni: vec![],
+            ..Tls::default()
         };
         ensure_dev_pair(&a).unwrap();
         ensure_dev_pair(&b).unwrap();
@@ -256,7 +351,7 @@ mod tests {
             cert: a.cert.clone(),
             key: b.key.clone(),
             generate_self_signed: false,
-            sni: vec![],
+            ..Tls::default()
         };
         let e = load_certified_key(&mixed.cert, &mixed.key).unwrap_err();
         assert!(e.contains("do not form a usable pair"), "{e}");

@@ -1,7 +1,8 @@
 //! The upstream's handshake request: what of the client's request goes on (end-to-end headers,
 //! its query), what never does (hop-by-hop and WebSocket headers, identity headers the client
 //! sent, its token unless the route forwards it, `bearer.` subprotocol entries), and what the
-//! gateway adds (`X-Forwarded-*`, `Forwarded`, verified claims as headers).
+//! gateway adds (`X-Forwarded-*`, `Forwarded`, verified claims, the client certificate's and
+//! the external authorizer's identity headers).
 
 use std::net::IpAddr;
 
@@ -83,7 +84,8 @@ impl Forwarding {
                 || connection_listed.iter().any(|c| c == n)
                 || n.starts_with("sec-websocket-")
                 || RELAY_RESERVED_HEADERS.contains(&n)
-                || self.forward_claims.iter().any(|(_, h)| h == name);
+                || self.forward_claims.iter().any(|(_, h)| h == name)
+                || admitted.identity_header_names.contains(name);
             if !drop {
                 headers.append(name.clone(), value.clone());
             }
@@ -153,6 +155,10 @@ impl Forwarding {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.insert(header.clone(), v);
             }
+        }
+        // The client certificate's and the authorizer's identity headers.
+        for (name, value) in &admitted.identity_headers {
+            headers.append(name.clone(), value.clone());
         }
 
         // The WebSocket handshake itself.

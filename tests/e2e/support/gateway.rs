@@ -80,6 +80,22 @@ impl Gateway {
         Gateway::start_full(tls, "", extra, prepare).await
     }
 
+    /// Start over TLS with `tls_extra` keys in `[listeners.tls]` (say, `client_ca`), after
+    /// `prepare` has written files into the gateway's folder.
+    pub async fn start_tls_extra(
+        tls_extra: &str,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let marker = "generate_self_signed = true\n";
+        let text = config_text(true, extra).replacen(marker, &format!("{marker}{tls_extra}\n"), 1);
+        std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
+        let cert = dir.path().join("certs/cert.pem");
+        Gateway::run(dir, &["--config", "portcullis.toml"], cert, true).await
+    }
+
     /// Start over TLS with `admin_extra` keys in `[admin]` and `extra` tables appended.
     pub async fn start_admin(admin_extra: &str, extra: &str) -> Gateway {
         Gateway::start_full(true, admin_extra, extra, |_| {}).await
@@ -320,6 +336,47 @@ impl Gateway {
         read_until(&mut tls, &mut got, "the answer's head", has_head).await;
         let text = String::from_utf8_lossy(&got).into_owned();
         (status_of(&text), text, tls)
+    }
+
+    /// A handshake for `target` with `extra` header lines over TLS presenting `identity`:
+    /// status and head, or what failed (the TLS handshake, or the connection before an answer:
+    /// under TLS 1.3 a refused client certificate shows on the first read).
+    pub async fn try_handshake_as(
+        &self,
+        target: &str,
+        extra: &str,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<(u16, String), String> {
+        let (status, head, _) = self.handshake_open_as(target, extra, identity).await?;
+        Ok((status, head))
+    }
+
+    /// [`Gateway::try_handshake_as`], keeping the connection open.
+    pub async fn handshake_open_as(
+        &self,
+        target: &str,
+        extra: &str,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<(u16, String, TlsStream<TcpStream>), String> {
+        let mut tls = try_tls_connect_as(self.port, &self.cert, "localhost", identity)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        tls.write_all(handshake(target, extra).as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !has_head(&got) {
+            use tokio::io::AsyncReadExt;
+            match tokio::time::timeout(STEP, tls.read(&mut chunk)).await {
+                Err(_) => panic!("no answer in time; got {got:?}"),
+                Ok(Err(e)) => return Err(format!("read: {e}")),
+                Ok(Ok(0)) => return Err("closed before an answer".into()),
+                Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        Ok((status_of(&text), text, tls))
     }
 
     /// GET over plain HTTP on the admin port: the whole answer.

@@ -3,6 +3,7 @@
 //! and tools the tests need around it. Everything is bounded in time: waits poll what they wait
 //! for, with a deadline. Processes are killed and folders removed when their handles drop.
 
+mod browser;
 mod client;
 mod gateway;
 mod process;
@@ -10,6 +11,7 @@ mod redis;
 pub mod upstream;
 mod wait;
 
+pub use browser::*;
 pub use client::*;
 pub use gateway::*;
 pub use process::*;

@@ -1,7 +1,7 @@
 //! Servers the tests start themselves, inside the test's runtime, each on a port bound once
 //! (`127.0.0.1:0`) and kept: test upstream WebSocket servers (plain or TLS) that report what
-//! they see, a small HTTP server (a JWKS endpoint), and a held port with nothing listening (an
-//! upstream that is down, or down for a while).
+//! they see, a small HTTP server (a JWKS endpoint, a test page), and a held port with nothing
+//! listening (an upstream that is down, or down for a while).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -370,8 +370,8 @@ fn reuseport_socket() -> TcpSocket {
     socket
 }
 
-/// A small HTTP/1.1 server: every request gets the current body as JSON (200), or a 503 while
-/// the body is `None`; it counts the connections it answers. Stops when dropped.
+/// A small HTTP/1.1 server: every request gets the current body (200; JSON, or HTML for a page),
+/// or a 503 while the body is `None`; it counts the connections it answers. Stops when dropped.
 pub struct HttpServer {
     pub addr: SocketAddr,
     body: Arc<Mutex<Option<String>>>,
@@ -386,7 +386,17 @@ impl Drop for HttpServer {
 }
 
 impl HttpServer {
+    /// Answers every request with `body` as JSON (a JWKS endpoint).
     pub async fn start(body: String) -> HttpServer {
+        HttpServer::start_typed(body, "application/json").await
+    }
+
+    /// Answers every request with `html` (a test page; its origin is `http://` + the address).
+    pub async fn page(html: String) -> HttpServer {
+        HttpServer::start_typed(html, "text/html; charset=utf-8").await
+    }
+
+    async fn start_typed(body: String, content_type: &'static str) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(Some(body)));
@@ -404,7 +414,7 @@ impl HttpServer {
                     let _ = tokio::time::timeout(STEP, s.read(&mut buf)).await;
                     let answer = match body {
                         Some(b) => format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
                             b.len()
                         ),
                         None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
@@ -433,5 +443,179 @@ impl HttpServer {
     /// How many connections it has answered.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A request an [`HttpService`] received.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// A field of a form-encoded body.
+    pub fn form(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// What an [`HttpService`] answers, after `delay`.
+#[derive(Debug, Clone, Default)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub delay: std::time::Duration,
+}
+
+impl HttpReply {
+    pub fn new(status: u16, body: impl Into<String>) -> HttpReply {
+        HttpReply {
+            status,
+            body: body.into(),
+            ..HttpReply::default()
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> HttpReply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// How an [`HttpService`] answers each request.
+pub type HttpHandler = Arc<dyn Fn(&HttpRequest) -> HttpReply + Send + Sync>;
+
+/// A small HTTP/1.1 service (an authorizer, an introspection endpoint, a JWKS endpoint): each
+/// request is recorded and answered by the handler; connections are kept alive as a client
+/// asks. Stops when dropped.
+pub struct HttpService {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<HttpRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpService {
+    /// On a fresh loopback port.
+    pub async fn start(handler: HttpHandler) -> HttpService {
+        HttpService::start_at("127.0.0.1:0", handler).await
+    }
+
+    /// On `bind` (e.g. `[::1]:0`).
+    pub async fn start_at(bind: &str, handler: HttpHandler) -> HttpService {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((s, _)) = listener.accept().await {
+                conns.spawn(serve_http(s, handler.clone(), seen.clone()));
+            }
+        });
+        HttpService {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://ADDR/path` (IPv6 addresses bracketed).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests `pred` holds for.
+    pub fn count(&self, pred: impl Fn(&HttpRequest) -> bool) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| pred(r))
+            .count()
+    }
+}
+
+/// One connection of an [`HttpService`]: requests until the client closes or asks to.
+async fn serve_http(
+    mut s: tokio::net::TcpStream,
+    handler: HttpHandler,
+    seen: Arc<Mutex<Vec<HttpRequest>>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let (request, used) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                let mut map = HeaderMap::new();
+                for h in req.headers.iter() {
+                    map.append(
+                        http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                        http::HeaderValue::from_bytes(h.value).unwrap(),
+                    );
+                }
+                let len: usize = map
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= n + len {
+                    let request = HttpRequest {
+                        method: req.method.unwrap_or_default().to_string(),
+                        target: req.path.unwrap_or_default().to_string(),
+                        headers: map,
+                        body: buf[n..n + len].to_vec(),
+                    };
+                    break (request, n + len);
+                }
+            }
+            match tokio::time::timeout(STEP, s.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        };
+        buf.drain(..used);
+        seen.lock().unwrap().push(request.clone());
+        let reply = handler(&request);
+        tokio::time::sleep(reply.delay).await;
+        let close = request.header("connection").eq_ignore_ascii_case("close");
+        let mut out = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        for (name, value) in &reply.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&reply.body);
+        if s.write_all(out.as_bytes()).await.is_err() || close {
+            return;
+        }
     }
 }

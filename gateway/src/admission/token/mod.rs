@@ -18,26 +18,37 @@ pub(crate) mod numeric_date;
 use super::keyset::KeySet;
 use super::Rejection;
 use crate::config::defaults;
-use crate::config::policy::{Jwt, OnExpiry, TokenSource};
+use crate::config::policy::{ClaimRule, Jwt, OnExpiry, TokenSource};
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 use extract::Found;
 
 /// A compiled token policy.
 pub(crate) struct TokenPolicy {
-    sources: Vec<TokenSource>,
-    query_param: String,
-    cookie: String,
-    max_token_bytes: usize,
+    locator: Locator,
     pub(crate) keys: KeySet,
     issuers: Option<Vec<String>>,
     audiences: Option<Vec<String>>,
     require_exp: bool,
     leeway: Duration,
-    required_claims: Vec<String>,
-    claims: Vec<(String, Vec<String>)>,
+    rules: ClaimRules,
     on_expiry: OnExpiry,
     expiry_grace: Duration,
+}
+
+/// Where a policy looks for its token, and how long one may be (shared by `jwt` and
+/// `introspection`).
+pub(crate) struct Locator {
+    sources: Vec<TokenSource>,
+    query_param: String,
+    cookie: String,
+    max_token_bytes: usize,
+}
+
+/// The claims a policy requires (check 5), of a JWT or of an introspection answer.
+pub(crate) struct ClaimRules {
+    required_claims: Vec<String>,
+    claims: Vec<(String, Vec<String>)>,
 }
 
 /// A verified token.
@@ -53,55 +64,33 @@ pub(crate) struct Verified {
 impl TokenPolicy {
     pub(crate) fn compile(jwt: &Jwt, key: &str) -> Result<TokenPolicy, String> {
         Ok(TokenPolicy {
-            sources: jwt
-                .sources
-                .clone()
-                .unwrap_or(defaults::TOKEN_SOURCES.to_vec()),
-            query_param: jwt
-                .query_param
-                .clone()
-                .unwrap_or(defaults::QUERY_PARAM.into()),
-            cookie: jwt.cookie.clone().unwrap_or(defaults::COOKIE.into()),
-            max_token_bytes: jwt.max_token_bytes.unwrap_or(defaults::MAX_TOKEN_BYTES),
+            locator: Locator::new(
+                jwt.sources.as_deref(),
+                jwt.query_param.as_deref(),
+                jwt.cookie.as_deref(),
+                jwt.max_token_bytes,
+            ),
             keys: KeySet::load(jwt, key)?,
             issuers: jwt.issuers.clone(),
             audiences: jwt.audiences.clone(),
             require_exp: jwt.require_exp.unwrap_or(defaults::REQUIRE_EXP),
             leeway: jwt.leeway.map_or(defaults::LEEWAY, |d| d.0),
-            required_claims: jwt.required_claims.clone(),
-            claims: jwt
-                .claims
-                .iter()
-                .map(|(k, rule)| {
-                    (
-                        k.clone(),
-                        rule.values().into_iter().map(String::from).collect(),
-                    )
-                })
-                .collect(),
+            rules: ClaimRules::new(&jwt.required_claims, &jwt.claims),
             on_expiry: jwt.on_expiry,
             expiry_grace: jwt.expiry_grace.map_or(defaults::EXPIRY_GRACE, |d| d.0),
         })
     }
 
-    /// The query parameter that may carry the token.
-    pub(crate) fn query_param(&self) -> &str {
-        &self.query_param
-    }
-
-    /// The cookie that may carry the token.
-    pub(crate) fn cookie_name(&self) -> &str {
-        &self.cookie
+    /// Where the token is looked for.
+    pub(crate) fn locator(&self) -> &Locator {
+        &self.locator
     }
 
     /// Find, verify and authorize the request's token.
     pub(crate) async fn check(&self, head: &RequestHead) -> Result<Verified, Rejection> {
-        let token = self.find(head)?.ok_or_else(missing)?;
-        if token.len() > self.max_token_bytes {
-            return Err(invalid(Reason::AuthInvalid, "token too large"));
-        }
+        let token = self.locator.token(head)?;
         let claims = self.verify(&token).await?;
-        self.authorize(&claims)?;
+        self.rules.authorize(&claims)?;
         let subject = claims.get("sub").and_then(Value::as_str).map(String::from);
         let exp = claims.get("exp").and_then(numeric_date::seconds);
         let closes_at = match (self.on_expiry, exp) {
@@ -118,34 +107,6 @@ impl TokenPolicy {
             claims,
             closes_at,
         })
-    }
-
-    /// The request's token, from the one configured source that has it. A token sent by more
-    /// than one method, or twice by one (RFC 6750, section 2: clients must use exactly one), is
-    /// refused with `400 invalid_request`, so nothing in front of the gateway can disagree about
-    /// which credential counted.
-    pub(crate) fn find(&self, head: &RequestHead) -> Result<Option<String>, Rejection> {
-        let mut token = None;
-        for source in &self.sources {
-            let found = match source {
-                TokenSource::Header => extract::from_authorization(head),
-                TokenSource::Subprotocol => extract::from_subprotocol(head),
-                TokenSource::Query => extract::query_param(&head.target, &self.query_param),
-                TokenSource::Cookie => extract::cookie(head, &self.cookie),
-            };
-            match found {
-                Found::None => {}
-                Found::Many => {
-                    return Err(invalid_request(&format!(
-                        "token sent more than once ({})",
-                        source.as_str()
-                    )))
-                }
-                Found::One(t) if token.is_none() => token = Some(t),
-                Found::One(_) => return Err(invalid_request("token sent by more than one method")),
-            }
-        }
-        Ok(token)
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, Rejection> {
@@ -235,9 +196,92 @@ impl TokenPolicy {
         }
         Ok(())
     }
+}
+
+impl Locator {
+    pub(crate) fn new(
+        sources: Option<&[TokenSource]>,
+        query_param: Option<&str>,
+        cookie: Option<&str>,
+        max_token_bytes: Option<usize>,
+    ) -> Locator {
+        Locator {
+            sources: sources.map_or(defaults::TOKEN_SOURCES.to_vec(), <[_]>::to_vec),
+            query_param: query_param.unwrap_or(defaults::QUERY_PARAM).into(),
+            cookie: cookie.unwrap_or(defaults::COOKIE).into(),
+            max_token_bytes: max_token_bytes.unwrap_or(defaults::MAX_TOKEN_BYTES),
+        }
+    }
+
+    /// The query parameter that may carry the token.
+    pub(crate) fn query_param(&self) -> &str {
+        &self.query_param
+    }
+
+    /// The cookie that may carry the token.
+    pub(crate) fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+
+    /// The request's token: `401` when there is none or it is too large.
+    pub(crate) fn token(&self, head: &RequestHead) -> Result<String, Rejection> {
+        let token = self.find(head)?.ok_or_else(missing)?;
+        if token.len() > self.max_token_bytes {
+            return Err(invalid(Reason::AuthInvalid, "token too large"));
+        }
+        Ok(token)
+    }
+
+    /// The request's token, from the one configured source that has it. A token sent by more
+    /// than one method, or twice by one (RFC 6750, section 2: clients must use exactly one), is
+    /// refused with `400 invalid_request`, so nothing in front of the gateway can disagree about
+    /// which credential counted.
+    pub(crate) fn find(&self, head: &RequestHead) -> Result<Option<String>, Rejection> {
+        let mut token = None;
+        for source in &self.sources {
+            let found = match source {
+                TokenSource::Header => extract::from_authorization(head),
+                TokenSource::Subprotocol => extract::from_subprotocol(head),
+                TokenSource::Query => extract::query_param(&head.target, &self.query_param),
+                TokenSource::Cookie => extract::cookie(head, &self.cookie),
+            };
+            match found {
+                Found::None => {}
+                Found::Many => {
+                    return Err(invalid_request(&format!(
+                        "token sent more than once ({})",
+                        source.as_str()
+                    )))
+                }
+                Found::One(t) if token.is_none() => token = Some(t),
+                Found::One(_) => return Err(invalid_request("token sent by more than one method")),
+            }
+        }
+        Ok(token)
+    }
+}
+
+impl ClaimRules {
+    pub(crate) fn new(
+        required: &[String],
+        claims: &std::collections::BTreeMap<String, ClaimRule>,
+    ) -> ClaimRules {
+        ClaimRules {
+            required_claims: required.to_vec(),
+            claims: claims
+                .iter()
+                .map(|(k, rule)| {
+                    (
+                        k.clone(),
+                        rule.values().into_iter().map(String::from).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
 
     /// Check 5: the claims the policy requires (403 when lacking).
-    fn authorize(&self, claims: &Map<String, Value>) -> Result<(), Rejection> {
+    pub(crate) fn authorize(&self, claims: &Map<String, Value>) -> Result<(), Rejection> {
         for name in &self.required_claims {
             if claims.get(name).is_none_or(Value::is_null) {
                 return Err(forbidden(&format!("claim {name} required")));
@@ -258,7 +302,7 @@ impl TokenPolicy {
     }
 }
 
-fn missing() -> Rejection {
+pub(crate) fn missing() -> Rejection {
     Rejection::new(Reason::AuthMissing, 401, "token required\n")
         .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
 }

@@ -45,6 +45,12 @@ pub const CONNECTIONS_DROPPED: Def = Def {
     labels: &["reason"],
     help: "Connections closed before a complete request head, without an answer: too many not-yet-admitted connections in total or from one address, or a TLS handshake that did not finish within limits.head_timeout.",
 };
+pub const CONNECTIONS_PENDING: Def = Def {
+    name: "portcullis_connections_pending",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Connections accepted but not yet admitted: in TLS, or before a complete WebSocket request head (capped by limits.max_pending_connections and max_pending_per_ip).",
+};
 pub const CONNECTIONS_OPEN: Def = Def {
     name: "portcullis_connections_open",
     kind: Kind::Gauge,
@@ -184,6 +190,7 @@ pub const ALL: &[Def] = &[
     RELAY_ENDS,
     CONNECTIONS_ACCEPTED,
     CONNECTIONS_DROPPED,
+    CONNECTIONS_PENDING,
     CONNECTIONS_OPEN,
     CONNECTIONS_LIMIT,
     HANDSHAKES,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub mod defs;
@@ -41,6 +41,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     connections_accepted: IntCounter,
     connections_dropped: IntCounterVec,
+    connections_pending: IntGauge,
     connections_open: IntGaugeVec,
     connections_limit: IntGaugeVec,
     handshakes: IntCounterVec,
@@ -87,6 +88,11 @@ fn opts(def: &Def) -> Opts {
 fn counter(r: &Registry, def: &Def) -> IntCounter {
     debug_assert!(def.kind == Kind::Counter && def.labels.is_empty());
     register(r, IntCounter::with_opts(opts(def)).expect("valid counter"))
+}
+
+fn gauge(r: &Registry, def: &Def) -> IntGauge {
+    debug_assert!(def.kind == Kind::Gauge && def.labels.is_empty());
+    register(r, IntGauge::with_opts(opts(def)).expect("valid gauge"))
 }
 
 fn counter_vec(r: &Registry, def: &Def) -> IntCounterVec {
@@ -148,6 +154,7 @@ impl Metrics {
             cluster_connected: gauge_vec(&r, &defs::CLUSTER_CONNECTED),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
+            connections_pending: gauge(&r, &defs::CONNECTIONS_PENDING),
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
             connections_limit: gauge_vec(&r, &defs::CONNECTIONS_LIMIT),
             handshakes: counter_vec(&r, &defs::HANDSHAKES),
@@ -213,6 +220,11 @@ impl Metrics {
     /// A client connection reached the gateway (after TLS).
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.inc();
+    }
+
+    /// The gauge of not-yet-admitted connections (the edge holds it per pending connection).
+    pub(crate) fn pending_gauge(&self) -> IntGauge {
+        self.connections_pending.clone()
     }
 
     /// A connection was closed before its head, without an answer.

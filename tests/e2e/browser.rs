@@ -1,0 +1,155 @@
+//! A real browser: headless Chromium (Debian's `chromium`, driven by ChromeDriver) loads a page
+//! served on loopback, which opens WebSockets through the browser's own API over real `wss` to
+//! the gateway. The page reports what it saw; the test asserts it, and checks the gateway's side
+//! (why it refused) in its metrics. `scripts/bootstrap --test` installs chromium and
+//! chromium-driver.
+//!
+//! Chromium trusts the gateway's generated self-signed certificate by its key only
+//! (`--ignore-certificate-errors-spki-list`, with a fresh profile), not by switching certificate
+//! checks off: any other certificate error would still fail, and so would the echo case.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+use crate::support::upstream::HttpServer;
+use crate::support::*;
+use crate::tokens::*;
+
+const PAGE: &str = include_str!("../clients/browser_page.html");
+
+/// A token route that, like a browser app's, takes its token from a `bearer.` subprotocol entry
+/// and admits one page origin.
+fn config(origin: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/ws/chat"
+mode = "echo"
+policy = "browser"
+
+[policies.browser.origin]
+allow = ["{origin}"]
+
+[policies.browser.jwt]
+sources = ["subprotocol"]
+issuers = ["{ISSUER}"]
+audiences = ["{AUDIENCE}"]
+keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
+"#
+    )
+}
+
+/// Load the page from `page` with `params` in its fragment and wait (bounded) for its report.
+async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
+    let url = format!("{}#{}", page.url("/"), percent_encode(&params.to_string()));
+    browser.goto(&url).await;
+    let report = browser
+        .execute_async("const done = arguments[arguments.length - 1]; window.observed.then(done);")
+        .await;
+    assert!(
+        report.get("page_error").is_none(),
+        "the page failed: {report}"
+    );
+    report
+}
+
+/// For a URL fragment: everything but unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What the page sees of a session refused before the 101: an error, then close code 1006 (the
+/// browser shows a page nothing of the HTTP refusal), never an open.
+fn refused() -> Value {
+    json!({
+        "opened": false, "protocol": null, "received": [], "errors": 1,
+        "close": { "code": 1006, "reason": "", "clean": false }, "timed_out": false,
+    })
+}
+
+#[tokio::test]
+async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
+    let allowed = HttpServer::page(PAGE.to_string()).await;
+    let elsewhere = HttpServer::page(PAGE.to_string()).await;
+    let allowed_origin = format!("http://{}", allowed.addr);
+    let gw = Gateway::start_prepared(true, &config(&allowed_origin), write_keys).await;
+    let pin = spki_pin(&gw.cert, &gw.dir.path().join("certs/key.pem"));
+    let Some(browser) =
+        Browser::start(&[format!("--ignore-certificate-errors-spki-list={pin}")]).await
+    else {
+        return;
+    };
+    let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
+    let gateway = format!("wss://127.0.0.1:{}", gw.port);
+
+    // From the allowed origin: the echo, the token route with a token, and without one.
+    let report = observe(
+        &browser,
+        &allowed,
+        json!({ "gateway": gateway, "token": token, "cases": ["echo", "token", "no_token"] }),
+    )
+    .await;
+    assert_eq!(report["origin"], allowed_origin.as_str(), "{report}");
+    let cases = &report["cases"];
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert_eq!(
+        cases["echo"],
+        json!({
+            "opened": true, "protocol": "", "errors": 0, "timed_out": false,
+            "received": [{ "text": "echo: hello from chromium" }, { "binary": bytes }],
+            "close": { "code": 4000, "reason": "bye from chromium", "clean": true },
+        }),
+        "the echo session"
+    );
+    assert_eq!(
+        cases["token"],
+        json!({
+            "opened": true, "protocol": "chat.v1", "errors": 0, "timed_out": false,
+            "received": [{ "text": "echo: hello from chromium" }],
+            "close": { "code": 1000, "reason": "done", "clean": true },
+        }),
+        "the session with a token"
+    );
+    assert_eq!(cases["no_token"], refused(), "the session without a token");
+    // The page could not see why; the gateway says it was the missing token.
+    gw.wait_metric(r#"portcullis_rejections_total{reason="auth_missing",route="/ws/chat"} 1"#)
+        .await;
+
+    // From another origin (another port), with a good token: refused for the origin.
+    let other_origin = format!("http://{}", elsewhere.addr);
+    let report = observe(
+        &browser,
+        &elsewhere,
+        json!({ "gateway": gateway, "token": token, "cases": ["with_token"] }),
+    )
+    .await;
+    assert_eq!(report["origin"], other_origin.as_str(), "{report}");
+    assert_eq!(
+        report["cases"]["with_token"],
+        refused(),
+        "the session from another origin"
+    );
+    let scrape = gw
+        .wait_metric(r#"portcullis_rejections_total{reason="origin",route="/ws/chat"} 1"#)
+        .await;
+    // Exactly those two refusals: nothing else (a certificate or token problem) was refused.
+    let refusals: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("portcullis_rejections_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    // Two sessions ended in the access log, and the token is in no line of it.
+    let log = eventually(STEP, "two sessions in the access log", || async {
+        let log = gw.log();
+        done_or(log.matches("] session route=").count() == 2, log.clone()).map(|()| log)
+    })
+    .await;
+    assert!(!log.contains(&token), "a token reached the log");
+}

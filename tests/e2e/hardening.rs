@@ -1,0 +1,347 @@
+//! What outside attack and conformance suites found, one test per finding, over real sockets:
+//! fractional token dates, request content behind an upgrade, JWS `crit`, duplicate credentials
+//! and singleton headers, absolute-form targets, connections that never finish TLS, and the
+//! relay's close ordering after a client's protocol error. (`--check` writing nothing is in
+//! `config_check.rs`.)
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::support::upstream::{handler, Handshake, Upstream};
+use crate::support::*;
+use crate::tokens::*;
+
+/// A route behind an ES256 policy reading every token source.
+const TOKEN_ROUTE: &str = r#"
+[[routes]]
+path = "/ws/t"
+mode = "echo"
+policy = "t"
+
+[policies.t.jwt]
+keys = [{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }]
+leeway = "0s"
+"#;
+
+async fn token_gateway(extra: &str) -> Gateway {
+    Gateway::start_prepared(true, &format!("{TOKEN_ROUTE}\n{extra}"), write_keys).await
+}
+
+fn es(claims_patch: serde_json::Value) -> String {
+    sign(Algorithm::ES256, Some("es"), &claims(claims_patch))
+}
+
+/// 1. A NumericDate with a fraction (RFC 7519 section 2) is a date like any other: the socket of
+/// a token whose `exp` is `now + 2.5` is closed with 1008 when it passes, and `iat`/`nbf` with
+/// fractions are read the same way.
+#[tokio::test]
+async fn fractional_exp_closes_the_socket_at_expiry() {
+    let gw = token_gateway("").await;
+    let exp = now() as f64 + 2.5;
+    let token = es(json!({"exp": exp, "iat": now() as f64 - 0.25, "nbf": now() as f64 - 0.5}));
+    let (mut ws, _) = gw
+        .ws_headers("/ws/t", &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("hi")).await,
+        Message::text("echo: hi")
+    );
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        unix >= exp - 0.05,
+        "closed at {unix}, before the token's exp {exp}"
+    );
+    // An iat in the future, written with a fraction, is still refused.
+    let future = es(json!({"iat": now() as f64 + 120.5}));
+    let (status, head) = gw.try_handshake("/ws/t", &bearer(&future)).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(head.contains("token issued in the future"), "{head}");
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// 2. An upgrade request that carries content is refused with 400, and the content is never
+/// read as frames (no 101, no echo).
+#[tokio::test]
+async fn an_upgrade_with_content_is_refused_and_never_read_as_frames() {
+    let gw = Gateway::start("").await;
+    let frame = client_frame(0x1, b"smuggled", Some([1, 2, 3, 4]));
+    for header in ["Content-Length", "Transfer-Encoding"] {
+        let value = if header == "Content-Length" {
+            frame.len().to_string()
+        } else {
+            "chunked".to_string()
+        };
+        let mut request = handshake("/ws/echo", &format!("{header}: {value}\r\n")).into_bytes();
+        request.extend_from_slice(&frame);
+        let answer = gw.raw(&request).await;
+        assert_eq!(status_of(&answer), 400, "{header}: {answer}");
+        assert!(answer.contains("carries no content"), "{answer}");
+        assert!(!answer.contains("smuggled"), "{answer}");
+    }
+    // Content-Length: 0 is no content.
+    let (status, _) = gw.try_handshake("/ws/echo", "Content-Length: 0\r\n").await;
+    assert_eq!(status, 101);
+}
+
+/// 3. A JWS naming a critical extension the gateway does not understand is invalid (RFC 7515
+/// section 4.1.11), even when correctly signed.
+#[tokio::test]
+async fn a_token_with_crit_is_refused() {
+    let gw = token_gateway("").await;
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(keys().ec_private.as_bytes()).unwrap();
+    let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+    header.kid = Some("es".into());
+    header.crit = Some(vec!["exp-ext".into()]);
+    let token = jsonwebtoken::encode(&header, &claims(json!({})), &key).unwrap();
+    let (status, head) = gw.try_handshake("/ws/t", &bearer(&token)).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.contains("error=\"invalid_token\"")
+            && head.contains("unsupported critical header parameter"),
+        "{head}"
+    );
+    // The same token without crit is admitted.
+    let (status, _) = gw.try_handshake("/ws/t", &bearer(&es(json!({})))).await;
+    assert_eq!(status, 101);
+}
+
+/// 4. Duplicates are refused, never resolved: two Authorization headers, a token by two methods
+/// or twice by one, and the singleton handshake headers.
+#[tokio::test]
+async fn duplicate_credentials_and_singleton_headers_are_refused() {
+    let gw = token_gateway("").await;
+    let t = es(json!({}));
+    let invalid_request = |head: &str| {
+        assert!(
+            head.starts_with("HTTP/1.1 400 ") && head.contains("error=\"invalid_request\""),
+            "{head}"
+        );
+    };
+    let cases: Vec<(String, String)> = vec![
+        (
+            "/ws/t".into(),
+            format!("Authorization: Bearer {t}\r\nAuthorization: Bearer {t}\r\n"),
+        ),
+        (format!("/ws/t?access_token={t}"), bearer(&t)),
+        (
+            format!("/ws/t?access_token={t}&access_token={t}"),
+            String::new(),
+        ),
+        (
+            "/ws/t".into(),
+            format!("Sec-WebSocket-Protocol: bearer.{t}\r\nCookie: access_token={t}\r\n"),
+        ),
+        (
+            "/ws/t".into(),
+            format!("Sec-WebSocket-Protocol: bearer.{t}, bearer.{t}\r\n"),
+        ),
+        (
+            "/ws/t".into(),
+            format!("Cookie: access_token={t}\r\nCookie: access_token={t}\r\n"),
+        ),
+    ];
+    for (target, extra) in cases {
+        let (_, head) = gw.try_handshake(&target, &extra).await;
+        invalid_request(&head);
+        assert!(!head.contains(&t), "the token was echoed: {head}");
+    }
+    // Each method alone is fine.
+    for (target, extra) in [
+        (format!("/ws/t?access_token={t}"), String::new()),
+        ("/ws/t".to_string(), bearer(&t)),
+        (
+            "/ws/t".to_string(),
+            format!("Sec-WebSocket-Protocol: bearer.{t}\r\n"),
+        ),
+        ("/ws/t".to_string(), format!("Cookie: access_token={t}\r\n")),
+    ] {
+        assert_eq!(
+            gw.try_handshake(&target, &extra).await.0,
+            101,
+            "{target} {extra}"
+        );
+    }
+    // Singleton handshake headers, on a public route too.
+    for (extra, what) in [
+        (
+            "Sec-WebSocket-Version: 13\r\n",
+            "more than one Sec-WebSocket-Version",
+        ),
+        (
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "more than one Sec-WebSocket-Key",
+        ),
+        ("Host: localhost\r\n", "more than one Host"),
+        (
+            "Origin: https://a.example\r\nOrigin: https://a.example\r\n",
+            "more than one Origin",
+        ),
+    ] {
+        let (status, head) = gw.try_handshake("/ws/echo", extra).await;
+        assert_eq!(status, 400, "{extra}: {head}");
+        assert!(head.contains(what), "{head}");
+    }
+    let refused = gw
+        .wait_metric("portcullis_rejections_total{reason=\"bad_request\",route=\"/ws/t\"} 6")
+        .await;
+    assert!(!refused.contains(&t));
+}
+
+/// 5. An absolute-form target (RFC 9112 section 3.2.2) is routed like the origin form, under the
+/// same admission; its authority stands for the Host header.
+#[tokio::test]
+async fn absolute_form_targets_are_routed_and_admitted_like_the_origin_form() {
+    let gw = token_gateway("").await;
+    let host = format!("localhost:{}", gw.port);
+    let absolute = |path: &str| format!("https://{host}{path}");
+    // The public echo route echoes.
+    let (status, _, tls) = gw.handshake_open(&absolute("/ws/echo"), "").await;
+    assert_eq!(status, 101);
+    let mut ws = WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("abs")).await,
+        Message::text("echo: abs")
+    );
+    // The protected route still needs its token.
+    assert_eq!(gw.try_handshake(&absolute("/ws/t"), "").await.0, 401);
+    let t = es(json!({}));
+    assert_eq!(
+        gw.try_handshake(&absolute(&format!("/ws/t?access_token={t}")), "")
+            .await
+            .0,
+        101
+    );
+    // The target's authority is the host (the Host header is ignored, RFC 9112 3.2.2): one
+    // that differs from the client's Host header is routed by its path all the same.
+    let (status, head) = gw
+        .try_handshake("https://elsewhere.example/ws/echo", "")
+        .await;
+    assert_eq!(status, 101, "{head}");
+    // A plain GET in absolute form reaches the static route.
+    let answer = gw
+        .raw(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+                absolute("/")
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("Hello, World!"),
+        "{answer}"
+    );
+}
+
+/// 8. Connections that never finish TLS are closed at `head_timeout`, not pingora's 60 s; and
+/// not-yet-admitted connections are capped per client address and in total, past which a new
+/// one is closed at once and counted.
+#[tokio::test]
+async fn connections_that_never_finish_tls_are_bounded_and_capped() {
+    let gw = Gateway::start("[limits]\nhead_timeout = \"1s\"\nmax_pending_per_ip = 5\n").await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(TcpStream::connect(gw.address()).await.unwrap());
+    }
+    gw.wait_metric("portcullis_connections_pending 5").await;
+    // Every pending slot of this address is taken: the next connect is closed at once.
+    let mut over = TcpStream::connect(gw.address()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(STEP, over.read(&mut buf))
+        .await
+        .expect("the connection over the cap was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    gw.wait_metric("portcullis_connections_dropped_total{reason=\"pending_limit_per_ip\"} 1")
+        .await;
+    // The five that never send a byte are closed at the head timeout.
+    for mut s in idle {
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .expect("an idle connection was held past the head timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_secs(5),
+        "idle connections were held {held:?}"
+    );
+    gw.wait_metric("portcullis_connections_dropped_total{reason=\"handshake_timeout\"} 5")
+        .await;
+    gw.wait_metric("portcullis_connections_pending 0").await;
+    // Their slots are free again: a real client gets through.
+    let mut ws = gw.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("after")).await,
+        Message::text("echo: after")
+    );
+    // A global cap works the same way.
+    let gw = Gateway::start("[limits]\nmax_pending_connections = 2\n").await;
+    let _a = TcpStream::connect(gw.address()).await.unwrap();
+    let _b = TcpStream::connect(gw.address()).await.unwrap();
+    gw.wait_metric("portcullis_connections_pending 2").await;
+    let mut c = TcpStream::connect(gw.address()).await.unwrap();
+    let n = tokio::time::timeout(STEP, c.read(&mut buf))
+        .await
+        .expect("the connection over the global cap was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    gw.wait_metric("portcullis_connections_dropped_total{reason=\"pending_limit\"} 1")
+        .await;
+}
+
+/// 9. When a client's valid message and a frame that breaks the protocol arrive together, the
+/// upstream's reply to the valid message still reaches the client, then the client gets 1002
+/// (the order Autobahn's strict cases want, as the local echo route keeps).
+#[tokio::test]
+async fn the_upstream_reply_before_a_protocol_error_reaches_the_client() {
+    let up = Upstream::start(
+        Handshake::default(),
+        handler(|mut ws, _tx| async move {
+            // Answer every data message, slowly enough that the answer is in flight when the
+            // gateway closes the upstream after the client's bad frame.
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = ws
+                        .send(Message::text(format!("re: {}", m.to_text().unwrap())))
+                        .await;
+                }
+            }
+        }),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "[[routes]]\npath = \"/r\"\nmode = \"relay\"\nupstreams = [\"{}\"]\nping_interval = \"0s\"\n",
+        up.url("/")
+    ))
+    .await;
+    let (status, _, mut tls) = gw.handshake_open("/r", "").await;
+    assert_eq!(status, 101);
+    // A valid text frame and a frame with a reserved bit set, in one write.
+    let mut bytes = client_frame(0x1, b"hello", Some([9, 8, 7, 6]));
+    bytes.extend(raw_frame(0xC1, b"bad", Some([1, 2, 3, 4])));
+    tls.write_all(&bytes).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    assert_eq!(next_message(&mut ws).await, Message::text("re: hello"));
+    let (code, _) = expect_close(&mut ws).await;
+    assert_eq!(code, 1002);
+}
