@@ -250,3 +250,23 @@ async fn redis_down_open_and_closed_then_refilled_and_shared_again() {
     assert_eq!(admitted(&b, "/ws/capped", "erin", 1, &mut keep_b).await, 0);
     assert_eq!(admitted(&b, "/ws/strict", "dave", 3, &mut keep_b).await, 2);
 }
+
+/// A Redis that accepts but does not answer (SIGSTOP): calls time out after `[cluster]
+/// timeout`, and the handshakes are decided locally all the same.
+#[tokio::test]
+async fn a_hung_redis_times_out_into_the_fallback() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let (a, _b) = replicas(&redis).await;
+    redis.pause();
+    let mut keep = Vec::new();
+    assert_eq!(admitted(&a, "/ws/capped", "hugo", 3, &mut keep).await, 3);
+    let scrape = a.wait_metric("portcullis_cluster_connected 0").await;
+    assert!(
+        !scrape.contains("portcullis_cluster_errors_total{error=\"timeout\",operation=\"take\"} 0"),
+        "{scrape}"
+    );
+    redis.resume();
+    a.wait_metric("portcullis_cluster_connected 1").await;
+}

@@ -422,3 +422,38 @@ async fn a_revocation_reaches_every_replica_through_redis() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_sides() {
+    let mut up = crate::support::upstream::Upstream::echo().await;
+    let upstream = up.url("/chat");
+    let gw = gateway(&format!(
+        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{upstream}\"]\n"
+    ))
+    .await;
+    let mut ws = gw.ws("/ws/relay").await;
+    up.request().await;
+    let listed = listed(&gw, "?route=/ws/relay").await;
+    assert_eq!(
+        listed["sessions"][0]["upstream"],
+        upstream.as_str(),
+        "{listed}"
+    );
+    let (_, body) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"route": "/ws/relay", "code": 4002, "reason": "rebalancing"})),
+    )
+    .await;
+    assert_eq!(body["closed"], 1, "{body}");
+    assert_eq!(expect_close(&mut ws).await, (4002, "rebalancing".into()));
+    assert_eq!(
+        up.closed().await,
+        (1001, "client closed by operator".into())
+    );
+    gw.wait_log_line("the relay's end reason", |l| {
+        l.contains("route=/ws/relay") && l.contains("end_reason=admin")
+    })
+    .await;
+}

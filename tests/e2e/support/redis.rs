@@ -79,6 +79,23 @@ impl Redis {
         drop(self.child.take());
     }
 
+    /// Freeze it (SIGSTOP): it keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.send(libc::SIGSTOP);
+    }
+
+    /// Let it answer again (SIGCONT).
+    pub fn resume(&self) {
+        self.send(libc::SIGCONT);
+    }
+
+    fn send(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("redis is running").0.id() as i32;
+        // SAFETY: kill(2) on our own child, not yet reaped (so the pid is its own).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
+    }
+
     /// Start it again, empty, on the same port (the gateways know that one). Bounded: the port
     /// was just released, so another process taking it would be a rare accident.
     pub async fn restart(&mut self) {
