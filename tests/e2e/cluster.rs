@@ -255,7 +255,7 @@ async fn redis_down_open_and_closed_then_refilled_and_shared_again() {
 /// timeout`, and the handshakes are decided locally all the same.
 #[tokio::test]
 async fn a_hung_redis_times_out_into_the_fallback() {
-    let Some(mut redis) = Redis::start().await else {
+    let Some(redis) = Redis::start().await else {
         return;
     };
     let (a, _b) = replicas(&redis).await;
