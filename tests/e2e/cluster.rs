@@ -270,3 +270,33 @@ async fn a_hung_redis_times_out_into_the_fallback() {
     redis.resume();
     a.wait_metric("portcullis_cluster_connected 1").await;
 }
+
+/// `rediss://`: TLS to Redis, trusting `ca_file`; caps count there as over plain TCP.
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let Some(redis) = Redis::start_tls().await else {
+        return;
+    };
+    let config = format!(
+        "[cluster]\nredis_url = \"{}\"\nca_file = \"redis-ca.pem\"\nkey_prefix = \"tls:\"\n\
+         [[routes]]\npath = \"/ws/one\"\nmode = \"echo\"\npolicy = \"one\"\n\
+         [policies.one.limits]\nconnections_per_route = 1\n",
+        redis.url()
+    );
+    let ca = redis.ca_pem();
+    let gw = Gateway::start_prepared(true, &config, |dir| {
+        std::fs::write(dir.join("redis-ca.pem"), &ca).unwrap();
+    })
+    .await;
+    gw.wait_log("cluster: connected to rediss://").await;
+    let (status, _, _first) = gw.handshake_open("/ws/one", "").await;
+    assert_eq!(status, 101);
+    assert_eq!(redis.cli(&["ZCARD", "tls:conn:route:/ws/one"]).await, "1");
+    // Held in Redis: a second replica is refused too.
+    let other = Gateway::start_prepared(true, &config, |dir| {
+        std::fs::write(dir.join("redis-ca.pem"), &ca).unwrap();
+    })
+    .await;
+    other.wait_log("cluster: connected to rediss://").await;
+    assert_eq!(other.try_handshake("/ws/one", "").await.0, 429);
+}

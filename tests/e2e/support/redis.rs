@@ -17,20 +17,41 @@ pub struct Redis {
     server: PathBuf,
     cli: PathBuf,
     dir: tempfile::TempDir,
+    /// `rediss://`: the certificate (its own CA) and key Redis serves TLS with.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     /// Start one on a free port; `None` when redis-server is not installed (outside CI; under
     /// CI that is a failure, see `tool`).
     pub async fn start() -> Option<Redis> {
+        Redis::start_with(false).await
+    }
+
+    /// Start one that speaks only TLS, with a self-signed certificate for `localhost`
+    /// ([`Redis::ca_pem`] trusts it).
+    pub async fn start_tls() -> Option<Redis> {
+        Redis::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Redis> {
         let server = tool("redis-server")?;
         let cli = tool("redis-cli")?;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let (cert, key) = super::client::self_signed(&["localhost"]);
+            let (c, k) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            (c, k)
+        });
         let mut redis = Redis {
             child: None,
             port: 0,
             server,
             cli,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            tls,
         };
         for _ in 0..5 {
             redis.port = free_port();
@@ -41,16 +62,36 @@ impl Redis {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://localhost:PORT` for a TLS one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://localhost:{}", self.port),
+        }
+    }
+
+    /// The certificate a TLS Redis serves (it is its own CA), as PEM.
+    pub fn ca_pem(&self) -> String {
+        let (cert, _) = self.tls.as_ref().expect("a TLS Redis");
+        std::fs::read_to_string(cert).unwrap()
     }
 
     /// Start redis-server on `self.port`; false if it exited (the port was taken).
     async fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
-        let child = Command::new(&self.server)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new(&self.server);
+        cmd.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -112,8 +153,12 @@ impl Redis {
     /// Run `redis-cli` with `args`: its answer, trimmed; `None` when it fails.
     async fn try_cli(&self, args: &[&str]) -> Option<String> {
         let mut cmd = Command::new(&self.cli);
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some((cert, _)) = &self.tls {
+            cmd.args(["--tls", "--sni", "localhost", "--cacert"])
+                .arg(cert);
+        }
+        cmd.args(args);
         let out = output_within_async(cmd, b"", Duration::from_secs(10)).await;
         let text = text_of(&out);
         (out.status.success() && !text.starts_with("Could not connect"))
