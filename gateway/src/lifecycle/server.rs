@@ -143,9 +143,8 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let sessions = Arc::new(Sessions::default());
     let registry = Arc::new(Registry::default());
     let control = Arc::new(Control::new(registry.clone(), in_force.clone()));
-    if config.cluster.is_some() {
-        crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
-    }
+    // Follows whichever cluster a reload puts in force (idle while there is none).
+    crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
     let mut public = Service::new(
         "portcullis".to_string(),
         Edge::new(
