@@ -166,7 +166,8 @@ async fn a_killed_replica_frees_its_slots_after_the_lease_ttl() {
     let mut keep_b = Vec::new();
     assert_eq!(admitted(&b, "/ws/capped", "carol", 1, &mut keep_b).await, 0);
     // kill -9: no release, no renewal. Its slots expire within lease_ttl (and B's own renewals
-    // do not keep them).
+    // do not keep them). (How soon within it depends on A's last renewal, which a busy machine
+    // delays: not asserted.)
     a.signal("KILL");
     drop(keep_a);
     let killed = std::time::Instant::now();
@@ -183,11 +184,6 @@ async fn a_killed_replica_frees_its_slots_after_the_lease_ttl() {
         },
     )
     .await;
-    assert!(
-        killed.elapsed() >= Duration::from_millis(LEASE_TTL_SECS * 1000 - 500),
-        "A's slots were freed before their lease expired: {:?}",
-        killed.elapsed()
-    );
     let _ = a.is_running();
 }
 

@@ -591,10 +591,15 @@ async fn bearer_token_protects_metrics_and_readyz() {
         ),
         1.0
     );
-    assert_eq!(
-        gw.admin_request("/readyz", &auth).await,
-        (200, "ready\n".to_string())
-    );
+    // Ready once pingora reports its services running (a moment after the listeners accept).
+    eventually(STEP, "/readyz ready with the token", || async {
+        let answer = gw.admin_request("/readyz", &auth).await;
+        done_or(
+            answer == (200, "ready\n".to_string()),
+            format!("{answer:?}"),
+        )
+    })
+    .await;
     // Liveness needs no secret.
     assert_eq!(
         gw.admin_request("/healthz", "").await,

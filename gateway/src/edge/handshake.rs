@@ -197,6 +197,9 @@ impl Edge {
     async fn echo(&self, conn: Conn, a: Accepted<'_>) {
         let (mut io, early) = conn.into_parts();
         let protocol = a.admitted.protocols.first().cloned();
+        // Registered before the client can see the 101, so an operator who sees the socket
+        // open can also find and close it.
+        let registered = self.register(&a, None, protocol.as_deref());
         let Some(open) = self
             .switch_protocols(&mut io, &a, protocol.as_deref())
             .await
@@ -211,7 +214,6 @@ impl Edge {
         let config = session::websocket_config(limits, max_message, echo_max);
         // Frames the client sent right behind its head.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
-        let registered = self.register(&a, None, protocol.as_deref());
         let ctx = self.session_context(&a, max_message, &registered);
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
         self.ended(&a, &end, &open, None);
@@ -259,13 +261,14 @@ impl Edge {
         };
         drop(head);
         let (mut io, early) = conn.into_parts();
+        let upstream = &relay.upstreams[connected.upstream];
+        let registered = self.register(&a, Some(upstream.label()), connected.protocol.as_deref());
         let Some(open) = self
             .switch_protocols(&mut io, &a, connected.protocol.as_deref())
             .await
         else {
             return;
         };
-        let upstream = &relay.upstreams[connected.upstream];
         let _active = connected.active;
         let client_ws = WebSocketStream::from_partially_read(
             io,
@@ -275,7 +278,6 @@ impl Edge {
         )
         .await;
         let settings = relay.settings;
-        let registered = self.register(&a, Some(upstream.label()), connected.protocol.as_deref());
         let ctx = self.session_context(&a, client_max, &registered);
         let opts = RelayOptions {
             outbound: Guard::new(upstream_max, Rates::default()),
