@@ -24,6 +24,9 @@ pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod core;
 pub(crate) mod edge;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub(crate) mod net;
 pub mod obs;

@@ -51,6 +51,15 @@ impl KeySet {
         Ok(KeySet { fixed, remote })
     }
 
+    /// Only the given keys (tests and the fuzzer).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn fixed(keys: Vec<VerifyKey>) -> KeySet {
+        KeySet {
+            fixed: keys,
+            remote: None,
+        }
+    }
+
     /// The background fetcher to run, if the policy has a JWKS URL.
     pub(crate) fn remote(&self) -> Option<Weak<RemoteJwks>> {
         self.remote.as_ref().map(Arc::downgrade)

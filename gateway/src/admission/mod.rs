@@ -43,11 +43,14 @@ use crate::cluster::{Cluster, Counted};
 use crate::config::cluster::OnError;
 use crate::config::policy::{self, PolicyLimits};
 use crate::config::{Config, Route};
+use crate::core::background;
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
+use crate::core::duration::deadline;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
+use crate::obs::metrics::Metrics;
 use identity::Identity;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
@@ -202,7 +205,8 @@ impl Admission {
         self.cluster.as_ref()
     }
 
-    /// Start the background JWKS fetchers (on their own thread, outside the request path).
+    /// Start the background JWKS fetchers (on their own thread, outside the request path). Each
+    /// fetcher is supervised: a panic restarts it (logged and counted) instead of ending it.
     pub(crate) fn start_background(&self) {
         if let Some(cluster) = &self.cluster {
             cluster.start();
@@ -215,11 +219,15 @@ impl Admission {
         if remotes.is_empty() {
             return;
         }
-        crate::core::background::spawn(
-            "jwks",
-            futures_util::future::join_all(remotes.into_iter().map(jwks::RemoteJwks::run))
-                .map(|_| ()),
-        );
+        let fetchers = remotes.into_iter().map(|remote| {
+            background::supervise(
+                "jwks",
+                background::BACKOFF,
+                |task| Metrics::global().background_task_restarted(task),
+                move || jwks::RemoteJwks::run(remote.clone()),
+            )
+        });
+        background::spawn("jwks", futures_util::future::join_all(fetchers).map(|_| ()));
     }
 
     fn policy(&self, route: &Route) -> &PolicyState {
@@ -371,10 +379,10 @@ impl Admission {
             }
         }
 
-        // An expiry further away than the monotonic clock can count is never reached.
-        let expires_at = verified.as_ref().and_then(|v| v.closes_at).and_then(|at| {
+        // An expiry further away than the monotonic clock can count saturates (never reached).
+        let expires_at = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now().checked_add(left)
+            deadline(tokio::time::Instant::now(), left)
         });
         let (token, claims) = match verified {
             Some(v) => (Some(v.token), v.claims),

@@ -5,7 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::core::duration::deadline;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +59,8 @@ impl Revocations {
 
     /// Revoke `who` for `ttl` from now (a later revocation of the same replaces it).
     pub(crate) fn add(&self, who: Revoked, ttl: Duration) {
-        let at = Instant::now() + ttl;
+        // Saturated: a ttl from another replica's message could be anything.
+        let at = deadline(Instant::now(), ttl);
         let mut until = self.until.write().expect("revocations lock");
         until.retain(|_, at| *at > Instant::now());
         until.insert(who, at);

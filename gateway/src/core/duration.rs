@@ -3,10 +3,24 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::time::Instant;
 
 /// A duration written as `"500ms"`, `"10s"`, `"2m"`, `"1h"`, or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HumanDuration(pub(crate) Duration);
+
+/// The longest duration a configuration may set, in either form. Every sum the gateway makes
+/// of configured durations and clock readings then stays far inside what the clocks can hold.
+pub(crate) const MAX_SECS: u64 = 86_400 * 365;
+
+/// Thirty years: tokio's own "far future". No deadline of this process's life lies further.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The deadline `d` after `at`, saturated at thirty years on: `Instant + Duration` panics when
+/// the sum leaves the clock's range, and a deadline that far away never comes anyway.
+pub(crate) fn deadline(at: Instant, d: Duration) -> Instant {
+    at + d.min(FAR)
+}
 
 impl HumanDuration {
     pub(crate) fn parse(s: &str) -> Result<Duration, String> {
@@ -29,7 +43,7 @@ impl HumanDuration {
                 ))
             }
         };
-        if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        if !secs.is_finite() || !(0.0..=MAX_SECS as f64).contains(&secs) {
             return Err(format!("duration {s:?} is out of range"));
         }
         Ok(Duration::from_secs_f64(secs))
@@ -45,7 +59,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(HumanDuration(Duration::from_secs(s))),
+            Raw::Secs(s) if s <= MAX_SECS => Ok(HumanDuration(Duration::from_secs(s))),
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+                "duration {s} is out of range (at most {MAX_SECS} seconds, one year)"
+            ))),
             Raw::Text(t) => HumanDuration::parse(&t)
                 .map(HumanDuration)
                 .map_err(serde::de::Error::custom),
@@ -70,5 +87,40 @@ mod tests {
         assert_eq!(HumanDuration::parse("7").unwrap(), Duration::from_secs(7));
         assert!(HumanDuration::parse("-1s").is_err());
         assert!(HumanDuration::parse("1y").is_err());
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(deadline(now, Duration::MAX), now + FAR);
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        d: HumanDuration,
+    }
+
+    /// A bare integer used to skip the one-year cap, and `u64::MAX` seconds then overflowed the
+    /// relay's timers and the shutdown grace.
+    #[test]
+    fn bare_integers_have_the_same_cap_as_text() {
+        let parse = |text: &str| toml::from_str::<Holder>(text).map(|h| h.d.0);
+        assert_eq!(parse("d = 7").unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            parse(&format!("d = {MAX_SECS}")).unwrap(),
+            Duration::from_secs(MAX_SECS)
+        );
+        for text in [
+            format!("d = {}", MAX_SECS + 1),
+            format!("d = {}", i64::MAX),
+            format!("d = \"{}\"", MAX_SECS + 1),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{text}: {e}");
+        }
     }
 }

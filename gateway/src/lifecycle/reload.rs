@@ -17,14 +17,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::listeners::Listeners;
 use crate::config::Config;
+use crate::core::background;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::obs::metrics::Metrics;
 
 /// What can be reloaded, and from where.
+#[derive(Clone)]
 pub(crate) struct Reloader {
     pub(crate) listeners: Arc<Listeners>,
     /// The file the gateway was started with; `None` for the embedded default.
@@ -126,35 +128,50 @@ impl Reloader {
     }
 
     /// Start the reload thread. The SIGHUP handler is installed before this returns, so a
-    /// SIGHUP can never fall through to the default action (terminating the process).
+    /// SIGHUP can never fall through to the default action (terminating the process). The loop
+    /// is supervised: a panic while reloading restarts it (logged and counted), so SIGHUP keeps
+    /// working.
     pub(crate) fn spawn(self) {
-        let rt = crate::core::background::runtime();
-        let mut hup = rt
+        let rt = background::runtime();
+        let hup = rt
             .block_on(async { signal(SignalKind::hangup()) })
             .expect("SIGHUP handler");
-        crate::core::background::spawn_on("reload", rt, async move {
-            let mut stamps = self.config_stamps();
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        log::info!("SIGHUP: reloading");
-                        // A new generation brings its certificates; otherwise re-read them.
-                        if !self.reload_config() {
-                            self.reload_certs(false);
-                        }
-                    }
-                    _ = sleep_or_never(self.watch_interval) => {
-                        let now = self.config_stamps();
-                        if now != stamps {
-                            log::info!("configuration files changed: reloading");
-                            self.reload_config();
-                        }
-                        self.reload_certs(true);
+        let hup = Arc::new(tokio::sync::Mutex::new(hup));
+        let run = background::supervise(
+            "reload",
+            background::BACKOFF,
+            |task| Metrics::global().background_task_restarted(task),
+            move || {
+                let (this, hup) = (self.clone(), hup.clone());
+                async move { this.watch(&mut *hup.lock().await).await }
+            },
+        );
+        background::spawn_on("reload", rt, run);
+    }
+
+    /// Reload on every SIGHUP and, with a watch interval, when the files change.
+    async fn watch(&self, hup: &mut Signal) {
+        let mut stamps = self.config_stamps();
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    log::info!("SIGHUP: reloading");
+                    // A new generation brings its certificates; otherwise re-read them.
+                    if !self.reload_config() {
+                        self.reload_certs(false);
                     }
                 }
-                stamps = self.config_stamps();
+                _ = sleep_or_never(self.watch_interval) => {
+                    let now = self.config_stamps();
+                    if now != stamps {
+                        log::info!("configuration files changed: reloading");
+                        self.reload_config();
+                    }
+                    self.reload_certs(true);
+                }
             }
-        });
+            stamps = self.config_stamps();
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::cluster::OnError;
 use crate::config::Config;
+use crate::core::background::Tasks;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
@@ -65,7 +66,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let conf = ServerConf {
         threads: config.server.threads,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
-        grace_period_seconds: Some(grace.as_secs() + 2),
+        grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
@@ -140,6 +141,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         Some(OnError::Closed) => readiness.add_check("cluster degraded", cluster_check),
         _ => readiness.add_warning("cluster degraded", cluster_check),
     }
+    // A background task that keeps panicking (it is restarted each time) is worth an alert.
+    readiness.add_check("background tasks", || {
+        Tasks::global().check(std::time::Instant::now())
+    });
     let sessions = Arc::new(Sessions::default());
     let registry = Arc::new(Registry::default());
     let control = Arc::new(Control::new(registry.clone(), in_force.clone()));

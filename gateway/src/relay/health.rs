@@ -13,6 +13,7 @@ use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
 use super::{RelayRoute, Relays};
+use crate::core::duration::deadline;
 use crate::core::shutdown::shutting_down;
 
 /// How often the service looks for routes whose check is due.
@@ -36,7 +37,7 @@ where
                 if due.get(path).is_some_and(|at| *at > now) {
                     return None;
                 }
-                due.insert(path.clone(), now + interval);
+                due.insert(path.clone(), deadline(now, interval));
                 let route = route.clone();
                 Some(async move { route.check_all().await })
             });

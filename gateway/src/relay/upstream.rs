@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::duration::deadline;
 use crate::core::url::WsUrl;
 use crate::obs::metrics::Metrics;
 
@@ -45,7 +46,7 @@ impl Upstream {
 
     /// Take the upstream out of the rotation for `for_` after a failure.
     pub(crate) fn eject(&self, for_: Duration) {
-        *self.state.ejected() = Some(Instant::now() + for_);
+        *self.state.ejected() = Some(deadline(Instant::now(), for_));
         Metrics::global().upstream_health(self.label(), false);
     }
 

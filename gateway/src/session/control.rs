@@ -35,7 +35,9 @@ impl Control {
     ) -> Control {
         Control {
             close: Some(close),
-            lifetime: max_lifetime.map(|d| Instant::now() + d - super::stop::jitter(d / 10)),
+            lifetime: max_lifetime.map(|d| {
+                crate::core::duration::deadline(Instant::now(), d - super::stop::jitter(d / 10))
+            }),
         }
     }
 

@@ -36,7 +36,11 @@ pub(crate) fn websocket_config(
     WebSocketConfig::default()
         .read_buffer_size(limits.read_buffer_bytes)
         .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_write_buffer_bytes.max(write_max + 64))
+        .max_write_buffer_size(
+            limits
+                .max_write_buffer_bytes
+                .max(write_max.saturating_add(64)),
+        )
         .max_message_size(Some(read_max))
         .max_frame_size(Some(read_max))
 }

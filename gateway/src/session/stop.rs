@@ -10,6 +10,7 @@ use pingora::server::ShutdownWatch;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::core::duration::deadline;
 use crate::core::end::Stop;
 use crate::core::shutdown::shutting_down;
 
@@ -55,7 +56,7 @@ impl StopSignal {
                 shutting_down(&mut self.shutdown).await;
             }
         }
-        let at = Instant::now() + jitter(self.drain_window);
+        let at = deadline(Instant::now(), jitter(self.drain_window));
         self.close_at = Some(at);
         tokio::time::sleep_until(at).await;
         Stop::Shutdown

@@ -13,6 +13,8 @@ use jsonwebtoken::{decode, decode_header, Validation};
 use serde_json::{Map, Value};
 
 pub(crate) mod extract;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod hs256;
 pub(crate) mod numeric_date;
 
 use super::keyset::KeySet;
@@ -334,4 +336,42 @@ fn forbidden(why: &str) -> Rejection {
             "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{why}\""
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const SECRET: &[u8] = b"a test secret of at least 32 bytes..";
+
+    fn head_with(token: &str) -> RequestHead {
+        RequestHead::for_test("GET", "/", &[("authorization", &format!("Bearer {token}"))])
+    }
+
+    async fn check(claims: &str) -> Result<Verified, Rejection> {
+        let policy = hs256::policy("", SECRET).unwrap();
+        let token = hs256::sign(SECRET, br#"{"alg":"HS256","typ":"JWT"}"#, claims.as_bytes());
+        policy.check(&head_with(&token)).await
+    }
+
+    /// A validly signed `exp` of 2^63 s or more panicked in `UNIX_EPOCH + Duration`: now it is
+    /// an expiry too far away to ever come.
+    #[tokio::test]
+    async fn huge_exp_never_closes_and_does_not_panic() {
+        for exp in [1u64 << 63, u64::MAX, (1 << 63) - 1, i64::MAX as u64 / 2] {
+            let v = check(&format!(r#"{{"sub":"s","exp":{exp}}}"#))
+                .await
+                .unwrap_or_else(|r| panic!("exp {exp}: {}", r.answer.body));
+            assert!(v.closes_at.is_none_or(|at| at > SystemTime::now()), "{exp}");
+        }
+        let soon = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let v = check(&format!(r#"{{"exp":{soon}}}"#)).await.unwrap();
+        let expected = UNIX_EPOCH + Duration::from_secs(soon) + defaults::LEEWAY;
+        assert_eq!(v.closes_at, Some(expected + defaults::EXPIRY_GRACE));
+    }
 }

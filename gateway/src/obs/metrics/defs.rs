@@ -178,6 +178,12 @@ pub const CLUSTER_CONNECTED: Def = Def {
     labels: &[],
     help: "1 while this replica is connected to the cluster store, 0 while it is not (then /readyz says cluster degraded).",
 };
+pub const BACKGROUND_TASK_RESTARTS: Def = Def {
+    name: "portcullis_background_task_restarts_total",
+    kind: Kind::Counter,
+    labels: &["task"],
+    help: "Background tasks (jwks, reload) restarted after a panic, by task.",
+};
 pub const BUILD_INFO: Def = Def {
     name: "portcullis_build_info",
     kind: Kind::Gauge,
@@ -211,6 +217,7 @@ pub const ALL: &[Def] = &[
     CLUSTER_FALLBACKS,
     CLUSTER_LEASES,
     CLUSTER_CONNECTED,
+    BACKGROUND_TASK_RESTARTS,
     BUILD_INFO,
 ];
 
@@ -292,7 +299,8 @@ mod tests {
                         "upstream",
                         "error",
                         "operation",
-                        "version"
+                        "version",
+                        "task"
                     ]
                     .contains(label),
                     "{n}: label {label} is not on the low-cardinality list"

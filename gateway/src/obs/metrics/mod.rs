@@ -32,6 +32,8 @@ use crate::core::reason::Reason;
 /// kinds; listed here so every series starts at zero).
 pub(crate) const CLUSTER_ERROR_KINDS: [&str; 4] =
     ["unavailable", "timeout", "connection", "response"];
+/// The supervised background tasks (`core::background`), whose restart series start at zero.
+const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
 
 /// The content type of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -64,6 +66,7 @@ pub(crate) struct Metrics {
     /// Without labels, but vectors so that they are absent until a cluster is configured.
     cluster_leases: IntGaugeVec,
     cluster_connected: IntGaugeVec,
+    background_task_restarts: IntCounterVec,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
 }
@@ -142,6 +145,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let background_task_restarts = counter_vec(&r, &defs::BACKGROUND_TASK_RESTARTS);
+        for task in BACKGROUND_TASKS {
+            background_task_restarts.with_label_values(&[task]);
+        }
         Metrics {
             cluster_call_duration: histogram_vec(
                 &r,
@@ -175,6 +182,7 @@ impl Metrics {
             upstream_healthy: gauge_vec(&r, &defs::UPSTREAM_HEALTHY),
             tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
             config_reloads,
+            background_task_restarts,
             meters: RwLock::new(HashMap::new()),
             registry: r,
         }
@@ -409,6 +417,13 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.config_reloads.with_label_values(&[result]).inc();
     }
+
+    /// A supervised background task panicked and is being restarted.
+    pub(crate) fn background_task_restarted(&self, task: &str) {
+        self.background_task_restarts
+            .with_label_values(&[task])
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -477,6 +492,9 @@ mod tests {
         let get = |c: &IntCounterVec, l: &[&str]| c.with_label_values(l).get();
         assert_eq!(get(&m.rejections, &["/a", "upgrade_required"]), 2);
         assert_eq!(get(&m.rejections, &["/a", "origin"]), 0);
+        m.background_task_restarted("jwks");
+        assert_eq!(get(&m.background_task_restarts, &["jwks"]), 1);
+        assert_eq!(get(&m.background_task_restarts, &["reload"]), 0);
         assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
         assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
         assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);

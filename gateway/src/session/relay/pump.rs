@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::outcome::{Finish, Outcome};
 use super::timers::{sleep_until_opt, Shared};
 use super::RelayOptions;
+use crate::core::duration::deadline;
 use crate::core::labels::{payload_len, Class, Direction};
 use crate::obs::metrics::Meter;
 use crate::session::close::fault_of;
@@ -170,10 +171,10 @@ where
                     // Pinged, not heard since: look again later (never in the past, which
                     // would spin).
                     Some(pinged) => (
-                        Some((pinged + interval).max(Instant::now() + interval)),
+                        Some(deadline(pinged, interval).max(deadline(Instant::now(), interval))),
                         false,
                     ),
-                    None => (Some(heard + interval), true),
+                    None => (Some(deadline(heard, interval)), true),
                 }
             }
         };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::duration::deadline;
 use crate::session::registry::Counters;
 
 /// Mutable state shared by the pumps and watchdogs of one session. They all run in one task;
@@ -69,11 +70,11 @@ pub(super) async fn silent_client(shared: &Shared, interval: Option<Duration>, t
         return std::future::pending().await;
     };
     loop {
-        let deadline = shared.heard() + interval + timeout;
-        if Instant::now() >= deadline {
+        let at = deadline(shared.heard(), interval.saturating_add(timeout));
+        if Instant::now() >= at {
             return;
         }
-        tokio::time::sleep_until(deadline).await;
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -83,10 +84,10 @@ pub(super) async fn idle(shared: &Shared, limit: Option<Duration>) {
         return std::future::pending().await;
     };
     loop {
-        let deadline = shared.get(&shared.last_data).unwrap_or(shared.base) + limit;
-        if Instant::now() >= deadline {
+        let at = deadline(shared.get(&shared.last_data).unwrap_or(shared.base), limit);
+        if Instant::now() >= at {
             return;
         }
-        tokio::time::sleep_until(deadline).await;
+        tokio::time::sleep_until(at).await;
     }
 }
