@@ -365,7 +365,7 @@ async fn a_revocation_reaches_every_replica_through_redis() {
         return;
     };
     let cluster = format!(
-        "[cluster]\nredis_url = \"{}\"\nkey_prefix = \"sessions-test:\"\nlease_ttl = \"3s\"\n",
+        "[cluster]\nredis_url = \"{}\"\nkey_prefix = \"sessions-test:\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n",
         redis.url()
     );
     let a = gateway(&cluster).await;
