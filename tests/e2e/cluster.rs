@@ -292,7 +292,7 @@ async fn rediss_with_a_private_ca() {
         return;
     };
     let config = format!(
-        "[cluster]\nredis_url = \"{}\"\nca_file = \"redis-ca.pem\"\nkey_prefix = \"tls:\"\n\
+        "[cluster]\nredis_url = \"{}\"\nca_file = \"redis-ca.pem\"\nkey_prefix = \"tls:\"\ntimeout = \"500ms\"\n\
          [[routes]]\npath = \"/ws/one\"\nmode = \"echo\"\npolicy = \"one\"\n\
          [policies.one.limits]\nconnections_per_route = 1\n",
         redis.url()
