@@ -313,6 +313,20 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         &dir.path().join("identity.log"),
     )?;
     identity.wait_listening(identity_port, Duration::from_secs(30))?;
+    // The cluster section's Redis: one for the whole run, on a free port, keeping nothing.
+    let redis = match find_program("redis-server").filter(|_| wants("portcullis")) {
+        Some(bin) => {
+            let port = procs::free_port()?;
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(dir.path());
+            let mut proc = procs::Proc::spawn("redis-server", cmd, &dir.path().join("redis.log"))?;
+            proc.wait_listening(port, Duration::from_secs(30))?;
+            Some((proc, port))
+        }
+        None => None,
+    };
 
     let mut env = Env::new(
         dir.path().to_path_buf(),
@@ -326,6 +340,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         nginx.clone(),
         haproxy.clone(),
     );
+    env.redis = redis.as_ref().map(|(_, port)| *port);
     for route in PortcullisRoute::all() {
         for bin in &portcullis_bins {
             if servers::accepts(&env, bin, route)? {
@@ -354,7 +369,13 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
         for section in Section::ALL {
             let route = PortcullisRoute::of(subject, section);
-            if env.binary_for(subject, route).is_none() {
+            if section == Section::HandshakeCluster && env.redis.is_none() {
+                results.skip(
+                    subject,
+                    section,
+                    "redis-server is not installed (scripts/bootstrap --bench installs it)".into(),
+                );
+            } else if env.binary_for(subject, route).is_none() {
                 results.skip(
                     subject,
                     section,
@@ -405,6 +426,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     }
     drop(upstream);
     drop(identity);
+    drop(redis);
 
     let (cpus, memory_gib) = procs::machine();
     let mut versions = serde_json::Map::new();

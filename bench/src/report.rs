@@ -24,10 +24,15 @@ pub enum Section {
     HandshakeAuthzMiss,
     /// With an opaque token introspected for every handshake.
     HandshakeIntrospection,
+    /// Plain handshakes under a policy with a per-IP handshake rate and per-IP and per-route
+    /// connection caps, counted by this process (none of them is reached).
+    HandshakeLimits,
+    /// The same limits counted across replicas through Redis (`[cluster]`).
+    HandshakeCluster,
 }
 
 impl Section {
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 9] = [
         Section::Load,
         Section::Idle,
         Section::Handshake,
@@ -35,14 +40,19 @@ impl Section {
         Section::HandshakeAuthzHit,
         Section::HandshakeAuthzMiss,
         Section::HandshakeIntrospection,
+        Section::HandshakeLimits,
+        Section::HandshakeCluster,
     ];
 
-    /// The handshake sections only Portcullis has (it checks a credential before its 101).
-    pub const PORTCULLIS_ONLY: [Section; 4] = [
+    /// The handshake sections only Portcullis has (it checks a credential or counts limits
+    /// before its 101).
+    pub const PORTCULLIS_ONLY: [Section; 6] = [
         Section::HandshakeJwt,
         Section::HandshakeAuthzHit,
         Section::HandshakeAuthzMiss,
         Section::HandshakeIntrospection,
+        Section::HandshakeLimits,
+        Section::HandshakeCluster,
     ];
 
     pub fn portcullis_only(self) -> bool {
@@ -58,6 +68,8 @@ impl Section {
             Section::HandshakeAuthzHit => "handshake_authz_hit",
             Section::HandshakeAuthzMiss => "handshake_authz_miss",
             Section::HandshakeIntrospection => "handshake_introspection",
+            Section::HandshakeLimits => "handshake_limits",
+            Section::HandshakeCluster => "handshake_cluster",
         }
     }
 
@@ -75,7 +87,9 @@ impl Section {
             | Section::HandshakeJwt
             | Section::HandshakeAuthzHit
             | Section::HandshakeAuthzMiss
-            | Section::HandshakeIntrospection => {
+            | Section::HandshakeIntrospection
+            | Section::HandshakeLimits
+            | Section::HandshakeCluster => {
                 &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
             }
         }
@@ -272,6 +286,23 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
             })
         })
         .collect();
+    let cluster: Map<String, Value> = info
+        .subjects
+        .iter()
+        .filter(|s| s.is_portcullis())
+        .map(|&s| {
+            let (hs, cpu, met) = cluster_ratio(results, s);
+            (
+                s.key().to_string(),
+                json!({
+                    "handshakes_per_second": num(hs),
+                    "cpu_us_per_handshake": num(cpu),
+                    "target": CLUSTER_TARGET,
+                    "met": met.map_or(Value::Null, Value::Bool),
+                }),
+            )
+        })
+        .collect();
     json!({
         "date": info.date,
         "command": info.command,
@@ -283,7 +314,27 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "results": subjects,
         "ratios": ratios,
         "targets": targets,
+        "cluster_vs_local": cluster,
     })
+}
+
+/// Handshakes per second with the limits counted in Redis must reach this share of the same
+/// limits counted locally.
+pub const CLUSTER_TARGET: f64 = 0.8;
+
+/// Cluster limits against the same limits local-only, for `subject`: the handshake-rate ratio,
+/// the CPU ratio, and whether the target is met.
+fn cluster_ratio(results: &Results, subject: Subject) -> (Option<f64>, Option<f64>, Option<bool>) {
+    let of = |section, figure| results.median(subject, section, figure);
+    let ratio = |figure| {
+        Some(of(Section::HandshakeCluster, figure)? / of(Section::HandshakeLimits, figure)?)
+    };
+    let hs = ratio("handshakes_per_second");
+    (
+        hs,
+        ratio("cpu_us_per_handshake"),
+        hs.map(|r| r >= CLUSTER_TARGET),
+    )
 }
 
 fn num(v: Option<f64>) -> Value {
@@ -307,6 +358,8 @@ fn label(section: Section, figure: &str) -> String {
         Section::HandshakeAuthzHit => format!("{base}, with ext_authz, cached³"),
         Section::HandshakeAuthzMiss => format!("{base}, with ext_authz, not cached³"),
         Section::HandshakeIntrospection => format!("{base}, with introspection³"),
+        Section::HandshakeLimits => format!("{base}, with local limits⁴"),
+        Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)⁴"),
         _ => base.to_string(),
     }
 }
@@ -453,6 +506,13 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
          loopback HTTP/1.1 connection before its 101; the endpoint is the benchmark's own \
          `identity-server` process, whose CPU is not counted. Ratios as for ¹.\n",
     );
+    out.push_str(
+        "⁴ A policy with a per-IP handshake rate and per-IP and per-route connection caps that no \
+         handshake reaches, counted by this process (local) or across replicas through a \
+         redis-server on loopback started by the benchmark (`[cluster]`: one GCRA script and \
+         one lease script per handshake, the lease released when the socket ends; Redis's CPU \
+         is not counted). Ratios as for ¹.\n",
+    );
     let skipped: Vec<String> = results
         .skipped
         .iter()
@@ -497,6 +557,21 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
             )
         })
         .collect();
+    let mut goals = goals;
+    for &subject in info.subjects.iter().filter(|s| s.is_portcullis()) {
+        let (hs, cpu, met) = cluster_ratio(results, subject);
+        if hs.is_none() {
+            continue;
+        }
+        let verdict = if met == Some(true) { "met" } else { "NOT met" };
+        goals.push(format!(
+            "- {}: handshakes per second with cluster limits >= {CLUSTER_TARGET} of the same \
+             limits local-only: {verdict} ({}; CPU per handshake {})",
+            short_name(subject),
+            show_ratio(hs),
+            show_ratio(cpu)
+        ));
+    }
     if !goals.is_empty() {
         out.push_str(&format!("\nTargets:\n{}\n", goals.join("\n")));
     }

@@ -96,6 +96,10 @@ pub enum Admit {
     AuthzMiss,
     /// An opaque token checked by introspection on every handshake (no cache).
     Introspection,
+    /// A per-IP handshake rate and per-IP and per-route caps, none reached, counted locally.
+    LocalLimits,
+    /// The same, counted through Redis (`[cluster]`).
+    ClusterLimits,
 }
 
 impl Admit {
@@ -106,6 +110,8 @@ impl Admit {
             Section::HandshakeAuthzHit => Admit::AuthzHit,
             Section::HandshakeAuthzMiss => Admit::AuthzMiss,
             Section::HandshakeIntrospection => Admit::Introspection,
+            Section::HandshakeLimits => Admit::LocalLimits,
+            Section::HandshakeCluster => Admit::ClusterLimits,
             Section::Load | Section::Idle | Section::Handshake => Admit::Public,
         }
     }
@@ -117,6 +123,8 @@ impl Admit {
             Admit::AuthzHit => "_authz_hit",
             Admit::AuthzMiss => "_authz_miss",
             Admit::Introspection => "_introspection",
+            Admit::LocalLimits => "_limits",
+            Admit::ClusterLimits => "_cluster",
         }
     }
 
@@ -126,6 +134,8 @@ impl Admit {
             Admit::Jwt => " with a JWT policy",
             Admit::AuthzHit | Admit::AuthzMiss => " with an ext_authz policy",
             Admit::Introspection => " with an introspection policy",
+            Admit::LocalLimits => " with rate and cap limits",
+            Admit::ClusterLimits => " with rate and cap limits in [cluster]",
         }
     }
 }
@@ -140,12 +150,14 @@ pub struct PortcullisRoute {
 }
 
 impl PortcullisRoute {
-    pub const ADMITS: [Admit; 5] = [
+    pub const ADMITS: [Admit; 7] = [
         Admit::Public,
         Admit::Jwt,
         Admit::AuthzHit,
         Admit::AuthzMiss,
         Admit::Introspection,
+        Admit::LocalLimits,
+        Admit::ClusterLimits,
     ];
 
     /// Every configuration: the relay ones, then the echo ones.
@@ -180,6 +192,11 @@ impl PortcullisRoute {
     }
 }
 
+/// Limits far above what the benchmark reaches: what is measured is the cost of counting.
+const UNREACHED_LIMITS: &str = "[policies.limits.limits]\n\
+     handshakes_per_ip = { per_second = 1000000, burst = 1000000 }\n\
+     connections_per_ip = 1000000\nconnections_per_route = 1000000\n";
+
 /// The ports of the benchmark's own servers behind the proxies.
 pub struct Backends {
     pub upstream_port: u16,
@@ -198,6 +215,8 @@ pub struct Env {
     pub nofile: u64,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
+    /// The port of the benchmark's redis-server (the cluster section), if there is one.
+    pub redis: Option<u16>,
     /// The Portcullis binary for each configuration it was found to accept.
     pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
     /// `--baseline`: the routes it accepts, with its path.
@@ -225,6 +244,7 @@ impl Env {
             nofile,
             nginx,
             haproxy,
+            redis: None,
             portcullis: Vec::new(),
             baseline: Vec::new(),
             instances: std::cell::Cell::new(0),
@@ -309,6 +329,7 @@ impl Env {
             Admit::AuthzHit | Admit::AuthzMiss | Admit::Introspection => {
                 Some(crate::identity::TOKEN.to_string())
             }
+            Admit::LocalLimits | Admit::ClusterLimits => None,
         };
         let target = Target {
             port,
@@ -368,6 +389,18 @@ impl Env {
                 crate::identity::INTROSPECT_PATH,
                 toml_str(&m.client_secret)
             )),
+            Admit::LocalLimits | Admit::ClusterLimits => {
+                text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"))
+            }
+        }
+        if route.admit == Admit::ClusterLimits {
+            // A prefix per instance: each starts with empty counts. Without a redis-server the
+            // section is skipped; the URL still lets `--check` judge the configuration.
+            let redis = self.redis.unwrap_or(6379);
+            let n = self.instances.get();
+            text.push_str(&format!(
+                "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\nkey_prefix = \"bench{n}:\"\n"
+            ));
         }
         text
     }

@@ -117,6 +117,8 @@ const PORTCULLIS_SECTIONS: &[&str] = &[
     "handshake_authz_hit",
     "handshake_authz_miss",
     "handshake_introspection",
+    "handshake_limits",
+    "handshake_cluster",
 ];
 
 fn finite(v: &Value, what: &str) -> f64 {
@@ -163,6 +165,15 @@ fn quick_run_reports_every_figure() {
         subjects.push((proxy, &["load", "idle", "handshake"][..]));
     }
     let results = &out["results"];
+    // Cluster limits against local ones, for each Portcullis subject.
+    for subject in ["portcullis", "portcullis_echo"] {
+        let c = &out["cluster_vs_local"][subject];
+        finite(
+            &c["handshakes_per_second"],
+            &format!("cluster_vs_local.{subject}"),
+        );
+        assert!(c["met"].is_boolean(), "cluster_vs_local.{subject}: {c}");
+    }
     for (subject, sections) in &subjects {
         for section in *sections {
             let s = &results[subject][section];

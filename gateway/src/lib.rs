@@ -8,6 +8,7 @@
 //! | [`config`] | the configuration: plain data, defaults, validation |
 //! | [`obs`] | metrics, the access log, the logger |
 //! | [`net`] | listening addresses, server and client TLS, the HTTP/1.1 head and answers |
+//! | [`cluster`] | the Redis-backed store replicas share: rates, connection leases |
 //! | [`admission`] | the checks before the `101` |
 //! | [`relay`] | upstreams: registry, balancing, health, connecting, forwarding, typed errors |
 //! | [`session`] | after the `101`: echo, relay pumps, guards, close handling, stop signals |
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admission;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod core;
 pub(crate) mod edge;
@@ -34,11 +36,12 @@ pub(crate) mod session;
 #[cfg(test)]
 mod tests {
     /// The layers in the order of the table above: each may import only the ones before it.
-    const LAYERS: [&str; 9] = [
+    const LAYERS: [&str; 10] = [
         "core",
         "config",
         "obs",
         "net",
+        "cluster",
         "admission",
         "relay",
         "session",

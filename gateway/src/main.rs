@@ -1,4 +1,4 @@
-//! The command line: `portcullis [--config FILE] [--check]`.
+//! The command line: `portcullis [--config FILE] [--check]`, and `portcullis sessions ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use portcullis::config::Config;
 use portcullis::lifecycle;
 use portcullis::obs::Logger;
 
-const USAGE: &str = "\
+const USAGE_TEMPLATE: &str = "\
 portcullis - a security-focused WebSocket gateway
 
 USAGE:
@@ -21,6 +21,8 @@ USAGE:
                                     (then send the old one SIGQUIT; it hands them over and
                                     drains its sockets)
 
+{SESSIONS}
+
 OPTIONS:
     -c, --config FILE   configuration file
     -t, --check         validate only
@@ -29,6 +31,10 @@ OPTIONS:
     -V, --version       version
 
 Logging: RUST_LOG (default \"info\").";
+
+fn usage() -> String {
+    USAGE_TEMPLATE.replace("{SESSIONS}", lifecycle::sessions_cli::USAGE)
+}
 
 struct Args {
     config: Option<PathBuf>,
@@ -55,7 +61,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "-t" | "--check" => args.check = true,
             "-u" | "--upgrade" => args.upgrade = true,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{}", usage());
                 return Ok(None);
             }
             "-V" | "--version" => {
@@ -68,12 +74,52 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
+/// `portcullis sessions [--config FILE] [--admin ADDRESS] COMMAND ...`.
+fn sessions(args: Vec<String>) -> ExitCode {
+    let mut config_path = None;
+    let mut admin = None;
+    let mut rest = args.as_slice();
+    while let [flag, value, tail @ ..] = rest {
+        match flag.as_str() {
+            "-c" | "--config" => config_path = Some(PathBuf::from(value)),
+            "--admin" => admin = Some(value.clone()),
+            _ => break,
+        }
+        rest = tail;
+    }
+    let config = match &config_path {
+        Some(path) => Config::load(path),
+        None => Config::embedded(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match lifecycle::sessions_cli::run(&config, admin.as_deref(), rest) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis sessions: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "sessions") {
+        return sessions(argv[1..].to_vec());
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("portcullis: {e}\n\n{USAGE}");
+            eprintln!("portcullis: {e}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };

@@ -253,3 +253,32 @@ fn bad_policies_fail_naming_the_key() {
         assert!(out.contains(key), "error should name {key:?}: {out}");
     }
 }
+
+/// `[cluster]` under `--check`: validated (a bad URL or a missing password file names its key),
+/// and nothing connects (a Redis that is not there does not matter).
+#[test]
+fn cluster_table_is_checked_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = |table: &str| config_text(true, &format!("[cluster]\n{table}\n"));
+    let (ok, out) = check(
+        dir.path(),
+        &cluster("redis_url = \"redis://127.0.0.1:1/0\"\ntimeout = \"20ms\""),
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("cluster: connected"), "{out}");
+    for (table, key) in [
+        ("redis_url = \"http://127.0.0.1:1\"", "cluster.redis_url"),
+        (
+            "redis_url = \"redis://127.0.0.1:1\"\npassword_file = \"nope.password\"",
+            "cluster.password_file",
+        ),
+        (
+            "redis_url = \"redis://127.0.0.1:1\"\non_error = \"sometimes\"",
+            "on_error",
+        ),
+    ] {
+        let (ok, out) = check(dir.path(), &cluster(table));
+        assert!(!ok, "{table}: {out}");
+        assert!(out.contains(key), "{table}: {out} should name {key}");
+    }
+}

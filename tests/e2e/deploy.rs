@@ -22,6 +22,9 @@ fn check_config(text: &str) {
     let (cert, key) = self_signed(&["localhost"]);
     std::fs::write(dir.path().join("tls/tls.crt"), cert).unwrap();
     std::fs::write(dir.path().join("tls/tls.key"), key).unwrap();
+    // The cluster store's password, mounted from a Secret like the certificates.
+    std::fs::create_dir_all(dir.path().join("redis")).unwrap();
+    std::fs::write(dir.path().join("redis/password"), "placeholder\n").unwrap();
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
     run_ok(Command::new(binary()).args(["--check", "--config", path.to_str().unwrap()]));

@@ -591,10 +591,15 @@ async fn bearer_token_protects_metrics_and_readyz() {
         ),
         1.0
     );
-    assert_eq!(
-        gw.admin_request("/readyz", &auth).await,
-        (200, "ready\n".to_string())
-    );
+    // Ready once pingora reports its services running (a moment after the listeners accept).
+    eventually(STEP, "/readyz ready with the token", || async {
+        let answer = gw.admin_request("/readyz", &auth).await;
+        done_or(
+            answer == (200, "ready\n".to_string()),
+            format!("{answer:?}"),
+        )
+    })
+    .await;
     // Liveness needs no secret.
     assert_eq!(
         gw.admin_request("/healthz", "").await,
@@ -672,9 +677,16 @@ async fn exposition_passes_promtool_and_python_parser() {
     );
     let unset = [
         defs::RELAY_ENDS.name,
+        defs::GATEWAY_CLOSES.name,
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,
+        // No [cluster] table: no cluster series.
+        defs::CLUSTER_CALL_DURATION.name,
+        defs::CLUSTER_ERRORS.name,
+        defs::CLUSTER_FALLBACKS.name,
+        defs::CLUSTER_LEASES.name,
+        defs::CLUSTER_CONNECTED.name,
     ];
     for def in defs::ALL {
         let family = &families[def.name.strip_suffix("_total").unwrap_or(def.name)];

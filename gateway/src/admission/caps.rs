@@ -58,6 +58,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> Caps<K> {
 /// One taken slot; released on drop.
 pub(crate) struct Slot(Option<Box<dyn FnOnce() + Send>>);
 
+impl Slot {
+    /// A slot held by `holder` (a cluster lease): released when the holder drops.
+    pub(crate) fn holding<T: Send + 'static>(holder: T) -> Slot {
+        Slot(Some(Box::new(move || drop(holder))))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(release) = self.0.take() {

@@ -20,6 +20,7 @@ pub(crate) mod keyset;
 pub(crate) mod origin;
 pub(crate) mod rate;
 mod rejection;
+mod shared;
 pub(crate) mod token;
 pub(crate) mod upgrade;
 
@@ -33,9 +34,13 @@ use futures_util::FutureExt;
 use caps::{Caps, Permit};
 use rate::{rate_limited, HandshakeRate};
 pub(crate) use rejection::Rejection;
+use shared::{Shared, SharedCap};
 use token::TokenPolicy;
 use upgrade::Upgrade;
 
+use crate::cluster::revocations::Revocations;
+use crate::cluster::{Cluster, Counted};
+use crate::config::cluster::OnError;
 use crate::config::policy::{self, PolicyLimits};
 use crate::config::{Config, Route};
 use crate::core::background;
@@ -68,6 +73,8 @@ pub(crate) struct Admitted {
     /// the cookie, so that a relay strips them before forwarding (unless asked not to).
     pub(crate) token_query_param: Option<String>,
     pub(crate) token_cookie: Option<String>,
+    /// A cluster check was decided under this process's own limits because Redis failed.
+    pub(crate) cluster_fallback: bool,
     /// Identity headers for the upstream request: the client certificate's, and those the
     /// external authorizer's answer gave.
     pub(crate) identity_headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -77,6 +84,10 @@ pub(crate) struct Admitted {
 
 /// The compiled state of one policy: its checks and the counters they keep.
 struct PolicyState {
+    /// The policy's name (part of its cluster keys).
+    name: String,
+    /// With `[cluster]`: what the cluster checks do when Redis fails.
+    on_error: Option<OnError>,
     origin: Option<policy::Origin>,
     token: Option<TokenPolicy>,
     identity: Identity,
@@ -88,15 +99,27 @@ struct PolicyState {
 }
 
 impl PolicyState {
-    fn compile(p: &policy::Policy, key: &str) -> Result<PolicyState, String> {
+    fn compile(
+        p: &policy::Policy,
+        name: &str,
+        cluster: Option<&Cluster>,
+    ) -> Result<PolicyState, String> {
+        let key = format!("policies.{name}");
         Ok(PolicyState {
+            name: name.to_string(),
+            on_error: cluster.map(|c| {
+                p.cluster
+                    .as_ref()
+                    .and_then(|pc| pc.on_error)
+                    .unwrap_or(c.on_error())
+            }),
             origin: p.origin.clone(),
             token: p
                 .jwt
                 .as_ref()
                 .map(|jwt| TokenPolicy::compile(jwt, &format!("{key}.jwt")))
                 .transpose()?,
-            identity: Identity::compile(p, key)?,
+            identity: Identity::compile(p, &key)?,
             limits: p.limits.clone(),
             ip_rate: p
                 .limits
@@ -139,6 +162,8 @@ pub(crate) struct Admission {
     per_route: Arc<Caps<String>>,
     global: Arc<Caps<()>>,
     max_connections: usize,
+    /// The cluster store, when `[cluster]` is set (kept across reloads while unchanged).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Admission {
@@ -150,10 +175,15 @@ impl Admission {
         previous: Option<&Admission>,
     ) -> Result<Admission, String> {
         jwt_crypto::install();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Cluster::build(c, previous.and_then(|p| p.cluster.as_ref())))
+            .transpose()?;
         identity::warn_without_client_ca(config);
         let mut policies = HashMap::new();
         for (name, p) in &config.policies {
-            let mut state = PolicyState::compile(p, &format!("policies.{name}"))?;
+            let mut state = PolicyState::compile(p, name, cluster.as_deref())?;
             if let Some(prev) = previous.and_then(|old| old.policies.get(name)) {
                 state.inherit(prev);
             }
@@ -161,17 +191,26 @@ impl Admission {
         }
         Ok(Admission {
             policies,
-            public: PolicyState::compile(&policy::Policy::default(), "policies.default")?,
+            public: PolicyState::compile(&policy::Policy::default(), "default", None)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
             per_route: previous.map_or_else(Arc::default, |old| old.per_route.clone()),
             global: previous.map_or_else(Arc::default, |old| old.global.clone()),
             max_connections: config.limits.max_connections,
+            cluster,
         })
+    }
+
+    /// The cluster store, when `[cluster]` is set.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Start the background JWKS fetchers (on their own thread, outside the request path). Each
     /// fetcher is supervised: a panic restarts it (logged and counted) instead of ending it.
     pub(crate) fn start_background(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.start();
+        }
         let remotes: Vec<_> = self
             .policies
             .values()
@@ -218,9 +257,20 @@ impl Admission {
         upgrade: &Upgrade,
     ) -> Result<(Admitted, Permit), Rejection> {
         let policy = self.policy(route);
+        let shared = match (&self.cluster, policy.on_error) {
+            (Some(cluster), Some(on_error)) => Some(Shared { cluster, on_error }),
+            _ => None,
+        };
+        let mut fallback = false;
         // 2. handshake rate per client IP
         if let (Some(rate), Some(ip)) = (&policy.ip_rate, client_ip) {
-            rate.check(&ip).map_err(rate_limited)?;
+            match shared {
+                Some(s) => {
+                    let key = s.cluster.rate_key(&policy.name, Counted::Ip(ip));
+                    s.rate(key, rate, &ip, &mut fallback).await?;
+                }
+                None => rate.check(&ip).map_err(rate_limited)?,
+            }
         }
         // 3. Origin
         if let Some(origin) = &policy.origin {
@@ -233,8 +283,22 @@ impl Admission {
             None => policy.identity.introspect(head).await?,
         };
         let subject = policy.identity.subject(peer_cert, verified.as_ref());
+        // 4b. revoked subjects and token ids (an operator's POST /revocations)
+        let jti = verified
+            .as_ref()
+            .and_then(|v| v.claims.get("jti"))
+            .and_then(|j| j.as_str());
+        if Revocations::global().is_revoked(subject.as_deref(), jti) {
+            return Err(token::invalid(Reason::Revoked, "token revoked"));
+        }
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
-            rate.check(sub).map_err(rate_limited)?;
+            match shared {
+                Some(s) => {
+                    let key = s.cluster.rate_key(&policy.name, Counted::Subject(sub));
+                    s.rate(key, rate, sub, &mut fallback).await?;
+                }
+                None => rate.check(sub).map_err(rate_limited)?,
+            }
         }
         // 4. the external authorizer: after the rate checks, before the caps
         let question = identity::question(head, &route.path, client_ip, peer_cert);
@@ -279,6 +343,41 @@ impl Admission {
                         .header("Retry-After", "1")
                 })?,
         );
+        // 6 (cluster). The same caps across replicas, in one round trip, after the local ones
+        // (which this process's sockets can only fill less).
+        if let Some(s) = shared {
+            let l = &policy.limits;
+            let mut caps = Vec::new();
+            if let (Some(cap), Some(ip)) = (l.connections_per_ip, client_ip) {
+                let key = s.cluster.cap_key(&policy.name, Counted::Ip(ip));
+                caps.push(SharedCap {
+                    key,
+                    cap,
+                    who: "from this address",
+                });
+            }
+            if let (Some(cap), Some(sub)) = (l.connections_per_subject, &subject) {
+                let key = s.cluster.cap_key(&policy.name, Counted::Subject(sub));
+                caps.push(SharedCap {
+                    key,
+                    cap,
+                    who: "for this subject",
+                });
+            }
+            if let Some(cap) = l.connections_per_route {
+                let key = s.cluster.route_key(&route.path);
+                caps.push(SharedCap {
+                    key,
+                    cap,
+                    who: "on this route",
+                });
+            }
+            if !caps.is_empty() {
+                let earlier = fallback;
+                let over = |who: &str| over(who).fallback(earlier);
+                permit.hold(s.caps(caps, &mut fallback, over).await?);
+            }
+        }
 
         // An expiry further away than the monotonic clock can count saturates (never reached).
         let expires_at = verified.as_ref().and_then(|v| v.closes_at).map(|at| {
@@ -307,6 +406,7 @@ impl Admission {
                 .filter(|p| !is_token_subprotocol(p))
                 .cloned()
                 .collect(),
+            cluster_fallback: fallback,
         };
         Ok((admitted, permit))
     }

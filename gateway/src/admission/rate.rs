@@ -10,12 +10,15 @@ use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::Rejection;
+use crate::cluster::Gcra;
 use crate::config::policy::Rate;
 use crate::core::reason::Reason;
 
 /// A keyed handshake rate.
 pub(crate) struct HandshakeRate<K: Hash + Eq + Clone> {
     limiter: RateLimiter<K, HashMapStateStore<K>, DefaultClock>,
+    /// The same rate for the cluster store.
+    pub(crate) gcra: Gcra,
     clock: DefaultClock,
     checks: AtomicU64,
 }
@@ -32,7 +35,12 @@ impl<K: Hash + Eq + Clone> HandshakeRate<K> {
             Some(burst) => quota.allow_burst(burst),
             None => quota,
         };
+        let gcra = Gcra {
+            interval: quota.replenish_interval(),
+            burst: quota.burst_size().get(),
+        };
         HandshakeRate {
+            gcra,
             limiter: RateLimiter::hashmap(quota),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
@@ -80,6 +88,8 @@ mod tests {
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert_eq!(retry_after_secs(wait), 1);
         rate.check(&2u8).unwrap();
+        assert_eq!(rate.gcra.interval, Duration::from_secs(1));
+        assert_eq!(rate.gcra.burst, 3);
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }

@@ -8,6 +8,8 @@ use crate::net::answer::Answer;
 pub(crate) struct Rejection {
     pub(crate) reason: Reason,
     pub(crate) answer: Answer,
+    /// Decided without the cluster store because it failed (the access log says so).
+    pub(crate) cluster_fallback: bool,
 }
 
 impl Rejection {
@@ -15,7 +17,14 @@ impl Rejection {
         Rejection {
             reason,
             answer: Answer::new(status, body),
+            cluster_fallback: false,
         }
+    }
+
+    /// Mark the rejection as decided without the cluster store.
+    pub(crate) fn fallback(mut self, fallback: bool) -> Rejection {
+        self.cluster_fallback = fallback;
+        self
     }
 
     pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Rejection {

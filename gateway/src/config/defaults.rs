@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::policy::{Alg, TokenSource};
+use crate::core::on_error::OnError;
 
 // [server]
 
@@ -103,6 +104,25 @@ pub(crate) const JWKS_MAX_BYTES: usize = 1024 * 1024;
 pub(crate) const JWKS_ALGORITHMS: [Alg; 5] =
     [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
+// [cluster]
+
+/// Put before every Redis key and the event channel.
+pub(crate) const CLUSTER_KEY_PREFIX: &str = "portcullis:";
+/// The longest one Redis call may take before it counts as failed (a handshake never waits more).
+pub(crate) const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long a connection slot lives in Redis unless renewed (renewed every third of it).
+pub(crate) const CLUSTER_LEASE_TTL: Duration = Duration::from_secs(15);
+/// When Redis fails: decide under the local limits.
+pub(crate) const CLUSTER_ON_ERROR: OnError = OnError::Open;
+/// The first wait before reconnecting to Redis, doubled after each failure up to the maximum.
+pub(crate) const CLUSTER_RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub(crate) const CLUSTER_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// The `Retry-After` of a handshake refused because Redis failed (`on_error = "closed"`).
+pub(crate) const CLUSTER_RETRY_AFTER_SECS: u64 = 1;
+/// The longest a connection attempt to Redis (TCP, TLS, AUTH, SELECT) may take, in the background.
+pub(crate) const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most slots one renewal call carries (a replica with more renews in several calls).
+pub(crate) const CLUSTER_RENEW_BATCH: usize = 1000;
 // [policies.NAME.ext_authz]
 
 /// One call to the authorizer, connect to last byte.

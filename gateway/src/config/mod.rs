@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+pub(crate) mod cluster;
 pub(crate) mod defaults;
 pub(crate) mod identity;
 pub(crate) mod listener;
@@ -78,6 +79,8 @@ pub struct Config {
     pub(crate) routes: Vec<Route>,
     #[serde(default)]
     pub(crate) policies: BTreeMap<String, Policy>,
+    /// Shared rates and caps across replicas (`None`: every limit is this process's own).
+    pub(crate) cluster: Option<cluster::Cluster>,
     /// Where this configuration came from (a path or [`EMBEDDED_NAME`]); not a TOML key.
     #[serde(skip)]
     pub(crate) source: String,
@@ -151,6 +154,11 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(file) = &mut self.admin.token_file {
             *file = base.join(&*file);
+        }
+        if let Some(c) = &mut self.cluster {
+            for file in [&mut c.password_file, &mut c.ca_file].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
         }
         for l in &mut self.listeners {
             if let Some(tls) = &mut l.tls {
@@ -354,6 +362,79 @@ mod tests {
         let e = c.admin.token().unwrap_err();
         assert!(e.contains("PORTCULLIS_TEST_UNSET_TOKEN"), "{e}");
         assert!(Config::embedded().unwrap().admin.token().unwrap().is_none());
+    }
+
+    #[test]
+    fn cluster_table_defaults_and_errors_name_their_key() {
+        let c = Config::parse(
+            &format!("{MINIMAL}\n[cluster]\nredis_url = \"redis://127.0.0.1:6380/1\"\n"),
+            "f",
+            None,
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.key_prefix, defaults::CLUSTER_KEY_PREFIX);
+        assert_eq!(cluster.timeout.0, defaults::CLUSTER_TIMEOUT);
+        assert_eq!(cluster.lease_ttl.0, defaults::CLUSTER_LEASE_TTL);
+        assert_eq!(cluster.on_error, cluster::OnError::Open);
+        assert_eq!(cluster.password().unwrap(), None);
+
+        let cases = [
+            ("[cluster]\nredis_url = \"http://x\"", "cluster.redis_url"),
+            (
+                "[cluster]\nredis_url = \"redis://:pw@x\"",
+                "cluster.redis_url",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x/abc\"",
+                "cluster.redis_url",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\npassword = \"x\"",
+                "password",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\npassword_file = \"a\"\npassword_env = \"B\"",
+                "cluster.password_file and cluster.password_env",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\non_error = \"maybe\"",
+                "on_error",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\ntimeout = \"0s\"",
+                "cluster.timeout",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nlease_ttl = \"200ms\"",
+                "cluster.lease_ttl",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nkey_prefix = \"\"",
+                "cluster.key_prefix",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nca_file = \"/etc/hostname\"",
+                "cluster.ca_file",
+            ),
+            (
+                "[policies.p.cluster]\non_error = \"closed\"",
+                "policies.p.cluster",
+            ),
+        ];
+        for (table, key) in cases {
+            let e = Config::parse(&format!("{MINIMAL}\n{table}\n"), "f", None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+
+        let text = format!(
+            "{MINIMAL}\n[cluster]\nredis_url = \"redis://x\"\npassword_env = \"PORTCULLIS_TEST_UNSET_PW\"\n"
+        );
+        let c = Config::parse(&text, "f", None).unwrap();
+        let e = c.cluster.unwrap().password().unwrap_err();
+        assert!(e.contains("cluster.password_env"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct Policy {
     pub(crate) introspection: Option<Introspection>,
     #[serde(default)]
     pub(crate) limits: PolicyLimits,
+    /// This policy's choice when the cluster store fails (`[cluster] on_error` otherwise).
+    pub(crate) cluster: Option<PolicyCluster>,
 }
 
 /// `[policies.NAME.origin]`: which browser origins may open sockets.
@@ -155,6 +157,7 @@ impl Policy {
         let l = &self.limits;
         self.origin.is_none()
             && self.jwt.is_none()
+            && self.cluster.is_none()
             && self.client_cert.is_none()
             && self.ext_authz.is_none()
             && self.introspection.is_none()
@@ -184,4 +187,11 @@ impl Policy {
             }
         }
     }
+}
+
+/// `[policies.NAME.cluster]`: a policy's own choice for when Redis fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyCluster {
+    pub(crate) on_error: Option<crate::core::on_error::OnError>,
 }

@@ -50,6 +50,10 @@ pub(crate) struct Route {
     pub(crate) policy: Option<String>,
     /// Overrides `[limits].max_message_bytes` for this route.
     pub(crate) max_message_bytes: Option<usize>,
+    /// Close sockets with 1001 `session lifetime reached` once they are this old (each at a
+    /// random moment in the last tenth), so clients reconnect and authenticate again. Off by
+    /// default.
+    pub(crate) max_session_duration: Option<HumanDuration>,
 
     // `relay` routes only (see docs/relay.md). Validated only for mode = "relay"; an error on
     // any other mode.

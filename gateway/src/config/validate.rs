@@ -52,8 +52,17 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
             return Err(format!("{key} must be at least 1"));
         }
     }
+    if let Some(cluster) = &c.cluster {
+        cluster.validate()?;
+    }
     for (name, p) in &c.policies {
         policy(p, &format!("policies.{name}"))?;
+        if p.cluster.is_some() && c.cluster.is_none() {
+            return Err(format!(
+                "policies.{name}.cluster: there is no [cluster] table (a policy's on_error \
+                 applies to the cluster store)"
+            ));
+        }
     }
     routes(c)
 }
@@ -181,6 +190,20 @@ fn routes(c: &Config) -> Result<(), String> {
         }
         if let Some(max) = route.max_message_bytes {
             check_range(&key("max_message_bytes"), max, 1, 1 << 30)?;
+        }
+        if let Some(d) = route.max_session_duration {
+            if d.0 < std::time::Duration::from_secs(1) {
+                return Err(format!(
+                    "{} must be at least 1s",
+                    key("max_session_duration")
+                ));
+            }
+            if route.mode == Mode::Static {
+                return Err(format!(
+                    "{} is only valid with mode = \"echo\" or \"relay\"",
+                    key("max_session_duration")
+                ));
+            }
         }
         let policy = route.policy_name();
         if policy != defaults::POLICY && !c.policies.contains_key(policy) {

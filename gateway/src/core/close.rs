@@ -49,3 +49,16 @@ pub(crate) const PROTOCOL: Violation = Violation::new(PROTOCOL_ERROR, "protocol 
 /// The peer's unread data filled the write queue.
 pub(crate) const PEER_DOES_NOT_READ: Violation =
     Violation::new(POLICY_VIOLATION, "peer does not read");
+/// The session reached its route's `max_session_duration` (the client reconnects and
+/// authenticates again).
+pub(crate) const LIFETIME: Violation = Violation::new(GOING_AWAY, "session lifetime reached");
+/// An operator revoked the session's subject or token id.
+pub(crate) const REVOKED: Violation = Violation::new(POLICY_VIOLATION, "revoked");
+/// The close an operator's `POST /sessions/close` sends unless it names its own.
+pub(crate) const OPERATOR: Violation = Violation::new(POLICY_VIOLATION, "closed by operator");
+
+/// Whether a gateway may send `code` in a close frame (RFC 6455 7.4: the defined codes that may
+/// be sent, and the ranges for libraries and applications).
+pub(crate) fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}

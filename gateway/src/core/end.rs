@@ -31,6 +31,9 @@ pub(crate) struct SessionEnd {
     pub(crate) messages_out: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// Why the gateway ended it on its own account, when it did (echo sessions; a relay
+    /// reports its own end reason).
+    pub(crate) reason: Option<EndReason>,
 }
 
 impl SessionEnd {
@@ -89,6 +92,12 @@ pub(crate) enum EndReason {
     Shutdown,
     /// A reload removed the route.
     RouteRemoved,
+    /// An operator closed it (`POST /sessions/close`).
+    Admin,
+    /// An operator revoked its subject or token id (`POST /revocations`).
+    Revoked,
+    /// It reached its route's `max_session_duration`.
+    Lifetime,
 }
 
 impl EndReason {
@@ -107,6 +116,9 @@ impl EndReason {
             EndReason::TokenExpired => "token_expired",
             EndReason::Shutdown => "shutdown",
             EndReason::RouteRemoved => "route_removed",
+            EndReason::Admin => "admin",
+            EndReason::Revoked => "revoked",
+            EndReason::Lifetime => "lifetime",
         }
     }
 }

@@ -73,6 +73,66 @@ impl Direction {
     }
 }
 
+/// A kind of call to the cluster store (`operation` label of the cluster metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClusterOp {
+    /// A handshake rate check (GCRA script).
+    Rate,
+    /// Taking connection slots (lease script).
+    Take,
+    /// The heartbeat that renews this replica's slots (and refills a Redis that lost them).
+    Renew,
+    /// Giving slots back when sockets end.
+    Release,
+    /// Publishing or reading revocations and operator closes.
+    Event,
+    /// Connecting, and the first `PING` of a connection.
+    Connect,
+}
+
+impl ClusterOp {
+    pub(crate) const ALL: [ClusterOp; 6] = [
+        ClusterOp::Rate,
+        ClusterOp::Take,
+        ClusterOp::Renew,
+        ClusterOp::Release,
+        ClusterOp::Event,
+        ClusterOp::Connect,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ClusterOp::Rate => "rate",
+            ClusterOp::Take => "take",
+            ClusterOp::Renew => "renew",
+            ClusterOp::Release => "release",
+            ClusterOp::Event => "event",
+            ClusterOp::Connect => "connect",
+        }
+    }
+}
+
+/// What a check did when the cluster store failed (`result` label of
+/// `portcullis_cluster_fallbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fallback {
+    /// `on_error = "open"`: decided under this process's own limits.
+    Local,
+    /// `on_error = "closed"`: refused with 503.
+    Refused,
+}
+
+impl Fallback {
+    pub(crate) const ALL: [Fallback; 2] = [Fallback::Local, Fallback::Refused];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Local => "local",
+            Fallback::Refused => "refused",
+        }
+    }
+}
+
 /// The opcode class of a message (`class` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {

@@ -8,7 +8,7 @@
 //! | [`close`] | close codes and the reasons the gateway sends with them |
 //! | [`end`] | how a session ended, who closed it, why the gateway stopped it |
 //! | [`labels`] | the other metric label values (handshake result, direction, class, upstream error kind) |
-//! | [`duration`], [`url`], [`cidr`], [`name`], [`glob`], [`addr`], [`log_format`] | parsed configuration values |
+//! | [`duration`], [`url`], [`cidr`], [`name`], [`glob`], [`addr`], [`log_format`], [`on_error`] | parsed configuration values |
 //! | [`header`] | reading comma-separated header values |
 //! | [`credential`] | where browsers put a token (the `bearer.` subprotocol entry) |
 //! | [`background`], [`shutdown`] | threads for work outside the request path; pingora's shutdown broadcast |
@@ -25,6 +25,7 @@ pub(crate) mod header;
 pub(crate) mod labels;
 pub(crate) mod log_format;
 pub(crate) mod name;
+pub(crate) mod on_error;
 pub(crate) mod reason;
 pub(crate) mod shutdown;
 pub(crate) mod url;

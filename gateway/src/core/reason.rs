@@ -42,11 +42,15 @@ pub(crate) enum Reason {
     UpstreamUnavailable,
     /// The upstream answered the upgrade with its own refusal (its status is passed on).
     UpstreamRefused,
+    /// The cluster store failed and the policy's `on_error` is `"closed"` (503).
+    ClusterUnavailable,
+    /// The token's subject or id is revoked by an operator (401 `invalid_token`).
+    Revoked,
 }
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 18] = [
+    pub(crate) const ALL: [Reason; 20] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -65,6 +69,8 @@ impl Reason {
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
         Reason::UpstreamRefused,
+        Reason::ClusterUnavailable,
+        Reason::Revoked,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -87,6 +93,8 @@ impl Reason {
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamRefused => "upstream_refused",
+            Reason::ClusterUnavailable => "cluster_unavailable",
+            Reason::Revoked => "revoked",
         }
     }
 }
@@ -121,7 +129,9 @@ mod tests {
                 | Reason::RateLimited
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable
-                | Reason::UpstreamRefused => {}
+                | Reason::UpstreamRefused
+                | Reason::ClusterUnavailable
+                | Reason::Revoked => {}
             }
         }
     }

@@ -12,6 +12,8 @@ pub(crate) enum Scheme {
     Wss,
     Http,
     Https,
+    Redis,
+    Rediss,
 }
 
 impl Scheme {
@@ -21,6 +23,8 @@ impl Scheme {
             "wss" => Some(Scheme::Wss),
             "http" => Some(Scheme::Http),
             "https" => Some(Scheme::Https),
+            "redis" => Some(Scheme::Redis),
+            "rediss" => Some(Scheme::Rediss),
             _ => None,
         }
     }
@@ -31,19 +35,21 @@ impl Scheme {
             Scheme::Wss => "wss",
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Redis => "redis",
+            Scheme::Rediss => "rediss",
         }
     }
 
     /// Whether the scheme runs over TLS.
     pub(crate) fn tls(self) -> bool {
-        matches!(self, Scheme::Wss | Scheme::Https)
+        matches!(self, Scheme::Wss | Scheme::Https | Scheme::Rediss)
     }
 
     fn default_port(self) -> u16 {
-        if self.tls() {
-            443
-        } else {
-            80
+        match self {
+            Scheme::Redis | Scheme::Rediss => 6379,
+            _ if self.tls() => 443,
+            _ => 80,
         }
     }
 }
@@ -182,6 +188,11 @@ scheme_url!(
     "An HTTP endpoint (JWKS): `http://` or `https://`.",
     [Scheme::Http, Scheme::Https]
 );
+scheme_url!(
+    RedisUrl,
+    "The cluster store: `redis://` or `rediss://` (TLS), with an optional `/DB` path.",
+    [Scheme::Redis, Scheme::Rediss]
+);
 
 #[cfg(test)]
 mod tests {
@@ -220,5 +231,20 @@ mod tests {
         assert_eq!(u.host_header(), "[::1]:81");
         let e = HttpUrl::parse("ftp://x").unwrap_err();
         assert!(e.contains("must start with http:// or https://"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls() {
+        let u = RedisUrl::parse("redis://127.0.0.1/2").unwrap();
+        assert_eq!(
+            (u.tls(), u.port, u.path_and_query.as_str()),
+            (false, 6379, "/2")
+        );
+        let u = RedisUrl::parse("rediss://cache.internal:6380").unwrap();
+        assert_eq!((u.tls(), u.port), (true, 6380));
+        assert!(RedisUrl::parse("redis://:secret@x/")
+            .unwrap_err()
+            .contains("credentials"));
+        assert!(RedisUrl::parse("http://x/").is_err());
     }
 }

@@ -22,8 +22,10 @@ use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
+use crate::session::control::Control;
 use crate::session::count::SessionGuard;
 use crate::session::guard::{Expiry, Guard, Rates};
+use crate::session::registry::{Registered, SessionInfo};
 use crate::session::relay::RelayOptions;
 use crate::session::stop::StopSignal;
 use crate::session::{self, echo, SessionContext};
@@ -128,9 +130,36 @@ impl Edge {
         })
     }
 
+    /// Put an open session in the registry (the admin API lists and closes it from there).
+    fn register(
+        &self,
+        a: &Accepted<'_>,
+        upstream: Option<&str>,
+        subprotocol: Option<&str>,
+    ) -> Registered {
+        self.registry.register(SessionInfo {
+            route: a.route().to_string(),
+            subject: a.admitted.subject.clone(),
+            jti: a
+                .admitted
+                .claims
+                .get("jti")
+                .and_then(|j| j.as_str())
+                .map(String::from),
+            client: a.client,
+            upstream: upstream.map(String::from),
+            subprotocol: subprotocol.map(String::from),
+        })
+    }
+
     /// What every session gets from the edge: stop signal, close timeout, the client-side
-    /// policy, expiry and meter.
-    fn session_context(&self, a: &Accepted<'_>, client_max: usize) -> SessionContext {
+    /// policy, expiry, meter, and its registry entry's counters and close signal.
+    fn session_context(
+        &self,
+        a: &Accepted<'_>,
+        client_max: usize,
+        registered: &Registered,
+    ) -> SessionContext {
         let route = &a.entry.route;
         let admission = &a.generation.admission;
         SessionContext {
@@ -143,6 +172,11 @@ impl Edge {
             inbound: Guard::new(client_max, Rates::of(admission.limits(route))),
             expiry: Expiry::at(a.admitted.expires_at),
             meter: self.report.metrics.meter(&route.path),
+            counters: registered.counters.clone(),
+            control: Control::new(
+                registered.close.clone(),
+                route.max_session_duration.map(|d| d.0),
+            ),
         }
     }
 
@@ -154,14 +188,8 @@ impl Edge {
         open: &Open,
         relay: Option<RelayRecord<'_>>,
     ) {
-        self.report.session_ended(
-            a.route(),
-            a.client,
-            a.admitted.subject.as_deref(),
-            end,
-            open.metrics.elapsed(),
-            relay,
-        );
+        self.report
+            .session_ended(a.route(), &a.admitted, end, open.metrics.elapsed(), relay);
     }
 
     /// The local echo. It speaks any subprotocol: it picks the client's first (never a token
@@ -169,6 +197,9 @@ impl Edge {
     async fn echo(&self, conn: Conn, a: Accepted<'_>) {
         let (mut io, early) = conn.into_parts();
         let protocol = a.admitted.protocols.first().cloned();
+        // Registered before the client can see the 101, so an operator who sees the socket
+        // open can also find and close it.
+        let registered = self.register(&a, None, protocol.as_deref());
         let Some(open) = self
             .switch_protocols(&mut io, &a, protocol.as_deref())
             .await
@@ -183,7 +214,7 @@ impl Edge {
         let config = session::websocket_config(limits, max_message, echo_max);
         // Frames the client sent right behind its head.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
-        let ctx = self.session_context(&a, max_message);
+        let ctx = self.session_context(&a, max_message, &registered);
         let end = echo::run(ws, route.echo_prefix(), ctx).await;
         self.ended(&a, &end, &open, None);
     }
@@ -230,13 +261,14 @@ impl Edge {
         };
         drop(head);
         let (mut io, early) = conn.into_parts();
+        let upstream = &relay.upstreams[connected.upstream];
+        let registered = self.register(&a, Some(upstream.label()), connected.protocol.as_deref());
         let Some(open) = self
             .switch_protocols(&mut io, &a, connected.protocol.as_deref())
             .await
         else {
             return;
         };
-        let upstream = &relay.upstreams[connected.upstream];
         let _active = connected.active;
         let client_ws = WebSocketStream::from_partially_read(
             io,
@@ -246,7 +278,7 @@ impl Edge {
         )
         .await;
         let settings = relay.settings;
-        let ctx = self.session_context(&a, client_max);
+        let ctx = self.session_context(&a, client_max, &registered);
         let opts = RelayOptions {
             outbound: Guard::new(upstream_max, Rates::default()),
             ping_interval: settings.ping_interval,

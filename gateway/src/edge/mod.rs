@@ -30,6 +30,7 @@ use crate::net::answer::Answer;
 use crate::net::http1::{self, HeadError, HeadLimits, RequestHead};
 use crate::obs::metrics::Metrics;
 use crate::session::count::Sessions;
+use crate::session::registry::Registry;
 use accept::{listener_of, peer_of, EdgeListener, Pending};
 use conn::Conn;
 use generation::InForce;
@@ -40,6 +41,8 @@ use tokio_util::either::Either;
 pub(crate) struct Edge {
     in_force: Arc<InForce>,
     sessions: Arc<Sessions>,
+    /// The open sessions, for the operator.
+    registry: Arc<Registry>,
     report: Report,
     listeners: Vec<EdgeListener>,
     pending: Pending,
@@ -49,6 +52,7 @@ impl Edge {
     pub(crate) fn new(
         in_force: Arc<InForce>,
         sessions: Arc<Sessions>,
+        registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         listeners: Vec<EdgeListener>,
     ) -> Edge {
@@ -56,6 +60,7 @@ impl Edge {
         Edge {
             in_force,
             sessions,
+            registry,
             pending: Pending::new(metrics.pending_gauge()),
             report: Report::new(metrics, format),
             listeners,

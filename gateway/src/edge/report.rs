@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admission::Rejection;
-use crate::core::end::SessionEnd;
+use crate::admission::{Admitted, Rejection};
+use crate::core::end::{Initiator, SessionEnd};
 use crate::core::labels::HandshakeResult;
 use crate::core::log_format::LogFormat;
 use crate::obs::access_log::{AccessLog, RejectionRecord, RelayRecord, SessionRecord};
@@ -44,6 +44,7 @@ impl Report {
             subject: None,
             reason: rejection.reason,
             status: rejection.answer.status,
+            cluster_fallback: rejection.cluster_fallback,
         });
     }
 
@@ -58,12 +59,11 @@ impl Report {
         ok.then(|| self.metrics.session_opened(route))
     }
 
-    /// A session ended.
+    /// A session ended; `admitted` says who it was (client, subject, a cluster fallback).
     pub(crate) fn session_ended(
         &self,
         route: &str,
-        client: Option<IpAddr>,
-        subject: Option<&str>,
+        admitted: &Admitted,
         end: &SessionEnd,
         duration: Duration,
         relay: Option<RelayRecord<'_>>,
@@ -71,14 +71,19 @@ impl Report {
         if let Some(r) = &relay {
             self.metrics.relay_ended(route, r.end_reason);
         }
+        let reason = relay.as_ref().map(|r| r.end_reason).or(end.reason);
+        if let (Initiator::Gateway, Some(reason)) = (end.initiator, reason) {
+            self.metrics.gateway_closed(route, reason);
+        }
         self.metrics.closed(route, end.close_code, end.initiator);
         self.access.session(&SessionRecord {
             route,
-            client,
-            subject,
+            client: admitted.client_ip,
+            subject: admitted.subject.as_deref(),
             end,
             duration,
             relay,
+            cluster_fallback: admitted.cluster_fallback,
         });
     }
 }

@@ -1,10 +1,17 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process is alive) and
-//! `/readyz` (listeners started, config loaded, every registered check passes) on their own
-//! address, never on the public port (config validation refuses the same address).
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process is alive),
+//! `/readyz` (listeners started, config loaded, every registered check passes) and the session
+//! endpoints (`sessions_api`: `/sessions`, `/sessions/close`, `/revocations`) on their own
+//! address, never on the public port (config validation refuses the same address). The
+//! state-changing session endpoints exist only when an admin token is configured (otherwise
+//! 403) and always need it; the listings need it when one is configured.
 //!
 //! With `[admin] token_file` or `token_env` set, `/metrics` and `/readyz` require
 //! `Authorization: Bearer <token>` (compared in constant time) and answer 401 without it.
 //! `/healthz` stays open: it says only "ok", and liveness probes rarely carry secrets.
+//!
+//! Warnings: a check registered with [`Readiness::add_warning`] (the cluster store under
+//! `on_error = "open"`) only degrades: `/readyz` answers 200 and names it (`ready; cluster
+//! degraded: ...`).
 //!
 //! Readiness checks: code that owns something the gateway needs to serve traffic (the relay's
 //! upstream pools) registers a check with [`Readiness::add_check`]; `/readyz` answers 503 and
@@ -23,6 +30,8 @@ use tokio::sync::broadcast;
 
 use subtle::ConstantTimeEq;
 
+use super::control::Control;
+use super::sessions_api;
 use crate::net::answer::Answer;
 use crate::net::http1::{self, HeadLimits, RequestHead};
 use crate::obs::metrics::{self, Metrics};
@@ -54,6 +63,8 @@ pub(crate) enum Phase {
 pub(crate) struct Readiness {
     phase: AtomicU8,
     checks: RwLock<Vec<(String, Check)>>,
+    /// Checks that only degrade: a failing one is named in a `200` answer.
+    warnings: RwLock<Vec<(String, Check)>>,
 }
 
 impl Default for Readiness {
@@ -61,6 +72,7 @@ impl Default for Readiness {
         Readiness {
             phase: AtomicU8::new(Phase::Starting as u8),
             checks: RwLock::new(Vec::new()),
+            warnings: RwLock::new(Vec::new()),
         }
     }
 }
@@ -97,6 +109,29 @@ impl Readiness {
             .write()
             .expect("readiness lock")
             .push((name.into(), Box::new(check)));
+    }
+
+    /// Register a check whose failure degrades the gateway without making it unready (the
+    /// cluster store with `on_error = "open"`): `/readyz` still answers 200 and names it.
+    pub(crate) fn add_warning(
+        &self,
+        name: impl Into<String>,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.warnings
+            .write()
+            .expect("readiness lock")
+            .push((name.into(), Box::new(check)));
+    }
+
+    /// What degrades the gateway now (failing warnings), each as `name: reason`.
+    pub(crate) fn degraded(&self) -> Vec<String> {
+        self.warnings
+            .read()
+            .expect("readiness lock")
+            .iter()
+            .filter_map(|(name, check)| check().err().map(|why| format!("{name}: {why}")))
+            .collect()
     }
 
     /// `Ok(())` when ready, otherwise every reason why not.
@@ -146,6 +181,8 @@ pub(crate) struct Admin {
     readiness: Arc<Readiness>,
     /// The bearer token `/metrics` and `/readyz` require, when one is configured.
     token: Option<String>,
+    /// The session endpoints (`sessions_api`), when the server wires them.
+    control: Option<Arc<Control>>,
 }
 
 impl Admin {
@@ -158,7 +195,45 @@ impl Admin {
             metrics,
             readiness,
             token,
+            control: None,
         }
+    }
+
+    /// Serve the session endpoints too.
+    pub(crate) fn with_control(mut self, control: Arc<Control>) -> Admin {
+        self.control = Some(control);
+        self
+    }
+
+    /// The session endpoints: `None` when `head` is not for them.
+    async fn session_api<S>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        head: &RequestHead,
+    ) -> Option<Answer>
+    where
+        S: tokio::io::AsyncRead + Unpin,
+    {
+        let control = self.control.as_ref()?;
+        if !sessions_api::handles(head.path()) {
+            return None;
+        }
+        if sessions_api::changes_state(head) && self.token.is_none() {
+            return Some(Answer::new(
+                403,
+                "state-changing admin endpoints need an admin token ([admin] token_file or \
+                 token_env)\n",
+            ));
+        }
+        if let Some(denied) = self.authorize(head) {
+            return Some(denied);
+        }
+        let body = match read_body(io, buf, head).await {
+            Ok(body) => body,
+            Err(answer) => return Some(answer),
+        };
+        Some(sessions_api::answer(control, head, &body).await)
     }
 
     /// The answer to one admin request.
@@ -179,10 +254,17 @@ impl Admin {
         match path {
             "/metrics" => Answer::new(200, self.metrics.render())
                 .header("Content-Type", metrics::CONTENT_TYPE),
-            _ => match self.readiness.check() {
-                Ok(()) => Answer::new(200, "ready\n"),
-                Err(why) => Answer::new(503, format!("not ready: {}\n", why.join("; "))),
-            },
+            _ => {
+                let degraded = self.readiness.degraded();
+                match self.readiness.check() {
+                    Ok(()) if degraded.is_empty() => Answer::new(200, "ready\n"),
+                    Ok(()) => Answer::new(200, format!("ready; {}\n", degraded.join("; "))),
+                    Err(mut why) => {
+                        why.extend(degraded);
+                        Answer::new(503, format!("not ready: {}\n", why.join("; ")))
+                    }
+                }
+            }
         }
     }
 
@@ -210,6 +292,40 @@ impl Admin {
     }
 }
 
+/// A request's body (`Content-Length` only, at most `sessions_api::MAX_BODY`), within the head
+/// timeout.
+async fn read_body<S>(io: &mut S, buf: &mut BytesMut, head: &RequestHead) -> Result<Vec<u8>, Answer>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    if head.header("transfer-encoding").is_some() {
+        return Err(Answer::new(411, "send the body with Content-Length\n"));
+    }
+    let len: usize = match head.header("content-length") {
+        None => return Ok(Vec::new()),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Answer::new(400, "bad Content-Length\n"))?,
+    };
+    if len > sessions_api::MAX_BODY {
+        return Err(Answer::new(413, "body too large\n"));
+    }
+    let read = async {
+        while buf.len() < len {
+            if io.read_buf(buf).await.map_err(|_| ())? == 0 {
+                return Err(());
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(buf.split_to(len).to_vec()),
+        _ => Err(Answer::new(400, "incomplete body\n")),
+    }
+}
+
 #[async_trait]
 impl ServerApp for Admin {
     async fn process_new(
@@ -220,7 +336,10 @@ impl ServerApp for Admin {
         let mut buf = BytesMut::new();
         match http1::read_head(&mut io, &mut buf, LIMITS, HEAD_TIMEOUT).await {
             Ok(Some(head)) => {
-                let answer = self.answer(&head);
+                let answer = match self.session_api(&mut io, &mut buf, &head).await {
+                    Some(answer) => answer,
+                    None => self.answer(&head),
+                };
                 let _ = answer.write(&mut io, false, head.method == "HEAD").await;
             }
             Ok(None) => {}
@@ -283,6 +402,25 @@ mod tests {
         assert_eq!(r.body, "not ready: route /ws/relay: no healthy upstream\n");
         up.store(true, Ordering::SeqCst);
         assert_eq!(admin.answer(&get("/readyz", None)).status, 200);
+
+        // A warning degrades without failing.
+        let redis = Arc::new(AtomicBool::new(true));
+        let flag = redis.clone();
+        readiness.add_warning("cluster degraded", move || {
+            if flag.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("connection refused".into())
+            }
+        });
+        assert_eq!(admin.answer(&get("/readyz", None)).body, "ready\n");
+        redis.store(false, Ordering::SeqCst);
+        let r = admin.answer(&get("/readyz", None));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "ready; cluster degraded: connection refused\n")
+        );
+        redis.store(true, Ordering::SeqCst);
         readiness.set_phase(Phase::Stopping);
         assert!(admin
             .answer(&get("/readyz", None))

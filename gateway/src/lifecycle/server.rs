@@ -10,9 +10,11 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::admin::{Admin, Readiness};
+use super::control::Control;
 use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
+use crate::config::cluster::OnError;
 use crate::config::Config;
 use crate::core::background::Tasks;
 use crate::edge::accept::EdgeListener;
@@ -23,6 +25,7 @@ use crate::net::server_tls::CertStore;
 use crate::obs::metrics::Metrics;
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
+use crate::session::registry::Registry;
 
 /// Validate a configuration as a start would, loading every certificate and key, without
 /// writing, binding or starting anything (`portcullis --check`). `Ok` holds what a start would
@@ -126,16 +129,33 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     readiness.add_check("relay upstreams", move || {
         relays_in_force.get().relays.ready()
     });
+    // The cluster store: `/readyz` says `cluster degraded` while Redis fails. With
+    // `on_error = "closed"` the gateway refuses what it cannot count, so it is not ready;
+    // with "open" it serves under its own limits, so it stays ready (and says so).
+    let cluster_in_force = in_force.clone();
+    let cluster_check = move || match cluster_in_force.get().admission.cluster() {
+        Some(cluster) => cluster.degraded().map_or(Ok(()), Err),
+        None => Ok(()),
+    };
+    match config.cluster.as_ref().map(|c| c.on_error) {
+        Some(OnError::Closed) => readiness.add_check("cluster degraded", cluster_check),
+        _ => readiness.add_warning("cluster degraded", cluster_check),
+    }
     // A background task that keeps panicking (it is restarted each time) is worth an alert.
     readiness.add_check("background tasks", || {
         Tasks::global().check(std::time::Instant::now())
     });
     let sessions = Arc::new(Sessions::default());
+    let registry = Arc::new(Registry::default());
+    let control = Arc::new(Control::new(registry.clone(), in_force.clone()));
+    // Follows whichever cluster a reload puts in force (idle while there is none).
+    crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
     let mut public = Service::new(
         "portcullis".to_string(),
         Edge::new(
             in_force.clone(),
             sessions.clone(),
+            registry,
             metrics.clone(),
             edge_listeners,
         ),
@@ -153,10 +173,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     if config.admin.enabled {
         if admin_token.is_none() {
             log::info!(
-                "admin listener has no token: /metrics and /readyz are open to whoever reaches it"
+                "admin listener has no token: /metrics, /readyz and /sessions are open to whoever \
+                 reaches it, and the state-changing session endpoints are off"
             );
         }
-        let app = Admin::new(metrics.clone(), readiness.clone(), admin_token);
+        let app = Admin::new(metrics.clone(), readiness.clone(), admin_token).with_control(control);
         let mut admin = Service::new("portcullis-admin".to_string(), app);
         admin.threads = Some(1);
         let addr = BoundAddr::resolve(config.admin.address.0)?;

@@ -10,6 +10,9 @@
 //! [2026-01-01T12:00:00.000Z INFO  access] rejection route=/ws/echo client=127.0.0.1 reason=upgrade_required status=426
 //! ```
 //!
+//! A line whose admission was decided under this process's own limits because the cluster store
+//! (Redis) failed ends in `cluster=local_fallback`.
+//!
 //! and in `json` format it is one JSON object per line with the same keys plus `ts`, `level`,
 //! `target` and `event`. Only the fields below are ever written: the route is the configured
 //! path (never the request target, so never a query string and never its `access_token`), and
@@ -26,6 +29,10 @@ use crate::core::end::{EndReason, SessionEnd};
 use crate::core::log_format::LogFormat;
 use crate::core::reason::Reason;
 
+/// The `cluster` field of a line whose admission was decided without the cluster store
+/// (Redis failed): `cluster=local_fallback`.
+pub(crate) const CLUSTER_FALLBACK: &str = "local_fallback";
+
 /// The `log` target of access lines.
 pub(crate) const TARGET: &str = "access";
 
@@ -41,6 +48,8 @@ pub(crate) struct SessionRecord<'a> {
     pub(crate) duration: Duration,
     /// What a relayed session adds: the upstream and why the session ended.
     pub(crate) relay: Option<RelayRecord<'a>>,
+    /// Admitted under this process's own limits because the cluster store failed.
+    pub(crate) cluster_fallback: bool,
 }
 
 /// The relay part of a session line.
@@ -64,6 +73,8 @@ pub(crate) struct RejectionRecord<'a> {
     pub(crate) subject: Option<&'a str>,
     pub(crate) reason: Reason,
     pub(crate) status: u16,
+    /// Decided without the cluster store because it failed.
+    pub(crate) cluster_fallback: bool,
 }
 
 /// Writes access lines in the configured format.
@@ -141,8 +152,10 @@ pub(crate) fn session_fields(r: &SessionRecord<'_>) -> Fields {
         "dropped"
     };
     f.push(("result", result.into()));
-    if let Some(relay) = &r.relay {
-        f.push(("end_reason", relay.end_reason.as_str().into()));
+    match (&r.relay, e.reason) {
+        (Some(relay), _) => f.push(("end_reason", relay.end_reason.as_str().into())),
+        (None, Some(reason)) => f.push(("end_reason", reason.as_str().into())),
+        (None, None) => {}
     }
     f.extend([
         (
@@ -166,6 +179,9 @@ pub(crate) fn session_fields(r: &SessionRecord<'_>) -> Fields {
             code.map_or(Value::from("none"), Value::from),
         ));
     }
+    if r.cluster_fallback {
+        f.push(("cluster", CLUSTER_FALLBACK.into()));
+    }
     f
 }
 
@@ -182,6 +198,9 @@ pub(crate) fn rejection_fields(r: &RejectionRecord<'_>) -> Fields {
         ("reason", r.reason.as_str().into()),
         ("status", r.status.into()),
     ]);
+    if r.cluster_fallback {
+        f.push(("cluster", CLUSTER_FALLBACK.into()));
+    }
     f
 }
 
@@ -223,6 +242,7 @@ pub(crate) mod tests {
             messages_out: 3,
             bytes_in: 10,
             bytes_out: 22,
+            reason: None,
         }
     }
 
@@ -236,6 +256,7 @@ pub(crate) mod tests {
             end: &end,
             duration: Duration::from_millis(1250),
             relay: None,
+            cluster_fallback: false,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert_eq!(
@@ -249,11 +270,13 @@ pub(crate) mod tests {
             subject: None,
             reason: Reason::HeadTimeout,
             status: 408,
+            cluster_fallback: true,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("rejection", &rejection_fields(&r));
         assert_eq!(
             line,
-            "rejection route=none client=unknown result=rejected reason=head_timeout status=408"
+            "rejection route=none client=unknown result=rejected reason=head_timeout status=408 \
+             cluster=local_fallback"
         );
     }
 
@@ -267,6 +290,7 @@ pub(crate) mod tests {
             end: &end,
             duration: Duration::ZERO,
             relay: None,
+            cluster_fallback: false,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert!(!line.contains('\n'), "{line}");

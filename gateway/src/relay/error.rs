@@ -85,6 +85,7 @@ impl ConnectError {
         Rejection {
             reason,
             answer: self.answer(),
+            cluster_fallback: false,
         }
     }
 

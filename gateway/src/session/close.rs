@@ -53,17 +53,14 @@ pub(crate) fn code_of(frame: Option<&CloseFrame>) -> u16 {
 /// completes cleanly; the socket is dropped afterwards either way.
 pub(crate) async fn close_and_drain<S>(
     ws: &mut WebSocketStream<S>,
-    violation: Violation,
+    code: u16,
+    reason: &str,
     close_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let drain = async {
-        if ws
-            .close(Some(frame(violation.code, violation.reason)))
-            .await
-            .is_err()
-        {
+        if ws.close(Some(frame(code, reason))).await.is_err() {
             return;
         }
         while let Some(Ok(_)) = ws.next().await {}

@@ -11,7 +11,7 @@ use super::close::{close_and_drain, close_for_error, code_of};
 use super::guard::Expiry;
 use super::SessionContext;
 use crate::core::close::{self, Violation};
-use crate::core::end::{Initiator, SessionEnd};
+use crate::core::end::{EndReason, Initiator, SessionEnd};
 use crate::core::labels::{payload_len, Class, Direction};
 use crate::obs::metrics::Meter;
 
@@ -21,18 +21,18 @@ async fn close_by_gateway<S>(
     ws: &mut WebSocketStream<S>,
     end: &mut SessionEnd,
     meter: &Meter,
-    violation: Violation,
+    (code, reason): (u16, &str),
     close_timeout: std::time::Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    end.close_by_gateway(violation.code);
-    meter.message(
-        Direction::ToClient,
-        Class::Control,
-        2 + violation.reason.len(),
-    );
-    close_and_drain(ws, violation, close_timeout).await;
+    end.close_by_gateway(code);
+    meter.message(Direction::ToClient, Class::Control, 2 + reason.len());
+    close_and_drain(ws, code, reason, close_timeout).await;
+}
+
+fn pair(v: Violation) -> (u16, &'static str) {
+    (v.code, v.reason)
 }
 
 /// Run one echo session until either side closes, policy ends it, or the gateway shuts down.
@@ -50,29 +50,43 @@ where
         inbound,
         expiry,
         meter,
+        counters,
+        mut control,
     } = ctx;
     let mut end = SessionEnd::default();
+    let finish = |mut end: SessionEnd| {
+        counters.load_into(&mut end);
+        end
+    };
     loop {
         let next = tokio::select! {
             biased;
             why = stop.wait() => {
-                close_by_gateway(&mut ws, &mut end, &meter, why.close(), close_timeout).await;
-                return end;
+                close_by_gateway(&mut ws, &mut end, &meter, pair(why.close()), close_timeout).await;
+                end.reason = Some(why.into());
+                return finish(end);
             }
             _ = Expiry::wait(expiry) => {
-                close_by_gateway(&mut ws, &mut end, &meter, close::TOKEN_EXPIRED, close_timeout).await;
-                return end;
+                close_by_gateway(&mut ws, &mut end, &meter, pair(close::TOKEN_EXPIRED), close_timeout).await;
+                end.reason = Some(EndReason::TokenExpired);
+                return finish(end);
+            }
+            request = control.wait() => {
+                close_by_gateway(&mut ws, &mut end, &meter, (request.code, &request.reason), close_timeout).await;
+                end.reason = Some(request.cause);
+                return finish(end);
             }
             next = ws.next() => next,
         };
         let reply = match next {
-            None => return end,
+            None => return finish(end),
             Some(Err(e)) => {
                 if let Some(violation) = close_for_error(&e) {
                     log::debug!("echo session: {e}; closing with {}", violation.code);
-                    close_by_gateway(&mut ws, &mut end, &meter, violation, close_timeout).await;
+                    close_by_gateway(&mut ws, &mut end, &meter, pair(violation), close_timeout)
+                        .await;
                 }
-                return end;
+                return finish(end);
             }
             Some(Ok(message)) => {
                 meter.message(
@@ -81,11 +95,11 @@ where
                     payload_len(&message),
                 );
                 if message.is_text() || message.is_binary() {
-                    end.messages_in += 1;
-                    end.bytes_in += message.len() as u64;
+                    counters.count_in(message.len());
                     if let Err(violation) = inbound.on_message(message.len()) {
-                        close_by_gateway(&mut ws, &mut end, &meter, violation, close_timeout).await;
-                        return end;
+                        close_by_gateway(&mut ws, &mut end, &meter, pair(violation), close_timeout)
+                            .await;
+                        return finish(end);
                     }
                 }
                 match message {
@@ -109,10 +123,9 @@ where
         };
         let (len, class) = (reply.len(), Class::of(&reply));
         if ws.send(reply).await.is_err() {
-            return end;
+            return finish(end);
         }
         meter.message(Direction::ToClient, class, len);
-        end.messages_out += 1;
-        end.bytes_out += len as u64;
+        counters.count_out(len);
     }
 }

@@ -1,21 +1,27 @@
 //! What happens after `101 Switching Protocols`: the WebSocket sessions ([`echo`], [`relay`]),
 //! the per-direction policy they apply ([`guard`]), how they close ([`close`]), what stops them
-//! from outside ([`stop`]), and the count of open sockets a graceful stop waits on ([`count`]).
+//! from outside ([`stop`], [`control`]), the open sessions an operator can list and close
+//! ([`registry`]), and the count of open sockets a graceful stop waits on ([`count`]).
 
 pub(crate) mod close;
+pub(crate) mod control;
 pub(crate) mod count;
 pub(crate) mod echo;
 pub(crate) mod guard;
+pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod stop;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Limits;
 use crate::obs::metrics::Meter;
+use control::Control;
 use guard::{Expiry, Guard};
+use registry::Counters;
 use stop::StopSignal;
 
 /// tungstenite's configuration for one socket, sized for a gateway: a small initial read buffer
@@ -50,4 +56,8 @@ pub(crate) struct SessionContext {
     pub(crate) expiry: Option<Expiry>,
     /// Counts every message by direction and class (`Meter::default()` counts nothing).
     pub(crate) meter: Meter,
+    /// This session's own counts, readable while it runs (the admin API lists them).
+    pub(crate) counters: Arc<Counters>,
+    /// An operator's close, and the route's maximum lifetime.
+    pub(crate) control: Control,
 }

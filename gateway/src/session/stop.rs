@@ -64,7 +64,7 @@ impl StopSignal {
 }
 
 /// A random duration in `[0, window)`.
-fn jitter(window: Duration) -> Duration {
+pub(super) fn jitter(window: Duration) -> Duration {
     if window.is_zero() {
         return Duration::ZERO;
     }

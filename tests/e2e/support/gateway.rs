@@ -101,6 +101,16 @@ impl Gateway {
         Gateway::start_full(true, admin_extra, extra, |_| {}).await
     }
 
+    /// Start over TLS with `admin_extra` keys in `[admin]` and `extra` tables appended, after
+    /// `prepare` has written files into the gateway's folder.
+    pub async fn start_full_prepared(
+        admin_extra: &str,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Gateway {
+        Gateway::start_full(true, admin_extra, extra, prepare).await
+    }
+
     async fn start_full(
         tls: bool,
         admin_extra: &str,
@@ -181,13 +191,14 @@ impl Gateway {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    /// Send a signal: "TERM", "INT", "HUP" or "QUIT".
+    /// Send a signal: "TERM", "INT", "HUP", "QUIT" or "KILL".
     pub fn signal(&self, sig: &str) {
         let number = match sig {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
             "HUP" => libc::SIGHUP,
             "QUIT" => libc::SIGQUIT,
+            "KILL" => libc::SIGKILL,
             other => panic!("no such signal in the tests: {other}"),
         };
         // SAFETY: kill(2) on our own child, which is not yet reaped (so the pid is its own).

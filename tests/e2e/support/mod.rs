@@ -7,6 +7,7 @@ mod browser;
 mod client;
 mod gateway;
 mod process;
+mod redis;
 pub mod upstream;
 mod wait;
 
@@ -14,4 +15,5 @@ pub use browser::*;
 pub use client::*;
 pub use gateway::*;
 pub use process::*;
+pub use redis::*;
 pub use wait::*;

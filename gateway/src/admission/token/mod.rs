@@ -319,6 +319,7 @@ pub(crate) fn invalid_request(why: &str) -> Rejection {
     )
 }
 
+/// `401 invalid_token` with `why` as the `error_description`.
 pub(crate) fn invalid(reason: Reason, why: &str) -> Rejection {
     Rejection::new(reason, 401, format!("{why}\n")).header(
         "WWW-Authenticate",

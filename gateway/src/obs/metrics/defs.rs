@@ -105,6 +105,12 @@ pub const RELAY_ENDS: Def = Def {
     labels: &["route", "reason"],
     help: "Relayed WebSocket sessions ended, by why (client_closed, upstream_closed, ping_timeout, idle_timeout, token_expired, shutdown, ...).",
 };
+pub const GATEWAY_CLOSES: Def = Def {
+    name: "portcullis_gateway_closes_total",
+    kind: Kind::Counter,
+    labels: &["route", "reason"],
+    help: "WebSocket sessions (echo and relay) the gateway closed on its own account, by why: admin (an operator's close), revoked, lifetime (max_session_duration), token_expired, shutdown, route_removed, idle_timeout, ping_timeout, ...",
+};
 pub const CONNECTION_DURATION: Def = Def {
     name: "portcullis_connection_duration_seconds",
     kind: Kind::Histogram,
@@ -142,6 +148,36 @@ pub const CONFIG_RELOADS: Def = Def {
     labels: &["result"],
     help: "Configuration reloads by result (success, failure).",
 };
+pub const CLUSTER_CALL_DURATION: Def = Def {
+    name: "portcullis_cluster_call_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["operation", "result"],
+    help: "Calls to the cluster store (Redis) by operation (rate, take, renew, release, event, connect) and result (ok, error), bounded by [cluster] timeout.",
+};
+pub const CLUSTER_ERRORS: Def = Def {
+    name: "portcullis_cluster_errors_total",
+    kind: Kind::Counter,
+    labels: &["operation", "error"],
+    help: "Failed calls to the cluster store by operation and error kind: unavailable (not connected), timeout, connection, response (an error answer).",
+};
+pub const CLUSTER_FALLBACKS: Def = Def {
+    name: "portcullis_cluster_fallbacks_total",
+    kind: Kind::Counter,
+    labels: &["result"],
+    help: "Admission checks decided without the cluster store because it failed: local (on_error = \"open\": this process's own limits) or refused (on_error = \"closed\": 503).",
+};
+pub const CLUSTER_LEASES: Def = Def {
+    name: "portcullis_cluster_leases",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Connection slots (leases) this replica holds in the cluster store and renews.",
+};
+pub const CLUSTER_CONNECTED: Def = Def {
+    name: "portcullis_cluster_connected",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this replica is connected to the cluster store, 0 while it is not (then /readyz says cluster degraded).",
+};
 pub const BACKGROUND_TASK_RESTARTS: Def = Def {
     name: "portcullis_background_task_restarts_total",
     kind: Kind::Counter,
@@ -169,12 +205,18 @@ pub const ALL: &[Def] = &[
     MESSAGES,
     MESSAGE_BYTES,
     CLOSES,
+    GATEWAY_CLOSES,
     CONNECTION_DURATION,
     UPSTREAM_CONNECT_ERRORS,
     UPSTREAM_CONNECT_DURATION,
     UPSTREAM_HEALTHY,
     TLS_HANDSHAKE_FAILURES,
     CONFIG_RELOADS,
+    CLUSTER_CALL_DURATION,
+    CLUSTER_ERRORS,
+    CLUSTER_FALLBACKS,
+    CLUSTER_LEASES,
+    CLUSTER_CONNECTED,
     BACKGROUND_TASK_RESTARTS,
     BUILD_INFO,
 ];
@@ -184,6 +226,10 @@ pub(crate) mod buckets {
     /// Handshakes and upstream connects: sub-millisecond to 10 s.
     pub const FAST: &[f64] = &[
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    /// Calls to the cluster store: a tenth of a millisecond to a quarter second.
+    pub const CLUSTER: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     ];
     /// Connection lifetimes: a second to a day.
     pub const LIFETIME: &[f64] = &[
@@ -252,6 +298,7 @@ mod tests {
                         "initiator",
                         "upstream",
                         "error",
+                        "operation",
                         "version",
                         "task"
                     ]

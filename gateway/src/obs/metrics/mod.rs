@@ -23,9 +23,15 @@ use defs::{buckets, Def, Kind};
 pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
-use crate::core::labels::{close_code_label, DropReason, HandshakeResult, UpstreamErrorKind};
+use crate::core::labels::{
+    close_code_label, ClusterOp, DropReason, Fallback, HandshakeResult, UpstreamErrorKind,
+};
 use crate::core::reason::Reason;
 
+/// The `error` label values of `portcullis_cluster_errors_total` (the cluster layer's error
+/// kinds; listed here so every series starts at zero).
+pub(crate) const CLUSTER_ERROR_KINDS: [&str; 4] =
+    ["unavailable", "timeout", "connection", "response"];
 /// The supervised background tasks (`core::background`), whose restart series start at zero.
 const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
 
@@ -47,12 +53,19 @@ pub(crate) struct Metrics {
     message_bytes: IntCounterVec,
     closes: IntCounterVec,
     relay_ends: IntCounterVec,
+    gateway_closes: IntCounterVec,
     connection_duration: HistogramVec,
     upstream_connect_errors: IntCounterVec,
     upstream_connect_duration: HistogramVec,
     upstream_healthy: IntGaugeVec,
     tls_handshake_failures: IntCounter,
     config_reloads: IntCounterVec,
+    cluster_call_duration: HistogramVec,
+    cluster_errors: IntCounterVec,
+    cluster_fallbacks: IntCounterVec,
+    /// Without labels, but vectors so that they are absent until a cluster is configured.
+    cluster_leases: IntGaugeVec,
+    cluster_connected: IntGaugeVec,
     background_task_restarts: IntCounterVec,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
@@ -137,6 +150,15 @@ impl Metrics {
             background_task_restarts.with_label_values(&[task]);
         }
         Metrics {
+            cluster_call_duration: histogram_vec(
+                &r,
+                &defs::CLUSTER_CALL_DURATION,
+                buckets::CLUSTER,
+            ),
+            cluster_errors: counter_vec(&r, &defs::CLUSTER_ERRORS),
+            cluster_fallbacks: counter_vec(&r, &defs::CLUSTER_FALLBACKS),
+            cluster_leases: gauge_vec(&r, &defs::CLUSTER_LEASES),
+            cluster_connected: gauge_vec(&r, &defs::CLUSTER_CONNECTED),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
             connections_pending: gauge(&r, &defs::CONNECTIONS_PENDING),
@@ -149,6 +171,7 @@ impl Metrics {
             message_bytes: counter_vec(&r, &defs::MESSAGE_BYTES),
             closes: counter_vec(&r, &defs::CLOSES),
             relay_ends: counter_vec(&r, &defs::RELAY_ENDS),
+            gateway_closes: counter_vec(&r, &defs::GATEWAY_CLOSES),
             connection_duration: histogram_vec(&r, &defs::CONNECTION_DURATION, buckets::LIFETIME),
             upstream_connect_errors: counter_vec(&r, &defs::UPSTREAM_CONNECT_ERRORS),
             upstream_connect_duration: histogram_vec(
@@ -292,6 +315,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The gateway closed a session on its own account, for `reason`.
+    pub(crate) fn gateway_closed(&self, route: &str, reason: EndReason) {
+        self.gateway_closes
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+    }
+
     // --- Upstreams, TLS, configuration ---------------------------------------------------
 
     /// One upstream connect attempt (TCP, TLS and WebSocket handshake) and how long it took.
@@ -327,6 +357,61 @@ impl Metrics {
         self.tls_handshake_failures.inc();
     }
 
+    // --- The cluster store ---------------------------------------------------------------
+
+    /// A cluster store is configured: create its series at zero (they are absent otherwise,
+    /// so that a gateway without one shows no disconnected store).
+    pub(crate) fn init_cluster(&self) {
+        for op in ClusterOp::ALL {
+            for error in CLUSTER_ERROR_KINDS {
+                self.cluster_errors.with_label_values(&[op.as_str(), error]);
+            }
+        }
+        for result in Fallback::ALL {
+            self.cluster_fallbacks.with_label_values(&[result.as_str()]);
+        }
+        self.cluster_leases.with_label_values(&[] as &[&str]);
+        self.cluster_connected.with_label_values(&[] as &[&str]);
+    }
+
+    /// One call to the cluster store: how long it took, and its error kind if it failed
+    /// (`error` is one of [`CLUSTER_ERROR_KINDS`]).
+    pub(crate) fn cluster_call(&self, op: ClusterOp, error: Option<&str>, took: Duration) {
+        let result = match error {
+            None => "ok",
+            Some(kind) => {
+                self.cluster_errors
+                    .with_label_values(&[op.as_str(), kind])
+                    .inc();
+                "error"
+            }
+        };
+        self.cluster_call_duration
+            .with_label_values(&[op.as_str(), result])
+            .observe(took.as_secs_f64());
+    }
+
+    /// An admission check was decided without the cluster store.
+    pub(crate) fn cluster_fallback(&self, how: Fallback) {
+        self.cluster_fallbacks
+            .with_label_values(&[how.as_str()])
+            .inc();
+    }
+
+    /// The slots this replica holds in the cluster store changed by `delta`.
+    pub(crate) fn cluster_leases(&self, delta: i64) {
+        self.cluster_leases
+            .with_label_values(&[] as &[&str])
+            .add(delta);
+    }
+
+    /// Whether this replica is connected to the cluster store now.
+    pub(crate) fn cluster_connected(&self, up: bool) {
+        self.cluster_connected
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
+    }
+
     /// A configuration reload was attempted.
     pub(crate) fn config_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
@@ -354,6 +439,7 @@ mod tests {
         m.connection_accepted();
         m.closed("/ws/echo", Some(1000), Initiator::Client);
         m.relay_ended("/ws/relay", EndReason::ClientClosed);
+        m.gateway_closed("/ws/echo", EndReason::Revoked);
         let _open = m.session_opened("/ws/echo");
         m.meter("/ws/echo")
             .message(Direction::FromClient, Class::Text, 5);
@@ -367,6 +453,11 @@ mod tests {
         m.set_connection_limits([(ALL_ROUTES, 100)]);
         m.tls_handshake_failure();
         m.config_reload(true);
+        m.init_cluster();
+        m.cluster_call(ClusterOp::Rate, None, Duration::from_micros(90));
+        m.cluster_fallback(Fallback::Local);
+        m.cluster_leases(1);
+        m.cluster_connected(true);
         let text = m.render();
         for def in defs::ALL {
             assert!(

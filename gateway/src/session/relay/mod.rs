@@ -77,8 +77,10 @@ where
         inbound,
         expiry,
         meter,
+        counters,
+        mut control,
     } = ctx;
-    let shared = Shared::new();
+    let shared = Shared::new(counters.clone());
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
 
@@ -89,6 +91,7 @@ where
             biased;
             why = stop.wait() => Outcome::Gateway { reason: why.into() },
             _ = Expiry::wait(expiry) => Outcome::Gateway { reason: EndReason::TokenExpired },
+            request = control.wait() => Outcome::Operator(request),
             // The timers before the pumps: a busy pump must not starve them.
             _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
                 Outcome::Gateway { reason: EndReason::PingTimeout }
@@ -128,10 +131,7 @@ where
         );
     }
 
-    end.session.messages_in = Shared::load(&shared.messages_in);
-    end.session.messages_out = Shared::load(&shared.messages_out);
-    end.session.bytes_in = Shared::load(&shared.bytes_in);
-    end.session.bytes_out = Shared::load(&shared.bytes_out);
+    counters.load_into(&mut end.session);
     end
 }
 
@@ -165,6 +165,8 @@ mod tests {
             inbound: Guard::new(10, Rates::default()),
             expiry: None,
             meter: Meter::default(),
+            counters: Default::default(),
+            control: crate::session::control::Control::none(),
         }
     }
 

@@ -8,6 +8,7 @@ use super::RelayEnd;
 use crate::core::close::{self, Violation};
 use crate::core::end::{EndReason, Initiator, SessionEnd, Stop};
 use crate::session::close::{code_of, frame};
+use crate::session::registry::CloseRequest;
 
 /// What ended the pumps.
 pub(super) enum Outcome {
@@ -26,6 +27,9 @@ pub(super) enum Outcome {
     },
     /// The gateway ends the session for both sides.
     Gateway { reason: EndReason },
+    /// An operator's close, a revocation or the session's lifetime: the client gets the
+    /// request's close, the upstream 1001.
+    Operator(CloseRequest),
 }
 
 /// How to finish one side: `close` (when `Some`) is sent as it is (`Some(None)`: a close frame
@@ -160,6 +164,21 @@ impl Plan {
                 (
                     Finish::send(Violation::new(close::INTERNAL_ERROR, other)),
                     Finish::send(violation),
+                )
+            }
+            Outcome::Operator(request) => {
+                end.reason = request.cause;
+                let to_upstream = match request.cause {
+                    EndReason::Revoked => "client revoked",
+                    EndReason::Lifetime => close::LIFETIME.reason,
+                    _ => "client closed by operator",
+                };
+                (
+                    Finish {
+                        close: Some(Some(frame(request.code, &request.reason))),
+                        drain: false,
+                    },
+                    Finish::send(going_away(to_upstream)),
                 )
             }
             Outcome::Gateway { reason } => {

@@ -72,7 +72,7 @@ pub(super) async fn finish_upstream_delivering<U, C>(
             {
                 continue;
             }
-            shared.count(&shared.messages_out, &shared.bytes_out, len);
+            shared.counters.count_out(len);
             if c_tx.send(message).await.is_err() {
                 return;
             }
@@ -125,7 +125,7 @@ where
                     };
                 }
                 shared.touch(&shared.last_data);
-                shared.count(&shared.messages_in, &shared.bytes_in, len);
+                shared.counters.count_in(len);
                 if tx.send(message).await.is_err() {
                     return Outcome::Gone { client: false };
                 }
@@ -220,7 +220,7 @@ where
                     };
                 }
                 shared.touch(&shared.last_data);
-                shared.count(&shared.messages_out, &shared.bytes_out, len);
+                shared.counters.count_out(len);
                 if tx.send(message).await.is_err() {
                     return Outcome::Gone { client: true };
                 }

@@ -2,11 +2,13 @@
 //! went either way; and the watchdogs that end the session on them (ping timeout, idle timeout).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::core::duration::deadline;
+use crate::session::registry::Counters;
 
 /// Mutable state shared by the pumps and watchdogs of one session. They all run in one task;
 /// atomics (relaxed) only because the session future must be `Send`.
@@ -15,10 +17,8 @@ pub(super) struct Shared {
     pub(super) heard_from_client: Moment,
     pub(super) last_ping: Moment,
     pub(super) last_data: Moment,
-    pub(super) messages_in: AtomicU64,
-    pub(super) messages_out: AtomicU64,
-    pub(super) bytes_in: AtomicU64,
-    pub(super) bytes_out: AtomicU64,
+    /// The session's counts, which the admin API reads while it runs.
+    pub(super) counters: Arc<Counters>,
 }
 
 /// An instant after `Shared::base`, or none (stored as nanoseconds + 1; 0 is none).
@@ -26,16 +26,13 @@ pub(super) struct Shared {
 pub(super) struct Moment(AtomicU64);
 
 impl Shared {
-    pub(super) fn new() -> Shared {
+    pub(super) fn new(counters: Arc<Counters>) -> Shared {
         let shared = Shared {
             base: Instant::now(),
             heard_from_client: Moment::default(),
             last_ping: Moment::default(),
             last_data: Moment::default(),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
+            counters,
         };
         shared.touch(&shared.heard_from_client);
         shared.touch(&shared.last_data);
@@ -56,15 +53,6 @@ impl Shared {
 
     pub(super) fn heard(&self) -> Instant {
         self.get(&self.heard_from_client).unwrap_or(self.base)
-    }
-
-    pub(super) fn count(&self, messages: &AtomicU64, bytes: &AtomicU64, len: usize) {
-        messages.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(len as u64, Ordering::Relaxed);
-    }
-
-    pub(super) fn load(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }
 

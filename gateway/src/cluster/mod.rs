@@ -1,0 +1,269 @@
+//! The cluster store: the Redis that replicas share so that handshake rates ([`rate`]) and
+//! connection caps ([`lease`]) hold across all of them, and operators' closes and revocations
+//! reach all of them ([`events`], [`revocations`]), over one connection that reconnects by
+//! itself ([`link`]); failures are typed ([`error`]).
+//!
+//! Keys (every one behind `[cluster] key_prefix`):
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `rate:{policy}:ip:{address}`, `rate:{policy}:sub:{subject}` | string | a GCRA arrival time (µs) |
+//! | `conn:{policy}:ip:{address}`, `conn:{policy}:sub:{subject}`, `conn:route:{path}` | sorted set | leases: `replica:socket` → expiry (ms) |
+//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
+//! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
+//!
+//! Nothing here blocks a caller beyond `[cluster] timeout`, and nothing waits for a connection:
+//! the admission layer decides what a failure means (`on_error`).
+//!
+//! The connection, the lease heartbeat and the reconnect loop run on a thread of their own
+//! (`core::background`), started once by [`Cluster::start`] (never by `--check`). A reload that
+//! leaves `[cluster]` (and the password) as it was keeps the same [`Cluster`], connection
+//! included.
+
+mod error;
+pub(crate) mod events;
+mod lease;
+mod link;
+mod rate;
+pub(crate) mod revocations;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub(crate) use error::ClusterError;
+pub(crate) use lease::{Lease, Taken};
+pub(crate) use rate::Gcra;
+
+use crate::config::cluster::{self as settings, OnError};
+use crate::obs::metrics::Metrics;
+use events::{Close, Events};
+use lease::Leases;
+use link::Link;
+use rate::Rates;
+use revocations::Revoked;
+use std::time::Duration;
+
+/// Who a rate or a cap counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counted<'a> {
+    Ip(IpAddr),
+    Subject(&'a str),
+}
+
+impl Counted<'_> {
+    fn key_part(&self) -> String {
+        match self {
+            Counted::Ip(ip) => format!("ip:{ip}"),
+            Counted::Subject(sub) => format!("sub:{sub}"),
+        }
+    }
+}
+
+/// The handle every generation's admission shares while `[cluster]` is unchanged.
+pub(crate) struct Cluster {
+    settings: settings::Cluster,
+    password: Option<String>,
+    /// This process's id among the replicas (in lease members and logs).
+    replica: String,
+    link: Arc<Link>,
+    rates: Rates,
+    leases: Arc<Leases>,
+    events: Arc<Events>,
+    /// For the event subscription's own connection.
+    client: redis::Client,
+    metrics: Arc<Metrics>,
+    started: AtomicBool,
+}
+
+impl Cluster {
+    /// The cluster handle for `config`: `previous` when it was built from the same settings and
+    /// password (a reload), else a new one (not connected until [`Cluster::start`]).
+    pub(crate) fn build(
+        config: &settings::Cluster,
+        previous: Option<&Arc<Cluster>>,
+    ) -> Result<Arc<Cluster>, String> {
+        let password = config.password()?;
+        if let Some(prev) = previous {
+            if prev.settings == *config && prev.password == password {
+                return Ok(prev.clone());
+            }
+        }
+        let client = client(config, password.as_deref())?;
+        let replica = replica_id();
+        let metrics = Metrics::global().clone();
+        Ok(Arc::new(Cluster {
+            events: Arc::new(Events::new(&config.key_prefix, &replica)),
+            client: client.clone(),
+            link: Arc::new(Link::new(
+                client,
+                config.redis_url.text.clone(),
+                config.timeout.0,
+                metrics.clone(),
+            )),
+            rates: Rates::new(),
+            leases: Arc::new(Leases::new(replica.clone(), config.lease_ttl.0)),
+            settings: config.clone(),
+            password,
+            replica,
+            metrics,
+            started: AtomicBool::new(false),
+        }))
+    }
+
+    /// Connect and start the heartbeat, once (on the cluster thread).
+    pub(crate) fn start(&self) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        log::info!(
+            "cluster: replica {} sharing limits through {} (prefix {:?}, on_error = {})",
+            self.replica,
+            self.settings.redis_url.text,
+            self.settings.key_prefix,
+            self.settings.on_error.as_str()
+        );
+        let link = self.link.clone();
+        let leases = self.leases.clone();
+        let metrics = self.metrics.clone();
+        let events = self.events.clone();
+        let client = self.client.clone();
+        crate::core::background::spawn("cluster", async move {
+            tokio::join!(
+                link.clone().run(),
+                leases.run(link.clone(), metrics),
+                events.run(client, &link)
+            );
+        });
+    }
+
+    /// What checks do when Redis fails, unless their policy says otherwise.
+    pub(crate) fn on_error(&self) -> OnError {
+        self.settings.on_error
+    }
+
+    /// `None` while Redis answers; otherwise why not (for `/readyz` and logs).
+    pub(crate) fn degraded(&self) -> Option<String> {
+        self.link.down_because()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("{}{rest}", self.settings.key_prefix)
+    }
+
+    /// The rate key of `who` under `policy`.
+    pub(crate) fn rate_key(&self, policy: &str, who: Counted<'_>) -> String {
+        self.key(format_args!("rate:{policy}:{}", who.key_part()))
+    }
+
+    /// The cap key of `who` under `policy`.
+    pub(crate) fn cap_key(&self, policy: &str, who: Counted<'_>) -> String {
+        self.key(format_args!("conn:{policy}:{}", who.key_part()))
+    }
+
+    /// The cap key of a route (caps per route count across policies, as locally).
+    pub(crate) fn route_key(&self, route: &str) -> String {
+        self.key(format_args!("conn:route:{route}"))
+    }
+
+    /// One rate check: `Ok(Err(wait))` when over the rate.
+    pub(crate) async fn rate(
+        &self,
+        key: &str,
+        gcra: Gcra,
+    ) -> Result<Result<(), std::time::Duration>, ClusterError> {
+        self.rates.check(&self.link, key, gcra).await
+    }
+
+    /// Take one slot under each (key, cap), all or none.
+    pub(crate) async fn take(&self, keys: Vec<(String, usize)>) -> Result<Taken, ClusterError> {
+        self.leases.take(&self.link, keys).await
+    }
+
+    /// The closes (and revocations' closes) other replicas ask this one for.
+    pub(crate) fn closes(&self) -> tokio::sync::broadcast::Receiver<Close> {
+        self.events.subscribe()
+    }
+
+    /// Ask every other replica to close the matching sessions.
+    pub(crate) async fn publish_close(&self, close: Close) -> Result<(), ClusterError> {
+        self.events.close(&self.link, close).await
+    }
+
+    /// Revoke `who` on every replica for `ttl` (and on replicas that start within it).
+    pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Result<(), ClusterError> {
+        self.events.revoke(&self.link, who, ttl).await
+    }
+
+    /// Lift a revocation on every replica.
+    pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
+        self.events.lift(&self.link, who).await
+    }
+
+    /// Hold slots admitted without Redis; they are added to Redis by the next renewal.
+    pub(crate) fn hold_unshared(&self, keys: Vec<(String, usize)>) -> Lease {
+        self.leases.hold_unshared(keys)
+    }
+}
+
+/// A random replica id: 16 hex digits (unique enough among the replicas of one Redis).
+fn replica_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// The Redis client for the settings: address, database, user and password, and for
+/// `rediss://` TLS trusting `ca_file` or the system roots.
+fn client(config: &settings::Cluster, password: Option<&str>) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let url = &config.redis_url;
+    let db: i64 = url
+        .path_and_query
+        .trim_start_matches('/')
+        .parse()
+        .unwrap_or(0);
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    let scheme = if url.tls() { "rediss" } else { "redis" };
+    let info = format!("{scheme}://{host}:{}/{db}", url.port)
+        .into_connection_info()
+        .map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(user) = &config.username {
+        redis_settings = redis_settings.set_username(user);
+    }
+    if let Some(password) = password {
+        redis_settings = redis_settings.set_password(password);
+    }
+    let info = info.set_redis_settings(redis_settings);
+    match &config.ca_file {
+        Some(ca) => {
+            let root = std::fs::read(ca)
+                .map_err(|e| format!("cluster.ca_file: cannot read {}: {e}", ca.display()))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                },
+            )
+            .map_err(|e| format!("cluster.ca_file: {e}"))
+        }
+        None => redis::Client::open(info).map_err(|e| format!("cluster.redis_url: {e}")),
+    }
+}

@@ -1,0 +1,124 @@
+//! `[cluster]`: the Redis that replicas share so that rates and connection caps hold across all
+//! of them (schema only; `validate` checks it, `cluster` connects to it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::defaults;
+use super::secret::Secret;
+use crate::core::duration::HumanDuration;
+pub(crate) use crate::core::on_error::OnError;
+use crate::core::url::RedisUrl;
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cluster {
+    /// `redis://host:port[/db]` or `rediss://...` (TLS). No credentials in the URL.
+    pub(crate) redis_url: RedisUrl,
+    /// An ACL user name (Redis 6+); without it the password is for the default user.
+    pub(crate) username: Option<String>,
+    /// The password, from a file (relative to the config file) or an environment variable.
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) password_env: Option<String>,
+    /// `rediss://`: trust this CA bundle instead of the system roots.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Put before every key and the event channel, so that gateways sharing a Redis but not
+    /// their limits stay apart.
+    #[serde(default = "default_prefix")]
+    pub(crate) key_prefix: String,
+    /// The longest one call to Redis may take; past it the call counts as failed.
+    #[serde(default = "default_timeout")]
+    pub(crate) timeout: HumanDuration,
+    /// How long a connection slot lives in Redis without being renewed (renewed every third).
+    #[serde(default = "default_lease_ttl")]
+    pub(crate) lease_ttl: HumanDuration,
+    /// What checks do when Redis fails; policies may override it.
+    #[serde(default = "default_on_error")]
+    pub(crate) on_error: OnError,
+}
+
+fn default_prefix() -> String {
+    defaults::CLUSTER_KEY_PREFIX.to_string()
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(defaults::CLUSTER_TIMEOUT)
+}
+
+fn default_lease_ttl() -> HumanDuration {
+    HumanDuration(defaults::CLUSTER_LEASE_TTL)
+}
+
+fn default_on_error() -> OnError {
+    defaults::CLUSTER_ON_ERROR
+}
+
+impl Cluster {
+    fn secret(&self) -> Secret<'_> {
+        Secret {
+            file: self.password_file.as_deref(),
+            env: self.password_env.as_deref(),
+            file_key: "cluster.password_file",
+            env_key: "cluster.password_env",
+        }
+    }
+
+    /// The password (surrounding whitespace removed), `None` when neither source is set. An
+    /// unreadable or empty source is an error naming its key, never the password.
+    pub(crate) fn password(&self) -> Result<Option<String>, String> {
+        let Some((key, bytes)) = self.secret().read()? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).map_err(|_| format!("{key}: not UTF-8"))?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(format!("{key}: the password is empty"));
+        }
+        Ok(Some(password.to_string()))
+    }
+
+    /// The checks that need no file (validation).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        self.secret().validate()?;
+        let path = self.redis_url.path_and_query.as_str();
+        let db = path.trim_start_matches('/');
+        if !(db.is_empty() || db.parse::<u16>().is_ok()) {
+            return Err(format!(
+                "cluster.redis_url: {path:?} is not a database number (e.g. \"redis://host:6379/0\")"
+            ));
+        }
+        if self.ca_file.is_some() && !self.redis_url.tls() {
+            return Err("cluster.ca_file is set but cluster.redis_url is not rediss://".into());
+        }
+        if let Some(ca) = &self.ca_file {
+            if !ca.is_file() {
+                return Err(format!("cluster.ca_file: {} does not exist", ca.display()));
+            }
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 {
+            return Err("cluster.key_prefix must be 1 to 64 characters".into());
+        }
+        if self.key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("cluster.key_prefix must be printable ASCII without spaces".into());
+        }
+        let t = self.timeout.0;
+        if t < Duration::from_millis(1) || t > Duration::from_secs(5) {
+            return Err("cluster.timeout must be between 1ms and 5s".into());
+        }
+        let ttl = self.lease_ttl.0;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
+            return Err("cluster.lease_ttl must be between 1s and 1h".into());
+        }
+        if ttl / 3 <= t * 2 {
+            return Err(
+                "cluster.lease_ttl must be more than six times cluster.timeout (slots are \
+                 renewed every third of it)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

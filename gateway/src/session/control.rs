@@ -1,0 +1,103 @@
+//! What ends a session from outside besides the gateway's stop: an operator's close or
+//! revocation (through the session's registry entry) and the route's `max_session_duration`,
+//! reached at a jittered moment so that clients admitted together do not all reconnect at once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::registry::CloseRequest;
+use crate::core::close;
+use crate::core::end::EndReason;
+
+/// The operator's close signal and the lifetime deadline of one session.
+pub(crate) struct Control {
+    close: Option<watch::Receiver<Option<CloseRequest>>>,
+    lifetime: Option<Instant>,
+}
+
+impl Control {
+    /// Nothing but the gateway's stop ends the session from outside.
+    #[cfg(test)]
+    pub(crate) fn none() -> Control {
+        Control {
+            close: None,
+            lifetime: None,
+        }
+    }
+
+    /// Follow `close`; with `max_lifetime`, end the session at a random moment in its last
+    /// tenth (so at most `max_lifetime` after now).
+    pub(crate) fn new(
+        close: watch::Receiver<Option<CloseRequest>>,
+        max_lifetime: Option<Duration>,
+    ) -> Control {
+        Control {
+            close: Some(close),
+            lifetime: max_lifetime.map(|d| {
+                crate::core::duration::deadline(Instant::now(), d - super::stop::jitter(d / 10))
+            }),
+        }
+    }
+
+    /// Resolves with the close to send when the session must end. Cancel-safe (a request stays
+    /// in the channel; the deadline is fixed).
+    pub(crate) async fn wait(&mut self) -> CloseRequest {
+        let lifetime = async {
+            match self.lifetime {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let operator = async {
+            match &mut self.close {
+                Some(rx) => {
+                    let got = rx.wait_for(Option::is_some).await.map(|r| r.clone());
+                    match got {
+                        Ok(request) => request,
+                        Err(_) => std::future::pending().await,
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            request = operator => request.expect("waited for Some"),
+            _ = lifetime => CloseRequest {
+                code: close::LIFETIME.code,
+                reason: close::LIFETIME.reason.into(),
+                cause: EndReason::Lifetime,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lifetime_and_operator_close() {
+        let (_tx, rx) = watch::channel(None);
+        let started = Instant::now();
+        let mut c = Control::new(rx, Some(Duration::from_millis(200)));
+        let req = c.wait().await;
+        assert_eq!((req.code, req.cause), (1001, EndReason::Lifetime));
+        let t = started.elapsed();
+        assert!(
+            t >= Duration::from_millis(175) && t < Duration::from_secs(2),
+            "{t:?}"
+        );
+
+        let (tx, rx) = watch::channel(None);
+        let mut c = Control::new(rx, None);
+        let want = CloseRequest {
+            code: 4000,
+            reason: "bye".into(),
+            cause: EndReason::Admin,
+        };
+        tx.send_replace(Some(want.clone()));
+        assert_eq!(c.wait().await, want);
+    }
+}

@@ -1,0 +1,316 @@
+//! Cluster mode: two real gateway processes sharing one real Redis. Caps and rates hold across
+//! both; slots come back when sockets end, and after `lease_ttl` when a replica dies; with Redis
+//! gone, `on_error` decides (open: local limits, closed: 503), and once it returns, empty, the
+//! replicas refill it and count together again.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::support::*;
+use crate::tokens::*;
+
+/// Short leases, so that a dead replica's slots expire within a test step.
+const LEASE_TTL_SECS: u64 = 4;
+
+fn cluster_config(redis: &Redis) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{}\"\nkey_prefix = \"test:\"\nlease_ttl = \"{LEASE_TTL_SECS}s\"\n\
+         timeout = \"500ms\"\n\
+         [[routes]]\npath = \"/ws/capped\"\nmode = \"echo\"\npolicy = \"capped\"\n\
+         [policies.capped.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
+         [policies.capped.limits]\nconnections_per_subject = 3\n\
+         [[routes]]\npath = \"/ws/rated\"\nmode = \"echo\"\npolicy = \"rated\"\n\
+         [policies.rated.limits]\nhandshakes_per_ip = {{ per_minute = 6, burst = 4 }}\n\
+         [[routes]]\npath = \"/ws/strict\"\nmode = \"echo\"\npolicy = \"strict\"\n\
+         [policies.strict.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
+         [policies.strict.limits]\nconnections_per_subject = 3\n\
+         [policies.strict.cluster]\non_error = \"closed\"\n",
+        redis.url()
+    )
+}
+
+/// The fallback counts in a replica's metrics.
+async fn fallbacks(gw: &Gateway) -> Vec<String> {
+    let scrape = gw.admin_get("/metrics").await;
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("portcullis_cluster_fallbacks_total{"))
+        .map(String::from)
+        .collect()
+}
+
+/// Two replicas sharing `redis`.
+async fn replicas(redis: &Redis) -> (Gateway, Gateway) {
+    let config = cluster_config(redis);
+    let a = Gateway::start_prepared(true, &config, write_keys).await;
+    let b = Gateway::start_prepared(true, &config, write_keys).await;
+    for gw in [&a, &b] {
+        gw.wait_log("cluster: connected to").await;
+    }
+    (a, b)
+}
+
+fn bearer(subject: &str) -> String {
+    let token = sign(Algorithm::ES256, None, &claims(json!({ "sub": subject })));
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// Handshakes on `path` as `subject`, spread over `gateways` in turn, all at once: the open
+/// connections of those that got a 101, and the statuses of the others.
+async fn spread(
+    gateways: &[&Gateway],
+    path: &str,
+    subject: &str,
+    n: usize,
+) -> (
+    Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Vec<u16>,
+) {
+    let auth = bearer(subject);
+    let attempts = futures_util::future::join_all(
+        (0..n).map(|i| gateways[i % gateways.len()].handshake_open(path, &auth)),
+    )
+    .await;
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for (status, head, tls) in attempts {
+        match status {
+            101 => open.push(tls),
+            other => {
+                assert!(
+                    head.contains("too many connections for this subject"),
+                    "{head}"
+                );
+                refused.push(other);
+            }
+        }
+    }
+    (open, refused)
+}
+
+/// How many of `n` handshakes (one at a time) `gw` admits; the admitted stay open in `keep`.
+async fn admitted(
+    gw: &Gateway,
+    path: &str,
+    subject: &str,
+    n: usize,
+    keep: &mut Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+) -> usize {
+    let mut count = 0;
+    for _ in 0..n {
+        let (status, _, tls) = gw.handshake_open(path, &bearer(subject)).await;
+        if status == 101 {
+            count += 1;
+            keep.push(tls);
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn caps_and_rates_hold_across_two_replicas() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b) = replicas(&redis).await;
+    // A per-subject cap of 3 under 20 parallel handshakes over both replicas: exactly 3.
+    // (A generous call timeout: on a loaded machine a timed-out call would be decided locally,
+    // by design, and so could admit more than the shared cap.)
+    let (open, refused) = spread(&[&a, &b], "/ws/capped", "alice", 20).await;
+    assert_eq!(
+        (open.len(), refused.len()),
+        (3, 17),
+        "{refused:?}; fallbacks: {:?} {:?}",
+        fallbacks(&a).await,
+        fallbacks(&b).await
+    );
+    assert!(refused.iter().all(|s| *s == 429), "{refused:?}");
+    assert_eq!(
+        redis.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+    // Another subject is not affected.
+    let (others, _) = spread(&[&a, &b], "/ws/capped", "bob", 2).await;
+    assert_eq!(others.len(), 2);
+    // Closing the sockets frees the slots on both replicas.
+    drop(open);
+    eventually(STEP, "alice's slots released in Redis", || async {
+        let n = redis.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await;
+        done_or(n == "0", n)
+    })
+    .await;
+    let (again, _) = spread(&[&a, &b], "/ws/capped", "alice", 6).await;
+    assert_eq!(again.len(), 3);
+    a.wait_metric("portcullis_cluster_connected 1").await;
+
+    // A per-IP handshake rate (burst 4) across both: 2 + 2 admitted, the fifth refused on
+    // either replica, with Retry-After.
+    for gw in [&a, &b, &a, &b] {
+        assert_eq!(gw.try_handshake("/ws/rated", "").await.0, 101);
+    }
+    for gw in [&a, &b] {
+        let (status, head) = gw.try_handshake("/ws/rated", "").await;
+        assert_eq!(status, 429, "{head}");
+        assert!(head.contains("Retry-After: "), "{head}");
+    }
+    // Decided in Redis, not as a fallback.
+    let scrape = a.admin_get("/metrics").await;
+    assert!(
+        scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
+        "{scrape}"
+    );
+
+    // A reload with [cluster] unchanged keeps the connection (and the counts): no new
+    // connection, and alice is still at her cap.
+    a.signal("HUP");
+    a.wait_log("reload: configuration from").await;
+    let (status, _) = a.try_handshake("/ws/capped", &bearer("alice")).await;
+    assert_eq!(status, 429);
+    let log = a.log();
+    assert_eq!(log.matches("cluster: connected to").count(), 1, "{log}");
+    assert_eq!(log.matches("cluster: replica ").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_killed_replica_frees_its_slots_after_the_lease_ttl() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (mut a, b) = replicas(&redis).await;
+    let mut keep_a = Vec::new();
+    assert_eq!(admitted(&a, "/ws/capped", "carol", 3, &mut keep_a).await, 3);
+    let mut keep_b = Vec::new();
+    assert_eq!(admitted(&b, "/ws/capped", "carol", 1, &mut keep_b).await, 0);
+    // kill -9: no release, no renewal. Its slots expire within lease_ttl (and B's own renewals
+    // do not keep them). (How soon within it depends on A's last renewal, which a busy machine
+    // delays: not asserted.)
+    a.signal("KILL");
+    drop(keep_a);
+    let killed = std::time::Instant::now();
+    let _carol = eventually(
+        Duration::from_secs(LEASE_TTL_SECS) + STEP,
+        "carol admitted on B once A's leases expired",
+        || async {
+            let (status, _, tls) = b.handshake_open("/ws/capped", &bearer("carol")).await;
+            done_or(
+                status == 101,
+                format!("{:?} after the kill", killed.elapsed()),
+            )
+            .map(|()| tls)
+        },
+    )
+    .await;
+    let _ = a.is_running();
+}
+
+#[tokio::test]
+async fn redis_down_open_and_closed_then_refilled_and_shared_again() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b) = replicas(&redis).await;
+    let mut keep = Vec::new();
+    assert_eq!(admitted(&a, "/ws/strict", "dave", 1, &mut keep).await, 1);
+
+    redis.stop().await;
+    // Open (the [cluster] default): admitted under A's own cap of 3, and said so.
+    assert_eq!(admitted(&a, "/ws/capped", "erin", 4, &mut keep).await, 3);
+    // The access log says so (a session's line is written at its end).
+    let mut frank = Vec::new();
+    assert_eq!(admitted(&a, "/ws/capped", "frank", 1, &mut frank).await, 1);
+    drop(frank);
+    a.wait_log_line("frank's session line, marked as a fallback", |l| {
+        l.contains("subject=frank") && l.contains(" cluster=local_fallback")
+    })
+    .await;
+    let scrape = a.wait_metric("portcullis_cluster_connected 0").await;
+    assert!(
+        !scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
+        "{scrape}"
+    );
+    // Closed (the strict policy): 503 + Retry-After, counted, logged.
+    let (status, head) = b.try_handshake("/ws/strict", &bearer("dave")).await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("Retry-After: 1"), "{head}");
+    b.wait_log("reason=cluster_unavailable status=503 cluster=local_fallback")
+        .await;
+    // /readyz: degraded but ready (the [cluster] on_error is open).
+    let (status, body) = a.admin_request("/readyz", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cluster degraded"), "{body}");
+
+    // Redis returns, empty: A's renewals refill it with its 3 (fallback) sockets for erin and
+    // dave's one, and counting is shared again: B admits no erin.
+    redis.restart().await;
+    eventually(STEP, "Redis refilled by A's renewals", || async {
+        let erin = redis.cli(&["ZCARD", "test:conn:capped:sub:erin"]).await;
+        let dave = redis.cli(&["ZCARD", "test:conn:strict:sub:dave"]).await;
+        done_or(
+            erin == "3" && dave == "1",
+            format!("erin {erin}, dave {dave}"),
+        )
+    })
+    .await;
+    for gw in [&a, &b] {
+        eventually(STEP, "ready without degradation", || async {
+            let (status, body) = gw.admin_request("/readyz", "").await;
+            done_or(status == 200 && body == "ready\n", body)
+        })
+        .await;
+    }
+    let mut keep_b = Vec::new();
+    assert_eq!(admitted(&b, "/ws/capped", "erin", 1, &mut keep_b).await, 0);
+    assert_eq!(admitted(&b, "/ws/strict", "dave", 3, &mut keep_b).await, 2);
+}
+
+/// A Redis that accepts but does not answer (SIGSTOP): calls time out after `[cluster]
+/// timeout`, and the handshakes are decided locally all the same.
+#[tokio::test]
+async fn a_hung_redis_times_out_into_the_fallback() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (a, _b) = replicas(&redis).await;
+    redis.pause();
+    let mut keep = Vec::new();
+    assert_eq!(admitted(&a, "/ws/capped", "hugo", 3, &mut keep).await, 3);
+    let scrape = a.wait_metric("portcullis_cluster_connected 0").await;
+    assert!(
+        !scrape.contains("portcullis_cluster_errors_total{error=\"timeout\",operation=\"take\"} 0"),
+        "{scrape}"
+    );
+    redis.resume();
+    a.wait_metric("portcullis_cluster_connected 1").await;
+}
+
+/// `rediss://`: TLS to Redis, trusting `ca_file`; caps count there as over plain TCP.
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let Some(redis) = Redis::start_tls().await else {
+        return;
+    };
+    let config = format!(
+        "[cluster]\nredis_url = \"{}\"\nca_file = \"redis-ca.pem\"\nkey_prefix = \"tls:\"\ntimeout = \"500ms\"\n\
+         [[routes]]\npath = \"/ws/one\"\nmode = \"echo\"\npolicy = \"one\"\n\
+         [policies.one.limits]\nconnections_per_route = 1\n",
+        redis.url()
+    );
+    let ca = redis.ca_pem();
+    let gw = Gateway::start_prepared(true, &config, |dir| {
+        std::fs::write(dir.join("redis-ca.pem"), &ca).unwrap();
+    })
+    .await;
+    gw.wait_log("cluster: connected to rediss://").await;
+    let (status, _, _first) = gw.handshake_open("/ws/one", "").await;
+    assert_eq!(status, 101);
+    assert_eq!(redis.cli(&["ZCARD", "tls:conn:route:/ws/one"]).await, "1");
+    // Held in Redis: a second replica is refused too.
+    let other = Gateway::start_prepared(true, &config, |dir| {
+        std::fs::write(dir.join("redis-ca.pem"), &ca).unwrap();
+    })
+    .await;
+    other.wait_log("cluster: connected to rediss://").await;
+    assert_eq!(other.try_handshake("/ws/one", "").await.0, 429);
+}

@@ -1,0 +1,459 @@
+//! Live session control over the admin API and the `portcullis sessions` subcommand: list and
+//! close by id, subject and route; revoke a subject (1008 `revoked`, then 401 until the ttl
+//! ends); across two replicas through a real Redis; the lifetime close with jitter; refusals
+//! without the admin token; never a token or a query string in a listing.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::*;
+use crate::tokens::*;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+const ROUTES: &str = "[[routes]]\npath = \"/ws/chat\"\nmode = \"echo\"\npolicy = \"chat\"\n\
+     [policies.chat.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
+     [[routes]]\npath = \"/ws/short\"\nmode = \"echo\"\nmax_session_duration = \"2s\"\n";
+
+async fn gateway(extra: &str) -> Gateway {
+    Gateway::start_full_prepared(
+        "token_file = \"admin.token\"\n",
+        &format!("{ROUTES}{extra}"),
+        |dir| {
+            write_keys(dir);
+            std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+        },
+    )
+    .await
+}
+
+fn token_for(subject: &str, jti: &str) -> String {
+    sign(
+        Algorithm::ES256,
+        None,
+        &claims(json!({ "sub": subject, "jti": jti })),
+    )
+}
+
+/// A chat socket as `subject`, its token passed in the query string.
+async fn chat(gw: &Gateway, subject: &str, jti: &str) -> Wss {
+    let url = gw.url(&format!(
+        "/ws/chat?room=7&access_token={}",
+        token_for(subject, jti)
+    ));
+    gw.ws_request(url, None).await.0
+}
+
+/// One admin request with the token: status and JSON body.
+async fn admin(gw: &Gateway, method: &str, target: &str, body: Option<Value>) -> (u16, Value) {
+    admin_as(gw, method, target, body, Some(TOKEN)).await
+}
+
+async fn admin_as(
+    gw: &Gateway,
+    method: &str,
+    target: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.admin_port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    read_until(&mut s, &mut out, "the admin answer", |_| false).await;
+    let (status, body) = status_and_body(&String::from_utf8_lossy(&out));
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// Wait (bounded) for a sample line in `/metrics` (behind the admin token).
+async fn wait_metric(gw: &Gateway, sample: &str) {
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    eventually(STEP, format!("{sample:?} in /metrics"), || async {
+        let (_, scrape) = gw.admin_request("/metrics", &auth).await;
+        done_or(scrape.lines().any(|l| l == sample), scrape)
+    })
+    .await;
+}
+
+async fn listed(gw: &Gateway, query: &str) -> Value {
+    let (status, body) = admin(gw, "GET", &format!("/sessions{query}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn list_and_close_by_id_subject_and_route() {
+    let gw = gateway("").await;
+    let mut a1 = chat(&gw, "alice", "t1").await;
+    let mut a2 = chat(&gw, "alice", "t2").await;
+    let mut b = chat(&gw, "bob", "t3").await;
+    let mut e = gw.ws("/ws/echo").await;
+    // Counters move while the session runs.
+    assert_eq!(
+        roundtrip(&mut a1, tokio_tungstenite::tungstenite::Message::text("hi")).await,
+        tokio_tungstenite::tungstenite::Message::text("echo: hi")
+    );
+    let all = listed(&gw, "").await;
+    assert_eq!(all["total"], 4, "{all}");
+    let text = all.to_string();
+    assert!(
+        !text.contains("access_token") && !text.contains("room=7"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&token_for("alice", "t1")[..20]),
+        "a token is listed: {text}"
+    );
+    let alice = listed(&gw, "?subject=alice").await;
+    assert_eq!(alice["total"], 2);
+    let first = &alice["sessions"][0];
+    assert_eq!(first["route"], "/ws/chat");
+    assert_eq!(first["client"], "127.0.0.1");
+    assert_eq!(first["messages_in"], 1, "{first}");
+    assert_eq!(first["bytes_out"], 8, "{first}");
+    assert!(first["started_at"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(
+        listed(&gw, "?route=/ws/echo&limit=1").await["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        listed(&gw, "?client=127.0.0.1&offset=3").await["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // By id, with an own code and reason.
+    let id = first["id"].as_str().unwrap().to_string();
+    let (status, body) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"id": id, "code": 4001, "reason": "maintenance"})),
+    )
+    .await;
+    assert_eq!((status, &body["closed"]), (200, &json!(1)), "{body}");
+    assert_eq!(expect_close(&mut a1).await, (4001, "maintenance".into()));
+    // By subject: the default 1008.
+    let (_, body) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"subject": "alice"})),
+    )
+    .await;
+    assert_eq!(body["closed"], 1, "{body}");
+    assert_eq!(
+        expect_close(&mut a2).await,
+        (1008, "closed by operator".into())
+    );
+    // By route.
+    let (_, body) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"route": "/ws/echo"})),
+    )
+    .await;
+    assert_eq!(body["closed"], 1, "{body}");
+    assert_eq!(expect_close(&mut e).await.0, 1008);
+    // Bob is untouched.
+    assert_eq!(
+        roundtrip(
+            &mut b,
+            tokio_tungstenite::tungstenite::Message::text("still")
+        )
+        .await,
+        tokio_tungstenite::tungstenite::Message::text("echo: still")
+    );
+    gw.wait_log_line("an admin close in the access log", |l| {
+        l.contains("subject=alice") && l.contains("end_reason=admin")
+    })
+    .await;
+    wait_metric(
+        &gw,
+        "portcullis_gateway_closes_total{reason=\"admin\",route=\"/ws/chat\"} 2",
+    )
+    .await;
+    // Bad requests say why.
+    let (status, _) = admin(&gw, "POST", "/sessions/close", Some(json!({}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"route": "/x", "code": 1005})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn revocation_closes_refuses_then_admits_after_the_ttl() {
+    let gw = gateway("").await;
+    let mut eve = chat(&gw, "eve", "e1").await;
+    let (status, body) = admin(
+        &gw,
+        "POST",
+        "/revocations",
+        Some(json!({"subject": "eve", "ttl": "2s"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["closed"], 1);
+    assert_eq!(expect_close(&mut eve).await, (1008, "revoked".into()));
+    let revoked_at = Instant::now();
+    let bearer = format!("Authorization: Bearer {}\r\n", token_for("eve", "e2"));
+    let (status, head) = gw.try_handshake("/ws/chat", &bearer).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.contains("error=\"invalid_token\", error_description=\"token revoked\""),
+        "{head}"
+    );
+    let (_, list) = admin(&gw, "GET", "/revocations", None).await;
+    assert_eq!(list["revocations"][0]["subject"], "eve", "{list}");
+    // A token id too, lifted again before its ttl.
+    let (status, _) = admin(
+        &gw,
+        "POST",
+        "/revocations",
+        Some(json!({"jti": "z9", "ttl": "1h"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let z9 = format!("Authorization: Bearer {}\r\n", token_for("zoe", "z9"));
+    assert_eq!(gw.try_handshake("/ws/chat", &z9).await.0, 401);
+    let (status, body) = admin(&gw, "DELETE", "/revocations?jti=z9", None).await;
+    assert_eq!((status, &body["lifted"]), (200, &json!(true)), "{body}");
+    assert_eq!(gw.try_handshake("/ws/chat", &z9).await.0, 101);
+    // After the ttl eve is admitted again.
+    eventually(
+        STEP,
+        "eve admitted once the revocation's ttl ended",
+        || async {
+            let (status, head) = gw.try_handshake("/ws/chat", &bearer).await;
+            done_or(status == 101, head)
+        },
+    )
+    .await;
+    assert!(revoked_at.elapsed() >= Duration::from_millis(1500));
+    gw.wait_log("reason=revoked").await;
+}
+
+#[tokio::test]
+async fn state_changing_endpoints_need_the_admin_token() {
+    // Without a token configured they do not exist.
+    let open = Gateway::start_prepared(true, ROUTES, write_keys).await;
+    for (method, path) in [
+        ("POST", "/sessions/close"),
+        ("POST", "/revocations"),
+        ("DELETE", "/revocations"),
+    ] {
+        let (status, body) = admin_as(
+            &open,
+            method,
+            path,
+            Some(json!({"subject": "x", "ttl": "1s"})),
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.to_string().contains("need an admin token"), "{body}");
+    }
+    assert_eq!(admin_as(&open, "GET", "/sessions", None, None).await.0, 200);
+    // With one they need it, and listings do too.
+    let gw = gateway("").await;
+    for (method, path) in [
+        ("POST", "/sessions/close"),
+        ("POST", "/revocations"),
+        ("GET", "/sessions"),
+        ("GET", "/revocations"),
+    ] {
+        for token in [None, Some("wrong")] {
+            let (status, _) =
+                admin_as(&gw, method, path, Some(json!({"subject": "x"})), token).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lifetime_closes_with_1001_at_jittered_moments() {
+    let gw = gateway("").await;
+    let started = Instant::now();
+    let mut a = gw.ws("/ws/short").await;
+    let mut b = gw.ws("/ws/short").await;
+    let (ra, rb) = tokio::join!(
+        async {
+            let close = expect_close(&mut a).await;
+            (close, started.elapsed())
+        },
+        async {
+            let close = expect_close(&mut b).await;
+            (close, started.elapsed())
+        }
+    );
+    for ((code, reason), at) in [&ra, &rb] {
+        assert_eq!((*code, reason.as_str()), (1001, "session lifetime reached"));
+        // In the last tenth of the 2 s lifetime (and not much after).
+        assert!(
+            *at >= Duration::from_millis(1750) && *at < Duration::from_secs(4),
+            "{at:?}"
+        );
+    }
+    assert_ne!(ra.1, rb.1, "two sockets closed at the same moment");
+    wait_metric(
+        &gw,
+        "portcullis_gateway_closes_total{reason=\"lifetime\",route=\"/ws/short\"} 2",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_sessions_subcommand_talks_to_the_admin_api() {
+    let gw = gateway("").await;
+    let mut carol = chat(&gw, "carol", "c1").await;
+    let config = gw.dir.path().join("portcullis.toml");
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(binary());
+        cmd.arg("sessions")
+            .arg("--config")
+            .arg(&config)
+            .args(["--admin", &gw.admin_address()])
+            .args(args);
+        cmd
+    };
+    let out = run_ok_async(cli(&["list", "--subject", "carol"])).await;
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["total"], 1, "{out}");
+    let out = run_ok_async(cli(&["revoke", "--subject", "carol", "--ttl", "1h"])).await;
+    assert!(out.contains("\"closed\": 1"), "{out}");
+    assert_eq!(expect_close(&mut carol).await, (1008, "revoked".into()));
+    let out = run_ok_async(cli(&["revocations"])).await;
+    assert!(out.contains("carol"), "{out}");
+    run_ok_async(cli(&["unrevoke", "--subject", "carol"])).await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token_for("carol", "c2"));
+    assert_eq!(gw.try_handshake("/ws/chat", &bearer).await.0, 101);
+    let failed = output_within_async(cli(&["close"]), b"", Duration::from_secs(30)).await;
+    assert!(!failed.status.success());
+    assert!(text_of(&failed).contains("400"), "{}", text_of(&failed));
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_every_replica_through_redis() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let cluster = format!(
+        "[cluster]\nredis_url = \"{}\"\nkey_prefix = \"sessions-test:\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n",
+        redis.url()
+    );
+    let a = gateway(&cluster).await;
+    let b = gateway(&cluster).await;
+    for gw in [&a, &b] {
+        gw.wait_log("cluster: connected to").await;
+    }
+    // The subscription is made right after the connection; wait until both replicas listen.
+    eventually(STEP, "both replicas subscribed", || async {
+        let n = redis
+            .cli(&["PUBSUB", "NUMSUB", "sessions-test:events"])
+            .await;
+        done_or(n.ends_with("\n2") || n.ends_with(" 2"), n)
+    })
+    .await;
+    let mut on_b = chat(&b, "mallory", "m1").await;
+    let sent = Instant::now();
+    let (status, body) = admin(
+        &a,
+        "POST",
+        "/revocations",
+        Some(json!({"subject": "mallory", "ttl": "1h"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["cluster"]),
+        (200, &json!("published")),
+        "{body}"
+    );
+    assert_eq!(expect_close(&mut on_b).await, (1008, "revoked".into()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    let bearer = format!("Authorization: Bearer {}\r\n", token_for("mallory", "m2"));
+    assert_eq!(b.try_handshake("/ws/chat", &bearer).await.0, 401);
+    // A close by subject published from B reaches A.
+    let mut on_a = chat(&a, "oscar", "o1").await;
+    let (_, body) = admin(
+        &b,
+        "POST",
+        "/sessions/close",
+        Some(json!({"subject": "oscar"})),
+    )
+    .await;
+    assert_eq!(body["closed"], 0, "{body}");
+    assert_eq!(expect_close(&mut on_a).await.0, 1008);
+    // A replica that starts later honours the revocation (it reads the key).
+    let c = gateway(&cluster).await;
+    eventually(STEP, "the late replica refuses mallory", || async {
+        let (status, head) = c.try_handshake("/ws/chat", &bearer).await;
+        done_or(status == 401, head)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_sides() {
+    let mut up = crate::support::upstream::Upstream::echo().await;
+    let upstream = up.url("/chat");
+    let gw = gateway(&format!(
+        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{upstream}\"]\n"
+    ))
+    .await;
+    let mut ws = gw.ws("/ws/relay").await;
+    up.request().await;
+    let listed = listed(&gw, "?route=/ws/relay").await;
+    assert_eq!(
+        listed["sessions"][0]["upstream"],
+        upstream.as_str(),
+        "{listed}"
+    );
+    let (_, body) = admin(
+        &gw,
+        "POST",
+        "/sessions/close",
+        Some(json!({"route": "/ws/relay", "code": 4002, "reason": "rebalancing"})),
+    )
+    .await;
+    assert_eq!(body["closed"], 1, "{body}");
+    assert_eq!(expect_close(&mut ws).await, (4002, "rebalancing".into()));
+    assert_eq!(
+        up.closed().await,
+        (1001, "client closed by operator".into())
+    );
+    gw.wait_log_line("the relay's end reason", |l| {
+        l.contains("route=/ws/relay") && l.contains("end_reason=admin")
+    })
+    .await;
+}
