@@ -33,6 +33,7 @@ use crate::net::http1::{self, HeadLimits, RequestHead};
 use crate::obs::access_log::{rejection_fields, AccessLog, RejectionRecord};
 use crate::obs::metrics::Meter;
 use crate::relay::forward::Forwarding;
+use crate::session::control::Control;
 use crate::session::guard::{Expiry, Guard, Rates};
 use crate::session::relay::RelayOptions;
 use crate::session::stop::StopSignal;
@@ -293,6 +294,7 @@ pub fn token(data: &[u8]) {
         subject: v.subject.as_deref(),
         reason: Reason::Forbidden,
         status: 403,
+        cluster_fallback: false,
     };
     for format in [LogFormat::Text, LogFormat::Json] {
         let line = AccessLog::new(format).format_line("rejected", &rejection_fields(&record));
@@ -455,6 +457,8 @@ impl SessionChoices {
             inbound: Guard::new(self.max_message, self.rates),
             expiry: Expiry::at(self.expiry.map(|d| tokio::time::Instant::now() + d)),
             meter: Meter::default(),
+            counters: Default::default(),
+            control: Control::none(),
         }
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct Control {
 
 impl Control {
     /// Nothing but the gateway's stop ends the session from outside.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn none() -> Control {
         Control {
             close: None,
