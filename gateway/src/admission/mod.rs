@@ -82,6 +82,23 @@ pub(crate) struct Admitted {
     pub(crate) identity_header_names: Vec<http::HeaderName>,
 }
 
+/// Refuse a subject or token id an operator has revoked. Admission asks before its later checks;
+/// the edge asks again once the session is registered, so that a revocation made while the
+/// handshake was in flight (an upstream connect can take seconds) cannot miss it.
+pub(crate) fn not_revoked(subject: Option<&str>, jti: Option<&str>) -> Result<(), Rejection> {
+    if Revocations::global().is_revoked(subject, jti) {
+        return Err(token::invalid(Reason::Revoked, "token revoked"));
+    }
+    Ok(())
+}
+
+impl Admitted {
+    /// The verified token's id (`jti`), if it has one.
+    pub(crate) fn jti(&self) -> Option<&str> {
+        self.claims.get("jti").and_then(|j| j.as_str())
+    }
+}
+
 /// The compiled state of one policy: its checks and the counters they keep.
 struct PolicyState {
     /// The policy's name (part of its cluster keys).
@@ -288,9 +305,7 @@ impl Admission {
             .as_ref()
             .and_then(|v| v.claims.get("jti"))
             .and_then(|j| j.as_str());
-        if Revocations::global().is_revoked(subject.as_deref(), jti) {
-            return Err(token::invalid(Reason::Revoked, "token revoked"));
-        }
+        not_revoked(subject.as_deref(), jti)?;
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
             match shared {
                 Some(s) => {

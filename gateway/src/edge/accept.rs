@@ -15,8 +15,9 @@ use crate::config::Limits;
 use crate::core::labels::DropReason;
 use crate::net::server_tls::CertStore;
 
-/// A client's byte stream after TLS (or without it, on a plain `ws://` listener).
-pub(crate) type ClientIo = Either<Stream, TlsStream<Stream>>;
+/// A client's byte stream after TLS (or without it, on a plain `ws://` listener). The TLS
+/// state (about 1.2 KB) is boxed so that the futures that move the stream stay small.
+pub(crate) type ClientIo = Either<Stream, Box<TlsStream<Stream>>>;
 
 /// One public listener as the edge sees it.
 pub(crate) struct EdgeListener {

@@ -1,8 +1,17 @@
 //! A WebSocket request on an echo or relay route: admission, then for relays the upstream
 //! FIRST (a failure is a `502`/`504` or the upstream's own refusal, never a `101` then a close),
 //! then the `101` with the negotiated subprotocol, then the session, then its report.
+//!
+//! The session runs as a task of its own ([`Held::spawn`]): once the `101` is out, pingora's
+//! connection task and the handshake's state (the request head, admission's futures, the
+//! upstream connect) are gone, and an open socket keeps only its streams, its
+//! [`SessionContext`] and what [`Held`] lists. That is most of what an idle socket costs.
 
+use std::future::Future;
+
+use futures_util::FutureExt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use pingora::server::ShutdownWatch;
@@ -10,18 +19,21 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::accept::ClientIo;
 use super::conn::Conn;
 use super::generation::Generation;
+use super::report::Who;
 use super::route::RouteEntry;
 use super::Edge;
-use crate::admission::{upgrade, Admitted, Rejection};
-use crate::config::Mode;
+use crate::admission::caps::Permit;
+use crate::admission::{not_revoked, upgrade, Admitted, Rejection};
+use crate::config::{Mode, Route};
+use crate::core::end::{EndReason, SessionEnd};
 use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
+use crate::relay::RelayRoute;
 use crate::session::control::Control;
 use crate::session::count::SessionGuard;
 use crate::session::guard::{Expiry, Guard, Rates};
@@ -37,6 +49,8 @@ struct Accepted<'a> {
     /// The client address (trusted-proxy aware).
     client: Option<IpAddr>,
     admitted: Admitted,
+    /// The connection slots admission took; the session holds them to its end.
+    permit: Permit,
     accept: String,
     started: Instant,
     shutdown: ShutdownWatch,
@@ -48,16 +62,70 @@ impl Accepted<'_> {
     }
 }
 
-/// A session counted for the graceful stop and in the metrics, until dropped.
-struct Open {
+/// What an open session holds until it ends, besides its streams and its [`SessionContext`]:
+/// the slots admission gave it, its registry entry, its place in the open-session counts, and
+/// who it was (for its report). Dropping it, however the session ends, gives all of them back.
+struct Held {
+    edge: Arc<Edge>,
+    route: Arc<Route>,
+    who: Who,
+    /// Counted for the graceful stop and in `portcullis_connections_open`.
     _counted: SessionGuard,
     metrics: OpenSession,
+    _registered: Registered,
+    _permit: Permit,
+}
+
+impl Held {
+    /// Run `session` as a task of its own, and report how it ended. The task's future is the
+    /// session's own future, mapped: an `async` block around it would keep the moved-in future
+    /// beside the one it awaits, and an idle socket would hold both. (Pass the session's future
+    /// itself too, mapped with combinators rather than wrapped in a block, for the same reason.)
+    fn spawn<F>(self, session: F)
+    where
+        F: Future<Output = (SessionEnd, Option<RelayEnded>)> + Send + 'static,
+    {
+        tokio::spawn(session.map(move |(end, relay)| {
+            // The whole of `self` moves in (a field-by-field capture would drop the guards now).
+            let held = self;
+            let record = relay.as_ref().map(|r| RelayRecord {
+                upstream: r.relay.upstreams[r.upstream].label(),
+                end_reason: r.reason,
+                upstream_close_code: r.upstream_close_code,
+            });
+            held.edge.report.session_ended(
+                &held.route.path,
+                &held.who,
+                &end,
+                held.metrics.elapsed(),
+                record,
+            );
+        }));
+    }
+}
+
+/// The echo route's prefix, held through the route itself (the session task owns what it reads).
+struct EchoPrefix(Arc<Route>);
+
+impl AsRef<str> for EchoPrefix {
+    fn as_ref(&self) -> &str {
+        self.0.echo_prefix()
+    }
+}
+
+/// What a relayed session adds to its report.
+struct RelayEnded {
+    relay: Arc<RelayRoute>,
+    /// The upstream's index in the route's list.
+    upstream: usize,
+    reason: EndReason,
+    upstream_close_code: Option<u16>,
 }
 
 impl Edge {
     /// Admission, the 101, then the session.
     pub(super) async fn websocket(
-        &self,
+        self: &Arc<Self>,
         mut conn: Conn,
         head: RequestHead,
         generation: &Generation,
@@ -78,7 +146,7 @@ impl Edge {
                 .await
                 .map(|(admitted, permit)| (upgrade, admitted, permit)),
         };
-        let (upgrade, admitted, _permit) = match admitted {
+        let (upgrade, admitted, permit) = match admitted {
             Ok(ok) => ok,
             Err(rejection) => {
                 self.refuse(&mut conn, &route.path, client, &rejection, started)
@@ -91,6 +159,7 @@ impl Edge {
             entry,
             client,
             admitted,
+            permit,
             accept: upgrade.accept,
             started,
             shutdown,
@@ -104,14 +173,25 @@ impl Edge {
         }
     }
 
-    /// Write the `101` (with the chosen subprotocol) and count the handshake. On success the
-    /// session is counted for the graceful stop and the metrics until the result drops.
+    /// Register the session, then write the `101` (with the chosen subprotocol) and count the
+    /// handshake. The session is registered before the client can see the 101, so an operator
+    /// who sees the socket open can also find and close it; and a revocation made while the
+    /// handshake was in flight is honoured here (refused with 401) rather than missed. On
+    /// success the session is counted for the graceful stop and in the metrics until [`Held`]
+    /// drops.
     async fn switch_protocols(
-        &self,
-        io: &mut ClientIo,
-        a: &Accepted<'_>,
+        self: &Arc<Self>,
+        conn: &mut Conn,
+        a: Accepted<'_>,
+        upstream: Option<&str>,
         protocol: Option<&str>,
-    ) -> Option<Open> {
+    ) -> Option<(Held, SessionContext)> {
+        let registered = self.register(&a, upstream, protocol);
+        if let Err(rejection) = not_revoked(a.admitted.subject.as_deref(), a.admitted.jti()) {
+            self.refuse(conn, a.route(), a.client, &rejection, a.started)
+                .await;
+            return None;
+        }
         let protocol = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
             .unwrap_or_default();
@@ -122,12 +202,26 @@ impl Edge {
         // Counted for the graceful stop before the client can see the 101, so that a stop
         // signalled right after it still waits for this session.
         let counted = self.sessions.open();
+        let io = &mut conn.io;
         let written = io.write_all(response.as_bytes()).await.is_ok() && io.flush().await.is_ok();
         let metrics = self.report.switched(a.route(), written, a.started)?;
-        Some(Open {
+        let route = &a.entry.route;
+        let limits = &a.generation.config.limits;
+        let ctx = self.session_context(&a, route.max_message_bytes(limits), &registered);
+        let held = Held {
+            edge: self.clone(),
+            route: route.clone(),
+            who: Who {
+                client: a.client,
+                subject: a.admitted.subject,
+                cluster_fallback: a.admitted.cluster_fallback,
+            },
             _counted: counted,
             metrics,
-        })
+            _registered: registered,
+            _permit: a.permit,
+        };
+        Some((held, ctx))
     }
 
     /// Put an open session in the registry (the admin API lists and closes it from there).
@@ -138,14 +232,9 @@ impl Edge {
         subprotocol: Option<&str>,
     ) -> Registered {
         self.registry.register(SessionInfo {
-            route: a.route().to_string(),
+            route: a.entry.route.clone(),
             subject: a.admitted.subject.clone(),
-            jti: a
-                .admitted
-                .claims
-                .get("jti")
-                .and_then(|j| j.as_str())
-                .map(String::from),
+            jti: a.admitted.jti().map(String::from),
             client: a.client,
             upstream: upstream.map(String::from),
             subprotocol: subprotocol.map(String::from),
@@ -180,48 +269,31 @@ impl Edge {
         }
     }
 
-    /// Report a session's end.
-    fn ended(
-        &self,
-        a: &Accepted<'_>,
-        end: &crate::core::end::SessionEnd,
-        open: &Open,
-        relay: Option<RelayRecord<'_>>,
-    ) {
-        self.report
-            .session_ended(a.route(), &a.admitted, end, open.metrics.elapsed(), relay);
-    }
-
     /// The local echo. It speaks any subprotocol: it picks the client's first (never a token
     /// entry), since browsers fail a handshake that offered protocols and got none back.
-    async fn echo(&self, conn: Conn, a: Accepted<'_>) {
-        let (mut io, early) = conn.into_parts();
+    async fn echo(self: &Arc<Self>, mut conn: Conn, a: Accepted<'_>) {
         let protocol = a.admitted.protocols.first().cloned();
-        // Registered before the client can see the 101, so an operator who sees the socket
-        // open can also find and close it.
-        let registered = self.register(&a, None, protocol.as_deref());
-        let Some(open) = self
-            .switch_protocols(&mut io, &a, protocol.as_deref())
+        let route = a.entry.route.clone();
+        let limits = &a.generation.config.limits;
+        let max_message = route.max_message_bytes(limits);
+        // The echo sends back what it received, behind its prefix.
+        let config =
+            session::websocket_config(limits, max_message, max_message + route.echo_prefix().len());
+        let Some((held, ctx)) = self
+            .switch_protocols(&mut conn, a, None, protocol.as_deref())
             .await
         else {
             return;
         };
-        let route = &a.entry.route;
-        let limits = &a.generation.config.limits;
-        let max_message = route.max_message_bytes(limits);
-        // The echo sends back what it received, behind its prefix.
-        let echo_max = max_message + route.echo_prefix().len();
-        let config = session::websocket_config(limits, max_message, echo_max);
-        // Frames the client sent right behind its head.
+        let (io, early) = conn.into_parts();
+        // Frames the client sent right behind its head are kept.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
-        let ctx = self.session_context(&a, max_message, &registered);
-        let end = echo::run(ws, route.echo_prefix(), ctx).await;
-        self.ended(&a, &end, &open, None);
+        held.spawn(echo::run(ws, EchoPrefix(route), ctx).map(|end| (end, None)));
     }
 
     /// A relay route: connect and handshake upstream first, then the `101` with the upstream's
     /// subprotocol, then the frames both ways.
-    async fn relay(&self, mut conn: Conn, head: RequestHead, a: Accepted<'_>) {
+    async fn relay(self: &Arc<Self>, mut conn: Conn, head: RequestHead, a: Accepted<'_>) {
         let route = &a.entry.route;
         let Some(relay) = a.generation.relays.get(&route.path).cloned() else {
             let rejection = Rejection::new(Reason::UpstreamUnavailable, 502, "no upstream\n");
@@ -233,14 +305,12 @@ impl Edge {
         let client_max = route.max_message_bytes(limits);
         let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
         // Each side writes the other side's messages.
-        let ws_config = |read_max: usize, write_max: usize| {
-            session::websocket_config(limits, read_max, write_max)
-        };
+        let client_config = session::websocket_config(limits, client_max, upstream_max);
         let connect = relay.connect(
             &head,
             &a.admitted,
             conn.is_tls(),
-            ws_config(upstream_max, client_max),
+            session::websocket_config(limits, upstream_max, client_max),
         );
         let mut shutdown = a.shutdown.clone();
         let connected = tokio::select! {
@@ -260,37 +330,41 @@ impl Edge {
             }
         };
         drop(head);
-        let (mut io, early) = conn.into_parts();
-        let upstream = &relay.upstreams[connected.upstream];
-        let registered = self.register(&a, Some(upstream.label()), connected.protocol.as_deref());
-        let Some(open) = self
-            .switch_protocols(&mut io, &a, connected.protocol.as_deref())
+        let upstream = connected.upstream;
+        let settings = relay.settings;
+        let Some((held, ctx)) = self
+            .switch_protocols(
+                &mut conn,
+                a,
+                Some(relay.upstreams[upstream].label()),
+                connected.protocol.as_deref(),
+            )
             .await
         else {
             return;
         };
-        let _active = connected.active;
-        let client_ws = WebSocketStream::from_partially_read(
-            io,
-            early,
-            Role::Server,
-            Some(ws_config(client_max, upstream_max)),
-        )
-        .await;
-        let settings = relay.settings;
-        let ctx = self.session_context(&a, client_max, &registered);
+        let (io, early) = conn.into_parts();
         let opts = RelayOptions {
             outbound: Guard::new(upstream_max, Rates::default()),
             ping_interval: settings.ping_interval,
             ping_timeout: settings.ping_timeout,
             idle_timeout: settings.idle_timeout,
         };
-        let end = session::relay::run(client_ws, connected.ws, ctx, opts).await;
-        let record = RelayRecord {
-            upstream: upstream.label(),
-            end_reason: end.reason,
-            upstream_close_code: end.upstream_close_code,
-        };
-        self.ended(&a, &end.session, &open, Some(record));
+        let client_ws =
+            WebSocketStream::from_partially_read(io, early, Role::Server, Some(client_config))
+                .await;
+        let active = connected.active;
+        let session = session::relay::run(client_ws, connected.ws, ctx, opts);
+        held.spawn(session.map(move |end| {
+            // The upstream's least-connections count lasts as long as the session.
+            drop(active);
+            let relayed = RelayEnded {
+                relay,
+                upstream,
+                reason: end.reason,
+                upstream_close_code: end.upstream_close_code,
+            };
+            (end.session, Some(relayed))
+        }));
     }
 }

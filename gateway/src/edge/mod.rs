@@ -89,7 +89,7 @@ impl Edge {
             None => Either::Left(io),
             Some(store) => {
                 match tokio::time::timeout_at(deadline, store.acceptor().accept(io)).await {
-                    Ok(Ok(tls)) => Either::Right(tls),
+                    Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                     Ok(Err(e)) => {
                         self.report.metrics.tls_handshake_failure();
                         log::debug!("TLS handshake with {peer:?} failed: {e}");
@@ -127,7 +127,7 @@ impl Edge {
 
     /// Serve one client connection: plain HTTP requests (kept alive while allowed) until one of
     /// them upgrades to a WebSocket, which then owns the connection to its end.
-    async fn serve(&self, io: Stream, mut shutdown: ShutdownWatch) {
+    async fn serve(self: &Arc<Self>, io: Stream, mut shutdown: ShutdownWatch) {
         let Some((mut conn, first_deadline)) = self.accept(io).await else {
             return;
         };

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admission::{Admitted, Rejection};
+use crate::admission::Rejection;
 use crate::core::end::{Initiator, SessionEnd};
 use crate::core::labels::HandshakeResult;
 use crate::core::log_format::LogFormat;
@@ -59,11 +59,11 @@ impl Report {
         ok.then(|| self.metrics.session_opened(route))
     }
 
-    /// A session ended; `admitted` says who it was (client, subject, a cluster fallback).
+    /// A session ended; `who` says who it was.
     pub(crate) fn session_ended(
         &self,
         route: &str,
-        admitted: &Admitted,
+        who: &Who,
         end: &SessionEnd,
         duration: Duration,
         relay: Option<RelayRecord<'_>>,
@@ -78,12 +78,23 @@ impl Report {
         self.metrics.closed(route, end.close_code, end.initiator);
         self.access.session(&SessionRecord {
             route,
-            client: admitted.client_ip,
-            subject: admitted.subject.as_deref(),
+            client: who.client,
+            subject: who.subject.as_deref(),
             end,
             duration,
             relay,
-            cluster_fallback: admitted.cluster_fallback,
+            cluster_fallback: who.cluster_fallback,
         });
     }
+}
+
+/// Who a session was, as its access line says.
+#[derive(Debug)]
+pub(crate) struct Who {
+    /// The client address (trusted-proxy aware).
+    pub(crate) client: Option<IpAddr>,
+    /// The verified subject, when the route authenticated the client.
+    pub(crate) subject: Option<String>,
+    /// Admitted under this process's own limits because the cluster store failed.
+    pub(crate) cluster_fallback: bool,
 }

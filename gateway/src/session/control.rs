@@ -2,18 +2,18 @@
 //! revocation (through the session's registry entry) and the route's `max_session_duration`,
 //! reached at a jittered moment so that clients admitted together do not all reconnect at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::registry::CloseRequest;
+use super::registry::{CloseRequest, CloseSignal};
 use crate::core::close;
 use crate::core::end::EndReason;
 
 /// The operator's close signal and the lifetime deadline of one session.
 pub(crate) struct Control {
-    close: Option<watch::Receiver<Option<CloseRequest>>>,
+    close: Option<Arc<CloseSignal>>,
     lifetime: Option<Instant>,
 }
 
@@ -29,10 +29,7 @@ impl Control {
 
     /// Follow `close`; with `max_lifetime`, end the session at a random moment in its last
     /// tenth (so at most `max_lifetime` after now).
-    pub(crate) fn new(
-        close: watch::Receiver<Option<CloseRequest>>,
-        max_lifetime: Option<Duration>,
-    ) -> Control {
+    pub(crate) fn new(close: Arc<CloseSignal>, max_lifetime: Option<Duration>) -> Control {
         Control {
             close: Some(close),
             lifetime: max_lifetime.map(|d| {
@@ -46,24 +43,18 @@ impl Control {
     pub(crate) async fn wait(&mut self) -> CloseRequest {
         let lifetime = async {
             match self.lifetime {
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) => super::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         let operator = async {
-            match &mut self.close {
-                Some(rx) => {
-                    let got = rx.wait_for(Option::is_some).await.map(|r| r.clone());
-                    match got {
-                        Ok(request) => request,
-                        Err(_) => std::future::pending().await,
-                    }
-                }
+            match &self.close {
+                Some(signal) => signal.wait().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            request = operator => request.expect("waited for Some"),
+            request = operator => request,
             _ = lifetime => CloseRequest {
                 code: close::LIFETIME.code,
                 reason: close::LIFETIME.reason.into(),
@@ -79,9 +70,8 @@ mod tests {
 
     #[tokio::test]
     async fn lifetime_and_operator_close() {
-        let (_tx, rx) = watch::channel(None);
         let started = Instant::now();
-        let mut c = Control::new(rx, Some(Duration::from_millis(200)));
+        let mut c = Control::new(Arc::default(), Some(Duration::from_millis(200)));
         let req = c.wait().await;
         assert_eq!((req.code, req.cause), (1001, EndReason::Lifetime));
         let t = started.elapsed();
@@ -90,14 +80,35 @@ mod tests {
             "{t:?}"
         );
 
-        let (tx, rx) = watch::channel(None);
-        let mut c = Control::new(rx, None);
+        let signal = Arc::new(CloseSignal::default());
+        let mut c = Control::new(signal.clone(), None);
         let want = CloseRequest {
             code: 4000,
             reason: "bye".into(),
             cause: EndReason::Admin,
         };
-        tx.send_replace(Some(want.clone()));
+        assert!(signal.request(&want));
+        let other = CloseRequest {
+            code: 1008,
+            ..want.clone()
+        };
+        assert!(!signal.request(&other), "the first request is kept");
         assert_eq!(c.wait().await, want);
+    }
+
+    #[test]
+    fn lifetimes_are_spread_over_the_last_tenth() {
+        let max = Duration::from_secs(10);
+        let now = Instant::now();
+        let at: Vec<Duration> = (0..100)
+            .map(|_| Control::new(Arc::default(), Some(max)).lifetime.unwrap() - now)
+            .collect();
+        let (first, last) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+        assert!(*first >= Duration::from_secs(9), "{first:?}");
+        assert!(*last <= max + Duration::from_millis(50), "{last:?}");
+        assert!(
+            *last - *first > Duration::from_millis(300),
+            "{first:?}..{last:?}"
+        );
     }
 }

@@ -8,9 +8,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::close::{close_and_drain, close_for_error, code_of};
-use super::guard::Expiry;
-use super::SessionContext;
-use crate::core::close::{self, Violation};
+use super::{Outside, SessionContext};
+use crate::core::close::Violation;
 use crate::core::end::{EndReason, Initiator, SessionEnd};
 use crate::core::labels::{payload_len, Class, Direction};
 use crate::obs::metrics::Meter;
@@ -31,101 +30,98 @@ async fn close_by_gateway<S>(
     close_and_drain(ws, code, reason, close_timeout).await;
 }
 
-fn pair(v: Violation) -> (u16, &'static str) {
-    (v.code, v.reason)
-}
-
 /// Run one echo session until either side closes, policy ends it, or the gateway shuts down.
-pub(crate) async fn run<S>(
+/// (`ctx` is borrowed field by field, never moved out: an open socket holds its session's future,
+/// which would otherwise keep two copies of it.)
+pub(crate) async fn run<S, P>(
     mut ws: WebSocketStream<S>,
-    prefix: &str,
-    ctx: SessionContext,
+    prefix: P,
+    mut ctx: SessionContext,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    P: AsRef<str>,
 {
+    let prefix = prefix.as_ref();
     let SessionContext {
-        mut stop,
+        stop,
         close_timeout,
         inbound,
         expiry,
         meter,
         counters,
-        mut control,
-    } = ctx;
+        control,
+    } = &mut ctx;
     let mut end = SessionEnd::default();
-    let finish = |mut end: SessionEnd| {
-        counters.load_into(&mut end);
-        end
-    };
-    loop {
-        let next = tokio::select! {
-            biased;
-            why = stop.wait() => {
-                close_by_gateway(&mut ws, &mut end, &meter, pair(why.close()), close_timeout).await;
-                end.reason = Some(why.into());
-                return finish(end);
-            }
-            _ = Expiry::wait(expiry) => {
-                close_by_gateway(&mut ws, &mut end, &meter, pair(close::TOKEN_EXPIRED), close_timeout).await;
-                end.reason = Some(EndReason::TokenExpired);
-                return finish(end);
-            }
-            request = control.wait() => {
-                close_by_gateway(&mut ws, &mut end, &meter, (request.code, &request.reason), close_timeout).await;
-                end.reason = Some(request.cause);
-                return finish(end);
-            }
-            next = ws.next() => next,
-        };
-        let reply = match next {
-            None => return finish(end),
-            Some(Err(e)) => {
-                if let Some(violation) = close_for_error(&e) {
-                    log::debug!("echo session: {e}; closing with {}", violation.code);
-                    close_by_gateway(&mut ws, &mut end, &meter, pair(violation), close_timeout)
-                        .await;
+    // What the gateway closes with, if it is the gateway that ends the session, and the end
+    // reason it reports (only for closes from outside the socket).
+    let close: Option<((u16, String), Option<EndReason>)> = {
+        let outside = Outside::wait(stop, *expiry, control);
+        tokio::pin!(outside);
+        loop {
+            let next = tokio::select! {
+                biased;
+                why = &mut outside => {
+                    let ((code, reason), cause) = why.close();
+                    break Some(((code, reason.to_string()), Some(cause)));
                 }
-                return finish(end);
+                next = ws.next() => next,
+            };
+            let message = match next {
+                None => break None,
+                Some(Err(e)) => {
+                    break close_for_error(&e).map(|violation| {
+                        log::debug!("echo session: {e}; closing with {}", violation.code);
+                        (owned(violation), None)
+                    })
+                }
+                Some(Ok(message)) => message,
+            };
+            meter.message(
+                Direction::FromClient,
+                Class::of(&message),
+                payload_len(&message),
+            );
+            if message.is_text() || message.is_binary() {
+                counters.count_in(message.len());
+                if let Err(violation) = inbound.on_message(message.len()) {
+                    break Some((owned(violation), None));
+                }
             }
-            Some(Ok(message)) => {
-                meter.message(
-                    Direction::FromClient,
-                    Class::of(&message),
-                    payload_len(&message),
-                );
-                if message.is_text() || message.is_binary() {
-                    counters.count_in(message.len());
-                    if let Err(violation) = inbound.on_message(message.len()) {
-                        close_by_gateway(&mut ws, &mut end, &meter, pair(violation), close_timeout)
-                            .await;
-                        return finish(end);
+            let reply = match message {
+                Message::Text(text) => Message::text(format!("{prefix}{}", text.as_str())),
+                Message::Binary(data) => Message::Binary(data),
+                Message::Close(frame) => {
+                    // tungstenite has queued the reply with the same code; the next read
+                    // flushes it and then ends the stream.
+                    if end.initiator == Initiator::None {
+                        let len = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
+                        meter.message(Direction::ToClient, Class::Control, len);
+                        end.initiator = Initiator::Client;
+                        end.close_code = Some(code_of(frame.as_ref()));
                     }
+                    continue;
                 }
-                match message {
-                    Message::Text(text) => Message::text(format!("{prefix}{}", text.as_str())),
-                    Message::Binary(data) => Message::Binary(data),
-                    Message::Close(frame) => {
-                        // tungstenite has queued the reply with the same code; the next read
-                        // flushes it and then ends the stream.
-                        if end.initiator == Initiator::None {
-                            let len = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
-                            meter.message(Direction::ToClient, Class::Control, len);
-                            end.initiator = Initiator::Client;
-                            end.close_code = Some(code_of(frame.as_ref()));
-                        }
-                        continue;
-                    }
-                    // Pongs to pings are sent by tungstenite on the next read.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                }
+                // Pongs to pings are sent by tungstenite on the next read.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            let (len, class) = (reply.len(), Class::of(&reply));
+            if ws.send(reply).await.is_err() {
+                break None;
             }
-        };
-        let (len, class) = (reply.len(), Class::of(&reply));
-        if ws.send(reply).await.is_err() {
-            return finish(end);
+            meter.message(Direction::ToClient, class, len);
+            counters.count_out(len);
         }
-        meter.message(Direction::ToClient, class, len);
-        counters.count_out(len);
+    };
+    if let Some(((code, reason), cause)) = close {
+        close_by_gateway(&mut ws, &mut end, meter, (code, &reason), *close_timeout).await;
+        end.reason = cause;
     }
+    counters.load_into(&mut end);
+    end
+}
+
+/// A close of the gateway's own, as [`close_by_gateway`] takes it.
+fn owned(v: Violation) -> (u16, String) {
+    (v.code, v.reason.to_string())
 }

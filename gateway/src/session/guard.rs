@@ -33,16 +33,18 @@ impl Rates {
     }
 }
 
-/// The policy of one direction of one connection.
+/// The policy of one direction of one connection. The limiters are boxed: most sessions have
+/// none, and every open socket holds its guards.
 pub(crate) struct Guard {
     max_message_bytes: usize,
-    messages: Option<Direct>,
-    bytes: Option<Direct>,
+    messages: Option<Box<Direct>>,
+    bytes: Option<Box<Direct>>,
 }
 
 impl Guard {
     pub(crate) fn new(max_message_bytes: usize, rates: Rates) -> Guard {
-        let limiter = |per_second: NonZeroU32| RateLimiter::direct(Quota::per_second(per_second));
+        let limiter =
+            |per_second: NonZeroU32| Box::new(RateLimiter::direct(Quota::per_second(per_second)));
         Guard {
             max_message_bytes,
             messages: rates.messages_per_second.map(limiter),
@@ -83,7 +85,7 @@ impl Expiry {
     /// Resolves at the expiry, or never when there is none.
     pub(crate) async fn wait(expiry: Option<Expiry>) {
         match expiry {
-            Some(e) => tokio::time::sleep_until(e.at).await,
+            Some(e) => super::sleep_until(e.at).await,
             None => std::future::pending().await,
         }
     }

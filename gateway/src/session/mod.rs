@@ -18,14 +18,18 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Limits;
+use crate::core::close::TOKEN_EXPIRED;
+use crate::core::end::{EndReason, Stop};
 use crate::obs::metrics::Meter;
 use control::Control;
 use guard::{Expiry, Guard};
-use registry::Counters;
+use registry::{CloseRequest, Counters};
 use stop::StopSignal;
 
-/// tungstenite's configuration for one socket, sized for a gateway: a small initial read buffer
-/// (tungstenite's default is 128 KiB per socket), eager writes, and a bounded write queue.
+/// tungstenite's configuration for one socket, sized for a gateway: a small read buffer
+/// (tungstenite's default is 128 KiB per socket) that is given back while the socket is idle,
+/// as is the write buffer (`release_idle_buffers`, our patch: vendor/README.md), eager writes,
+/// and a bounded write queue.
 /// `read_max` is the largest message this socket may receive; `write_max` the largest it must
 /// send (tungstenite refuses to queue a message larger than its write queue).
 pub(crate) fn websocket_config(
@@ -43,6 +47,7 @@ pub(crate) fn websocket_config(
         )
         .max_message_size(Some(read_max))
         .max_frame_size(Some(read_max))
+        .release_idle_buffers(true)
 }
 
 /// What every session needs besides its socket: the stop signal, the close timeout, the
@@ -60,4 +65,54 @@ pub(crate) struct SessionContext {
     pub(crate) counters: Arc<Counters>,
     /// An operator's close, and the route's maximum lifetime.
     pub(crate) control: Control,
+}
+
+/// Sleep until `at`, with the timer on the heap. Every open socket holds its session's future,
+/// and most of a session's timers (token expiry, lifetime, the drain delay, ping and idle
+/// watchdogs) are never started: boxed, each costs a pointer until it is.
+pub(crate) async fn sleep_until(at: tokio::time::Instant) {
+    Box::pin(tokio::time::sleep_until(at)).await
+}
+
+/// What ends a session from outside its sockets.
+pub(crate) enum Outside {
+    /// The gateway's stop or the route's removal (1001).
+    Stop(Stop),
+    /// The token expired (1008 `token expired`).
+    Expired,
+    /// An operator's close or revocation, or the route's lifetime.
+    Operator(CloseRequest),
+}
+
+impl Outside {
+    /// Resolves when the gateway's stop, the token's expiry, an operator or the route's lifetime
+    /// ends the session. Create it once per session and poll it beside the sockets: its timers
+    /// are then registered once, not once per message.
+    pub(crate) async fn wait(
+        stop: &mut StopSignal,
+        expiry: Option<Expiry>,
+        control: &mut Control,
+    ) -> Outside {
+        tokio::select! {
+            biased;
+            why = stop.wait() => Outside::Stop(why),
+            _ = Expiry::wait(expiry) => Outside::Expired,
+            request = control.wait() => Outside::Operator(request),
+        }
+    }
+
+    /// The close the client gets, and the session's end reason.
+    pub(crate) fn close(&self) -> ((u16, &str), EndReason) {
+        match self {
+            Outside::Stop(why) => {
+                let v = why.close();
+                ((v.code, v.reason), (*why).into())
+            }
+            Outside::Expired => {
+                let v = TOKEN_EXPIRED;
+                ((v.code, v.reason), EndReason::TokenExpired)
+            }
+            Outside::Operator(r) => ((r.code, &r.reason), r.cause),
+        }
+    }
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
+use crate::config::Route;
 use crate::core::end::{EndReason, SessionEnd};
 
 /// A session's counters, client-centric (`in`: from the client).
@@ -66,10 +67,47 @@ pub(crate) struct CloseRequest {
     pub(crate) cause: EndReason,
 }
 
+/// How a close request reaches a session: the first request is kept (later ones are ignored)
+/// and wakes the session. Lighter than a `watch` channel, which every open socket would hold.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    request: Mutex<Option<CloseRequest>>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Ask the session to close; `false` when it was asked before.
+    pub(crate) fn request(&self, request: &CloseRequest) -> bool {
+        let mut current = self.request.lock().expect("close signal lock");
+        if current.is_some() {
+            return false;
+        }
+        *current = Some(request.clone());
+        // A stored permit: the session sees it even if it is not waiting yet.
+        self.notify.notify_one();
+        true
+    }
+
+    /// The request made, if any.
+    pub(crate) fn current(&self) -> Option<CloseRequest> {
+        self.request.lock().expect("close signal lock").clone()
+    }
+
+    /// Resolves with the first request. Cancel-safe.
+    pub(crate) async fn wait(&self) -> CloseRequest {
+        loop {
+            if let Some(request) = self.current() {
+                return request;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// What a session was admitted as.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionInfo {
-    pub(crate) route: String,
+    pub(crate) route: Arc<Route>,
     pub(crate) subject: Option<String>,
     /// The token id (`jti`), so that a revoked one can be found; not listed.
     pub(crate) jti: Option<String>,
@@ -91,11 +129,12 @@ pub(crate) struct Filter {
 
 impl Filter {
     fn matches(&self, id: &str, a: &SessionInfo) -> bool {
+        let route = Some(a.route.path.as_str());
         let same = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| Some(w) == have)
         };
         same(&self.id, Some(id))
-            && same(&self.route, Some(&a.route))
+            && same(&self.route, route)
             && same(&self.subject, a.subject.as_deref())
             && same(&self.jti, a.jti.as_deref())
             && self.client.is_none_or(|c| Some(c) == a.client)
@@ -106,15 +145,15 @@ struct Entry {
     admitted: SessionInfo,
     started: SystemTime,
     counters: Arc<Counters>,
-    close: watch::Sender<Option<CloseRequest>>,
+    close: Arc<CloseSignal>,
 }
 
-/// The open sessions of this process.
+/// The open sessions of this process, by the number in their id.
 pub(crate) struct Registry {
-    /// Makes ids unique across replicas (random per process).
+    /// Makes ids unique across replicas (random per process): an id is `PREFIX-NUMBER`.
     prefix: String,
     next: AtomicU64,
-    sessions: Mutex<HashMap<String, Entry>>,
+    sessions: Mutex<HashMap<u64, Entry>>,
 }
 
 impl Default for Registry {
@@ -134,9 +173,17 @@ impl Default for Registry {
 /// it out of the registry when dropped.
 pub(crate) struct Registered {
     registry: Arc<Registry>,
-    pub(crate) id: String,
+    number: u64,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) close: watch::Receiver<Option<CloseRequest>>,
+    pub(crate) close: Arc<CloseSignal>,
+}
+
+impl Registered {
+    /// The session's id, as the admin API shows it.
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> String {
+        self.registry.id(self.number)
+    }
 }
 
 impl Drop for Registered {
@@ -145,46 +192,48 @@ impl Drop for Registered {
             .sessions
             .lock()
             .expect("registry lock")
-            .remove(&self.id);
+            .remove(&self.number);
     }
 }
 
 impl Registry {
     /// Register an open session.
     pub(crate) fn register(self: &Arc<Self>, admitted: SessionInfo) -> Registered {
-        let id = format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
         let counters = Arc::new(Counters::default());
-        let (close, rx) = watch::channel(None);
+        let close = Arc::new(CloseSignal::default());
         let entry = Entry {
             admitted,
             started: SystemTime::now(),
             counters: counters.clone(),
-            close,
+            close: close.clone(),
         };
         self.sessions
             .lock()
             .expect("registry lock")
-            .insert(id.clone(), entry);
+            .insert(number, entry);
         Registered {
             registry: self.clone(),
-            id,
+            number,
             counters,
-            close: rx,
+            close,
         }
+    }
+
+    /// The id of the session numbered `number`.
+    fn id(&self, number: u64) -> String {
+        format!("{}-{number}", self.prefix)
     }
 
     /// The sessions that match, oldest first, as JSON (`total` before paging).
     pub(crate) fn list(&self, filter: &Filter, offset: usize, limit: usize) -> (usize, Vec<Value>) {
         let sessions = self.sessions.lock().expect("registry lock");
-        let mut matching: Vec<(&String, &Entry)> = sessions
+        let mut matching: Vec<(String, &Entry)> = sessions
             .iter()
+            .map(|(number, e)| (self.id(*number), e))
             .filter(|(id, e)| filter.matches(id, &e.admitted))
             .collect();
-        matching.sort_by_key(|(id, e)| (e.started, id.to_string()));
+        matching.sort_by(|(a_id, a), (b_id, b)| (a.started, a_id).cmp(&(b.started, b_id)));
         let total = matching.len();
         let page = matching
             .into_iter()
@@ -198,7 +247,7 @@ impl Registry {
                     .unwrap_or_default();
                 let mut v = json!({
                     "id": id,
-                    "route": a.route,
+                    "route": a.route.path,
                     "subject": a.subject,
                     "client": a.client.map(|c| c.to_string()),
                     "upstream": a.upstream,
@@ -220,17 +269,9 @@ impl Registry {
     pub(crate) fn close(&self, filter: &Filter, request: &CloseRequest) -> usize {
         let sessions = self.sessions.lock().expect("registry lock");
         let mut n = 0;
-        for (id, entry) in sessions.iter() {
-            if filter.matches(id, &entry.admitted) {
-                let fresh = entry.close.send_if_modified(|current| {
-                    if current.is_none() {
-                        *current = Some(request.clone());
-                        true
-                    } else {
-                        false
-                    }
-                });
-                n += usize::from(fresh);
+        for (number, entry) in sessions.iter() {
+            if filter.matches(&self.id(*number), &entry.admitted) {
+                n += usize::from(entry.close.request(request));
             }
         }
         n
@@ -242,8 +283,9 @@ mod tests {
     use super::*;
 
     fn admitted(route: &str, subject: Option<&str>) -> SessionInfo {
+        let route: Route = toml::from_str(&format!("path = \"{route}\"\nmode = \"echo\"")).unwrap();
         SessionInfo {
-            route: route.into(),
+            route: Arc::new(route),
             subject: subject.map(String::from),
             jti: None,
             client: Some("127.0.0.1".parse().unwrap()),
@@ -276,10 +318,10 @@ mod tests {
         };
         assert_eq!(r.close(&alice, &req), 2);
         assert_eq!(r.close(&alice, &req), 0, "asked once");
-        assert_eq!(a.close.borrow().as_ref(), Some(&req));
-        assert!(c.close.borrow().is_none());
+        assert_eq!(a.close.current().as_ref(), Some(&req));
+        assert!(c.close.current().is_none());
         let by_id = Filter {
-            id: Some(c.id.clone()),
+            id: Some(c.id()),
             ..Filter::default()
         };
         assert_eq!(r.close(&by_id, &req), 1);

@@ -43,7 +43,7 @@ impl StopSignal {
     /// Resolves when the session must close, and says why. Cancel-safe.
     pub(crate) async fn wait(&mut self) -> Stop {
         if let Some(at) = self.close_at {
-            tokio::time::sleep_until(at).await;
+            super::sleep_until(at).await;
             return Stop::Shutdown;
         }
         let removed = &mut self.removed;
@@ -58,7 +58,7 @@ impl StopSignal {
         }
         let at = deadline(Instant::now(), jitter(self.drain_window));
         self.close_at = Some(at);
-        tokio::time::sleep_until(at).await;
+        super::sleep_until(at).await;
         Stop::Shutdown
     }
 }

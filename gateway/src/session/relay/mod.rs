@@ -29,8 +29,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
-use super::guard::{Expiry, Guard};
-use super::SessionContext;
+use super::guard::Guard;
+use super::{Outside, SessionContext};
 use crate::core::end::{EndReason, SessionEnd};
 use outcome::{Outcome, Plan};
 use pump::{client_to_upstream, finish, finish_upstream_delivering, upstream_to_client};
@@ -61,10 +61,12 @@ pub(crate) struct RelayEnd {
 
 /// Relay until either side closes, breaks the protocol or the policy, goes quiet, or the
 /// gateway shuts down; then close both sides (bounded by the close timeout).
+/// (`ctx` is borrowed field by field, never moved out: an open socket holds its session's
+/// future, which would otherwise keep two copies of it.)
 pub(crate) async fn run<C, U>(
     client: WebSocketStream<C>,
     upstream: WebSocketStream<U>,
-    ctx: SessionContext,
+    mut ctx: SessionContext,
     opts: RelayOptions,
 ) -> RelayEnd
 where
@@ -72,26 +74,28 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let SessionContext {
-        mut stop,
+        stop,
         close_timeout,
         inbound,
         expiry,
         meter,
         counters,
-        mut control,
-    } = ctx;
+        control,
+    } = &mut ctx;
+    let (close_timeout, expiry) = (*close_timeout, *expiry);
     let shared = Shared::new(counters.clone());
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
 
     let outcome = {
-        let up = client_to_upstream(&mut c_rx, &mut u_tx, &inbound, &shared, &meter);
-        let down = upstream_to_client(&mut u_rx, &mut c_tx, &opts, &shared, &meter);
+        let up = client_to_upstream(&mut c_rx, &mut u_tx, inbound, &shared, meter);
+        let down = upstream_to_client(&mut u_rx, &mut c_tx, &opts, &shared, meter);
         tokio::select! {
             biased;
-            why = stop.wait() => Outcome::Gateway { reason: why.into() },
-            _ = Expiry::wait(expiry) => Outcome::Gateway { reason: EndReason::TokenExpired },
-            request = control.wait() => Outcome::Operator(request),
+            outside = Outside::wait(stop, expiry, control) => match outside {
+                Outside::Operator(request) => Outcome::Operator(request),
+                other => Outcome::Gateway { reason: other.close().1 },
+            },
             // The timers before the pumps: a busy pump must not starve them.
             _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
                 Outcome::Gateway { reason: EndReason::PingTimeout }
@@ -120,7 +124,7 @@ where
             upstream,
             close_timeout,
             &mut c_tx,
-            (&opts, &shared, &meter),
+            (&opts, &shared, meter),
         )
         .await;
         finish(&mut c_tx, &mut c_rx, client, client_wait).await;

@@ -74,7 +74,7 @@ pub(super) async fn silent_client(shared: &Shared, interval: Option<Duration>, t
         if Instant::now() >= at {
             return;
         }
-        tokio::time::sleep_until(at).await;
+        crate::session::sleep_until(at).await;
     }
 }
 
@@ -88,6 +88,6 @@ pub(super) async fn idle(shared: &Shared, limit: Option<Duration>) {
         if Instant::now() >= at {
             return;
         }
-        tokio::time::sleep_until(at).await;
+        crate::session::sleep_until(at).await;
     }
 }
