@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::close::{close_and_drain, close_for_error, code_of};
-use super::{Outside, SessionContext};
+use super::{idle, Outside, SessionContext};
 use crate::core::close::Violation;
 use crate::core::end::{EndReason, Initiator, SessionEnd};
 use crate::core::labels::{payload_len, Class, Direction};
@@ -57,7 +57,8 @@ where
     // reason it reports (only for closes from outside the socket).
     let close: Option<((u16, String), Option<EndReason>)> = {
         let outside = Outside::wait(stop, *expiry, control);
-        tokio::pin!(outside);
+        let quiet = idle::wake_when_quiet(counters);
+        tokio::pin!(outside, quiet);
         loop {
             let next = tokio::select! {
                 biased;
@@ -66,6 +67,9 @@ where
                     break Some(((code, reason.to_string()), Some(cause)));
                 }
                 next = ws.next() => next,
+                // Never completes: wakes the loop so that a quiet socket's next read gives
+                // its buffers back.
+                never = &mut quiet => match never {},
             };
             let message = match next {
                 None => break None,

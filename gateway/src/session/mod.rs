@@ -8,6 +8,7 @@ pub(crate) mod control;
 pub(crate) mod count;
 pub(crate) mod echo;
 pub(crate) mod guard;
+pub(crate) mod idle;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod stop;
@@ -27,9 +28,9 @@ use registry::{CloseRequest, Counters};
 use stop::StopSignal;
 
 /// tungstenite's configuration for one socket, sized for a gateway: a small read buffer
-/// (tungstenite's default is 128 KiB per socket) that is given back while the socket is idle,
-/// as is the write buffer (`release_idle_buffers`, our patch: vendor/README.md), eager writes,
-/// and a bounded write queue.
+/// (tungstenite's default is 128 KiB per socket) that is given back once the socket is quiet,
+/// as is the write buffer ([`idle`]; `release_idle_buffers`, our patch: vendor/README.md),
+/// eager writes, and a bounded write queue.
 /// `read_max` is the largest message this socket may receive; `write_max` the largest it must
 /// send (tungstenite refuses to queue a message larger than its write queue).
 pub(crate) fn websocket_config(
@@ -47,7 +48,7 @@ pub(crate) fn websocket_config(
         )
         .max_message_size(Some(read_max))
         .max_frame_size(Some(read_max))
-        .release_idle_buffers(true)
+        .release_idle_buffers(Some(idle::QUIET))
 }
 
 /// What every session needs besides its socket: the stop signal, the close timeout, the

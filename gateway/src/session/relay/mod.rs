@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
 use super::guard::Guard;
+use super::idle::wake_when_quiet;
 use super::{Outside, SessionContext};
 use crate::core::end::{EndReason, SessionEnd};
 use outcome::{Outcome, Plan};
@@ -101,6 +102,9 @@ where
                 Outcome::Gateway { reason: EndReason::PingTimeout }
             }
             _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
+            // Never completes: wakes the pumps so that quiet sockets' next reads give their
+            // buffers back.
+            never = wake_when_quiet(counters) => match never {},
             o = up => o,
             o = down => o,
         }

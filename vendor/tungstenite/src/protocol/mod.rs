@@ -21,6 +21,7 @@ use log::*;
 use std::{
     io::{self, Read, Write},
     mem::replace,
+    time::Duration,
 };
 
 /// Indicates a Client or Server role of the websocket
@@ -90,13 +91,15 @@ pub struct WebSocketConfig {
     /// some popular libraries that are sending unmasked frames, ignoring the RFC.
     /// By default this option is set to `false`, i.e. according to RFC 6455.
     pub accept_unmasked_frames: bool,
-    /// When set to `true`, the read buffer is given back to the allocator whenever a read would
-    /// block with nothing buffered and no frame in progress, and the write buffer whenever it
-    /// has been written out completely; the next read or write takes a new one. This is what
-    /// OpenSSL's `SSL_MODE_RELEASE_BUFFERS` does for TLS: a server holding many mostly idle
-    /// connections then keeps no buffer per idle connection, at the cost of an allocation per
-    /// read that waited and per write. By default this option is set to `false`.
-    pub release_idle_buffers: bool,
+    /// When set, the read buffer is given back to the allocator on a read that would block
+    /// with nothing buffered and no frame in progress, once nothing has been read or written
+    /// for this long; the write buffer too, if it has been written out. The next read or write
+    /// takes a new one. This is what OpenSSL's `SSL_MODE_RELEASE_BUFFERS` does for TLS: a
+    /// server holding many mostly idle connections keeps no buffer per idle connection. A busy
+    /// connection keeps its buffers (no allocation per message); an idle one gives them back
+    /// on the first read attempt after the quiet period, so the caller should poll the socket
+    /// again once it has been quiet that long. The default, `None`, never releases them.
+    pub release_idle_buffers: Option<Duration>,
 }
 
 impl Default for WebSocketConfig {
@@ -108,7 +111,7 @@ impl Default for WebSocketConfig {
             max_message_size: Some(64 << 20),
             max_frame_size: Some(16 << 20),
             accept_unmasked_frames: false,
-            release_idle_buffers: false,
+            release_idle_buffers: None,
         }
     }
 }
@@ -151,7 +154,7 @@ impl WebSocketConfig {
     }
 
     /// Set [`Self::release_idle_buffers`].
-    pub fn release_idle_buffers(mut self, release_idle_buffers: bool) -> Self {
+    pub fn release_idle_buffers(mut self, release_idle_buffers: Option<Duration>) -> Self {
         self.release_idle_buffers = release_idle_buffers;
         self
     }

@@ -20,6 +20,7 @@ use crate::{
 use bytes::BytesMut;
 use log::*;
 use std::io::{self, Cursor, Error as IoError, ErrorKind as IoErrorKind, Read, Write};
+use std::time::{Duration, Instant};
 
 /// Read buffer size used for `FrameSocket`.
 const READ_BUF_LEN: usize = 128 * 1024;
@@ -117,9 +118,11 @@ pub(super) struct FrameCodec {
     out_buffer_write_len: usize,
     /// Header and remaining size of the incoming packet being processed.
     header: Option<(FrameHeader, u64)>,
-    /// Give the buffers back while the socket is idle (see
+    /// Give the buffers back once the socket has been idle this long (see
     /// `WebSocketConfig::release_idle_buffers`).
-    release_idle: bool,
+    release_idle: Option<Duration>,
+    /// When data was last read or written (kept only with `release_idle`).
+    last_busy: Option<Instant>,
 }
 
 impl FrameCodec {
@@ -132,7 +135,8 @@ impl FrameCodec {
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
-            release_idle: false,
+            release_idle: None,
+            last_busy: None,
         }
     }
 
@@ -147,7 +151,8 @@ impl FrameCodec {
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
-            release_idle: false,
+            release_idle: None,
+            last_busy: None,
         }
     }
 
@@ -156,9 +161,16 @@ impl FrameCodec {
         self.max_out_buffer_len = max;
     }
 
-    /// Sets whether the buffers are given back while the socket is idle.
-    pub(super) fn set_release_idle(&mut self, release: bool) {
-        self.release_idle = release;
+    /// Sets after how long without traffic the buffers are given back (`None`: never).
+    pub(super) fn set_release_idle(&mut self, after: Option<Duration>) {
+        self.release_idle = after;
+    }
+
+    /// Note traffic, for `release_idle`.
+    fn busy(&mut self) {
+        if self.release_idle.is_some() {
+            self.last_busy = Some(Instant::now());
+        }
     }
 
     /// Sets [`Self::buffer_frame`] buffer target length to reach before
@@ -179,7 +191,7 @@ impl FrameCodec {
 
         let mut payload = loop {
             if self.header.is_none() {
-                if self.release_idle && self.in_buffer.capacity() == 0 {
+                if self.release_idle.is_some() && self.in_buffer.capacity() == 0 {
                     // Given back while idle: take a buffer of the configured size again.
                     self.in_buffer.reserve(self.in_buf_max_read);
                 }
@@ -251,14 +263,22 @@ impl FrameCodec {
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
-        if self.release_idle
-            && len == 0
-            && self.header.is_none()
-            && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        {
-            // Nothing buffered, no frame in progress, nothing to read: give the buffer back
-            // until the socket is readable again (the next read takes a new one).
-            self.in_buffer = BytesMut::new();
+        match &size {
+            Ok(n) if *n > 0 => self.busy(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && len == 0 && self.header.is_none() => {
+                if let Some(after) = self.release_idle {
+                    if self.last_busy.is_none_or(|t| t.elapsed() >= after) {
+                        // Nothing buffered, no frame in progress, nothing to read, and quiet
+                        // for a while: give the buffers back until there is traffic again (the
+                        // next read or write takes new ones).
+                        self.in_buffer = BytesMut::new();
+                        if self.out_buffer.is_empty() {
+                            self.out_buffer = Vec::new();
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
         size
     }
@@ -308,10 +328,7 @@ impl FrameCodec {
                 .into());
             }
             self.out_buffer.drain(0..len);
-        }
-        if self.release_idle && self.out_buffer.capacity() > 0 {
-            // Everything is written: keep no buffer sized for the largest frame ever sent.
-            self.out_buffer = Vec::new();
+            self.busy();
         }
 
         Ok(())
@@ -382,8 +399,8 @@ mod tests {
             matches!(r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock)
         };
         let mut codec = FrameCodec::new(64);
-        codec.set_release_idle(true);
-        // Idle: the first read blocks with nothing buffered, and the buffer goes.
+        codec.set_release_idle(Some(std::time::Duration::ZERO));
+        // Idle from the start: the first read blocks with nothing buffered, and the buffer goes.
         let mut stream = Chunks(vec![
             vec![],
             vec![0x82, 0x03, 0x01],
@@ -401,16 +418,33 @@ mod tests {
         // A second, complete frame was already buffered.
         let frame = codec.read_frame(&mut stream, None, false, true).unwrap().unwrap();
         assert_eq!(frame.into_payload(), &[0x09][..]);
-        assert!(would_block(codec.read_frame(&mut stream, None, false, true)));
-        assert_eq!(codec.in_buffer.capacity(), 0);
-
-        // Writes: the buffer is gone once written out.
+        // The write buffer is kept while the socket is busy, and goes with the read buffer.
         let mut out = Vec::new();
         codec.buffer_frame(&mut out, Frame::ping(vec![1; 100])).unwrap();
         assert_eq!(out.len(), 102);
+        assert!(codec.out_buffer.capacity() >= 102);
+        assert!(would_block(codec.read_frame(&mut stream, None, false, true)));
+        assert_eq!(codec.in_buffer.capacity(), 0);
         assert_eq!(codec.out_buffer.capacity(), 0);
+    }
 
-        // Off (the default): both stay.
+    #[test]
+    fn release_idle_buffers_waits_for_quiet() {
+        use super::FrameCodec;
+        let would_block = |r: crate::Result<Option<Frame>>| {
+            matches!(r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock)
+        };
+        let mut codec = FrameCodec::new(64);
+        codec.set_release_idle(Some(std::time::Duration::from_secs(3600)));
+        let mut stream = Chunks(vec![vec![0x82, 0x01, 0x07], vec![], vec![]]);
+        let frame = codec.read_frame(&mut stream, None, false, true).unwrap().unwrap();
+        assert_eq!(frame.into_payload(), &[0x07][..]);
+        // Just busy: the buffer stays, however often the read blocks.
+        assert!(would_block(codec.read_frame(&mut stream, None, false, true)));
+        assert!(would_block(codec.read_frame(&mut stream, None, false, true)));
+        assert!(codec.in_buffer.capacity() > 0, "kept");
+
+        // Off (the default): the buffers stay.
         let mut codec = FrameCodec::new(64);
         let mut stream = Chunks(vec![vec![]]);
         assert!(would_block(codec.read_frame(&mut stream, None, false, true)));
