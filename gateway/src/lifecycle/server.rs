@@ -69,6 +69,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        // pingora's own timeouts over a second (its 60 s accept timeout) on tokio's timer,
+        // which frees a timer when its future is dropped: its "fast" timers stay allocated
+        // until they expire (375 B per connection for a minute after accept), and they need a
+        // clock thread that wakes every few milliseconds.
+        fast_timeout_to_tokio_threshold_seconds: Some(1),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -197,9 +202,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     .spawn();
     spawn_exit_monitor(server.watch_execution_phase(), sessions, grace);
     log::info!(
-        "portcullis {} running with {}",
+        "portcullis {} running with {} ({})",
         env!("CARGO_PKG_VERSION"),
-        config.source
+        config.source,
+        super::allocator::name()
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),

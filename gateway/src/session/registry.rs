@@ -39,6 +39,11 @@ impl Counters {
         self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
     }
 
+    /// Data messages both ways so far.
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages_in.load(Ordering::Relaxed) + self.messages_out.load(Ordering::Relaxed)
+    }
+
     /// Copy the counts into a session's end.
     pub(crate) fn load_into(&self, end: &mut SessionEnd) {
         end.messages_in = self.messages_in.load(Ordering::Relaxed);
@@ -188,11 +193,13 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry
-            .sessions
-            .lock()
-            .expect("registry lock")
-            .remove(&self.number);
+        let mut sessions = self.registry.sessions.lock().expect("registry lock");
+        sessions.remove(&self.number);
+        // A table never shrinks by itself: give back what a burst of sessions grew it to.
+        if sessions.capacity() > 64 && sessions.len() < sessions.capacity() / 4 {
+            let keep = sessions.len() * 2;
+            sessions.shrink_to(keep);
+        }
     }
 }
 
