@@ -41,6 +41,7 @@ USAGE:
 
 OPTIONS:
     --conns N        idle connections to open (default 5000)
+    --settle SECS    how long they stay idle before memory is read (default 5)
     --binary PATH    gateway binary (default target/release/portcullis)
     -h, --help       this text";
 
@@ -59,7 +60,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound on one connection's close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time the gateway gets to settle before its memory is read.
-const SETTLE: Duration = Duration::from_secs(2);
+/// How long the connections stay idle before memory is read: long enough for every socket to
+/// have been quiet for `session::idle::QUIET` (1 s) and given its buffers back.
+const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
 /// VmRSS is read this many times, `SAMPLE_GAP` apart, and the largest value is kept.
 const SAMPLES: usize = 5;
 const SAMPLE_GAP: Duration = Duration::from_millis(200);
@@ -75,10 +78,12 @@ type Ws = WebSocketStream<TlsStream<TcpStream>>;
 struct Args {
     conns: usize,
     binary: PathBuf,
+    settle: Duration,
 }
 
 fn parse_args() -> Result<Option<Args>> {
     let mut conns = DEFAULT_CONNS;
+    let mut settle = DEFAULT_SETTLE;
     let mut binary = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -104,6 +109,14 @@ fn parse_args() -> Result<Option<Args>> {
                     .ok_or_else(|| format!("--conns: {v:?} is not a positive number"))?;
             }
             "--binary" => binary = Some(PathBuf::from(value("a path")?)),
+            "--settle" => {
+                let v = value("seconds")?;
+                settle = v
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| format!("--settle: {v:?} is not a number of seconds"))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -134,7 +147,11 @@ fn parse_args() -> Result<Option<Args>> {
         )
         .into());
     }
-    Ok(Some(Args { conns, binary }))
+    Ok(Some(Args {
+        conns,
+        binary,
+        settle,
+    }))
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit (the gateway child inherits it) and return the
@@ -447,7 +464,13 @@ impl Report {
 }
 
 /// Everything between "the gateway runs" and "the connections are closed again".
-async fn measure(gateway: &mut Gateway, port: u16, cert: &Path, conns: usize) -> Result<Report> {
+async fn measure(
+    gateway: &mut Gateway,
+    port: u16,
+    cert: &Path,
+    conns: usize,
+    settle: Duration,
+) -> Result<Report> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     gateway.wait_ready(addr, cert).await?;
     let connector = tls_connector(cert)?;
@@ -468,11 +491,11 @@ async fn measure(gateway: &mut Gateway, port: u16, cert: &Path, conns: usize) ->
     let started = Instant::now();
     let open = open_all(&connector, port, conns).await?;
     eprintln!(
-        "  {conns} / {conns} open in {:.1}s; idle for {}s",
+        "  {conns} / {conns} open in {:.1}s; idle for {:.1}s",
         started.elapsed().as_secs_f64(),
-        SETTLE.as_secs()
+        settle.as_secs_f64()
     );
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(settle).await;
     gateway.check_alive()?;
     let rss_after_kib = sample_rss(pid).await?;
     let fds_after = open_fds(pid)?;
@@ -525,7 +548,7 @@ async fn run(args: Args, nofile: u64) -> Result<Report> {
     );
     let mut gateway = Gateway::start(&args.binary, &config, &log)?;
     let outcome = tokio::select! {
-        r = tokio::time::timeout(RUN_TIMEOUT, measure(&mut gateway, port, &cert, args.conns)) => {
+        r = tokio::time::timeout(RUN_TIMEOUT, measure(&mut gateway, port, &cert, args.conns, args.settle)) => {
             r.unwrap_or_else(|_| Err(format!("timed out after {}s", RUN_TIMEOUT.as_secs()).into()))
         }
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),

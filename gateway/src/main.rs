@@ -7,6 +7,11 @@ use portcullis::config::Config;
 use portcullis::lifecycle;
 use portcullis::obs::Logger;
 
+/// jemalloc gives memory back after bursts (lifecycle/allocator.rs sets how soon).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE_TEMPLATE: &str = "\
 portcullis - a security-focused WebSocket gateway
 
@@ -111,6 +116,7 @@ fn sessions(args: Vec<String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    lifecycle::allocator::configure();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().is_some_and(|a| a == "sessions") {
         return sessions(argv[1..].to_vec());

@@ -4,6 +4,7 @@
 //! over [`control`]), and the `portcullis sessions` client ([`sessions_cli`]).
 
 pub(crate) mod admin;
+pub mod allocator;
 pub(crate) mod control;
 mod listeners;
 mod reload;
