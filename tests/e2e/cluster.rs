@@ -314,3 +314,82 @@ async fn rediss_with_a_private_ca() {
     other.wait_log("cluster: connected to rediss://").await;
     assert_eq!(other.try_handshake("/ws/one", "").await.0, 429);
 }
+
+/// `/readyz` of `gw`, awaited until `done` holds for its status and body.
+async fn await_readyz(gw: &Gateway, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    eventually(STEP, what, || async {
+        let (status, body) = gw.admin_request("/readyz", "").await;
+        done_or(done(status, &body), format!("{status} {body}")).map(|()| body)
+    })
+    .await
+}
+
+/// A failover demotes the Redis the replicas use (`REPLICAOF` another one): it keeps the
+/// connection and answers every script with `READONLY`. A replica drops that connection, will
+/// not take the demoted server for the primary when reconnecting, says `cluster degraded` and
+/// decides per `on_error`; once the server is a primary again (`REPLICAOF NO ONE`) counting is
+/// shared again, without a restart. An error answer that is not about the connection (out of
+/// memory) leaves it connected but degraded while the calls fail.
+#[tokio::test]
+async fn a_redis_demoted_to_replica_is_left_until_it_is_the_primary_again() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let Some(new_primary) = Redis::start().await else {
+        return;
+    };
+    let (a, b) = replicas(&redis).await;
+    let ready = |status: u16, body: &str| status == 200 && body == "ready\n";
+    await_readyz(&a, "A ready", ready).await;
+
+    let port = new_primary.port.to_string();
+    redis.cli(&["REPLICAOF", "127.0.0.1", &port]).await;
+    // Open (the [cluster] default): the first call meets READONLY, the handshake is decided
+    // under A's own cap; then A has no connection and says why.
+    let mut keep = Vec::new();
+    assert_eq!(admitted(&a, "/ws/capped", "jill", 4, &mut keep).await, 3);
+    let body = await_readyz(&a, "A degraded: the server is a replica", |status, body| {
+        status == 200 && body.contains("cluster degraded") && body.contains("replica")
+    })
+    .await;
+    assert!(body.starts_with("ready; "), "{body}");
+    let scrape = a.wait_metric("portcullis_cluster_connected 0").await;
+    assert!(
+        !scrape.contains("portcullis_cluster_errors_total{error=\"replica\",operation=\"take\"} 0"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
+        "{scrape}"
+    );
+    // Closed (the strict policy): 503.
+    let (status, head) = a.try_handshake("/ws/strict", &bearer("jill")).await;
+    assert_eq!(status, 503, "{head}");
+    // It stays so: every reconnection finds a replica.
+    assert!(a.log().contains("not the primary"), "{}", a.log());
+
+    // The server is the primary again: A reconnects by itself, refills it with jill's three
+    // sockets, and counting is shared: B admits no more jill.
+    redis.cli(&["REPLICAOF", "NO", "ONE"]).await;
+    await_readyz(&a, "A ready again", ready).await;
+    eventually(STEP, "jill's sockets in Redis", || async {
+        let n = redis.cli(&["ZCARD", "test:conn:capped:sub:jill"]).await;
+        done_or(n == "3", n)
+    })
+    .await;
+    let mut keep_b = Vec::new();
+    assert_eq!(admitted(&b, "/ws/capped", "jill", 1, &mut keep_b).await, 0);
+
+    // Out of memory: connected, but every write fails; degraded while it lasts.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]).await;
+    assert_eq!(admitted(&b, "/ws/capped", "kim", 1, &mut keep_b).await, 1);
+    let body = await_readyz(&b, "B degraded by failing calls", |status, body| {
+        status == 200 && body.contains("cluster degraded") && body.contains("OOM")
+    })
+    .await;
+    assert!(body.contains("in a row failed"), "{body}");
+    b.wait_metric("portcullis_cluster_connected 1").await;
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).await;
+    assert_eq!(admitted(&b, "/ws/capped", "kim", 1, &mut keep_b).await, 1);
+    await_readyz(&b, "B ready once a call succeeds", ready).await;
+}

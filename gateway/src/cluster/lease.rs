@@ -143,8 +143,10 @@ impl Leases {
             Ok(i) if i <= keys.len() => Ok(Taken::Full(i - 1)),
             Ok(i) => Err(ClusterError::Response(format!("take script answered {i}"))),
             Err(e) => {
-                // The script may have run after all (a timeout): make sure nothing stays behind.
-                drop(self.hold(socket, keys));
+                if e.may_have_run() {
+                    // The script may have run after all (a timeout): leave nothing behind.
+                    drop(self.hold(socket, keys));
+                }
                 Err(e)
             }
         }
@@ -242,7 +244,7 @@ impl Leases {
 
     /// Renew every held slot, in batches of at most `CLUSTER_RENEW_BATCH` members.
     async fn renew(&self, link: &Link, script: &redis::Script, held: &HashMap<u64, Vec<String>>) {
-        if held.is_empty() || link.down_because().is_some() {
+        if held.is_empty() || !link.connected() {
             return;
         }
         let mut by_key: HashMap<&str, Vec<String>> = HashMap::new();

@@ -123,6 +123,10 @@ pub(crate) const CLUSTER_RETRY_AFTER_SECS: u64 = 1;
 pub(crate) const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most slots one renewal call carries (a replica with more renews in several calls).
 pub(crate) const CLUSTER_RENEW_BATCH: usize = 1000;
+/// This many calls failing in a row (error answers included) drop the connection for a new one.
+pub(crate) const CLUSTER_FAILURES_BEFORE_RECONNECT: u32 = 3;
+/// How long a failed call keeps `/readyz` saying `cluster degraded` (unless a call succeeds).
+pub(crate) const CLUSTER_RECENT_FAILURE: Duration = Duration::from_secs(10);
 // [policies.NAME.ext_authz]
 
 /// One call to the authorizer, connect to last byte.

@@ -30,8 +30,13 @@ use crate::core::reason::Reason;
 
 /// The `error` label values of `portcullis_cluster_errors_total` (the cluster layer's error
 /// kinds; listed here so every series starts at zero).
-pub(crate) const CLUSTER_ERROR_KINDS: [&str; 4] =
-    ["unavailable", "timeout", "connection", "response"];
+pub(crate) const CLUSTER_ERROR_KINDS: [&str; 5] = [
+    "unavailable",
+    "timeout",
+    "connection",
+    "replica",
+    "response",
+];
 /// The supervised background tasks (`core::background`), whose restart series start at zero.
 const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
 
@@ -391,6 +396,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A cluster call that was never sent (no connection, or no time left) failed with the
+    /// error kind `error`: counted as an error, but it took no time worth a latency sample.
+    pub(crate) fn cluster_call_unsent(&self, op: ClusterOp, error: &str) {
+        self.cluster_errors
+            .with_label_values(&[op.as_str(), error])
+            .inc();
+    }
+
     /// An admission check was decided without the cluster store.
     pub(crate) fn cluster_fallback(&self, how: Fallback) {
         self.cluster_fallbacks
@@ -495,6 +508,17 @@ mod tests {
         m.background_task_restarted("jwks");
         assert_eq!(get(&m.background_task_restarts, &["jwks"]), 1);
         assert_eq!(get(&m.background_task_restarts, &["reload"]), 0);
+        m.init_cluster();
+        m.cluster_call_unsent(ClusterOp::Take, "unavailable");
+        m.cluster_call(ClusterOp::Take, Some("replica"), Duration::from_millis(1));
+        assert_eq!(get(&m.cluster_errors, &["take", "unavailable"]), 1);
+        assert_eq!(get(&m.cluster_errors, &["take", "replica"]), 1);
+        let samples = |result: &str| {
+            m.cluster_call_duration
+                .with_label_values(&["take", result])
+                .get_sample_count()
+        };
+        assert_eq!(samples("error"), 1, "a call never sent has no latency");
         assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
         assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
         assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);
