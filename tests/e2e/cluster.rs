@@ -3,7 +3,7 @@
 //! gone, `on_error` decides (open: local limits, closed: 503), and once it returns, empty, the
 //! replicas refill it and count together again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
 use serde_json::json;
@@ -13,11 +13,16 @@ use crate::tokens::*;
 
 /// Short leases, so that a dead replica's slots expire within a test step.
 const LEASE_TTL_SECS: u64 = 4;
+/// A generous call timeout: on a loaded machine a timed-out call would be decided locally, by
+/// design, and so could admit more than a shared cap.
+const TIMEOUT_MS: u64 = 500;
 
-fn cluster_config(redis: &Redis) -> String {
+/// The cluster tests' routes and policies, sharing the Redis at `url` with leases of
+/// `lease_ttl_secs` and calls of at most `timeout_ms` in all per handshake.
+fn cluster_config_with(url: &str, lease_ttl_secs: u64, timeout_ms: u64) -> String {
     format!(
-        "[cluster]\nredis_url = \"{}\"\nkey_prefix = \"test:\"\nlease_ttl = \"{LEASE_TTL_SECS}s\"\n\
-         timeout = \"500ms\"\n\
+        "[cluster]\nredis_url = \"{url}\"\nkey_prefix = \"test:\"\nlease_ttl = \"{lease_ttl_secs}s\"\n\
+         timeout = \"{timeout_ms}ms\"\n\
          [[routes]]\npath = \"/ws/capped\"\nmode = \"echo\"\npolicy = \"capped\"\n\
          [policies.capped.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
          [policies.capped.limits]\nconnections_per_subject = 3\n\
@@ -26,9 +31,16 @@ fn cluster_config(redis: &Redis) -> String {
          [[routes]]\npath = \"/ws/strict\"\nmode = \"echo\"\npolicy = \"strict\"\n\
          [policies.strict.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
          [policies.strict.limits]\nconnections_per_subject = 3\n\
-         [policies.strict.cluster]\non_error = \"closed\"\n",
-        redis.url()
+         [policies.strict.cluster]\non_error = \"closed\"\n\
+         [[routes]]\npath = \"/ws/three\"\nmode = \"echo\"\npolicy = \"three\"\n\
+         [policies.three.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
+         [policies.three.limits]\nhandshakes_per_ip = {{ per_second = 100, burst = 100 }}\n\
+         handshakes_per_subject = {{ per_second = 100, burst = 100 }}\nconnections_per_subject = 100\n",
     )
+}
+
+fn cluster_config(redis: &Redis) -> String {
+    cluster_config_with(&redis.url(), LEASE_TTL_SECS, TIMEOUT_MS)
 }
 
 /// The fallback counts in a replica's metrics.
@@ -44,12 +56,14 @@ async fn fallbacks(gw: &Gateway) -> Vec<String> {
 /// Two replicas sharing `redis`.
 async fn replicas(redis: &Redis) -> (Gateway, Gateway) {
     let config = cluster_config(redis);
-    let a = Gateway::start_prepared(true, &config, write_keys).await;
-    let b = Gateway::start_prepared(true, &config, write_keys).await;
-    for gw in [&a, &b] {
-        gw.wait_log("cluster: connected to").await;
-    }
-    (a, b)
+    (replica(&config).await, replica(&config).await)
+}
+
+/// One replica with `config`, connected to its Redis.
+async fn replica(config: &str) -> Gateway {
+    let gw = Gateway::start_prepared(true, config, write_keys).await;
+    gw.wait_log("cluster: connected to").await;
+    gw
 }
 
 fn bearer(subject: &str) -> String {
@@ -265,8 +279,25 @@ async fn redis_down_open_and_closed_then_refilled_and_shared_again() {
     assert_eq!(admitted(&b, "/ws/strict", "dave", 3, &mut keep_b).await, 2);
 }
 
+/// A handshake on `path` as `subject` that must get a 101: how long it took, and its stream.
+async fn timed_handshake(
+    gw: &Gateway,
+    path: &str,
+    subject: &str,
+) -> (
+    Duration,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    let started = Instant::now();
+    let (status, head, tls) = gw.handshake_open(path, &bearer(subject)).await;
+    let took = started.elapsed();
+    assert_eq!(status, 101, "{head}");
+    (took, tls)
+}
+
 /// A Redis that accepts but does not answer (SIGSTOP): calls time out after `[cluster]
-/// timeout`, and the handshakes are decided locally all the same.
+/// timeout`, and the handshakes are decided locally all the same, none waiting much longer than
+/// the timeout although its policy asks Redis three times.
 #[tokio::test]
 async fn a_hung_redis_times_out_into_the_fallback() {
     let Some(redis) = Redis::start().await else {
@@ -275,14 +306,83 @@ async fn a_hung_redis_times_out_into_the_fallback() {
     let (a, _b) = replicas(&redis).await;
     redis.pause();
     let mut keep = Vec::new();
+    let bound = Duration::from_millis(TIMEOUT_MS) + HANDSHAKE_MARGIN;
+    for _ in 0..3 {
+        let (took, tls) = timed_handshake(&a, "/ws/three", "hugo").await;
+        assert!(
+            took <= bound,
+            "a handshake took {took:?}, more than {bound:?}"
+        );
+        keep.push(tls);
+    }
     assert_eq!(admitted(&a, "/ws/capped", "hugo", 3, &mut keep).await, 3);
     let scrape = a.wait_metric("portcullis_cluster_connected 0").await;
     assert!(
-        !scrape.contains("portcullis_cluster_errors_total{error=\"timeout\",operation=\"take\"} 0"),
+        !scrape.contains("portcullis_cluster_errors_total{error=\"timeout\",operation=\"rate\"} 0"),
         "{scrape}"
     );
     redis.resume();
     a.wait_metric("portcullis_cluster_connected 1").await;
+}
+
+/// What a handshake may take beyond its Redis time (TLS, a token check, a loaded machine).
+const HANDSHAKE_MARGIN: Duration = Duration::from_millis(1000);
+
+/// A slow Redis whose answers all come, each within the call timeout, but later than half of
+/// it: a handshake that asks three times (rate per IP, rate per subject, slots) still waits at
+/// most one timeout in all. Its first call takes most of it, the second gets what is left and
+/// times out, and the third is decided locally without being sent.
+#[tokio::test]
+async fn a_slow_redis_costs_a_handshake_one_timeout_in_all() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let timeout = Duration::from_millis(1000);
+    let gw = replica(&cluster_config_with(&pipe.redis_url(), 15, 1000)).await;
+    // Fast first: the three calls are made and counted.
+    let (_, _first) = timed_handshake(&gw, "/ws/three", "ida").await;
+    let scrape = gw.admin_get("/metrics").await;
+    assert!(
+        scrape.contains(
+            "portcullis_cluster_call_duration_seconds_count{operation=\"take\",result=\"ok\"} 1"
+        ),
+        "{scrape}"
+    );
+    // Then 900 ms per answer: three answers in turn would take 2.7 s.
+    pipe.set_delay(Duration::from_millis(900));
+    let mut keep = Vec::new();
+    for _ in 0..2 {
+        let (took, tls) = timed_handshake(&gw, "/ws/three", "ida").await;
+        assert!(
+            took <= timeout + HANDSHAKE_MARGIN,
+            "a handshake took {took:?} with a {timeout:?} timeout"
+        );
+        keep.push(tls);
+    }
+    let scrape = gw.admin_get("/metrics").await;
+    // No take after the subject rate's timeout: still the first handshake's one.
+    assert!(
+        scrape.contains(
+            "portcullis_cluster_call_duration_seconds_count{operation=\"take\",result=\"ok\"} 1"
+        ),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains(
+            "portcullis_cluster_call_duration_seconds_count{operation=\"take\",result=\"error\"}"
+        ),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 4"),
+        "two checks of each of the two handshakes decided locally:\n{scrape}"
+    );
+    // The connection was not dropped for a call that had only what was left of a timeout.
+    assert!(
+        scrape.contains("portcullis_cluster_connected 1\n"),
+        "{scrape}"
+    );
 }
 
 /// `rediss://`: TLS to Redis, trusting `ca_file`; caps count there as over plain TCP.

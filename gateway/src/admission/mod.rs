@@ -274,17 +274,16 @@ impl Admission {
         upgrade: &Upgrade,
     ) -> Result<(Admitted, Permit), Rejection> {
         let policy = self.policy(route);
-        let shared = match (&self.cluster, policy.on_error) {
-            (Some(cluster), Some(on_error)) => Some(Shared { cluster, on_error }),
+        let mut shared = match (&self.cluster, policy.on_error) {
+            (Some(cluster), Some(on_error)) => Some(Shared::new(cluster, on_error)),
             _ => None,
         };
-        let mut fallback = false;
         // 2. handshake rate per client IP
         if let (Some(rate), Some(ip)) = (&policy.ip_rate, client_ip) {
-            match shared {
+            match &mut shared {
                 Some(s) => {
                     let key = s.cluster.rate_key(&policy.name, Counted::Ip(ip));
-                    s.rate(key, rate, &ip, &mut fallback).await?;
+                    s.rate(key, rate, &ip).await?;
                 }
                 None => rate.check(&ip).map_err(rate_limited)?,
             }
@@ -307,10 +306,10 @@ impl Admission {
             .and_then(|j| j.as_str());
         not_revoked(subject.as_deref(), jti)?;
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
-            match shared {
+            match &mut shared {
                 Some(s) => {
                     let key = s.cluster.rate_key(&policy.name, Counted::Subject(sub));
-                    s.rate(key, rate, sub, &mut fallback).await?;
+                    s.rate(key, rate, sub).await?;
                 }
                 None => rate.check(sub).map_err(rate_limited)?,
             }
@@ -360,7 +359,7 @@ impl Admission {
         );
         // 6 (cluster). The same caps across replicas, in one round trip, after the local ones
         // (which this process's sockets can only fill less).
-        if let Some(s) = shared {
+        if let Some(s) = &mut shared {
             let l = &policy.limits;
             let mut caps = Vec::new();
             if let (Some(cap), Some(ip)) = (l.connections_per_ip, client_ip) {
@@ -388,9 +387,9 @@ impl Admission {
                 });
             }
             if !caps.is_empty() {
-                let earlier = fallback;
+                let earlier = s.fallback;
                 let over = |who: &str| over(who).fallback(earlier);
-                permit.hold(s.caps(caps, &mut fallback, over).await?);
+                permit.hold(s.caps(caps, over).await?);
             }
         }
 
@@ -421,7 +420,7 @@ impl Admission {
                 .filter(|p| !is_token_subprotocol(p))
                 .cloned()
                 .collect(),
-            cluster_fallback: fallback,
+            cluster_fallback: shared.is_some_and(|s| s.fallback),
         };
         Ok((admitted, permit))
     }

@@ -119,10 +119,12 @@ impl Leases {
         format!("{}:{socket}", self.replica)
     }
 
-    /// Take one slot under each of `keys` (key, cap), all or none, in one round trip.
+    /// Take one slot under each of `keys` (key, cap), all or none, in one round trip that may
+    /// take `within`.
     pub(crate) async fn take(
         &self,
         link: &Link,
+        within: Duration,
         keys: Vec<(String, usize)>,
     ) -> Result<Taken, ClusterError> {
         let socket = self.next.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +136,7 @@ impl Leases {
             invocation.arg(*cap);
         }
         let result = link
-            .call(ClusterOp::Take, |mut conn| async move {
+            .call_within(ClusterOp::Take, within, |mut conn| async move {
                 invocation.invoke_async::<usize>(&mut conn).await
             })
             .await;

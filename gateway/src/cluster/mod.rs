@@ -12,14 +12,15 @@
 //! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
 //! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
 //!
-//! Nothing here blocks a caller beyond `[cluster] timeout`, and nothing waits for a connection:
-//! the admission layer decides what a failure means (`on_error`).
+//! Nothing here blocks a handshake beyond `[cluster] timeout` in all ([`Budget`]), and nothing
+//! waits for a connection: the admission layer decides what a failure means (`on_error`).
 //!
 //! The connection, the lease heartbeat and the reconnect loop run on a thread of their own
 //! (`core::background`), started once by [`Cluster::start`] (never by `--check`). A reload that
 //! leaves `[cluster]` (and the password) as it was keeps the same [`Cluster`], connection
 //! included.
 
+mod budget;
 mod error;
 pub(crate) mod events;
 mod lease;
@@ -31,6 +32,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub(crate) use budget::Budget;
 pub(crate) use error::ClusterError;
 pub(crate) use lease::{Lease, Taken};
 pub(crate) use rate::Gcra;
@@ -170,18 +172,34 @@ impl Cluster {
         self.key(format_args!("conn:route:{route}"))
     }
 
-    /// One rate check: `Ok(Err(wait))` when over the rate.
+    /// A new handshake's time for Redis (`[cluster] timeout` for all its calls).
+    pub(crate) fn budget(&self) -> Budget {
+        Budget::new(self.settings.timeout.0)
+    }
+
+    /// One rate check within what is left of `budget`: `Ok(Err(wait))` when over the rate.
     pub(crate) async fn rate(
         &self,
+        budget: &mut Budget,
         key: &str,
         gcra: Gcra,
     ) -> Result<Result<(), std::time::Duration>, ClusterError> {
-        self.rates.check(&self.link, key, gcra).await
+        let within = budget.allowance()?;
+        let result = self.rates.check(&self.link, within, key, gcra).await;
+        budget.settle(&result);
+        result
     }
 
-    /// Take one slot under each (key, cap), all or none.
-    pub(crate) async fn take(&self, keys: Vec<(String, usize)>) -> Result<Taken, ClusterError> {
-        self.leases.take(&self.link, keys).await
+    /// Take one slot under each (key, cap), all or none, within what is left of `budget`.
+    pub(crate) async fn take(
+        &self,
+        budget: &mut Budget,
+        keys: Vec<(String, usize)>,
+    ) -> Result<Taken, ClusterError> {
+        let within = budget.allowance()?;
+        let result = self.leases.take(&self.link, within, keys).await;
+        budget.settle(&result);
+        result
     }
 
     /// The closes (and revocations' closes) other replicas ask this one for.

@@ -108,7 +108,7 @@ pub(crate) const JWKS_ALGORITHMS: [Alg; 5] =
 
 /// Put before every Redis key and the event channel.
 pub(crate) const CLUSTER_KEY_PREFIX: &str = "portcullis:";
-/// The longest one Redis call may take before it counts as failed (a handshake never waits more).
+/// The longest a handshake waits for Redis, all its calls together (and one background call).
 pub(crate) const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a connection slot lives in Redis unless renewed (renewed every third of it).
 pub(crate) const CLUSTER_LEASE_TTL: Duration = Duration::from_secs(15);
