@@ -47,10 +47,11 @@ use crate::core::background;
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
 use crate::core::duration::deadline;
+use crate::core::labels::BackgroundTask;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
-use crate::obs::metrics::Metrics;
+use crate::obs::metrics::count_background_restart;
 use identity::Identity;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
@@ -238,9 +239,9 @@ impl Admission {
         }
         let fetchers = remotes.into_iter().map(|remote| {
             background::supervise(
-                "jwks",
+                BackgroundTask::Jwks.as_str(),
                 background::BACKOFF,
-                |task| Metrics::global().background_task_restarted(task),
+                count_background_restart,
                 move || jwks::RemoteJwks::run(remote.clone()),
             )
         });

@@ -15,8 +15,9 @@
 //! Nothing here blocks a handshake beyond `[cluster] timeout` in all ([`Budget`]), and nothing
 //! waits for a connection: the admission layer decides what a failure means (`on_error`).
 //!
-//! The connection, the lease heartbeat and the reconnect loop run on a thread of their own
-//! (`core::background`), started once by [`Cluster::start`] (never by `--check`). A reload that
+//! The connection and its reconnect loop, the lease heartbeat and the event subscription run
+//! on a thread of their own (`core::background`), each supervised (a panic restarts it),
+//! started once by [`Cluster::start`] (never by `--check`). A reload that
 //! leaves `[cluster]` (and the password) as it was keeps the same [`Cluster`], connection
 //! included.
 
@@ -38,7 +39,9 @@ pub(crate) use lease::{Lease, Taken};
 pub(crate) use rate::Gcra;
 
 use crate::config::cluster::{self as settings, OnError};
-use crate::obs::metrics::Metrics;
+use crate::core::background;
+use crate::core::labels::BackgroundTask;
+use crate::obs::metrics::{count_background_restart, Metrics};
 use events::{Close, Events};
 use lease::Leases;
 use link::Link;
@@ -125,17 +128,33 @@ impl Cluster {
             self.settings.key_prefix,
             self.settings.on_error.as_str()
         );
-        let link = self.link.clone();
-        let leases = self.leases.clone();
-        let metrics = self.metrics.clone();
-        let events = self.events.clone();
-        let client = self.client.clone();
-        crate::core::background::spawn("cluster", async move {
-            tokio::join!(
-                link.clone().run(),
-                leases.run(link.clone(), metrics),
-                events.run(client, &link)
-            );
+        // Each task is supervised: a panic restarts it (logged, counted, and named by /readyz
+        // if it keeps panicking). What a task must keep across a restart (the connection, the
+        // heartbeat's channel and sockets) lives in the shared handles, not in the task.
+        let (link, leases, events) = (self.link.clone(), self.leases.clone(), self.events.clone());
+        let (metrics, client) = (self.metrics.clone(), self.client.clone());
+        let restarted = count_background_restart;
+        let connect = {
+            let link = link.clone();
+            let task = BackgroundTask::ClusterLink.as_str();
+            background::supervise(task, background::BACKOFF, restarted, move || {
+                link.clone().run()
+            })
+        };
+        let heartbeat = {
+            let link = link.clone();
+            let task = BackgroundTask::ClusterLeases.as_str();
+            background::supervise(task, background::BACKOFF, restarted, move || {
+                leases.clone().run(link.clone(), metrics.clone())
+            })
+        };
+        let task = BackgroundTask::ClusterEvents.as_str();
+        let subscribe = background::supervise(task, background::BACKOFF, restarted, move || {
+            let (events, client, link) = (events.clone(), client.clone(), link.clone());
+            async move { events.run(client, &link).await }
+        });
+        background::spawn("cluster", async move {
+            tokio::join!(connect, heartbeat, subscribe);
         });
     }
 

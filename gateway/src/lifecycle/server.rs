@@ -16,13 +16,14 @@ use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::cluster::OnError;
 use crate::config::Config;
-use crate::core::background::Tasks;
+use crate::core::background::{self, Tasks};
+use crate::core::labels::BackgroundTask;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
 use crate::net::server_tls::CertStore;
-use crate::obs::metrics::Metrics;
+use crate::obs::metrics::{count_background_restart, Metrics};
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
@@ -148,8 +149,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let sessions = Arc::new(Sessions::default());
     let registry = Arc::new(Registry::default());
     let control = Arc::new(Control::new(registry.clone(), in_force.clone()));
-    // Follows whichever cluster a reload puts in force (idle while there is none).
-    crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
+    // Follows whichever cluster a reload puts in force (idle while there is none); supervised,
+    // so a panic while applying a close does not end the following.
+    let follower = control.clone();
+    crate::core::background::spawn(
+        "cluster closes",
+        background::supervise(
+            BackgroundTask::ClusterCloses.as_str(),
+            background::BACKOFF,
+            count_background_restart,
+            move || follower.clone().follow_cluster(),
+        ),
+    );
     let mut public = Service::new(
         "portcullis".to_string(),
         Edge::new(

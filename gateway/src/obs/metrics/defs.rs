@@ -182,7 +182,7 @@ pub const BACKGROUND_TASK_RESTARTS: Def = Def {
     name: "portcullis_background_task_restarts_total",
     kind: Kind::Counter,
     labels: &["task"],
-    help: "Background tasks (jwks, reload) restarted after a panic, by task.",
+    help: "Background tasks restarted after a panic, by task: jwks, reload, cluster_link, cluster_leases, cluster_events, cluster_closes, exit_monitor.",
 };
 pub const BUILD_INFO: Def = Def {
     name: "portcullis_build_info",

@@ -24,7 +24,8 @@ pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
-    close_code_label, ClusterOp, DropReason, Fallback, HandshakeResult, UpstreamErrorKind,
+    close_code_label, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
+    UpstreamErrorKind,
 };
 use crate::core::reason::Reason;
 
@@ -37,8 +38,6 @@ pub(crate) const CLUSTER_ERROR_KINDS: [&str; 5] = [
     "replica",
     "response",
 ];
-/// The supervised background tasks (`core::background`), whose restart series start at zero.
-const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
 
 /// The content type of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -151,8 +150,8 @@ impl Metrics {
             config_reloads.with_label_values(&[result]);
         }
         let background_task_restarts = counter_vec(&r, &defs::BACKGROUND_TASK_RESTARTS);
-        for task in BACKGROUND_TASKS {
-            background_task_restarts.with_label_values(&[task]);
+        for task in BackgroundTask::ALL {
+            background_task_restarts.with_label_values(&[task.as_str()]);
         }
         Metrics {
             cluster_call_duration: histogram_vec(
@@ -439,6 +438,12 @@ impl Metrics {
     }
 }
 
+/// Count a restart of the supervised task `task` in the process's metrics (the `on_panic` of
+/// `core::background::supervise`).
+pub(crate) fn count_background_restart(task: &'static str) {
+    Metrics::global().background_task_restarted(task);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +513,10 @@ mod tests {
         m.background_task_restarted("jwks");
         assert_eq!(get(&m.background_task_restarts, &["jwks"]), 1);
         assert_eq!(get(&m.background_task_restarts, &["reload"]), 0);
+        assert_eq!(get(&m.background_task_restarts, &["cluster_leases"]), 0);
+        assert!(m
+            .render()
+            .contains("portcullis_background_task_restarts_total{task=\"exit_monitor\"} 0\n"));
         m.init_cluster();
         m.cluster_call_unsent(ClusterOp::Take, "unavailable");
         m.cluster_call(ClusterOp::Take, Some("replica"), Duration::from_millis(1));
