@@ -10,6 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 use crate::tokens::*;
@@ -454,6 +455,70 @@ async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_side
     );
     gw.wait_log_line("the relay's end reason", |l| {
         l.contains("route=/ws/relay") && l.contains("end_reason=admin")
+    })
+    .await;
+}
+
+/// A replica cut off from Redis misses the events of that time. When its line comes back it
+/// reads the revocation keys again, and what Redis holds replaces what it held: a revocation
+/// made meanwhile closes the subject's open socket, and a lift made meanwhile admits again.
+#[tokio::test]
+async fn a_replica_cut_off_from_redis_catches_up_on_revocations_and_lifts() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let cluster = |url: String| {
+        format!(
+            "[cluster]\nredis_url = \"{url}\"\nkey_prefix = \"cut-test:\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n"
+        )
+    };
+    let a = gateway(&cluster(pipe.redis_url())).await;
+    let b = gateway(&cluster(redis.url())).await;
+    let subscribed = |n: &'static str| {
+        let redis = &redis;
+        async move {
+            eventually(STEP, format!("{n} replica(s) subscribed"), || async {
+                let got = redis.cli(&["PUBSUB", "NUMSUB", "cut-test:events"]).await;
+                done_or(got.ends_with(&format!("\n{n}")), got)
+            })
+            .await
+        }
+    };
+    subscribed("2").await;
+    let trudy = format!("Authorization: Bearer {}\r\n", token_for("trudy", "t1"));
+    let revoke = |subject: &str| json!({"subject": subject, "ttl": "1h"});
+    let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("trudy"))).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    eventually(STEP, "A refuses trudy", || async {
+        let (status, head) = a.try_handshake("/ws/chat", &trudy).await;
+        done_or(status == 401, head)
+    })
+    .await;
+    let mut mallory = chat(&a, "mallory", "m1").await;
+
+    pipe.cut();
+    subscribed("1").await;
+    let (status, body) = admin(&b, "DELETE", "/revocations?subject=trudy", None).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("mallory"))).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    // A heard neither: mallory's socket still works, trudy is still refused.
+    let echo = roundtrip(&mut mallory, Message::text("still here")).await;
+    assert_eq!(echo, Message::text("echo: still here"));
+    assert_eq!(a.try_handshake("/ws/chat", &trudy).await.0, 401);
+
+    pipe.restore();
+    assert_eq!(expect_close(&mut mallory).await, (1008, "revoked".into()));
+    eventually(STEP, "A admits trudy again", || async {
+        let (status, head) = a.try_handshake("/ws/chat", &trudy).await;
+        done_or(status == 101, head)
+    })
+    .await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token_for("mallory", "m2"));
+    assert_eq!(a.try_handshake("/ws/chat", &bearer).await.0, 401);
+    a.wait_log_line("the revoked session's end reason", |l| {
+        l.contains("subject=mallory") && l.contains("end_reason=revoked")
     })
     .await;
 }

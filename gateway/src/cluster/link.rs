@@ -126,6 +126,20 @@ impl Link {
         self.epoch.subscribe()
     }
 
+    /// Wait until there is a connection, at most `limit`; whether there is one.
+    pub(crate) async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut epochs = self.epochs();
+        let wait = async {
+            while !self.connected() {
+                if epochs.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.connected()
+    }
+
     /// Run one call on the shared connection, bounded by `[cluster] timeout`, and count it.
     pub(crate) async fn call<T, F, Fut>(&self, op: ClusterOp, work: F) -> Result<T, ClusterError>
     where

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cluster::events::{revocation_close, Close, Target};
-use crate::cluster::revocations::{Revocations, Revoked};
+use crate::cluster::revocations::{Origin, Revocations, Revoked};
 use crate::cluster::Cluster;
 use crate::core::end::EndReason;
 use crate::edge::generation::InForce;
@@ -83,7 +83,7 @@ impl Control {
     /// Revoke `who` for `ttl`: close its open sessions with 1008 `revoked` and refuse its
     /// handshakes (here, and on every replica through the cluster).
     pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Value {
-        Revocations::global().add(who.clone(), ttl);
+        Revocations::global().add(who.clone(), ttl, Origin::Here);
         let closed = self.apply(&revocation_close(who.clone()));
         let published = match self.cluster() {
             Some(c) => Some(c.revoke(who.clone(), ttl).await),
@@ -130,6 +130,15 @@ impl Control {
         self.registry.close(&filter_of(&close.target), &request)
     }
 
+    /// Close every open session of a revocation in force.
+    fn close_revoked(&self) -> usize {
+        Revocations::global()
+            .list()
+            .into_iter()
+            .map(|(who, _)| self.apply(&revocation_close(who)))
+            .sum()
+    }
+
     /// Apply the closes other replicas publish, following the cluster in force across
     /// reloads. Runs until the process ends (on a background thread).
     pub(crate) async fn follow_cluster(self: Arc<Self>) {
@@ -150,7 +159,13 @@ impl Control {
                             );
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            log::warn!("cluster: {n} close event(s) were dropped (too many at once)");
+                            // Revocations are state: their closes can be made again (the lost
+                            // operator closes cannot).
+                            let again = self.close_revoked();
+                            log::warn!(
+                                "cluster: {n} close event(s) were dropped (too many at once); \
+                                 closed {again} revoked session(s) again"
+                            );
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },

@@ -80,6 +80,16 @@ impl Pipe {
     pub fn set_delay(&self, delay: Duration) {
         *self.line.delay.lock().unwrap() = delay;
     }
+
+    /// Cut the line: close every connection, and every new one as soon as it is accepted.
+    pub fn cut(&self) {
+        self.line.cut.send_replace(true);
+    }
+
+    /// Restore the line: new connections reach the server again.
+    pub fn restore(&self) {
+        self.line.cut.send_replace(false);
+    }
 }
 
 impl Drop for Pipe {
