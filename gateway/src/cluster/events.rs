@@ -102,10 +102,15 @@ impl Events {
         format!("{}{}", self.prefix, who.key_part())
     }
 
-    async fn publish(&self, link: &Link, message: &Message) -> Result<(), ClusterError> {
+    async fn publish(
+        &self,
+        link: &Link,
+        within: Duration,
+        message: &Message,
+    ) -> Result<(), ClusterError> {
         let text = serde_json::to_string(message).expect("events serialize");
         let channel = self.channel.clone();
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(&channel)
                 .arg(&text)
@@ -115,22 +120,30 @@ impl Events {
         .await
     }
 
-    /// Ask every other replica to close the matching sessions.
-    pub(crate) async fn close(&self, link: &Link, close: Close) -> Result<(), ClusterError> {
+    /// Ask every other replica to close the matching sessions; each call may take `within`.
+    pub(crate) async fn close(
+        &self,
+        link: &Link,
+        within: Duration,
+        close: Close,
+    ) -> Result<(), ClusterError> {
         let from = self.replica.clone();
-        self.publish(link, &Message::Close { from, close }).await
+        self.publish(link, within, &Message::Close { from, close })
+            .await
     }
 
-    /// Store the revocation for its ttl and tell every other replica.
+    /// Store the revocation for its ttl and tell every other replica; each call may take
+    /// `within`.
     pub(crate) async fn revoke(
         &self,
         link: &Link,
+        within: Duration,
         who: Revoked,
         ttl: Duration,
     ) -> Result<(), ClusterError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let key = self.key(&who);
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(1)
@@ -146,15 +159,20 @@ impl Events {
             who: who.clone(),
             ttl_ms,
         };
-        self.publish(link, &message).await?;
+        self.publish(link, within, &message).await?;
         Revocations::global().stored(&who, self.store);
         Ok(())
     }
 
-    /// Remove the revocation and tell every other replica.
-    pub(crate) async fn lift(&self, link: &Link, who: Revoked) -> Result<(), ClusterError> {
+    /// Remove the revocation and tell every other replica; each call may take `within`.
+    pub(crate) async fn lift(
+        &self,
+        link: &Link,
+        within: Duration,
+        who: Revoked,
+    ) -> Result<(), ClusterError> {
         let key = self.key(&who);
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("DEL")
                 .arg(&key)
                 .query_async::<()>(&mut conn)
@@ -162,7 +180,8 @@ impl Events {
         })
         .await?;
         let from = self.replica.clone();
-        self.publish(link, &Message::Lift { from, who }).await
+        self.publish(link, within, &Message::Lift { from, who })
+            .await
     }
 
     /// Apply one message from another replica.

@@ -39,6 +39,7 @@ pub(crate) use lease::{Lease, Taken};
 pub(crate) use rate::Gcra;
 
 use crate::config::cluster::{self as settings, OnError};
+use crate::config::defaults;
 use crate::core::background;
 use crate::core::labels::BackgroundTask;
 use crate::obs::metrics::{count_background_restart, Metrics};
@@ -226,19 +227,59 @@ impl Cluster {
         self.events.subscribe()
     }
 
-    /// Ask every other replica to close the matching sessions.
+    /// Ask every other replica to close the matching sessions (an operator's action).
     pub(crate) async fn publish_close(&self, close: Close) -> Result<(), ClusterError> {
-        self.events.close(&self.link, close).await
+        self.operator("a close", |within| {
+            self.events.close(&self.link, within, close.clone())
+        })
+        .await
     }
 
     /// Revoke `who` on every replica for `ttl` (and on replicas that start within it).
     pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Result<(), ClusterError> {
-        self.events.revoke(&self.link, who, ttl).await
+        self.operator("a revocation", |within| {
+            self.events.revoke(&self.link, within, who.clone(), ttl)
+        })
+        .await
     }
 
     /// Lift a revocation on every replica.
     pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
-        self.events.lift(&self.link, who).await
+        self.operator("a lift", |within| {
+            self.events.lift(&self.link, within, who.clone())
+        })
+        .await
+    }
+
+    /// Run an operator's action: unlike a handshake, an operator can wait a little for it to
+    /// reach the other replicas. Each attempt waits for a connection and gives each call up to
+    /// [`defaults::CLUSTER_ADMIN_TIMEOUT`] (or `[cluster] timeout` if longer); a failed attempt
+    /// is made once more (the first may have met a connection that had just broken, which
+    /// nothing had noticed yet). Publishing twice is harmless: every action is idempotent.
+    async fn operator<F, Fut>(&self, what: &str, action: F) -> Result<(), ClusterError>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ClusterError>>,
+    {
+        let within = self.settings.timeout.0.max(defaults::CLUSTER_ADMIN_TIMEOUT);
+        let mut attempt = 1;
+        loop {
+            self.link.wait_connected(within).await;
+            match action(within).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < defaults::CLUSTER_ADMIN_ATTEMPTS => {
+                    log::info!("cluster: publishing {what} failed ({e}); trying again");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cluster: publishing {what} failed ({e}) after {attempt} attempts; it \
+                         applies on this replica only"
+                    );
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Hold slots admitted without Redis; they are added to Redis by the next renewal.

@@ -125,6 +125,11 @@ pub(crate) const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const CLUSTER_RENEW_BATCH: usize = 1000;
 /// This many calls failing in a row (error answers included) drop the connection for a new one.
 pub(crate) const CLUSTER_FAILURES_BEFORE_RECONNECT: u32 = 3;
+/// What an operator's close, revocation or lift may wait for each Redis call (and for a
+/// connection) before it is tried again or answered as not published.
+pub(crate) const CLUSTER_ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an operator's action is tried before it is answered as not published.
+pub(crate) const CLUSTER_ADMIN_ATTEMPTS: u32 = 2;
 /// How long a failed call keeps `/readyz` saying `cluster degraded` (unless a call succeeds).
 pub(crate) const CLUSTER_RECENT_FAILURE: Duration = Duration::from_secs(10);
 // [policies.NAME.ext_authz]

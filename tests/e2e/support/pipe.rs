@@ -8,6 +8,7 @@
 //! stops, closing every connection, when the handle drops.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +22,11 @@ use tokio::time::Instant;
 struct Line {
     /// Added to every chunk the server sends back.
     delay: Mutex<Duration>,
-    /// True while the line is cut.
-    cut: watch::Sender<bool>,
+    /// True while the line is cut: new connections are closed at once.
+    down: AtomicBool,
+    /// Counts the cuts: every open connection closes at the next one (even if the line is
+    /// restored before the connection's task sees it).
+    cuts: watch::Sender<u64>,
 }
 
 /// A running pipe to one server; stopped on drop.
@@ -42,7 +46,8 @@ impl Pipe {
         let port = listener.local_addr().unwrap().port();
         let line = Arc::new(Line {
             delay: Mutex::new(Duration::ZERO),
-            cut: watch::channel(false).0,
+            down: AtomicBool::new(false),
+            cuts: watch::channel(0).0,
         });
         let (stop, stopped) = oneshot::channel();
         let server: SocketAddr = ([127, 0, 0, 1], server_port).into();
@@ -83,12 +88,14 @@ impl Pipe {
 
     /// Cut the line: close every connection, and every new one as soon as it is accepted.
     pub fn cut(&self) {
-        self.line.cut.send_replace(true);
+        self.line.down.store(true, Ordering::SeqCst);
+        self.line.cuts.send_modify(|n| *n += 1);
     }
 
-    /// Restore the line: new connections reach the server again.
+    /// Restore the line: new connections reach the server again (the ones the cut closed stay
+    /// closed, whether or not their ends have noticed yet).
     pub fn restore(&self) {
-        self.line.cut.send_replace(false);
+        self.line.down.store(false, Ordering::SeqCst);
     }
 }
 
@@ -108,7 +115,7 @@ async fn accept(listener: TcpListener, server: SocketAddr, line: Arc<Line>) {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        if *line.cut.borrow() {
+        if line.down.load(Ordering::SeqCst) {
             drop(client);
             continue;
         }
@@ -124,11 +131,11 @@ async fn serve(client: TcpStream, server: SocketAddr, line: Arc<Line>) {
     };
     let (from_client, to_client) = client.into_split();
     let (from_server, to_server) = upstream.into_split();
-    let mut cut = line.cut.subscribe();
+    let mut cuts = line.cuts.subscribe();
     tokio::select! {
         _ = copy(from_client, to_server) => {}
         _ = delayed(from_server, to_client, &line) => {}
-        _ = cut.wait_for(|cut| *cut) => {}
+        _ = cuts.changed() => {}
     }
 }
 
