@@ -301,8 +301,15 @@ async fn redis_down_open_and_closed_then_refilled_and_shared_again() {
     let (status, head) = b.try_handshake("/ws/strict", &bearer("dave")).await;
     assert_eq!(status, 503, "{head}");
     assert!(head.contains("Retry-After: 1"), "{head}");
-    b.wait_log("reason=cluster_unavailable status=503 cluster=local_fallback")
+    let refused = b
+        .wait_log_line("the refusal's access-log line", |l| {
+            l.contains("reason=cluster_unavailable status=503")
+        })
         .await;
+    assert!(
+        !refused.contains("cluster="),
+        "nothing was decided locally: {refused}"
+    );
     // /readyz: degraded but ready (the [cluster] on_error is open).
     let (status, body) = a.admin_request("/readyz", "").await;
     assert_eq!(status, 200, "{body}");
@@ -545,4 +552,35 @@ async fn a_redis_demoted_to_replica_is_left_until_it_is_the_primary_again() {
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).await;
     assert_eq!(admitted(&b, "/ws/capped", "kim", 1, &mut keep_b).await, 1);
     await_readyz(&b, "B ready once a call succeeds", ready).await;
+}
+
+/// `/readyz` follows the configuration in force: a reload that makes `[cluster] on_error`
+/// "closed" makes a replica whose Redis is down unready (it refuses what it cannot count),
+/// where under "open" it was ready and degraded.
+#[tokio::test]
+async fn readiness_follows_on_error_across_reloads() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let gw = replica(&cluster_config(&redis)).await;
+    redis.stop().await;
+    let (status, _) = gw.try_handshake("/ws/capped", &bearer("olga")).await;
+    assert_eq!(status, 101, "open: decided locally");
+    await_readyz(&gw, "degraded but ready", |status, body| {
+        status == 200 && body.contains("cluster degraded")
+    })
+    .await;
+    let path = gw.dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "key_prefix = \"test:\"\n",
+        "key_prefix = \"test:\"\non_error = \"closed\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration from").await;
+    await_readyz(&gw, "unready under on_error = closed", |status, body| {
+        status == 503 && body.contains("cluster degraded")
+    })
+    .await;
 }

@@ -45,7 +45,8 @@ impl<'a> Shared<'a> {
     }
 
     /// What a failed call means for this handshake: `Ok(())` to decide locally (counted, and
-    /// marked as a fallback), or the 503 to send.
+    /// marked as a fallback), or the 503 to send (not a fallback: nothing was decided here, so
+    /// its access-log line has no `cluster=local_fallback`; its reason says why).
     fn failed(&mut self, e: &ClusterError) -> Result<(), Rejection> {
         log::debug!("cluster: {e}; on_error = {}", self.on_error.as_str());
         match self.on_error {
@@ -64,8 +65,7 @@ impl<'a> Shared<'a> {
                 .header(
                     "Retry-After",
                     defaults::CLUSTER_RETRY_AFTER_SECS.to_string(),
-                )
-                .fallback(true))
+                ))
             }
         }
     }

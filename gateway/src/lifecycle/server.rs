@@ -132,16 +132,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     });
     // The cluster store: `/readyz` says `cluster degraded` while Redis fails. With
     // `on_error = "closed"` the gateway refuses what it cannot count, so it is not ready;
-    // with "open" it serves under its own limits, so it stays ready (and says so).
+    // with "open" it serves under its own limits, so it stays ready (and says so). Both are
+    // registered and each asks the configuration in force, so a reload that adds, removes or
+    // changes `[cluster]` changes what `/readyz` says.
     let cluster_in_force = in_force.clone();
-    let cluster_check = move || match cluster_in_force.get().admission.cluster() {
-        Some(cluster) => cluster.degraded().map_or(Ok(()), Err),
-        None => Ok(()),
+    let cluster_degraded = move |on_error: OnError| match cluster_in_force.get().admission.cluster()
+    {
+        Some(cluster) if cluster.on_error() == on_error => cluster.degraded().map_or(Ok(()), Err),
+        _ => Ok(()),
     };
-    match config.cluster.as_ref().map(|c| c.on_error) {
-        Some(OnError::Closed) => readiness.add_check("cluster degraded", cluster_check),
-        _ => readiness.add_warning("cluster degraded", cluster_check),
-    }
+    let unready = cluster_degraded.clone();
+    readiness.add_check("cluster degraded", move || unready(OnError::Closed));
+    readiness.add_warning("cluster degraded", move || cluster_degraded(OnError::Open));
     // A background task that keeps panicking (it is restarted each time) is worth an alert.
     readiness.add_check("background tasks", || {
         Tasks::global().check(std::time::Instant::now())
