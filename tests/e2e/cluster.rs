@@ -540,17 +540,27 @@ async fn a_redis_demoted_to_replica_is_left_until_it_is_the_primary_again() {
     let mut keep_b = Vec::new();
     assert_eq!(admitted(&b, "/ws/capped", "jill", 1, &mut keep_b).await, 0);
 
-    // Out of memory: connected, but every write fails; degraded while it lasts.
+    // Out of memory: the server answers, but every write fails. Degraded while it lasts, and
+    // three failed calls in a row (one per handshake here) drop the connection for a new one.
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]).await;
     assert_eq!(admitted(&b, "/ws/capped", "kim", 1, &mut keep_b).await, 1);
     let body = await_readyz(&b, "B degraded by failing calls", |status, body| {
         status == 200 && body.contains("cluster degraded") && body.contains("OOM")
     })
     .await;
-    assert!(body.contains("in a row failed"), "{body}");
-    b.wait_metric("portcullis_cluster_connected 1").await;
+    assert!(body.contains("1 call(s) in a row failed"), "{body}");
+    assert!(!b.log().contains("calls in a row failed"), "{}", b.log());
+    assert_eq!(admitted(&b, "/ws/capped", "kim", 2, &mut keep_b).await, 2);
+    b.wait_log("3 calls in a row failed").await;
+    // The server checks fine, so B connects again (and drops each new connection at its first
+    // failure, with a growing pause between, until a call succeeds).
+    eventually(STEP, "B connected anew", || async {
+        let log = b.log();
+        done_or(log.matches("cluster: connected to").count() >= 2, log)
+    })
+    .await;
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).await;
-    assert_eq!(admitted(&b, "/ws/capped", "kim", 1, &mut keep_b).await, 1);
+    assert_eq!(admitted(&b, "/ws/capped", "lou", 1, &mut keep_b).await, 1);
     await_readyz(&b, "B ready once a call succeeds", ready).await;
 }
 
