@@ -17,9 +17,8 @@
 //!
 //! The connection and its reconnect loop, the lease heartbeat and the event subscription run
 //! on a thread of their own (`core::background`), each supervised (a panic restarts it),
-//! started once by [`Cluster::start`] (never by `--check`). A reload that
-//! leaves `[cluster]` (and the password) as it was keeps the same [`Cluster`], connection
-//! included.
+//! started once by [`Cluster::start`] (never by `--check`). A reload that leaves `[cluster]`
+//! (and the password) as it was keeps the same [`Cluster`], connection included.
 
 mod budget;
 mod error;
