@@ -110,7 +110,7 @@ fn sessions(args: Vec<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("portcullis sessions: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -10,6 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 use crate::tokens::*;
@@ -47,6 +48,24 @@ async fn chat(gw: &Gateway, subject: &str, jti: &str) -> Wss {
         token_for(subject, jti)
     ));
     gw.ws_request(url, None).await.0
+}
+
+/// A `[cluster]` table for the Redis at `url`, with its own key prefix.
+fn cluster_table(url: &str, prefix: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n"
+    )
+}
+
+/// `portcullis sessions ARGS` against `gw`'s admin listener, with its configuration file.
+fn sessions_cli(gw: &Gateway, args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg("sessions")
+        .arg("--config")
+        .arg(gw.dir.path().join("portcullis.toml"))
+        .args(["--admin", &gw.admin_address()])
+        .args(args);
+    cmd
 }
 
 /// One admin request with the token: status and JSON body.
@@ -333,16 +352,7 @@ async fn lifetime_closes_with_1001_at_jittered_moments() {
 async fn the_sessions_subcommand_talks_to_the_admin_api() {
     let gw = gateway("").await;
     let mut carol = chat(&gw, "carol", "c1").await;
-    let config = gw.dir.path().join("portcullis.toml");
-    let cli = |args: &[&str]| {
-        let mut cmd = Command::new(binary());
-        cmd.arg("sessions")
-            .arg("--config")
-            .arg(&config)
-            .args(["--admin", &gw.admin_address()])
-            .args(args);
-        cmd
-    };
+    let cli = |args: &[&str]| sessions_cli(&gw, args);
     let out = run_ok_async(cli(&["list", "--subject", "carol"])).await;
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed["total"], 1, "{out}");
@@ -456,4 +466,144 @@ async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_side
         l.contains("route=/ws/relay") && l.contains("end_reason=admin")
     })
     .await;
+}
+
+/// A replica cut off from Redis misses the events of that time. When its line comes back it
+/// reads the revocation keys again, and what Redis holds replaces what it held: a revocation
+/// made meanwhile closes the subject's open socket, and a lift made meanwhile admits again.
+#[tokio::test]
+async fn a_replica_cut_off_from_redis_catches_up_on_revocations_and_lifts() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let a = gateway(&cluster_table(&pipe.redis_url(), "cut-test:")).await;
+    let b = gateway(&cluster_table(&redis.url(), "cut-test:")).await;
+    let subscribed = |n: &'static str| {
+        let redis = &redis;
+        async move {
+            eventually(STEP, format!("{n} replica(s) subscribed"), || async {
+                let got = redis.cli(&["PUBSUB", "NUMSUB", "cut-test:events"]).await;
+                done_or(got.ends_with(&format!("\n{n}")), got)
+            })
+            .await
+        }
+    };
+    subscribed("2").await;
+    let trudy = format!("Authorization: Bearer {}\r\n", token_for("trudy", "t1"));
+    let revoke = |subject: &str| json!({"subject": subject, "ttl": "1h"});
+    let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("trudy"))).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    eventually(STEP, "A refuses trudy", || async {
+        let (status, head) = a.try_handshake("/ws/chat", &trudy).await;
+        done_or(status == 401, head)
+    })
+    .await;
+    let mut mallory = chat(&a, "mallory", "m1").await;
+
+    pipe.cut();
+    subscribed("1").await;
+    let (status, body) = admin(&b, "DELETE", "/revocations?subject=trudy", None).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("mallory"))).await;
+    assert_eq!((status, &body["cluster"]), (200, &json!("published")));
+    // A heard neither: mallory's socket still works, trudy is still refused.
+    let echo = roundtrip(&mut mallory, Message::text("still here")).await;
+    assert_eq!(echo, Message::text("echo: still here"));
+    assert_eq!(a.try_handshake("/ws/chat", &trudy).await.0, 401);
+
+    pipe.restore();
+    assert_eq!(expect_close(&mut mallory).await, (1008, "revoked".into()));
+    eventually(STEP, "A admits trudy again", || async {
+        let (status, head) = a.try_handshake("/ws/chat", &trudy).await;
+        done_or(status == 101, head)
+    })
+    .await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token_for("mallory", "m2"));
+    assert_eq!(a.try_handshake("/ws/chat", &bearer).await.0, 401);
+    a.wait_log_line("the revoked session's end reason", |l| {
+        l.contains("subject=mallory") && l.contains("end_reason=revoked")
+    })
+    .await;
+}
+
+/// With `[cluster]`, an operator's action that cannot reach Redis still applies on the replica
+/// asked, which answers 503 saying so (and `portcullis sessions` exits with status 2); one
+/// made just after the line came back, on a connection that had died unnoticed, is published
+/// by its second attempt.
+#[tokio::test]
+async fn an_action_that_cannot_be_published_answers_503_with_what_was_done_here() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let gw = gateway(&cluster_table(&pipe.redis_url(), "unpublished-test:")).await;
+    gw.wait_log("cluster: connected to").await;
+    let mut victor = chat(&gw, "victor", "v1").await;
+
+    pipe.cut();
+    let started = Instant::now();
+    let close = json!({"subject": "victor", "code": 4001});
+    let (status, body) = admin(&gw, "POST", "/sessions/close", Some(close)).await;
+    assert_eq!(
+        (status, &body["closed"], &body["published"]),
+        (503, &json!(1), &json!(false)),
+        "{body}"
+    );
+    let why = body["cluster"].as_str().unwrap_or_default();
+    assert!(why.starts_with("not published ("), "{body}");
+    assert!(why.ends_with("applied on this replica only"), "{body}");
+    assert_eq!(
+        expect_close(&mut victor).await.0,
+        4001,
+        "closed here all the same"
+    );
+    // Two attempts, each waiting at most 1 s for a connection and 1 s for a call.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let revoke = json!({"subject": "wendy", "ttl": "1h"});
+    let (status, body) = admin(&gw, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (503, &json!(false)), "{body}");
+    let wendy = format!("Authorization: Bearer {}\r\n", token_for("wendy", "w1"));
+    assert_eq!(
+        gw.try_handshake("/ws/chat", &wendy).await.0,
+        401,
+        "revoked here"
+    );
+    let cli = sessions_cli(&gw, &["unrevoke", "--subject", "wendy"]);
+    let out = output_within_async(cli, b"", Duration::from_secs(30)).await;
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("applied on this replica only"), "{text}");
+    assert!(text.contains("\"lifted\": true"), "{text}");
+    assert_eq!(
+        gw.try_handshake("/ws/chat", &wendy).await.0,
+        101,
+        "lifted here"
+    );
+
+    // Back, and then a blip: the connection the gateway holds dies and nothing uses it before
+    // the operator's next action (the event subscriber waits 100 ms before it subscribes
+    // again), whose first attempt fails on it.
+    pipe.restore();
+    wait_metric(&gw, "portcullis_cluster_connected 1").await;
+    pipe.cut();
+    pipe.restore();
+    let revoke = json!({"subject": "xavier", "ttl": "1h"});
+    let (status, body) = admin(&gw, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!(
+        (status, &body["cluster"]),
+        (200, &json!("published")),
+        "{body}"
+    );
+    assert_eq!(body["published"], true, "{body}");
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "unpublished-test:revoked:sub:xavier"])
+            .await,
+        "1"
+    );
 }

@@ -47,10 +47,11 @@ use crate::core::background;
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
 use crate::core::duration::deadline;
+use crate::core::labels::BackgroundTask;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
-use crate::obs::metrics::Metrics;
+use crate::obs::metrics::count_background_restart;
 use identity::Identity;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
@@ -238,9 +239,9 @@ impl Admission {
         }
         let fetchers = remotes.into_iter().map(|remote| {
             background::supervise(
-                "jwks",
+                BackgroundTask::Jwks.as_str(),
                 background::BACKOFF,
-                |task| Metrics::global().background_task_restarted(task),
+                count_background_restart,
                 move || jwks::RemoteJwks::run(remote.clone()),
             )
         });
@@ -274,17 +275,16 @@ impl Admission {
         upgrade: &Upgrade,
     ) -> Result<(Admitted, Permit), Rejection> {
         let policy = self.policy(route);
-        let shared = match (&self.cluster, policy.on_error) {
-            (Some(cluster), Some(on_error)) => Some(Shared { cluster, on_error }),
+        let mut shared = match (&self.cluster, policy.on_error) {
+            (Some(cluster), Some(on_error)) => Some(Shared::new(cluster, on_error)),
             _ => None,
         };
-        let mut fallback = false;
         // 2. handshake rate per client IP
         if let (Some(rate), Some(ip)) = (&policy.ip_rate, client_ip) {
-            match shared {
+            match &mut shared {
                 Some(s) => {
                     let key = s.cluster.rate_key(&policy.name, Counted::Ip(ip));
-                    s.rate(key, rate, &ip, &mut fallback).await?;
+                    s.rate(key, rate, &ip).await?;
                 }
                 None => rate.check(&ip).map_err(rate_limited)?,
             }
@@ -307,10 +307,10 @@ impl Admission {
             .and_then(|j| j.as_str());
         not_revoked(subject.as_deref(), jti)?;
         if let (Some(rate), Some(sub)) = (&policy.subject_rate, &subject) {
-            match shared {
+            match &mut shared {
                 Some(s) => {
                     let key = s.cluster.rate_key(&policy.name, Counted::Subject(sub));
-                    s.rate(key, rate, sub, &mut fallback).await?;
+                    s.rate(key, rate, sub).await?;
                 }
                 None => rate.check(sub).map_err(rate_limited)?,
             }
@@ -360,7 +360,7 @@ impl Admission {
         );
         // 6 (cluster). The same caps across replicas, in one round trip, after the local ones
         // (which this process's sockets can only fill less).
-        if let Some(s) = shared {
+        if let Some(s) = &mut shared {
             let l = &policy.limits;
             let mut caps = Vec::new();
             if let (Some(cap), Some(ip)) = (l.connections_per_ip, client_ip) {
@@ -388,9 +388,9 @@ impl Admission {
                 });
             }
             if !caps.is_empty() {
-                let earlier = fallback;
+                let earlier = s.fallback;
                 let over = |who: &str| over(who).fallback(earlier);
-                permit.hold(s.caps(caps, &mut fallback, over).await?);
+                permit.hold(s.caps(caps, over).await?);
             }
         }
 
@@ -421,7 +421,7 @@ impl Admission {
                 .filter(|p| !is_token_subprotocol(p))
                 .cloned()
                 .collect(),
-            cluster_fallback: fallback,
+            cluster_fallback: shared.is_some_and(|s| s.fallback),
         };
         Ok((admitted, permit))
     }

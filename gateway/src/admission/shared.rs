@@ -2,24 +2,29 @@
 //! cluster store. A check asks Redis first; when Redis fails, the policy's `on_error` decides:
 //! `open` takes this process's own limiter and caps (which are always kept, so a fallback is
 //! exact for this process) and marks the decision as a fallback, `closed` refuses with `503`.
-//! Either way the failure costs at most `[cluster] timeout`.
+//! All of one handshake's calls share one `[cluster] timeout` (`cluster::Budget`), and after
+//! the first failure the rest of its checks are decided without asking, so a failing Redis
+//! costs a handshake at most that timeout.
 
 use std::hash::Hash;
 
 use super::caps::Slot;
 use super::rate::{rate_limited, HandshakeRate};
 use super::Rejection;
-use crate::cluster::{Cluster, Taken};
+use crate::cluster::{Budget, Cluster, ClusterError, Taken};
 use crate::config::cluster::OnError;
 use crate::config::defaults;
 use crate::core::labels::Fallback;
 use crate::core::reason::Reason;
 
-/// The cluster as one policy uses it.
-#[derive(Clone, Copy)]
+/// The cluster as one handshake under one policy uses it.
 pub(super) struct Shared<'a> {
     pub(super) cluster: &'a Cluster,
-    pub(super) on_error: OnError,
+    on_error: OnError,
+    /// What is left of the handshake's time for Redis.
+    budget: Budget,
+    /// A check was decided under this process's own limits because Redis failed.
+    pub(super) fallback: bool,
 }
 
 /// A cap checked across replicas: its key, its cap, and who it counts (for the refusal).
@@ -29,14 +34,25 @@ pub(super) struct SharedCap {
     pub(super) who: &'static str,
 }
 
-impl Shared<'_> {
-    /// What a failed call means for this handshake: `Ok(())` to decide locally (counted),
-    /// or the 503 to send.
-    fn failed(&self, e: &crate::cluster::ClusterError) -> Result<(), Rejection> {
+impl<'a> Shared<'a> {
+    pub(super) fn new(cluster: &'a Cluster, on_error: OnError) -> Shared<'a> {
+        Shared {
+            cluster,
+            on_error,
+            budget: cluster.budget(),
+            fallback: false,
+        }
+    }
+
+    /// What a failed call means for this handshake: `Ok(())` to decide locally (counted, and
+    /// marked as a fallback), or the 503 to send (not a fallback: nothing was decided here, so
+    /// its access-log line has no `cluster=local_fallback`; its reason says why).
+    fn failed(&mut self, e: &ClusterError) -> Result<(), Rejection> {
         log::debug!("cluster: {e}; on_error = {}", self.on_error.as_str());
         match self.on_error {
             OnError::Open => {
                 self.cluster.metrics().cluster_fallback(Fallback::Local);
+                self.fallback = true;
                 Ok(())
             }
             OnError::Closed => {
@@ -49,27 +65,23 @@ impl Shared<'_> {
                 .header(
                     "Retry-After",
                     defaults::CLUSTER_RETRY_AFTER_SECS.to_string(),
-                )
-                .fallback(true))
+                ))
             }
         }
     }
 
-    /// A handshake rate: across replicas, or under `local` when Redis failed (`fallback` is
-    /// set then).
+    /// A handshake rate: across replicas, or under `local` when Redis failed.
     pub(super) async fn rate<K: Hash + Eq + Clone>(
-        &self,
+        &mut self,
         key: String,
         local: &HandshakeRate<K>,
         local_key: &K,
-        fallback: &mut bool,
     ) -> Result<(), Rejection> {
-        match self.cluster.rate(&key, local.gcra).await {
+        match self.cluster.rate(&mut self.budget, &key, local.gcra).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(wait)) => Err(rate_limited(wait)),
             Err(e) => {
                 self.failed(&e)?;
-                *fallback = true;
                 local
                     .check(local_key)
                     .map_err(|wait| rate_limited(wait).fallback(true))
@@ -80,18 +92,16 @@ impl Shared<'_> {
     /// Take one slot under every cap, all or none. The local caps were taken already, so on a
     /// fallback the socket is admitted and its slots join Redis once it answers again.
     pub(super) async fn caps(
-        &self,
+        &mut self,
         caps: Vec<SharedCap>,
-        fallback: &mut bool,
         over: impl Fn(&str) -> Rejection,
     ) -> Result<Slot, Rejection> {
         let keys: Vec<(String, usize)> = caps.iter().map(|c| (c.key.clone(), c.cap)).collect();
-        match self.cluster.take(keys.clone()).await {
+        match self.cluster.take(&mut self.budget, keys.clone()).await {
             Ok(Taken::Held(lease)) => Ok(Slot::holding(lease)),
             Ok(Taken::Full(i)) => Err(over(caps[i].who)),
             Err(e) => {
                 self.failed(&e)?;
-                *fallback = true;
                 Ok(Slot::holding(self.cluster.hold_unshared(keys)))
             }
         }

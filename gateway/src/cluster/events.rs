@@ -7,6 +7,13 @@
 //! connections take no other commands), reconnecting with the same backoff as the link.
 //! Received revocations go into [`Revocations::global`]; the sessions to close go to whoever
 //! listens on [`Events::subscribe`] (the lifecycle applies them to the session registry).
+//!
+//! Every (re)subscription reads the revocation keys and replaces what this process held from
+//! this store with them ([`Revocations::replace_from`]): a lift made while the replica was cut
+//! off takes effect, and the open sessions of a revocation it had not seen are closed, as the
+//! message it missed would have closed them. A replica applies its own revocation and lift
+//! messages too (not its closes): they arrive after a read that may have raced with them, and
+//! so settle it.
 
 use std::time::Duration;
 
@@ -14,8 +21,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::link::Link;
-use super::revocations::{Revocations, Revoked};
+use super::revocations::{Origin, Revocations, Revoked};
 use super::ClusterError;
 use crate::config::defaults;
 use crate::core::labels::ClusterOp;
@@ -67,15 +76,19 @@ pub(crate) struct Events {
     channel: String,
     prefix: String,
     replica: String,
+    /// Which store this is, for the revocations it holds (a reload may put another in force).
+    store: u64,
     closes: broadcast::Sender<Close>,
 }
 
 impl Events {
     pub(crate) fn new(prefix: &str, replica: &str) -> Events {
+        static STORES: AtomicU64 = AtomicU64::new(1);
         Events {
             channel: format!("{prefix}events"),
             prefix: prefix.to_string(),
             replica: replica.to_string(),
+            store: STORES.fetch_add(1, Ordering::Relaxed),
             closes: broadcast::channel(1024).0,
         }
     }
@@ -89,10 +102,15 @@ impl Events {
         format!("{}{}", self.prefix, who.key_part())
     }
 
-    async fn publish(&self, link: &Link, message: &Message) -> Result<(), ClusterError> {
+    async fn publish(
+        &self,
+        link: &Link,
+        within: Duration,
+        message: &Message,
+    ) -> Result<(), ClusterError> {
         let text = serde_json::to_string(message).expect("events serialize");
         let channel = self.channel.clone();
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(&channel)
                 .arg(&text)
@@ -102,22 +120,30 @@ impl Events {
         .await
     }
 
-    /// Ask every other replica to close the matching sessions.
-    pub(crate) async fn close(&self, link: &Link, close: Close) -> Result<(), ClusterError> {
+    /// Ask every other replica to close the matching sessions; each call may take `within`.
+    pub(crate) async fn close(
+        &self,
+        link: &Link,
+        within: Duration,
+        close: Close,
+    ) -> Result<(), ClusterError> {
         let from = self.replica.clone();
-        self.publish(link, &Message::Close { from, close }).await
+        self.publish(link, within, &Message::Close { from, close })
+            .await
     }
 
-    /// Store the revocation for its ttl and tell every other replica.
+    /// Store the revocation for its ttl and tell every other replica; each call may take
+    /// `within`.
     pub(crate) async fn revoke(
         &self,
         link: &Link,
+        within: Duration,
         who: Revoked,
         ttl: Duration,
     ) -> Result<(), ClusterError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let key = self.key(&who);
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(1)
@@ -128,14 +154,25 @@ impl Events {
         })
         .await?;
         let from = self.replica.clone();
-        self.publish(link, &Message::Revoke { from, who, ttl_ms })
-            .await
+        let message = Message::Revoke {
+            from,
+            who: who.clone(),
+            ttl_ms,
+        };
+        self.publish(link, within, &message).await?;
+        Revocations::global().stored(&who, self.store);
+        Ok(())
     }
 
-    /// Remove the revocation and tell every other replica.
-    pub(crate) async fn lift(&self, link: &Link, who: Revoked) -> Result<(), ClusterError> {
+    /// Remove the revocation and tell every other replica; each call may take `within`.
+    pub(crate) async fn lift(
+        &self,
+        link: &Link,
+        within: Duration,
+        who: Revoked,
+    ) -> Result<(), ClusterError> {
         let key = self.key(&who);
-        link.call(ClusterOp::Event, |mut conn| async move {
+        link.call_within(ClusterOp::Event, within, |mut conn| async move {
             redis::cmd("DEL")
                 .arg(&key)
                 .query_async::<()>(&mut conn)
@@ -143,7 +180,8 @@ impl Events {
         })
         .await?;
         let from = self.replica.clone();
-        self.publish(link, &Message::Lift { from, who }).await
+        self.publish(link, within, &Message::Lift { from, who })
+            .await
     }
 
     /// Apply one message from another replica.
@@ -155,17 +193,19 @@ impl Events {
                 return;
             }
         };
+        let origin = Origin::Store(self.store);
         match message {
-            Message::Close { from, .. }
-            | Message::Revoke { from, .. }
-            | Message::Lift { from, .. }
-                if from == self.replica => {}
+            Message::Close { from, .. } if from == self.replica => {}
             Message::Close { close, .. } => {
                 let _ = self.closes.send(close);
             }
-            Message::Revoke { who, ttl_ms, .. } => {
-                Revocations::global().add(who.clone(), Duration::from_millis(ttl_ms));
-                let _ = self.closes.send(revocation_close(who));
+            Message::Revoke { from, who, ttl_ms } => {
+                let ttl = Duration::from_millis(ttl_ms);
+                Revocations::global().add(who.clone(), ttl, origin);
+                // Its own: the sessions were closed when the operator asked.
+                if from != self.replica {
+                    let _ = self.closes.send(revocation_close(who));
+                }
             }
             Message::Lift { who, .. } => {
                 Revocations::global().lift(&who);
@@ -173,8 +213,10 @@ impl Events {
         }
     }
 
-    /// Read every revocation key (after each (re)subscription).
-    async fn load(&self, link: &Link) -> Result<usize, ClusterError> {
+    /// Read every revocation key (after each (re)subscription): what the store holds replaces
+    /// what this process had from it, and the sessions of revocations not in force here until
+    /// now are closed. Returns how many are in force in the store, and how many were new.
+    async fn load(&self, link: &Link) -> Result<(usize, usize), ClusterError> {
         let pattern = format!("{}revoked:*", self.prefix);
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
@@ -198,7 +240,7 @@ impl Events {
                 break;
             }
         }
-        let mut n = 0;
+        let mut loaded = Vec::new();
         for chunk in keys.chunks(500) {
             let mut pipe = redis::pipe();
             for key in chunk {
@@ -214,12 +256,16 @@ impl Events {
                     .strip_prefix(&self.prefix)
                     .and_then(Revoked::from_key_part);
                 if let (Some(who), true) = (who, ttl > 0) {
-                    Revocations::global().add(who, Duration::from_millis(ttl as u64));
-                    n += 1;
+                    loaded.push((who, Duration::from_millis(ttl as u64)));
                 }
             }
         }
-        Ok(n)
+        let in_force = loaded.len();
+        let fresh = Revocations::global().replace_from(self.store, loaded);
+        for who in &fresh {
+            let _ = self.closes.send(revocation_close(who.clone()));
+        }
+        Ok((in_force, fresh.len()))
     }
 
     /// Subscribe, read the keys, apply messages; again after every failure, with backoff.
@@ -260,9 +306,19 @@ impl Events {
         .await
         .map_err(|_| ClusterError::Timeout)??;
         // Subscribed first, then the keys: a revocation made in between is in one or the other.
-        let n = self.load(link).await?;
-        if n > 0 {
-            log::info!("cluster: {n} revocation(s) in force read from Redis");
+        // The link may learn only now that its connection is gone (nothing used it while the
+        // line was down): then read again once it has a new one.
+        let (in_force, fresh) = match self.load(link).await {
+            Err(e) if link.wait_connected(defaults::CLUSTER_CONNECT_TIMEOUT).await => {
+                log::debug!("cluster: reading the revocations again ({e})");
+                self.load(link).await?
+            }
+            read => read?,
+        };
+        if in_force > 0 {
+            log::info!(
+                "cluster: {in_force} revocation(s) in force read from Redis, {fresh} new here"
+            );
         }
         Ok(pubsub.into_on_message())
     }

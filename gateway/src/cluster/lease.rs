@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -98,8 +98,13 @@ pub(crate) struct Leases {
     next: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
     take: redis::Script,
-    /// The heartbeat task's end of the channel, until the task starts.
-    inbox: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    renew: redis::Script,
+    /// The heartbeat's end of the channel. It lives here, not in the task, so that a heartbeat
+    /// restarted after a panic takes over the same channel (the lock also keeps it to one).
+    inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
+    /// The keys of every socket that holds slots, by socket: what the heartbeat renews. Here
+    /// for the same reason: a restarted heartbeat renews the sockets its predecessor knew.
+    held: Mutex<HashMap<u64, Vec<String>>>,
 }
 
 impl Leases {
@@ -111,7 +116,9 @@ impl Leases {
             next: AtomicU64::new(1),
             events,
             take: redis::Script::new(TAKE),
-            inbox: std::sync::Mutex::new(Some(inbox)),
+            renew: redis::Script::new(RENEW),
+            inbox: tokio::sync::Mutex::new(inbox),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -119,10 +126,12 @@ impl Leases {
         format!("{}:{socket}", self.replica)
     }
 
-    /// Take one slot under each of `keys` (key, cap), all or none, in one round trip.
+    /// Take one slot under each of `keys` (key, cap), all or none, in one round trip that may
+    /// take `within`.
     pub(crate) async fn take(
         &self,
         link: &Link,
+        within: Duration,
         keys: Vec<(String, usize)>,
     ) -> Result<Taken, ClusterError> {
         let socket = self.next.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +143,7 @@ impl Leases {
             invocation.arg(*cap);
         }
         let result = link
-            .call(ClusterOp::Take, |mut conn| async move {
+            .call_within(ClusterOp::Take, within, |mut conn| async move {
                 invocation.invoke_async::<usize>(&mut conn).await
             })
             .await;
@@ -143,8 +152,10 @@ impl Leases {
             Ok(i) if i <= keys.len() => Ok(Taken::Full(i - 1)),
             Ok(i) => Err(ClusterError::Response(format!("take script answered {i}"))),
             Err(e) => {
-                // The script may have run after all (a timeout): make sure nothing stays behind.
-                drop(self.hold(socket, keys));
+                if e.may_have_run() {
+                    // The script may have run after all (a timeout): leave nothing behind.
+                    drop(self.hold(socket, keys));
+                }
                 Err(e)
             }
         }
@@ -168,13 +179,10 @@ impl Leases {
 
     /// The heartbeat: follows the sockets' slots, renews them every `ttl / 3` and on every new
     /// connection (a Redis that restarted empty is refilled at once), and gives back the slots
-    /// of ended sockets. Runs until the process ends (on the cluster thread).
+    /// of ended sockets. Runs until the process ends (on the cluster thread, supervised: a
+    /// panic between taking ended sockets off `held` and releasing them leaves those to expire).
     pub(crate) async fn run(self: Arc<Self>, link: Arc<Link>, metrics: Arc<Metrics>) {
-        let Some(mut inbox) = self.inbox.lock().expect("leases lock").take() else {
-            return;
-        };
-        let renew = redis::Script::new(RENEW);
-        let mut held: HashMap<u64, Vec<String>> = HashMap::new();
+        let mut inbox = self.inbox.lock().await;
         let mut epochs = link.epochs();
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,45 +191,33 @@ impl Leases {
                 event = inbox.recv() => {
                     let Some(event) = event else { return };
                     let mut released = Vec::new();
-                    self.apply(event, &mut held, &mut released, &metrics);
-                    // Take whatever else is queued, so that a burst of ends is one call.
-                    while let Ok(event) = inbox.try_recv() {
-                        self.apply(event, &mut held, &mut released, &metrics);
+                    {
+                        let mut held = self.held.lock().expect("leases lock");
+                        apply(event, &mut held, &mut released, &metrics);
+                        // Take whatever else is queued, so that a burst of ends is one call.
+                        while let Ok(event) = inbox.try_recv() {
+                            apply(event, &mut held, &mut released, &metrics);
+                        }
                     }
                     if !released.is_empty() {
                         self.release(&link, released).await;
                     }
                 }
-                _ = tick.tick() => self.renew(&link, &renew, &held).await,
+                _ = tick.tick() => self.renew(&link).await,
                 changed = epochs.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    self.renew(&link, &renew, &held).await;
+                    self.renew(&link).await;
                 }
             }
         }
     }
 
-    fn apply(
-        &self,
-        event: Event,
-        held: &mut HashMap<u64, Vec<String>>,
-        released: &mut Vec<(u64, Vec<String>)>,
-        metrics: &Metrics,
-    ) {
-        match event {
-            Event::Held { socket, keys } => {
-                metrics.cluster_leases(keys.len() as i64);
-                held.insert(socket, keys);
-            }
-            Event::Released { socket } => {
-                if let Some(keys) = held.remove(&socket) {
-                    metrics.cluster_leases(-(keys.len() as i64));
-                    released.push((socket, keys));
-                }
-            }
-        }
+    /// How many sockets hold slots.
+    #[cfg(test)]
+    fn sockets(&self) -> usize {
+        self.held.lock().expect("leases lock").len()
     }
 
     /// Remove ended sockets' members (one pipeline). A failure leaves them to expire.
@@ -241,23 +237,30 @@ impl Leases {
     }
 
     /// Renew every held slot, in batches of at most `CLUSTER_RENEW_BATCH` members.
-    async fn renew(&self, link: &Link, script: &redis::Script, held: &HashMap<u64, Vec<String>>) {
-        if held.is_empty() || link.down_because().is_some() {
+    async fn renew(&self, link: &Link) {
+        if !link.connected() {
             return;
         }
-        let mut by_key: HashMap<&str, Vec<String>> = HashMap::new();
-        for (socket, keys) in held {
+        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        for (socket, keys) in self.held.lock().expect("leases lock").iter() {
             for key in keys {
-                by_key.entry(key).or_default().push(self.member(*socket));
+                by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .push(self.member(*socket));
             }
         }
+        if by_key.is_empty() {
+            return;
+        }
+        let script = &self.renew;
         let ttl = self.ttl.as_millis() as u64;
         let mut batch = script.prepare_invoke();
         batch.arg(ttl);
         let mut in_batch = 0;
         for (key, members) in by_key {
             for chunk in members.chunks(defaults::CLUSTER_RENEW_BATCH) {
-                batch.key(key).arg(chunk.len()).arg(chunk);
+                batch.key(&key).arg(chunk.len()).arg(chunk);
                 in_batch += chunk.len();
                 if in_batch >= defaults::CLUSTER_RENEW_BATCH {
                     let full = std::mem::replace(&mut batch, script.prepare_invoke());
@@ -282,5 +285,69 @@ impl Leases {
             invocation.invoke_async::<()>(&mut conn).await
         })
         .await
+    }
+}
+
+/// Follow one event in `held` (and the gauge of slots held); ended sockets' slots go to
+/// `released`.
+fn apply(
+    event: Event,
+    held: &mut HashMap<u64, Vec<String>>,
+    released: &mut Vec<(u64, Vec<String>)>,
+    metrics: &Metrics,
+) {
+    match event {
+        Event::Held { socket, keys } => {
+            metrics.cluster_leases(keys.len() as i64);
+            held.insert(socket, keys);
+        }
+        Event::Released { socket } => {
+            if let Some(keys) = held.remove(&socket) {
+                metrics.cluster_leases(-(keys.len() as i64));
+                released.push((socket, keys));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat that ends at an await point, as a panicking one does, and is started again
+    /// (as `supervise` does) still gets the sockets' events and knows the sockets before it.
+    #[tokio::test]
+    async fn a_restarted_heartbeat_keeps_its_channel_and_its_sockets() {
+        let metrics = Arc::new(Metrics::new());
+        // No Redis: calls fail at once as not connected, which is all the heartbeat needs here.
+        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let link = Arc::new(Link::new(
+            client,
+            "test".into(),
+            Duration::from_millis(50),
+            metrics.clone(),
+        ));
+        let leases = Arc::new(Leases::new("r".into(), Duration::from_secs(3)));
+        let until = |want: usize| {
+            let leases = leases.clone();
+            async move {
+                while leases.sockets() != want {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let lease = leases.hold_unshared(vec![("k".into(), 1)]);
+        let first = tokio::spawn(leases.clone().run(link.clone(), metrics.clone()));
+        tokio::time::timeout(Duration::from_secs(5), until(1))
+            .await
+            .expect("the first heartbeat follows the socket");
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        drop(lease);
+        let second = tokio::spawn(leases.clone().run(link, metrics));
+        tokio::time::timeout(Duration::from_secs(5), until(0))
+            .await
+            .expect("the restarted heartbeat gets the release of a socket it did not see come");
+        second.abort();
     }
 }

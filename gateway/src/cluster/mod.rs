@@ -12,14 +12,15 @@
 //! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
 //! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
 //!
-//! Nothing here blocks a caller beyond `[cluster] timeout`, and nothing waits for a connection:
-//! the admission layer decides what a failure means (`on_error`).
+//! Nothing here blocks a handshake beyond `[cluster] timeout` in all ([`Budget`]), and nothing
+//! waits for a connection: the admission layer decides what a failure means (`on_error`).
 //!
-//! The connection, the lease heartbeat and the reconnect loop run on a thread of their own
-//! (`core::background`), started once by [`Cluster::start`] (never by `--check`). A reload that
-//! leaves `[cluster]` (and the password) as it was keeps the same [`Cluster`], connection
-//! included.
+//! The connection and its reconnect loop, the lease heartbeat and the event subscription run
+//! on a thread of their own (`core::background`), each supervised (a panic restarts it),
+//! started once by [`Cluster::start`] (never by `--check`). A reload that leaves `[cluster]`
+//! (and the password) as it was keeps the same [`Cluster`], connection included.
 
+mod budget;
 mod error;
 pub(crate) mod events;
 mod lease;
@@ -31,12 +32,16 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub(crate) use budget::Budget;
 pub(crate) use error::ClusterError;
 pub(crate) use lease::{Lease, Taken};
 pub(crate) use rate::Gcra;
 
 use crate::config::cluster::{self as settings, OnError};
-use crate::obs::metrics::Metrics;
+use crate::config::defaults;
+use crate::core::background;
+use crate::core::labels::BackgroundTask;
+use crate::obs::metrics::{count_background_restart, Metrics};
 use events::{Close, Events};
 use lease::Leases;
 use link::Link;
@@ -123,17 +128,33 @@ impl Cluster {
             self.settings.key_prefix,
             self.settings.on_error.as_str()
         );
-        let link = self.link.clone();
-        let leases = self.leases.clone();
-        let metrics = self.metrics.clone();
-        let events = self.events.clone();
-        let client = self.client.clone();
-        crate::core::background::spawn("cluster", async move {
-            tokio::join!(
-                link.clone().run(),
-                leases.run(link.clone(), metrics),
-                events.run(client, &link)
-            );
+        // Each task is supervised: a panic restarts it (logged, counted, and named by /readyz
+        // if it keeps panicking). What a task must keep across a restart (the connection, the
+        // heartbeat's channel and sockets) lives in the shared handles, not in the task.
+        let (link, leases, events) = (self.link.clone(), self.leases.clone(), self.events.clone());
+        let (metrics, client) = (self.metrics.clone(), self.client.clone());
+        let restarted = count_background_restart;
+        let connect = {
+            let link = link.clone();
+            let task = BackgroundTask::ClusterLink.as_str();
+            background::supervise(task, background::BACKOFF, restarted, move || {
+                link.clone().run()
+            })
+        };
+        let heartbeat = {
+            let link = link.clone();
+            let task = BackgroundTask::ClusterLeases.as_str();
+            background::supervise(task, background::BACKOFF, restarted, move || {
+                leases.clone().run(link.clone(), metrics.clone())
+            })
+        };
+        let task = BackgroundTask::ClusterEvents.as_str();
+        let subscribe = background::supervise(task, background::BACKOFF, restarted, move || {
+            let (events, client, link) = (events.clone(), client.clone(), link.clone());
+            async move { events.run(client, &link).await }
+        });
+        background::spawn("cluster", async move {
+            tokio::join!(connect, heartbeat, subscribe);
         });
     }
 
@@ -170,18 +191,34 @@ impl Cluster {
         self.key(format_args!("conn:route:{route}"))
     }
 
-    /// One rate check: `Ok(Err(wait))` when over the rate.
+    /// A new handshake's time for Redis (`[cluster] timeout` for all its calls).
+    pub(crate) fn budget(&self) -> Budget {
+        Budget::new(self.settings.timeout.0)
+    }
+
+    /// One rate check within what is left of `budget`: `Ok(Err(wait))` when over the rate.
     pub(crate) async fn rate(
         &self,
+        budget: &mut Budget,
         key: &str,
         gcra: Gcra,
     ) -> Result<Result<(), std::time::Duration>, ClusterError> {
-        self.rates.check(&self.link, key, gcra).await
+        let within = budget.allowance()?;
+        let result = self.rates.check(&self.link, within, key, gcra).await;
+        budget.settle(&result);
+        result
     }
 
-    /// Take one slot under each (key, cap), all or none.
-    pub(crate) async fn take(&self, keys: Vec<(String, usize)>) -> Result<Taken, ClusterError> {
-        self.leases.take(&self.link, keys).await
+    /// Take one slot under each (key, cap), all or none, within what is left of `budget`.
+    pub(crate) async fn take(
+        &self,
+        budget: &mut Budget,
+        keys: Vec<(String, usize)>,
+    ) -> Result<Taken, ClusterError> {
+        let within = budget.allowance()?;
+        let result = self.leases.take(&self.link, within, keys).await;
+        budget.settle(&result);
+        result
     }
 
     /// The closes (and revocations' closes) other replicas ask this one for.
@@ -189,19 +226,59 @@ impl Cluster {
         self.events.subscribe()
     }
 
-    /// Ask every other replica to close the matching sessions.
+    /// Ask every other replica to close the matching sessions (an operator's action).
     pub(crate) async fn publish_close(&self, close: Close) -> Result<(), ClusterError> {
-        self.events.close(&self.link, close).await
+        self.operator("a close", |within| {
+            self.events.close(&self.link, within, close.clone())
+        })
+        .await
     }
 
     /// Revoke `who` on every replica for `ttl` (and on replicas that start within it).
     pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Result<(), ClusterError> {
-        self.events.revoke(&self.link, who, ttl).await
+        self.operator("a revocation", |within| {
+            self.events.revoke(&self.link, within, who.clone(), ttl)
+        })
+        .await
     }
 
     /// Lift a revocation on every replica.
     pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
-        self.events.lift(&self.link, who).await
+        self.operator("a lift", |within| {
+            self.events.lift(&self.link, within, who.clone())
+        })
+        .await
+    }
+
+    /// Run an operator's action: unlike a handshake, an operator can wait a little for it to
+    /// reach the other replicas. Each attempt waits for a connection and gives each call up to
+    /// [`defaults::CLUSTER_ADMIN_TIMEOUT`] (or `[cluster] timeout` if longer); a failed attempt
+    /// is made once more (the first may have met a connection that had just broken, which
+    /// nothing had noticed yet). Publishing twice is harmless: every action is idempotent.
+    async fn operator<F, Fut>(&self, what: &str, action: F) -> Result<(), ClusterError>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ClusterError>>,
+    {
+        let within = self.settings.timeout.0.max(defaults::CLUSTER_ADMIN_TIMEOUT);
+        let mut attempt = 1;
+        loop {
+            self.link.wait_connected(within).await;
+            match action(within).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < defaults::CLUSTER_ADMIN_ATTEMPTS => {
+                    log::info!("cluster: publishing {what} failed ({e}); trying again");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cluster: publishing {what} failed ({e}) after {attempt} attempts; it \
+                         applies on this replica only"
+                    );
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Hold slots admitted without Redis; they are added to Redis by the next renewal.

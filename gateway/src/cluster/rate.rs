@@ -52,10 +52,11 @@ impl Rates {
     }
 
     /// `Ok(Ok(()))` when a handshake under `key` conforms (and is counted), `Ok(Err(wait))` when
-    /// it is over the rate.
+    /// it is over the rate; the call may take `within`.
     pub(crate) async fn check(
         &self,
         link: &Link,
+        within: Duration,
         key: &str,
         gcra: Gcra,
     ) -> Result<Result<(), Duration>, ClusterError> {
@@ -64,7 +65,7 @@ impl Rates {
         let mut invocation = self.script.key(key);
         invocation.arg(interval).arg(tolerance);
         let wait = link
-            .call(ClusterOp::Rate, |mut conn| async move {
+            .call_within(ClusterOp::Rate, within, |mut conn| async move {
                 invocation.invoke_async::<u64>(&mut conn).await
             })
             .await?;

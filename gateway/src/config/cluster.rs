@@ -29,7 +29,8 @@ pub(crate) struct Cluster {
     /// their limits stay apart.
     #[serde(default = "default_prefix")]
     pub(crate) key_prefix: String,
-    /// The longest one call to Redis may take; past it the call counts as failed.
+    /// The longest a handshake waits for Redis, all its calls together (and the longest one
+    /// background call may take); past it the call counts as failed.
     #[serde(default = "default_timeout")]
     pub(crate) timeout: HumanDuration,
     /// How long a connection slot lives in Redis without being renewed (renewed every third).

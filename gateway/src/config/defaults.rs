@@ -108,7 +108,7 @@ pub(crate) const JWKS_ALGORITHMS: [Alg; 5] =
 
 /// Put before every Redis key and the event channel.
 pub(crate) const CLUSTER_KEY_PREFIX: &str = "portcullis:";
-/// The longest one Redis call may take before it counts as failed (a handshake never waits more).
+/// The longest a handshake waits for Redis, all its calls together (and one background call).
 pub(crate) const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a connection slot lives in Redis unless renewed (renewed every third of it).
 pub(crate) const CLUSTER_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -123,6 +123,15 @@ pub(crate) const CLUSTER_RETRY_AFTER_SECS: u64 = 1;
 pub(crate) const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most slots one renewal call carries (a replica with more renews in several calls).
 pub(crate) const CLUSTER_RENEW_BATCH: usize = 1000;
+/// This many calls failing in a row (error answers included) drop the connection for a new one.
+pub(crate) const CLUSTER_FAILURES_BEFORE_RECONNECT: u32 = 3;
+/// What an operator's close, revocation or lift may wait for each Redis call (and for a
+/// connection) before it is tried again or answered as not published.
+pub(crate) const CLUSTER_ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an operator's action is tried before it is answered as not published.
+pub(crate) const CLUSTER_ADMIN_ATTEMPTS: u32 = 2;
+/// How long a failed call keeps `/readyz` saying `cluster degraded` (unless a call succeeds).
+pub(crate) const CLUSTER_RECENT_FAILURE: Duration = Duration::from_secs(10);
 // [policies.NAME.ext_authz]
 
 /// One call to the authorizer, connect to last byte.

@@ -1,10 +1,14 @@
-//! Work outside the request path — JWKS fetches, reloads, the exit monitor — runs on threads of
-//! its own, each with a small single-threaded tokio runtime: it exists before pingora's runtimes
-//! start and never competes with their workers.
+//! Work outside the request path — JWKS fetches, reloads, the cluster store's connection and
+//! heartbeat, the exit monitor — runs on threads of its own, each with a small single-threaded
+//! tokio runtime: it exists before pingora's runtimes start and never competes with their
+//! workers.
 //!
-//! Work that must outlive a bug runs [`supervise`]d: a panic is logged, counted and recorded
-//! (for `/readyz`), and the work starts again after a pause, instead of its thread ending
-//! silently (a JWKS fetcher that died would never refresh a key again).
+//! Work that must outlive a bug runs [`supervise`]d (every `core::labels::BackgroundTask`): a
+//! panic is logged, counted and recorded (for `/readyz`), and the work starts again after a
+//! pause, instead of its thread ending silently (a JWKS fetcher that died would never refresh a
+//! key again; a lease heartbeat that died would let every slot of this replica expire). A
+//! restarted task starts from what `make` hands it, so whatever it must not lose (a channel's
+//! receiving end, the state it keeps) lives outside the future, in shared state.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

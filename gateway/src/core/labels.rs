@@ -112,6 +112,50 @@ impl ClusterOp {
     }
 }
 
+/// A supervised background task (`core::background::supervise`; `task` label of
+/// `portcullis_background_task_restarts_total`, and its name in `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackgroundTask {
+    /// A JWKS URL's fetcher.
+    Jwks,
+    /// The SIGHUP and file-watch reloader.
+    Reload,
+    /// The connection to the cluster store and its reconnect loop.
+    ClusterLink,
+    /// The lease heartbeat: renews and releases this replica's connection slots.
+    ClusterLeases,
+    /// The subscription to the cluster's close and revocation events.
+    ClusterEvents,
+    /// Applies the closes other replicas publish to this process's sessions.
+    ClusterCloses,
+    /// Ends the process once a graceful stop has drained.
+    ExitMonitor,
+}
+
+impl BackgroundTask {
+    pub(crate) const ALL: [BackgroundTask; 7] = [
+        BackgroundTask::Jwks,
+        BackgroundTask::Reload,
+        BackgroundTask::ClusterLink,
+        BackgroundTask::ClusterLeases,
+        BackgroundTask::ClusterEvents,
+        BackgroundTask::ClusterCloses,
+        BackgroundTask::ExitMonitor,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BackgroundTask::Jwks => "jwks",
+            BackgroundTask::Reload => "reload",
+            BackgroundTask::ClusterLink => "cluster_link",
+            BackgroundTask::ClusterLeases => "cluster_leases",
+            BackgroundTask::ClusterEvents => "cluster_events",
+            BackgroundTask::ClusterCloses => "cluster_closes",
+            BackgroundTask::ExitMonitor => "exit_monitor",
+        }
+    }
+}
+
 /// What a check did when the cluster store failed (`result` label of
 /// `portcullis_cluster_fallbacks_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cluster::events::{revocation_close, Close, Target};
-use crate::cluster::revocations::{Revocations, Revoked};
+use crate::cluster::revocations::{Origin, Revocations, Revoked};
 use crate::cluster::Cluster;
 use crate::core::end::EndReason;
 use crate::edge::generation::InForce;
@@ -22,13 +22,33 @@ pub(crate) struct Control {
     in_force: Arc<InForce>,
 }
 
-/// What happened on the other replicas: `"published"`, `"none"` (no `[cluster]`), or why it
-/// could not be sent.
-fn cluster_status(result: Option<Result<(), crate::cluster::ClusterError>>) -> Value {
+/// An operator's action: `Ok` with the answer when it applied wherever it should, `Err` with
+/// the answer when it applied on this replica only because publishing it to the others failed
+/// (the admin API answers 503 then).
+pub(crate) type Applied = Result<Value, Value>;
+
+/// Add to `answer` what happened on the other replicas: `"cluster"` says `"published"`,
+/// `"none"` (no `[cluster]`) or why it could not be sent, and with `[cluster]`, `"published"`
+/// says whether it was.
+fn with_publication(
+    mut answer: Value,
+    result: Option<Result<(), crate::cluster::ClusterError>>,
+) -> Applied {
+    let (cluster, published) = match &result {
+        None => (json!("none"), None),
+        Some(Ok(())) => (json!("published"), Some(true)),
+        Some(Err(e)) => (
+            json!(format!("not published ({e}): applied on this replica only")),
+            Some(false),
+        ),
+    };
+    answer["cluster"] = cluster;
+    if let Some(published) = published {
+        answer["published"] = json!(published);
+    }
     match result {
-        None => json!("none"),
-        Some(Ok(())) => json!("published"),
-        Some(Err(e)) => json!(format!("not published: {e} (applied on this replica only)")),
+        Some(Err(_)) => Err(answer),
+        _ => Ok(answer),
     }
 }
 
@@ -58,7 +78,7 @@ impl Control {
     }
 
     /// Close the matching sessions here, and ask the other replicas to.
-    pub(crate) async fn close(&self, target: Target, code: u16, reason: String) -> Value {
+    pub(crate) async fn close(&self, target: Target, code: u16, reason: String) -> Applied {
         let request = CloseRequest {
             code,
             reason: reason.clone(),
@@ -77,33 +97,30 @@ impl Control {
             ),
             None => None,
         };
-        json!({ "closed": closed, "cluster": cluster_status(published) })
+        with_publication(json!({ "closed": closed }), published)
     }
 
     /// Revoke `who` for `ttl`: close its open sessions with 1008 `revoked` and refuse its
     /// handshakes (here, and on every replica through the cluster).
-    pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Value {
-        Revocations::global().add(who.clone(), ttl);
+    pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Applied {
+        Revocations::global().add(who.clone(), ttl, Origin::Here);
         let closed = self.apply(&revocation_close(who.clone()));
         let published = match self.cluster() {
             Some(c) => Some(c.revoke(who.clone(), ttl).await),
             None => None,
         };
-        json!({
-            "revoked": describe(&who, ttl),
-            "closed": closed,
-            "cluster": cluster_status(published),
-        })
+        let answer = json!({ "revoked": describe(&who, ttl), "closed": closed });
+        with_publication(answer, published)
     }
 
     /// Lift a revocation (here and everywhere).
-    pub(crate) async fn lift(&self, who: Revoked) -> Value {
+    pub(crate) async fn lift(&self, who: Revoked) -> Applied {
         let lifted = Revocations::global().lift(&who);
         let published = match self.cluster() {
             Some(c) => Some(c.lift(who).await),
             None => None,
         };
-        json!({ "lifted": lifted, "cluster": cluster_status(published) })
+        with_publication(json!({ "lifted": lifted }), published)
     }
 
     /// The revocations in force.
@@ -130,6 +147,15 @@ impl Control {
         self.registry.close(&filter_of(&close.target), &request)
     }
 
+    /// Close every open session of a revocation in force.
+    fn close_revoked(&self) -> usize {
+        Revocations::global()
+            .list()
+            .into_iter()
+            .map(|(who, _)| self.apply(&revocation_close(who)))
+            .sum()
+    }
+
     /// Apply the closes other replicas publish, following the cluster in force across
     /// reloads. Runs until the process ends (on a background thread).
     pub(crate) async fn follow_cluster(self: Arc<Self>) {
@@ -150,7 +176,13 @@ impl Control {
                             );
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            log::warn!("cluster: {n} close event(s) were dropped (too many at once)");
+                            // Revocations are state: their closes can be made again (the lost
+                            // operator closes cannot).
+                            let again = self.close_revoked();
+                            log::warn!(
+                                "cluster: {n} close event(s) were dropped (too many at once); \
+                                 closed {again} revoked session(s) again"
+                            );
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },

@@ -22,8 +22,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use super::listeners::Listeners;
 use crate::config::Config;
 use crate::core::background;
+use crate::core::labels::BackgroundTask;
 use crate::edge::generation::{Files, Generation, InForce};
-use crate::obs::metrics::Metrics;
+use crate::obs::metrics::{count_background_restart, Metrics};
 
 /// What can be reloaded, and from where.
 #[derive(Clone)]
@@ -138,9 +139,9 @@ impl Reloader {
             .expect("SIGHUP handler");
         let hup = Arc::new(tokio::sync::Mutex::new(hup));
         let run = background::supervise(
-            "reload",
+            BackgroundTask::Reload.as_str(),
             background::BACKOFF,
-            |task| Metrics::global().background_task_restarted(task),
+            count_background_restart,
             move || {
                 let (this, hup) = (self.clone(), hup.clone());
                 async move { this.watch(&mut *hup.lock().await).await }

@@ -16,13 +16,14 @@ use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::cluster::OnError;
 use crate::config::Config;
-use crate::core::background::Tasks;
+use crate::core::background::{self, Tasks};
+use crate::core::labels::BackgroundTask;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
 use crate::net::server_tls::CertStore;
-use crate::obs::metrics::Metrics;
+use crate::obs::metrics::{count_background_restart, Metrics};
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
@@ -136,16 +137,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     });
     // The cluster store: `/readyz` says `cluster degraded` while Redis fails. With
     // `on_error = "closed"` the gateway refuses what it cannot count, so it is not ready;
-    // with "open" it serves under its own limits, so it stays ready (and says so).
+    // with "open" it serves under its own limits, so it stays ready (and says so). Both are
+    // registered and each asks the configuration in force, so a reload that adds, removes or
+    // changes `[cluster]` changes what `/readyz` says.
     let cluster_in_force = in_force.clone();
-    let cluster_check = move || match cluster_in_force.get().admission.cluster() {
-        Some(cluster) => cluster.degraded().map_or(Ok(()), Err),
-        None => Ok(()),
+    let cluster_degraded = move |on_error: OnError| match cluster_in_force.get().admission.cluster()
+    {
+        Some(cluster) if cluster.on_error() == on_error => cluster.degraded().map_or(Ok(()), Err),
+        _ => Ok(()),
     };
-    match config.cluster.as_ref().map(|c| c.on_error) {
-        Some(OnError::Closed) => readiness.add_check("cluster degraded", cluster_check),
-        _ => readiness.add_warning("cluster degraded", cluster_check),
-    }
+    let unready = cluster_degraded.clone();
+    readiness.add_check("cluster degraded", move || unready(OnError::Closed));
+    readiness.add_warning("cluster degraded", move || cluster_degraded(OnError::Open));
     // A background task that keeps panicking (it is restarted each time) is worth an alert.
     readiness.add_check("background tasks", || {
         Tasks::global().check(std::time::Instant::now())
@@ -153,8 +156,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let sessions = Arc::new(Sessions::default());
     let registry = Arc::new(Registry::default());
     let control = Arc::new(Control::new(registry.clone(), in_force.clone()));
-    // Follows whichever cluster a reload puts in force (idle while there is none).
-    crate::core::background::spawn("cluster closes", control.clone().follow_cluster());
+    // Follows whichever cluster a reload puts in force (idle while there is none); supervised,
+    // so a panic while applying a close does not end the following.
+    let follower = control.clone();
+    crate::core::background::spawn(
+        "cluster closes",
+        background::supervise(
+            BackgroundTask::ClusterCloses.as_str(),
+            background::BACKOFF,
+            count_background_restart,
+            move || follower.clone().follow_cluster(),
+        ),
+    );
     let mut public = Service::new(
         "portcullis".to_string(),
         Edge::new(

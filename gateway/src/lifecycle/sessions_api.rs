@@ -9,12 +9,13 @@
 //! | `DELETE /revocations?subject=...` (or `jti=`, or the same JSON body) | lift one |
 //!
 //! The admin listener decides who may call them (`admin`): the state-changing ones exist only
-//! with an admin token, and always need it.
+//! with an admin token, and always need it. With `[cluster]`, a state-changing one that could
+//! not be published to the other replicas answers 503 with what it did on this one.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::control::Control;
+use super::control::{Applied, Control};
 use crate::cluster::events::Target;
 use crate::cluster::revocations::Revoked;
 use crate::core::close;
@@ -41,6 +42,16 @@ pub(crate) fn changes_state(head: &RequestHead) -> bool {
 
 fn json_answer(status: u16, value: Value) -> Answer {
     Answer::new(status, format!("{value}\n")).header("Content-Type", "application/json")
+}
+
+/// The answer to an operator's action: 200 when it applied wherever it should, 503 when it
+/// applied on this replica only because it could not be published to the others (the body
+/// says what was done here, and why it was not published).
+fn applied(result: Applied) -> Answer {
+    match result {
+        Ok(body) => json_answer(200, body),
+        Err(body) => json_answer(503, body),
+    }
 }
 
 fn bad(why: impl std::fmt::Display) -> Answer {
@@ -158,7 +169,7 @@ async fn close(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
     if reason.len() > 123 {
         return Err(bad("reason: at most 123 bytes (a close frame's limit)"));
     }
-    Ok(json_answer(200, control.close(target, code, reason).await))
+    Ok(applied(control.close(target, code, reason).await))
 }
 
 async fn revoke(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
@@ -171,7 +182,7 @@ async fn revoke(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
     if ttl.is_zero() {
         return Err(bad("ttl must be greater than zero"));
     }
-    Ok(json_answer(200, control.revoke(who, ttl).await))
+    Ok(applied(control.revoke(who, ttl).await))
 }
 
 async fn lift(control: &Control, head: &RequestHead, body: &[u8]) -> Result<Answer, Answer> {
@@ -188,5 +199,5 @@ async fn lift(control: &Control, head: &RequestHead, body: &[u8]) -> Result<Answ
         (subject, jti) = (b.subject, b.jti);
     }
     let who = who(subject, jti)?;
-    Ok(json_answer(200, control.lift(who).await))
+    Ok(applied(control.lift(who).await))
 }

@@ -24,6 +24,51 @@ pub const USAGE: &str = "\
 /// Limit for the whole exchange with the admin listener.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why `portcullis sessions` did not fully succeed, and so its exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing was done: a usage error, no answer, or a refusal (exit status 1).
+    Failed(String),
+    /// The action applied on the replica asked, but could not be published to the other
+    /// replicas (the admin API's 503 with `"published": false`; exit status 2).
+    NotPublished(String),
+}
+
+impl Failure {
+    /// The process's exit status.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Failed(_) => 1,
+            Failure::NotPublished(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Failed(why) => f.write_str(why),
+            Failure::NotPublished(answer) => write!(
+                f,
+                "applied on this replica only: it could not be published to the others \
+                 (try again):\n{answer}"
+            ),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure::Failed(why)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Failure {
+        Failure::Failed(why.to_string())
+    }
+}
+
 /// One parsed command: method, path (with query) and JSON body.
 struct Request {
     method: &'static str,
@@ -134,8 +179,9 @@ fn address(config: &Config, admin: Option<&str>) -> Result<SocketAddr, String> {
 }
 
 /// Run `portcullis sessions ARGS` against the admin listener of `config`: the answer's JSON,
-/// pretty-printed, or an error (the answer's status and body for a refusal).
-pub fn run(config: &Config, admin: Option<&str>, args: &[String]) -> Result<String, String> {
+/// pretty-printed, or why not (the answer's status and body for a refusal, the body for an
+/// action that applied on that replica only).
+pub fn run(config: &Config, admin: Option<&str>, args: &[String]) -> Result<String, Failure> {
     let request = parse(args)?;
     let addr = address(config, admin)?;
     let token = config.admin.token()?;
@@ -175,14 +221,17 @@ pub fn run(config: &Config, admin: Option<&str>, args: &[String]) -> Result<Stri
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("not an HTTP answer from {addr}"))?;
-    let shown = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+    let json = serde_json::from_str::<Value>(body).ok();
+    let shown = json
+        .as_ref()
+        .and_then(|v| serde_json::to_string_pretty(v).ok())
         .unwrap_or_else(|| body.trim_end().to_string());
-    if status >= 400 {
-        return Err(format!("{status}: {shown}"));
+    let published = json.as_ref().and_then(|v| v["published"].as_bool());
+    match (status, published) {
+        (503, Some(false)) => Err(Failure::NotPublished(shown)),
+        (400.., _) => Err(Failure::Failed(format!("{status}: {shown}"))),
+        _ => Ok(shown),
     }
-    Ok(shown)
 }
 
 #[cfg(test)]

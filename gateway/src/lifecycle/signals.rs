@@ -6,14 +6,17 @@
 //! execution phase and ends the process when the open-session count reaches zero or the grace
 //! period runs out. pingora's own grace sleep stays as a backstop.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
+use crate::core::background;
+use crate::core::labels::BackgroundTask;
+use crate::obs::metrics::count_background_restart;
 use crate::session::count::Sessions;
 
 /// SIGTERM and SIGINT both drain gracefully (pingora's default makes SIGINT a fast stop that
@@ -36,39 +39,74 @@ impl ShutdownSignalWatch for Signals {
 }
 
 /// Start the thread that ends the process once a graceful stop has drained, or at its deadline.
-/// A second SIGTERM/SIGINT during the drain exits at once.
+/// A second SIGTERM/SIGINT during the drain exits at once. The monitor is supervised: one that
+/// panics starts again, still following the same phases and, once the drain has begun, the same
+/// deadline.
 pub(crate) fn spawn_exit_monitor(
-    mut phases: broadcast::Receiver<ExecutionPhase>,
+    phases: broadcast::Receiver<ExecutionPhase>,
     sessions: Arc<Sessions>,
     grace: Duration,
 ) {
-    crate::core::background::spawn("exit-monitor", async move {
-        loop {
-            match phases.recv().await {
-                Ok(ExecutionPhase::GracefulTerminate) | Ok(ExecutionPhase::ShutdownStarted) => {
-                    break
+    let monitor = Arc::new(ExitMonitor {
+        phases: tokio::sync::Mutex::new(phases),
+        drain_started: OnceLock::new(),
+        sessions,
+        grace,
+    });
+    crate::core::background::spawn(
+        "exit-monitor",
+        background::supervise(
+            BackgroundTask::ExitMonitor.as_str(),
+            background::BACKOFF,
+            count_background_restart,
+            move || monitor.clone().run(),
+        ),
+    );
+}
+
+/// What the exit monitor keeps across a restart.
+struct ExitMonitor {
+    phases: tokio::sync::Mutex<broadcast::Receiver<ExecutionPhase>>,
+    /// When the graceful stop began (set once).
+    drain_started: OnceLock<Instant>,
+    sessions: Arc<Sessions>,
+    grace: Duration,
+}
+
+impl ExitMonitor {
+    async fn run(self: Arc<Self>) {
+        if self.drain_started.get().is_none() {
+            let mut phases = self.phases.lock().await;
+            loop {
+                match phases.recv().await {
+                    Ok(ExecutionPhase::GracefulTerminate) | Ok(ExecutionPhase::ShutdownStarted) => {
+                        break
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
             }
+            let _ = self.drain_started.set(Instant::now());
+            log::info!(
+                "graceful stop: closing {} open socket(s) with 1001, waiting up to {:.1}s",
+                self.sessions.count(),
+                self.grace.as_secs_f64()
+            );
         }
-        let open = sessions.count();
-        log::info!(
-            "graceful stop: closing {open} open socket(s) with 1001, waiting up to {:.1}s",
-            grace.as_secs_f64()
-        );
+        let started = *self.drain_started.get().expect("set above");
+        let left = self.grace.saturating_sub(started.elapsed());
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! {
-            _ = sessions.all_closed() => log::info!("graceful stop: all sockets closed, exiting"),
-            _ = tokio::time::sleep(grace) => log::warn!(
+            _ = self.sessions.all_closed() => log::info!("graceful stop: all sockets closed, exiting"),
+            _ = tokio::time::sleep(left) => log::warn!(
                 "graceful stop: grace period over with {} socket(s) still open, exiting",
-                sessions.count()
+                self.sessions.count()
             ),
             _ = term.recv() => log::warn!("second signal: exiting now"),
             _ = int.recv() => log::warn!("second signal: exiting now"),
         }
         log::logger().flush();
         std::process::exit(0);
-    });
+    }
 }

@@ -229,6 +229,26 @@ impl Gateway {
         }
     }
 
+    /// Wait (bounded) for the process to end by `signal` (say `libc::SIGKILL` after
+    /// `signal("KILL")`); returns how long it took.
+    pub async fn wait_killed(&mut self, signal: i32, limit: Duration) -> Duration {
+        use std::os::unix::process::ExitStatusExt;
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("the gateway has exited already");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                assert_eq!(status.signal(), Some(signal), "exit status {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "gateway still running {limit:?} after the signal"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Wait (bounded) until the log holds a line for which `pred` holds; returns that line.
     pub async fn wait_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         eventually(STEP, what, || async {

@@ -6,6 +6,7 @@
 mod browser;
 mod client;
 mod gateway;
+mod pipe;
 mod process;
 mod redis;
 pub mod upstream;
@@ -14,6 +15,7 @@ mod wait;
 pub use browser::*;
 pub use client::*;
 pub use gateway::*;
+pub use pipe::*;
 pub use process::*;
 pub use redis::*;
 pub use wait::*;

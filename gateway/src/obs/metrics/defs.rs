@@ -152,13 +152,13 @@ pub const CLUSTER_CALL_DURATION: Def = Def {
     name: "portcullis_cluster_call_duration_seconds",
     kind: Kind::Histogram,
     labels: &["operation", "result"],
-    help: "Calls to the cluster store (Redis) by operation (rate, take, renew, release, event, connect) and result (ok, error), bounded by [cluster] timeout.",
+    help: "Calls sent to the cluster store (Redis) by operation (rate, take, renew, release, event, connect) and result (ok, error), bounded by [cluster] timeout.",
 };
 pub const CLUSTER_ERRORS: Def = Def {
     name: "portcullis_cluster_errors_total",
     kind: Kind::Counter,
     labels: &["operation", "error"],
-    help: "Failed calls to the cluster store by operation and error kind: unavailable (not connected), timeout, connection, response (an error answer).",
+    help: "Failed calls to the cluster store by operation and error kind: unavailable (not connected: not sent), timeout, connection, replica (READONLY or MASTERDOWN: the server is not the primary), response (another error answer).",
 };
 pub const CLUSTER_FALLBACKS: Def = Def {
     name: "portcullis_cluster_fallbacks_total",
@@ -176,13 +176,13 @@ pub const CLUSTER_CONNECTED: Def = Def {
     name: "portcullis_cluster_connected",
     kind: Kind::Gauge,
     labels: &[],
-    help: "1 while this replica is connected to the cluster store, 0 while it is not (then /readyz says cluster degraded).",
+    help: "1 while this replica has a connection to the cluster store, 0 while it has none (then /readyz says cluster degraded, as it does while recent calls fail).",
 };
 pub const BACKGROUND_TASK_RESTARTS: Def = Def {
     name: "portcullis_background_task_restarts_total",
     kind: Kind::Counter,
     labels: &["task"],
-    help: "Background tasks (jwks, reload) restarted after a panic, by task.",
+    help: "Background tasks restarted after a panic, by task: jwks, reload, cluster_link, cluster_leases, cluster_events, cluster_closes, exit_monitor.",
 };
 pub const BUILD_INFO: Def = Def {
     name: "portcullis_build_info",

@@ -24,16 +24,20 @@ pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
-    close_code_label, ClusterOp, DropReason, Fallback, HandshakeResult, UpstreamErrorKind,
+    close_code_label, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
+    UpstreamErrorKind,
 };
 use crate::core::reason::Reason;
 
 /// The `error` label values of `portcullis_cluster_errors_total` (the cluster layer's error
 /// kinds; listed here so every series starts at zero).
-pub(crate) const CLUSTER_ERROR_KINDS: [&str; 4] =
-    ["unavailable", "timeout", "connection", "response"];
-/// The supervised background tasks (`core::background`), whose restart series start at zero.
-const BACKGROUND_TASKS: [&str; 2] = ["jwks", "reload"];
+pub(crate) const CLUSTER_ERROR_KINDS: [&str; 5] = [
+    "unavailable",
+    "timeout",
+    "connection",
+    "replica",
+    "response",
+];
 
 /// The content type of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -146,8 +150,8 @@ impl Metrics {
             config_reloads.with_label_values(&[result]);
         }
         let background_task_restarts = counter_vec(&r, &defs::BACKGROUND_TASK_RESTARTS);
-        for task in BACKGROUND_TASKS {
-            background_task_restarts.with_label_values(&[task]);
+        for task in BackgroundTask::ALL {
+            background_task_restarts.with_label_values(&[task.as_str()]);
         }
         Metrics {
             cluster_call_duration: histogram_vec(
@@ -391,6 +395,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A cluster call that was never sent (no connection, or no time left) failed with the
+    /// error kind `error`: counted as an error, but it took no time worth a latency sample.
+    pub(crate) fn cluster_call_unsent(&self, op: ClusterOp, error: &str) {
+        self.cluster_errors
+            .with_label_values(&[op.as_str(), error])
+            .inc();
+    }
+
     /// An admission check was decided without the cluster store.
     pub(crate) fn cluster_fallback(&self, how: Fallback) {
         self.cluster_fallbacks
@@ -424,6 +436,12 @@ impl Metrics {
             .with_label_values(&[task])
             .inc();
     }
+}
+
+/// Count a restart of the supervised task `task` in the process's metrics (the `on_panic` of
+/// `core::background::supervise`).
+pub(crate) fn count_background_restart(task: &'static str) {
+    Metrics::global().background_task_restarted(task);
 }
 
 #[cfg(test)]
@@ -495,6 +513,21 @@ mod tests {
         m.background_task_restarted("jwks");
         assert_eq!(get(&m.background_task_restarts, &["jwks"]), 1);
         assert_eq!(get(&m.background_task_restarts, &["reload"]), 0);
+        assert_eq!(get(&m.background_task_restarts, &["cluster_leases"]), 0);
+        assert!(m
+            .render()
+            .contains("portcullis_background_task_restarts_total{task=\"exit_monitor\"} 0\n"));
+        m.init_cluster();
+        m.cluster_call_unsent(ClusterOp::Take, "unavailable");
+        m.cluster_call(ClusterOp::Take, Some("replica"), Duration::from_millis(1));
+        assert_eq!(get(&m.cluster_errors, &["take", "unavailable"]), 1);
+        assert_eq!(get(&m.cluster_errors, &["take", "replica"]), 1);
+        let samples = |result: &str| {
+            m.cluster_call_duration
+                .with_label_values(&["take", result])
+                .get_sample_count()
+        };
+        assert_eq!(samples("error"), 1, "a call never sent has no latency");
         assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
         assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
         assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);
