@@ -71,10 +71,6 @@ async fn fractional_exp_closes_the_socket_at_expiry() {
     assert!(head.contains("token issued in the future"), "{head}");
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
-
 /// 2. An upgrade request that carries content is refused with 400, and the content is never
 /// read as frames (no 101, no echo).
 #[tokio::test]
