@@ -426,3 +426,73 @@ impl Admission {
         Ok((admitted, permit))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One echo route under a policy with one socket per address and the handshake rate `rate`.
+    fn config(rate: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [[routes]]\npath = \"/r\"\nmode = \"echo\"\npolicy = \"p\"\n\
+             [policies.p.limits]\nconnections_per_ip = 1\nhandshakes_per_ip = {rate}\n"
+        );
+        Config::parse(&text, "test", None).unwrap()
+    }
+
+    /// A valid upgrade to `/r` from `ip` through `admission`: the permit, or why it was refused.
+    async fn admit(admission: &Admission, config: &Config, ip: IpAddr) -> Result<Permit, Reason> {
+        let head = RequestHead::for_test(
+            "GET",
+            "/r",
+            &[
+                ("host", "example"),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        );
+        let upgrade = upgrade::check(&head).unwrap();
+        admission
+            .admit(&head, &config.routes[0], Some(ip), None, &upgrade)
+            .await
+            .map(|(_, permit)| permit)
+            .map_err(|rejection| rejection.reason)
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_slots_and_unchanged_rates_of_the_previous_admission() {
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        // Two handshakes at once, then one a minute (none comes back during the test).
+        let two = config("{ per_minute = 1, burst = 2 }");
+        let old = Admission::build(&two, None).unwrap();
+        let socket = admit(&old, &two, ip).await.unwrap();
+
+        let reloaded = Admission::build(&two, Some(&old)).unwrap();
+        // The socket admitted before the reload still holds its slot (its second handshake
+        // passes the rate and meets the cap)...
+        assert_eq!(
+            admit(&reloaded, &two, ip).await.err(),
+            Some(Reason::ConnLimit)
+        );
+        // ...and the rate remembers both handshakes: a fresh limiter would have let a third one
+        // through to the cap again.
+        assert_eq!(
+            admit(&reloaded, &two, ip).await.err(),
+            Some(Reason::RateLimited)
+        );
+
+        // A changed rate starts afresh, while the slot is still held...
+        let three = config("{ per_minute = 1, burst = 3 }");
+        let changed = Admission::build(&three, Some(&reloaded)).unwrap();
+        assert_eq!(
+            admit(&changed, &three, ip).await.err(),
+            Some(Reason::ConnLimit)
+        );
+        // ...until the socket from before both reloads ends.
+        drop(socket);
+        admit(&changed, &three, ip).await.unwrap();
+    }
+}
