@@ -1,7 +1,7 @@
 //! Reloading without dropping sockets: SIGHUP (or a file change) puts a new configuration in
 //! force for new handshakes while open sockets keep the rules they were admitted under; an
-//! invalid file keeps the old configuration; removed routes close their sockets with 1001 after
-//! a grace period.
+//! invalid file keeps the old configuration, and so does one that is valid but fails to load
+//! (writing nothing); removed routes close their sockets with 1001 after a grace period.
 
 use std::time::Duration;
 
@@ -104,6 +104,66 @@ async fn an_invalid_reload_keeps_the_old_configuration() {
     assert_eq!(
         roundtrip(&mut fresh, Message::text("y")).await,
         Message::text("v1: y")
+    );
+}
+
+/// A relay route whose CA file is `ca_file`. The configuration names an existing file, so it
+/// loads (`Config::load` checks only that the file is there); whether the file holds a
+/// certificate is found out by the generation builder, when it builds the relays (the last
+/// thing it builds).
+fn secure_route(ca_file: &str) -> String {
+    format!(
+        "[[routes]]\npath = \"/secure\"\nmode = \"relay\"\n\
+         upstreams = [\"wss://127.0.0.1:9/\"]\nupstream_ca_file = \"{ca_file}\"\n"
+    )
+}
+
+/// What a CA file that is no certificate makes the builder say.
+const NO_CERTIFICATE: &str = "upstream_ca_file: no certificate found in";
+
+#[tokio::test]
+async fn a_failed_reload_writes_no_development_certificate() {
+    let gw = Gateway::start(OPEN).await;
+    // The listener's pair moves to certs2/, to be generated; a relay route's CA file holds no
+    // certificate, so the reload fails after the listener's certificates were dealt with.
+    let ca = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let text = config_text(true, &format!("{OPEN}{}", secure_route("ca.pem")));
+    std::fs::write(
+        gw.dir.path().join("portcullis.toml"),
+        text.replace("certs/", "certs2/"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_metric("portcullis_config_reloads_total{result=\"failure\"} 1")
+        .await;
+    gw.wait_log(NO_CERTIFICATE).await;
+    let certs2 = gw.dir.path().join("certs2");
+    assert!(
+        !certs2.exists(),
+        "a failed reload wrote {}",
+        certs2.display()
+    );
+    try_tls_connect(gw.port, &gw.cert, "localhost")
+        .await
+        .expect("the certificate in force is still served");
+
+    // With a CA file that holds a certificate the same configuration loads, and the pair it
+    // asks for is generated and served.
+    std::fs::write(&ca, TestCa::new("upstream CA").cert_pem).unwrap();
+    gw.signal("HUP");
+    gw.wait_metric("portcullis_config_reloads_total{result=\"success\"} 1")
+        .await;
+    let new_cert = certs2.join("cert.pem");
+    assert!(new_cert.exists() && certs2.join("key.pem").exists());
+    try_tls_connect(gw.port, &new_cert, "localhost")
+        .await
+        .expect("the generated certificate is served");
+    assert!(
+        try_tls_connect(gw.port, &gw.cert, "localhost")
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
     );
 }
 

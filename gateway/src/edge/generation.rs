@@ -6,7 +6,9 @@
 //! generation (route, policy, limits) it was admitted under, so a reload never changes the rules
 //! of an open socket. Building a generation touches nothing live: putting it in force
 //! ([`Generation::publish`], and the lifecycle's certificate install) is a separate step, so a
-//! reload that fails halfway changes nothing.
+//! reload that fails halfway changes nothing. Nor does it write anything: a reload builds
+//! read-only ([`Files::ReadOnly`], as `--check` does), and the lifecycle generates the
+//! development certificates the build left out only once the build has succeeded.
 
 use std::sync::Arc;
 
