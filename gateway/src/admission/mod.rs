@@ -1,10 +1,29 @@
 //! Admission: the checks a request passes before the gateway answers `101 Switching Protocols`.
 //!
-//! Cheapest check first (see `shared/design.md` and the README): a valid RFC 6455 upgrade
-//! ([`upgrade`]), the handshake rate per client IP ([`rate`]), the `Origin` ([`origin`]), the
-//! token and its claims ([`token`], with keys from [`keys`] and [`jwks`]), the rate per subject,
-//! then the connection caps ([`caps`]). Each check is a function of the request head plus shared
-//! state where it must be, and yields either a go-ahead or a [`Rejection`].
+//! Cheapest check first (see `shared/design.md` and the README's admission table); each is a
+//! function of the request head plus shared state where it must be, and yields either a
+//! go-ahead or a [`Rejection`]:
+//!
+//! 1. a valid RFC 6455 upgrade ([`upgrade`]);
+//! 2. the handshake rate per client IP ([`rate`]), the client being the socket's peer or, behind
+//!    a trusted proxy, the address it forwards ([`client_ip`]);
+//! 3. the `Origin` ([`origin`]);
+//! 4. the credential ([`identity`] holds a policy's credentials together): a client certificate
+//!    ([`client_cert`]), a JWT ([`token`]; keys from [`keys`], [`keyset`] and [`jwks`],
+//!    signatures checked by ring through [`jwt_crypto`]) or an opaque token by introspection
+//!    ([`introspection`]); then revoked subjects and token ids are refused;
+//! 5. the token's claims ([`token`]), the rate per subject ([`rate`]), and the external
+//!    authorizer ([`ext_authz`]); the answers of introspection and the authorizer may be
+//!    cached ([`cache`]);
+//! 6. the connection caps per IP, subject, route and gateway ([`caps`]), held by the session
+//!    until it ends.
+//!
+//! With `[cluster]` the rates and caps count across replicas ([`shared`]: Redis first, this
+//! process's own limiter and caps when Redis fails, as the policy's `on_error` says). The only
+//! I/O in a handshake is the calls a policy names (the cluster store, introspection, the
+//! authorizer), each under a timeout. [`Admission::build`] compiles the policies of a
+//! configuration generation, carrying over from the previous one what a reload must keep
+//! (connection counts, unchanged rates, fetched keys).
 
 mod cache;
 pub(crate) mod caps;

@@ -1,7 +1,8 @@
-//! Server certificates: loading PEM files, generating a development pair, and the rustls
-//! certificate resolver handed to pingora's listener.
+//! Server certificates: loading PEM files, generating a development pair, and each listener's
+//! rustls settings and certificate resolver, which the edge's TLS handshakes use
+//! (`edge::accept`, through [`CertStore::acceptor`]).
 //!
-//! TLS is terminated by the edge itself with rustls ([`acceptor`]), not by pingora's listener:
+//! TLS is terminated by the edge itself with rustls, not by pingora's listener:
 //! pingora's TLS phase has a fixed 60 s timeout, no hook to bound or cap connections that never
 //! finish it, and no callback for failures. pingora still owns the listening sockets. The
 //! settings are those of pingora's rustls mode (TLS 1.2 and 1.3, ring), and certificates come
