@@ -1,5 +1,7 @@
 //! The command line: `portcullis [--config FILE] [--check]`, and `portcullis sessions ...`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -55,10 +55,6 @@ async fn chat_gateway(extra: &str) -> Gateway {
     Gateway::start_prepared(true, &format!("{CHAT}\n{extra}"), write_keys).await
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
-
 fn good(alg: Algorithm, kid: &str) -> String {
     sign(alg, Some(kid), &claims(json!({})))
 }

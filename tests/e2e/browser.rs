@@ -9,6 +9,7 @@
 //! checks off: any other certificate error would still fail, and so would the echo case.
 
 use jsonwebtoken::Algorithm;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use crate::support::upstream::HttpServer;
@@ -41,7 +42,9 @@ keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
 
 /// Load the page from `page` with `params` in its fragment and wait (bounded) for its report.
 async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
-    let url = format!("{}#{}", page.url("/"), percent_encode(&params.to_string()));
+    // Everything but letters and digits as `%XX`: the page reads it with decodeURIComponent.
+    let fragment = utf8_percent_encode(&params.to_string(), NON_ALPHANUMERIC).to_string();
+    let url = format!("{}#{fragment}", page.url("/"));
     browser.goto(&url).await;
     let report = browser
         .execute_async("const done = arguments[arguments.length - 1]; window.observed.then(done);")
@@ -51,18 +54,6 @@ async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
         "the page failed: {report}"
     );
     report
-}
-
-/// For a URL fragment: everything but unreserved characters as `%XX`.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// What the page sees of a session refused before the 101: an error, then close code 1006 (the

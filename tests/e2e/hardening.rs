@@ -71,10 +71,6 @@ async fn fractional_exp_closes_the_socket_at_expiry() {
     assert!(head.contains("token issued in the future"), "{head}");
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
-
 /// 2. An upgrade request that carries content is refused with 400, and the content is never
 /// read as frames (no 101, no echo).
 #[tokio::test]
@@ -249,12 +245,21 @@ async fn absolute_form_targets_are_routed_and_admitted_like_the_origin_form() {
     );
 }
 
+/// Wait until the test support's readiness probe (a connect closed before TLS) has failed its
+/// TLS handshake and left the pending connections, so that the pending count is the test's own.
+async fn probe_gone(gw: &Gateway) {
+    gw.wait_metric("portcullis_tls_handshake_failures_total 1")
+        .await;
+    gw.wait_metric("portcullis_connections_pending 0").await;
+}
+
 /// 8. Connections that never finish TLS are closed at `head_timeout`, not pingora's 60 s; and
 /// not-yet-admitted connections are capped per client address and in total, past which a new
 /// one is closed at once and counted.
 #[tokio::test]
 async fn connections_that_never_finish_tls_are_bounded_and_capped() {
     let gw = Gateway::start("[limits]\nhead_timeout = \"1s\"\nmax_pending_per_ip = 5\n").await;
+    probe_gone(&gw).await;
     let started = Instant::now();
     let mut idle = Vec::new();
     for _ in 0..5 {
@@ -295,6 +300,7 @@ async fn connections_that_never_finish_tls_are_bounded_and_capped() {
     );
     // A global cap works the same way.
     let gw = Gateway::start("[limits]\nmax_pending_connections = 2\n").await;
+    probe_gone(&gw).await;
     let _a = TcpStream::connect(gw.address()).await.unwrap();
     let _b = TcpStream::connect(gw.address()).await.unwrap();
     gw.wait_metric("portcullis_connections_pending 2").await;

@@ -304,10 +304,6 @@ on_error = "allow"
     )
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
-
 #[tokio::test]
 async fn authorizer_admits_copies_headers_and_sees_the_request() {
     let authz = HttpService::start(authorizer()).await;

@@ -577,12 +577,10 @@ async fn bearer_token_protects_metrics_and_readyz() {
     for path in ["/metrics", "/readyz"] {
         let (status, _) = gw.admin_request(path, "").await;
         assert_eq!(status, 401, "{path} without a token");
-        let (status, _) = gw
-            .admin_request(path, "Authorization: Bearer wrong\r\n")
-            .await;
+        let (status, _) = gw.admin_request(path, &bearer("wrong")).await;
         assert_eq!(status, 401, "{path} with a wrong token");
     }
-    let auth = format!("Authorization: Bearer {token}\r\n");
+    let auth = bearer(token);
     let m = scrape_with(&gw, &auth).await;
     assert_eq!(
         m.get(

@@ -81,7 +81,7 @@ async fn admin_as(
     token: Option<&str>,
 ) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = token.map_or(String::new(), bearer);
     let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
@@ -98,16 +98,6 @@ async fn admin_as(
         status,
         serde_json::from_str(&body).unwrap_or(Value::String(body)),
     )
-}
-
-/// Wait (bounded) for a sample line in `/metrics` (behind the admin token).
-async fn wait_metric(gw: &Gateway, sample: &str) {
-    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
-    eventually(STEP, format!("{sample:?} in /metrics"), || async {
-        let (_, scrape) = gw.admin_request("/metrics", &auth).await;
-        done_or(scrape.lines().any(|l| l == sample), scrape)
-    })
-    .await;
 }
 
 async fn listed(gw: &Gateway, query: &str) -> Value {
@@ -209,11 +199,8 @@ async fn list_and_close_by_id_subject_and_route() {
         l.contains("subject=alice") && l.contains("end_reason=admin")
     })
     .await;
-    wait_metric(
-        &gw,
-        "portcullis_gateway_closes_total{reason=\"admin\",route=\"/ws/chat\"} 2",
-    )
-    .await;
+    let sample = "portcullis_gateway_closes_total{reason=\"admin\",route=\"/ws/chat\"} 2";
+    gw.wait_metric_with(sample, &bearer(TOKEN)).await;
     // Bad requests say why.
     let (status, _) = admin(&gw, "POST", "/sessions/close", Some(json!({}))).await;
     assert_eq!(status, 400);
@@ -242,8 +229,8 @@ async fn revocation_closes_refuses_then_admits_after_the_ttl() {
     assert_eq!(body["closed"], 1);
     assert_eq!(expect_close(&mut eve).await, (1008, "revoked".into()));
     let revoked_at = Instant::now();
-    let bearer = format!("Authorization: Bearer {}\r\n", token_for("eve", "e2"));
-    let (status, head) = gw.try_handshake("/ws/chat", &bearer).await;
+    let e2 = bearer(&token_for("eve", "e2"));
+    let (status, head) = gw.try_handshake("/ws/chat", &e2).await;
     assert_eq!(status, 401, "{head}");
     assert!(
         head.contains("error=\"invalid_token\", error_description=\"token revoked\""),
@@ -260,7 +247,7 @@ async fn revocation_closes_refuses_then_admits_after_the_ttl() {
     )
     .await;
     assert_eq!(status, 200);
-    let z9 = format!("Authorization: Bearer {}\r\n", token_for("zoe", "z9"));
+    let z9 = bearer(&token_for("zoe", "z9"));
     assert_eq!(gw.try_handshake("/ws/chat", &z9).await.0, 401);
     let (status, body) = admin(&gw, "DELETE", "/revocations?jti=z9", None).await;
     assert_eq!((status, &body["lifted"]), (200, &json!(true)), "{body}");
@@ -270,7 +257,7 @@ async fn revocation_closes_refuses_then_admits_after_the_ttl() {
         STEP,
         "eve admitted once the revocation's ttl ended",
         || async {
-            let (status, head) = gw.try_handshake("/ws/chat", &bearer).await;
+            let (status, head) = gw.try_handshake("/ws/chat", &e2).await;
             done_or(status == 101, head)
         },
     )
@@ -341,11 +328,8 @@ async fn lifetime_closes_with_1001_at_jittered_moments() {
         );
     }
     assert_ne!(ra.1, rb.1, "two sockets closed at the same moment");
-    wait_metric(
-        &gw,
-        "portcullis_gateway_closes_total{reason=\"lifetime\",route=\"/ws/short\"} 2",
-    )
-    .await;
+    let sample = "portcullis_gateway_closes_total{reason=\"lifetime\",route=\"/ws/short\"} 2";
+    gw.wait_metric_with(sample, &bearer(TOKEN)).await;
 }
 
 #[tokio::test]
@@ -362,8 +346,8 @@ async fn the_sessions_subcommand_talks_to_the_admin_api() {
     let out = run_ok_async(cli(&["revocations"])).await;
     assert!(out.contains("carol"), "{out}");
     run_ok_async(cli(&["unrevoke", "--subject", "carol"])).await;
-    let bearer = format!("Authorization: Bearer {}\r\n", token_for("carol", "c2"));
-    assert_eq!(gw.try_handshake("/ws/chat", &bearer).await.0, 101);
+    let c2 = bearer(&token_for("carol", "c2"));
+    assert_eq!(gw.try_handshake("/ws/chat", &c2).await.0, 101);
     let failed = output_within_async(cli(&["close"]), b"", Duration::from_secs(30)).await;
     assert!(!failed.status.success());
     assert!(text_of(&failed).contains("400"), "{}", text_of(&failed));
@@ -411,8 +395,8 @@ async fn a_revocation_reaches_every_replica_through_redis() {
         "{:?}",
         sent.elapsed()
     );
-    let bearer = format!("Authorization: Bearer {}\r\n", token_for("mallory", "m2"));
-    assert_eq!(b.try_handshake("/ws/chat", &bearer).await.0, 401);
+    let m2 = bearer(&token_for("mallory", "m2"));
+    assert_eq!(b.try_handshake("/ws/chat", &m2).await.0, 401);
     // A close by subject published from B reaches A.
     let mut on_a = chat(&a, "oscar", "o1").await;
     let (_, body) = admin(
@@ -427,7 +411,7 @@ async fn a_revocation_reaches_every_replica_through_redis() {
     // A replica that starts later honours the revocation (it reads the key).
     let c = gateway(&cluster).await;
     eventually(STEP, "the late replica refuses mallory", || async {
-        let (status, head) = c.try_handshake("/ws/chat", &bearer).await;
+        let (status, head) = c.try_handshake("/ws/chat", &m2).await;
         done_or(status == 401, head)
     })
     .await;

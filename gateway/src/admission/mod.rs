@@ -1,10 +1,29 @@
 //! Admission: the checks a request passes before the gateway answers `101 Switching Protocols`.
 //!
-//! Cheapest check first (see `shared/design.md` and the README): a valid RFC 6455 upgrade
-//! ([`upgrade`]), the handshake rate per client IP ([`rate`]), the `Origin` ([`origin`]), the
-//! token and its claims ([`token`], with keys from [`keys`] and [`jwks`]), the rate per subject,
-//! then the connection caps ([`caps`]). Each check is a function of the request head plus shared
-//! state where it must be, and yields either a go-ahead or a [`Rejection`].
+//! Cheapest check first (see `shared/design.md` and the README's admission table); each is a
+//! function of the request head plus shared state where it must be, and yields either a
+//! go-ahead or a [`Rejection`]:
+//!
+//! 1. a valid RFC 6455 upgrade ([`upgrade`]);
+//! 2. the handshake rate per client IP ([`rate`]), the client being the socket's peer or, behind
+//!    a trusted proxy, the address it forwards ([`client_ip`]);
+//! 3. the `Origin` ([`origin`]);
+//! 4. the credential ([`identity`] holds a policy's credentials together): a client certificate
+//!    ([`client_cert`]), a JWT ([`token`]; keys from [`keys`], [`keyset`] and [`jwks`],
+//!    signatures checked by ring through [`jwt_crypto`]) or an opaque token by introspection
+//!    ([`introspection`]); then revoked subjects and token ids are refused;
+//! 5. the token's claims ([`token`]), the rate per subject ([`rate`]), and the external
+//!    authorizer ([`ext_authz`]); the answers of introspection and the authorizer may be
+//!    cached ([`cache`]);
+//! 6. the connection caps per IP, subject, route and gateway ([`caps`]), held by the session
+//!    until it ends.
+//!
+//! With `[cluster]` the rates and caps count across replicas ([`shared`]: Redis first, this
+//! process's own limiter and caps when Redis fails, as the policy's `on_error` says). The only
+//! I/O in a handshake is the calls a policy names (the cluster store, introspection, the
+//! authorizer), each under a timeout. [`Admission::build`] compiles the policies of a
+//! configuration generation, carrying over from the previous one what a reload must keep
+//! (connection counts, unchanged rates, fetched keys).
 
 mod cache;
 pub(crate) mod caps;
@@ -424,5 +443,75 @@ impl Admission {
             cluster_fallback: shared.is_some_and(|s| s.fallback),
         };
         Ok((admitted, permit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One echo route under a policy with one socket per address and the handshake rate `rate`.
+    fn config(rate: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [[routes]]\npath = \"/r\"\nmode = \"echo\"\npolicy = \"p\"\n\
+             [policies.p.limits]\nconnections_per_ip = 1\nhandshakes_per_ip = {rate}\n"
+        );
+        Config::parse(&text, "test", None).unwrap()
+    }
+
+    /// A valid upgrade to `/r` from `ip` through `admission`: the permit, or why it was refused.
+    async fn admit(admission: &Admission, config: &Config, ip: IpAddr) -> Result<Permit, Reason> {
+        let head = RequestHead::for_test(
+            "GET",
+            "/r",
+            &[
+                ("host", "example"),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        );
+        let upgrade = upgrade::check(&head).unwrap();
+        admission
+            .admit(&head, &config.routes[0], Some(ip), None, &upgrade)
+            .await
+            .map(|(_, permit)| permit)
+            .map_err(|rejection| rejection.reason)
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_slots_and_unchanged_rates_of_the_previous_admission() {
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        // Two handshakes at once, then one a minute (none comes back during the test).
+        let two = config("{ per_minute = 1, burst = 2 }");
+        let old = Admission::build(&two, None).unwrap();
+        let socket = admit(&old, &two, ip).await.unwrap();
+
+        let reloaded = Admission::build(&two, Some(&old)).unwrap();
+        // The socket admitted before the reload still holds its slot (its second handshake
+        // passes the rate and meets the cap)...
+        assert_eq!(
+            admit(&reloaded, &two, ip).await.err(),
+            Some(Reason::ConnLimit)
+        );
+        // ...and the rate remembers both handshakes: a fresh limiter would have let a third one
+        // through to the cap again.
+        assert_eq!(
+            admit(&reloaded, &two, ip).await.err(),
+            Some(Reason::RateLimited)
+        );
+
+        // A changed rate starts afresh, while the slot is still held...
+        let three = config("{ per_minute = 1, burst = 3 }");
+        let changed = Admission::build(&three, Some(&reloaded)).unwrap();
+        assert_eq!(
+            admit(&changed, &three, ip).await.err(),
+            Some(Reason::ConnLimit)
+        );
+        // ...until the socket from before both reloads ends.
+        drop(socket);
+        admit(&changed, &three, ip).await.unwrap();
     }
 }

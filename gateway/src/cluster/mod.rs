@@ -19,6 +19,11 @@
 //! on a thread of their own (`core::background`), each supervised (a panic restarts it),
 //! started once by [`Cluster::start`] (never by `--check`). A reload that leaves `[cluster]`
 //! (and the password) as it was keeps the same [`Cluster`], connection included.
+//!
+//! `rediss://` is the one TLS client of the gateway whose rustls settings are not built by
+//! `net::client_tls`: redis-rs 1.8 takes the CA as PEM bytes and builds its rustls settings
+//! itself on every connect, with no way to pass prebuilt ones (`net::client_tls` says what that
+//! means and what the way around it would cost).
 
 mod budget;
 mod error;

@@ -6,7 +6,13 @@
 //! generation (route, policy, limits) it was admitted under, so a reload never changes the rules
 //! of an open socket. Building a generation touches nothing live: putting it in force
 //! ([`Generation::publish`], and the lifecycle's certificate install) is a separate step, so a
-//! reload that fails halfway changes nothing.
+//! reload that fails halfway changes nothing. Nor does it write anything: a reload builds
+//! read-only ([`Files::ReadOnly`], as `--check` does), and the lifecycle generates the
+//! development certificates the build left out only once the build has succeeded.
+//!
+//! The builder lives here, not in `lifecycle` (which calls it for start, `--check` and reload),
+//! because the edge reads the generation in force on every request and each layer imports only
+//! the layers below it: the lifecycle sits above the edge.
 
 use std::sync::Arc;
 

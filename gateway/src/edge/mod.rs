@@ -1,10 +1,15 @@
 //! One connection's life on a public listener, in the order it travels:
-//! head ([`conn`], `net::http1`) → route ([`route`]) → admission → upstream first → `101`
-//! ([`handshake`]) → session (`session`) → report ([`report`]). The configuration each request
-//! follows is the [`generation`] in force when its head is complete.
+//! accept and TLS ([`accept`]) → head ([`conn`], `net::http1`) → route ([`route`]) → admission
+//! → upstream first → `101` ([`handshake`]) → session (`session`, a task of its own) → report
+//! ([`report`]). Each request follows the [`generation`] in force when it begins, to its end.
 //!
-//! This is one pingora `ServerApp`: pingora owns the listening sockets, TLS and the process
-//! lifecycle; everything from the first request byte on is ours (see `net::http1` for why).
+//! This is one pingora `ServerApp`: pingora owns the listening sockets and the process
+//! lifecycle (graceful stop, zero-downtime upgrade) and hands over each accepted TCP stream.
+//! TLS is terminated here ([`accept`]: rustls, with the certificates of `net::server_tls`)
+//! rather than by pingora's listener, whose TLS phase has a fixed 60 s timeout and no hook to
+//! bound or cap connections that never finish it; and the request head is read here too (see
+//! `net::http1` for why). pingora's task for the connection ends at the `101`: the session runs
+//! as a task of its own, holding only what it needs, and reports how it ended ([`handshake`]).
 
 pub(crate) mod accept;
 pub(crate) mod conn;

@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 
 use super::control::Control;
 use super::sessions_api;
+use crate::core::credential::bearer_token;
 use crate::net::answer::Answer;
 use crate::net::http1::{self, HeadLimits, RequestHead};
 use crate::obs::metrics::{self, Metrics};
@@ -281,11 +282,7 @@ impl Admin {
         let Some(value) = head.header("authorization") else {
             return challenge(None);
         };
-        let presented = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match presented {
+        match bearer_token(value) {
             Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => None,
             _ => challenge(Some("invalid_token")),
         }
@@ -450,6 +447,7 @@ mod tests {
             }
             assert_eq!(admin.answer(&get(path, Some("Bearer t0ken"))).status, 200);
             assert_eq!(admin.answer(&get(path, Some("bearer t0ken"))).status, 200);
+            assert_eq!(admin.answer(&get(path, Some("BEARER\tt0ken"))).status, 200);
         }
         assert_eq!(admin.answer(&get("/healthz", None)).status, 200);
         assert_eq!(admin.answer(&get("/nope", None)).status, 404);

@@ -5,7 +5,9 @@
 //!   key); if it fails, the configuration in force stays and the failure is logged and counted.
 //!   Otherwise it becomes the new generation (`edge::generation`): new handshakes follow it at once,
 //!   open sockets keep the rules they were admitted under, and sockets on routes the reload
-//!   removed are closed with 1001 `route removed` after `route_removal_grace`.
+//!   removed are closed with 1001 `route removed` after `route_removal_grace`. The generation is
+//!   built read-only, so a reload that fails writes nothing either: the development certificates
+//!   it asks for are generated (and written) only once all the rest has loaded.
 //! - Certificates: re-read and swapped into the listeners' resolvers; open connections keep
 //!   their TLS sessions, new handshakes get the new certificate. A file that fails to load
 //!   leaves the certificates in use untouched.
@@ -20,10 +22,11 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::listeners::Listeners;
-use crate::config::Config;
+use crate::config::{Config, Tls};
 use crate::core::background;
 use crate::core::labels::BackgroundTask;
 use crate::edge::generation::{Files, Generation, InForce};
+use crate::net::server_tls::dev_cert_sets;
 use crate::obs::metrics::{count_background_restart, Metrics};
 
 /// What can be reloaded, and from where.
@@ -50,7 +53,10 @@ impl Reloader {
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 let source = config.source.clone();
-                Generation::build(config, Some(&old), Files::MayWrite)
+                // Built read-only, so that a build failing halfway has written nothing; the
+                // development certificates it asks for come last.
+                Generation::build(config, Some(&old), Files::ReadOnly)
+                    .and_then(with_dev_certs)
                     .map_err(|e| format!("{source}: {e}"))
             });
         let next = match next {
@@ -174,6 +180,38 @@ impl Reloader {
             stamps = self.config_stamps();
         }
     }
+}
+
+/// Give the listeners of a generation built read-only the development certificates it left out
+/// (`generate_self_signed` pairs whose files are missing): generated and loaded only now that
+/// everything else has loaded, and written only if all of them load.
+fn with_dev_certs(mut next: Generation) -> Result<Generation, String> {
+    let config = next.config.clone();
+    let left_out: Vec<(usize, &Tls)> = config
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.tls.as_ref().map(|tls| (i, tls)))
+        .filter(|(i, _)| next.certs[*i].is_none())
+        .collect();
+    if left_out.is_empty() {
+        return Ok(next);
+    }
+    let named: Vec<(String, &Tls)> = left_out
+        .iter()
+        .map(|(i, tls)| (format!("listeners[{i}].tls"), *tls))
+        .collect();
+    let sets = dev_cert_sets(&named)?;
+    for ((i, tls), set) in left_out.into_iter().zip(sets) {
+        log::warn!(
+            "reload: generated a self-signed development certificate {} (key {}); clients must \
+             trust it explicitly. Do not use it in production.",
+            tls.cert.display(),
+            tls.key.display()
+        );
+        next.certs[i] = Some(Arc::new(set));
+    }
+    Ok(next)
 }
 
 async fn sleep_or_never(d: Option<Duration>) {

@@ -1,6 +1,20 @@
 //! The gateway as a TLS client (`wss://` upstreams, `https://` identity providers): one builder
 //! for rustls client settings, trusting a CA file or the system roots, optionally presenting a
 //! client certificate.
+//!
+//! The one TLS client that does not come from here is the cluster store's `rediss://`
+//! connection (`cluster`). redis-rs (1.8) builds a rustls `ClientConfig` of its own for every
+//! connection it opens (`create_rustls_config`, a crate-private function) from PEM bytes
+//! (`redis::TlsCertificates`), and offers no way to pass a prebuilt one: the parameters it keeps
+//! (`TlsConnParams`) have crate-private fields. Its settings match this builder's where it
+//! matters: rustls's process-wide provider, which is ring (the only one compiled in), its
+//! default protocol versions (TLS 1.2 and 1.3), and `[cluster] ca_file` or else the system
+//! roots as the trust anchors. It differs in reading the system roots on every connect, even
+//! with a CA file, and in failing the connect if any system certificate cannot be loaded. The
+//! way to bring it here would be to hand redis-rs finished TLS streams
+//! (`MultiplexedConnection::new_with_config`, `aio::PubSub::new`), which means dialling,
+//! reconnecting and driving those connections in `cluster` ourselves: more code to own than the
+//! difference is worth today.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -1,7 +1,8 @@
-//! Server certificates: loading PEM files, generating a development pair, and the rustls
-//! certificate resolver handed to pingora's listener.
+//! Server certificates: loading PEM files, generating a development pair, and each listener's
+//! rustls settings and certificate resolver, which the edge's TLS handshakes use
+//! (`edge::accept`, through [`CertStore::acceptor`]).
 //!
-//! TLS is terminated by the edge itself with rustls ([`acceptor`]), not by pingora's listener:
+//! TLS is terminated by the edge itself with rustls, not by pingora's listener:
 //! pingora's TLS phase has a fixed 60 s timeout, no hook to bound or cap connections that never
 //! finish it, and no callback for failures. pingora still owns the listening sockets. The
 //! settings are those of pingora's rustls mode (TLS 1.2 and 1.3, ring), and certificates come
@@ -19,7 +20,7 @@
 
 use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -45,19 +46,89 @@ pub(crate) fn ensure_dev_pair(tls: &Tls) -> Result<bool, String> {
     if !needs_dev_pair(tls) {
         return Ok(false);
     }
-    let pair = rcgen::generate_simple_self_signed(
-        DEV_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    )
-    .map_err(|e| format!("cannot generate a development certificate: {e}"))?;
-    for path in [&tls.cert, &tls.key] {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    DevPair::generate()?.write(tls, &mut Vec::new())?;
+    Ok(true)
+}
+
+/// The certificate sets of listeners whose development pair is to be generated (each named by
+/// its configuration key, for errors). Every pair is generated in memory and loaded with the
+/// rest of its listener's certificates (SNI certificates, client CA) first; the pairs are
+/// written only once every set has loaded, so an error writes nothing, and a write that fails
+/// removes the files this call had created. Listeners naming the same files share one pair.
+pub(crate) fn dev_cert_sets(wanted: &[(String, &Tls)]) -> Result<Vec<CertSet>, String> {
+    let mut pairs: Vec<(&Tls, DevPair)> = Vec::new();
+    let mut sets = Vec::new();
+    for (key, tls) in wanted {
+        let same = |(t, _): &(&Tls, DevPair)| t.cert == tls.cert && t.key == tls.key;
+        let at = match pairs.iter().position(same) {
+            Some(at) => at,
+            None => {
+                pairs.push((tls, DevPair::generate().map_err(|e| format!("{key}: {e}"))?));
+                pairs.len() - 1
+            }
+        };
+        let default = pairs[at].1.certified.clone();
+        sets.push(CertSet::assemble(tls, default, Vec::new()).map_err(|e| format!("{key}: {e}"))?);
+    }
+    let mut created = Vec::new();
+    for (tls, pair) in &pairs {
+        if let Err(e) = pair.write(tls, &mut created) {
+            for path in &created {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
         }
     }
-    write_private(&tls.key, pair.signing_key.serialize_pem().as_bytes())?;
-    fs::write(&tls.cert, pair.cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", tls.cert.display()))?;
-    Ok(true)
+    for set in &mut sets {
+        set.stamps = stamps(&set.tls);
+    }
+    Ok(sets)
+}
+
+/// A self-signed development pair, made in memory: usable before (and without) being written.
+struct DevPair {
+    cert_pem: String,
+    key_pem: String,
+    certified: Arc<CertifiedKey>,
+}
+
+impl DevPair {
+    fn generate() -> Result<DevPair, String> {
+        let pair = rcgen::generate_simple_self_signed(
+            DEV_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .map_err(|e| format!("cannot generate a development certificate: {e}"))?;
+        let key = PrivateKeyDer::Pkcs8(pair.signing_key.serialize_der().into());
+        let certified =
+            CertifiedKey::from_der(vec![pair.cert.der().clone()], key, &default_provider())
+                .map_err(|e| format!("the generated development certificate is unusable: {e}"))?;
+        Ok(DevPair {
+            cert_pem: pair.cert.pem(),
+            key_pem: pair.signing_key.serialize_pem(),
+            certified: Arc::new(certified),
+        })
+    }
+
+    /// Write the pair where `tls` names it (the key readable by its owner only), creating
+    /// folders; the files that did not exist before are added to `created`.
+    fn write(&self, tls: &Tls, created: &mut Vec<PathBuf>) -> Result<(), String> {
+        for path in [&tls.cert, &tls.key] {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+        }
+        let mut note_new = |path: &PathBuf| {
+            if !path.exists() {
+                created.push(path.clone());
+            }
+        };
+        note_new(&tls.key);
+        write_private(&tls.key, self.key_pem.as_bytes())?;
+        note_new(&tls.cert);
+        fs::write(&tls.cert, &self.cert_pem)
+            .map_err(|e| format!("cannot write {}: {e}", tls.cert.display()))
+    }
 }
 
 /// Whether a start would generate the development pair of `tls` (asked for, and missing).
@@ -123,6 +194,16 @@ impl CertSet {
     pub(crate) fn load(tls: &Tls) -> Result<CertSet, String> {
         let stamps = stamps(tls);
         let default = load_certified_key(&tls.cert, &tls.key)?;
+        CertSet::assemble(tls, default, stamps)
+    }
+
+    /// The set of `tls` around its `default` certificate (already loaded): the SNI certificates
+    /// and the client-certificate verifier are read and checked here.
+    fn assemble(
+        tls: &Tls,
+        default: Arc<CertifiedKey>,
+        stamps: Vec<Option<SystemTime>>,
+    ) -> Result<CertSet, String> {
         let mut by_name = Vec::new();
         for sni in &tls.sni {
             let key = load_certified_key(&sni.cert, &sni.key)?;
@@ -328,6 +409,45 @@ mod tests {
         let mode = fs::metadata(&tls.key).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the key is private");
         load_certified_key(&tls.cert, &tls.key).unwrap();
+    }
+
+    #[test]
+    fn dev_cert_sets_write_nothing_unless_every_set_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = |name: &str| Tls {
+            cert: dir.path().join(name).join("cert.pem"),
+            key: dir.path().join(name).join("key.pem"),
+            generate_self_signed: true,
+            ..Tls::default()
+        };
+        let a = dev("a");
+        // The second listener's client CA is no certificate: its set cannot load.
+        let garbage = dir.path().join("ca.pem");
+        fs::write(&garbage, "not a certificate").unwrap();
+        let b = Tls {
+            client_ca: Some(garbage),
+            ..dev("b")
+        };
+        let e = dev_cert_sets(&[
+            ("listeners[0].tls".into(), &a),
+            ("listeners[1].tls".into(), &b),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("listeners[1].tls: client_ca"), "{e}");
+        for name in ["a", "b"] {
+            assert!(!dir.path().join(name).exists(), "{name} written: {e}");
+        }
+
+        // Every set loads: the pairs are written, and two listeners naming the same files
+        // serve the one pair written there.
+        let sets = dev_cert_sets(&[("l0".into(), &a), ("l1".into(), &dev("a"))]).unwrap();
+        assert!(!needs_dev_pair(&a));
+        let written = load_certified_key(&a.cert, &a.key).unwrap();
+        assert_eq!(sets.len(), 2);
+        for set in &sets {
+            assert_eq!(set.default.cert, written.cert);
+            assert_eq!(set.stamps, stamps(&a), "stamped after the write");
+        }
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! the per-direction policy they apply ([`guard`]), how they close ([`close`]), what stops them
 //! from outside ([`stop`], [`control`]), the open sessions an operator can list and close
 //! ([`registry`]), and the count of open sockets a graceful stop waits on ([`count`]).
+//!
+//! A session runs as a task of its own, spawned by the edge once the `101` is out
+//! (`edge::handshake`): it owns its streams and a [`SessionContext`] (all it needs from
+//! admission and the configuration), not the handshake's state, and it returns how it ended for
+//! the edge to report. [`websocket_config`] sizes tungstenite's buffers for it, and gives them
+//! back while the socket is idle (the patched tungstenite in `vendor/`).
 
 pub(crate) mod close;
 pub(crate) mod control;

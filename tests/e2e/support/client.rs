@@ -305,6 +305,12 @@ pub async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<
     let _ = tokio::time::timeout(STEP, async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
+/// The header line `Authorization: Bearer <token>` (with its \r\n), for a handshake's or an
+/// admin request's extra header lines.
+pub fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
 /// A valid handshake for `path`, with `extra` header lines (each ending in \r\n).
 pub fn handshake(path: &str, extra: &str) -> String {
     format!(

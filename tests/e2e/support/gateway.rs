@@ -407,8 +407,14 @@ impl Gateway {
     /// Wait (bounded) until `/metrics` has the sample line `sample` (`name{labels} value`, all
     /// of the line); returns the scrape.
     pub async fn wait_metric(&self, sample: &str) -> String {
+        self.wait_metric_with(sample, "").await
+    }
+
+    /// [`Gateway::wait_metric`], the scrapes sent with extra `headers` lines (each ending in
+    /// \r\n), such as the admin token's [`bearer`] line.
+    pub async fn wait_metric_with(&self, sample: &str, headers: &str) -> String {
         eventually(STEP, format!("{sample:?} in /metrics"), || async {
-            let scrape = self.admin_get("/metrics").await;
+            let scrape = http_get(self.admin_port, "/metrics", headers).await;
             done_or(scrape.lines().any(|l| l == sample), scrape.clone()).map(|()| scrape)
         })
         .await

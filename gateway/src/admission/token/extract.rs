@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::core::credential::BEARER_SUBPROTOCOL_PREFIX;
+use crate::core::credential::{bearer_token, BEARER_SUBPROTOCOL_PREFIX};
 use crate::core::header;
 use crate::net::http1::RequestHead;
 
@@ -31,13 +31,8 @@ impl Found {
 
 /// `Authorization: Bearer <token>` (the upgrade check refuses a second `Authorization`).
 pub(crate) fn from_authorization(head: &RequestHead) -> Found {
-    let token = head.header("authorization").and_then(|value| {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_string())
-    });
-    Found::of(token.into_iter())
+    let token = head.header("authorization").and_then(bearer_token);
+    Found::of(token.map(String::from).into_iter())
 }
 
 /// A `Sec-WebSocket-Protocol` entry `bearer.<token>`.
