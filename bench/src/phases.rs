@@ -45,10 +45,7 @@ pub fn check_descriptors(args: &Args, nofile: u64) -> Result<(), String> {
         ),
     ];
     if let Some(soak) = &args.soak {
-        needs.push((
-            format!("--soak-hold {}", soak.hold),
-            soak.hold as u64 + extra,
-        ));
+        needs.push((format!("--soak-hold {}", soak.hold), soak.hold as u64));
     }
     for (what, n) in needs {
         let needed = 2 * (n + extra) + 500;

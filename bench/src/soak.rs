@@ -156,6 +156,10 @@ pub fn run(
     let mut samples = vec![sample(&proc, &counts, None, None)];
     let mut died = None;
     while Instant::now() < deadline {
+        // No stub of a cycle at the end: the last full cycle's sample is the end.
+        if samples.len() > 1 && deadline - Instant::now() < soak.interval / 4 {
+            break;
+        }
         let end = (Instant::now() + soak.interval).min(deadline);
         let (p99, held_rss, held_fds) = cycle(rt, args, soak, &proc, &target, end, &mut counts);
         if let Err(e) = proc.check_alive().and_then(|()| upstream.check_alive()) {
