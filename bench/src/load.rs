@@ -1,12 +1,15 @@
 //! The load generator: WebSocket clients over TLS 1.3 (or plain TCP for the direct baseline),
 //! the same for every proxy. Every client step is bounded in time.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{stream, SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
@@ -59,9 +62,44 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resu
         .map_err(|_| format!("{what} timed out after {STEP:?}"))
 }
 
+/// The loopback source addresses the clients connect from, in turn: 127.0.0.2 onwards. The
+/// servers listen on 127.0.0.1; each source address has its own ~28,000 ephemeral ports toward
+/// each server port, so that tens of thousands of connections, and the TIME_WAIT left by those
+/// of the previous phases, never exhaust them.
+pub const SOURCES: u32 = 16;
+
+static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
+
+/// A TCP connection to 127.0.0.1:`port` from the next source address.
+async fn tcp_connect(port: u16) -> std::io::Result<TcpStream> {
+    let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCES;
+    let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + n);
+    let socket = TcpSocket::new_v4()?;
+    // The port is chosen at connect, per destination, not at bind: a bind-time port would have
+    // to be unique among every socket of that source address.
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+}
+
 /// TCP, TLS and the WebSocket upgrade (which must answer 101).
 pub async fn connect(t: &Target) -> Result<Ws, String> {
-    let tcp = bounded("connect", TcpStream::connect(("127.0.0.1", t.port)))
+    let tcp = bounded("connect", tcp_connect(t.port))
         .await?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
@@ -115,19 +153,53 @@ pub async fn round_trip(ws: &mut Ws, payload: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Open `n` connections, at most `parallel` at a time, each checked with one round trip.
+/// Open `n` connections, at most `parallel` at a time, each checked with one round trip; fails
+/// if any fails.
 pub async fn open(t: &Target, n: usize, parallel: usize) -> Result<Vec<Ws>, String> {
-    stream::iter(0..n)
+    let opened = open_counting(t, n, parallel).await;
+    match opened.first_error {
+        Some(e) => Err(format!(
+            "{} of {n} connections failed, the first with: {e}",
+            opened.failed
+        )),
+        None => Ok(opened.open),
+    }
+}
+
+/// What [`open_counting`] opened, and what failed.
+pub struct Opened {
+    pub open: Vec<Ws>,
+    pub failed: usize,
+    pub first_error: Option<String>,
+}
+
+/// Like [`open`], but keeps the connections that did open and counts the failures (for the
+/// large holds and the soak, where a failure is a figure rather than the end of the run).
+pub async fn open_counting(t: &Target, n: usize, parallel: usize) -> Opened {
+    let results: Vec<Result<Ws, String>> = stream::iter(0..n)
         .map(|_| async move {
             let mut ws = connect(t).await?;
             round_trip(&mut ws, b"hello").await?;
             Ok::<_, String>(ws)
         })
         .buffer_unordered(parallel.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
         .collect()
+        .await;
+    let mut opened = Opened {
+        open: Vec::with_capacity(n),
+        failed: 0,
+        first_error: None,
+    };
+    for r in results {
+        match r {
+            Ok(ws) => opened.open.push(ws),
+            Err(e) => {
+                opened.failed += 1;
+                opened.first_error.get_or_insert(e);
+            }
+        }
+    }
+    opened
 }
 
 /// One closed-loop client: send a message, wait for its echo, record the latency (µs) when the

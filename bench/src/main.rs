@@ -2,163 +2,30 @@
 //! certificate in front of the same upstream echo server, driven in turn by the same load
 //! generator. See `bench/README.md`.
 
+mod args;
+mod burst;
 mod certs;
+mod chart;
+mod hold;
 mod identity;
 mod load;
+mod phases;
 mod procs;
 mod report;
 mod servers;
+mod soak;
+mod sweep;
 mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use args::{Args, USAGE};
 use report::{Results, RunInfo, Section};
 use servers::{Env, PortcullisRoute, Subject};
-
-const USAGE: &str = "\
-portcullis-bench - Portcullis vs NGINX vs HAProxy, each terminating wss in front of one upstream
-echo server, driven in turn by the same closed-loop load generator
-
-USAGE:
-    portcullis-bench [OPTIONS]
-
-OPTIONS:
-    --conns N           connections of the closed-loop load, and handshakes in flight [50]
-    --size S            message size in bytes (binary messages) [128]
-    --duration SECS     measured load per server and round [10]
-    --idle N            idle connections held for the memory figure [5000]
-    --handshakes N      handshakes per server and round [2000]
-    --rounds N          rounds; each figure is the median over them [3]
-    --only LIST         servers to run, of portcullis,nginx,haproxy [all three]
-    --portcullis PATH   a Portcullis binary; may be given several times: each Portcullis
-                        configuration (relay route, echo route, each public or with a JWT,
-                        ext_authz or introspection policy) runs on the first one that
-                        accepts it (`--check`)
-                        [the `portcullis` next to this binary, e.g. target/release/portcullis]
-    --baseline PATH     also run this Portcullis build with the same relay route, as a column
-                        of its own with the ratios Portcullis/baseline (before/after a change,
-                        in one run)
-    --json FILE         write the results as JSON
-    --markdown FILE     write the results as a markdown table (also printed on stdout)
-    --quick             tiny numbers, for a smoke test (explicit options still apply)
-    -h, --help          this text
-
-NGINX and HAProxy are looked up on PATH and in /usr/sbin (scripts/bench installs them).";
-
-struct Args {
-    conns: usize,
-    size: usize,
-    duration: f64,
-    idle: usize,
-    handshakes: usize,
-    rounds: usize,
-    only: Vec<String>,
-    portcullis: Vec<PathBuf>,
-    baseline: Option<PathBuf>,
-    json: Option<PathBuf>,
-    markdown: Option<PathBuf>,
-    quick: bool,
-}
-
-impl Args {
-    fn warmup(&self) -> Duration {
-        Duration::from_secs_f64((self.duration / 5.0).min(2.0))
-    }
-
-    /// Pause for the servers to settle before a memory or CPU reading.
-    fn settle(&self) -> Duration {
-        Duration::from_millis(if self.quick { 200 } else { 1000 })
-    }
-}
-
-fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
-        v.ok_or(format!("{flag} needs a value"))?
-            .parse()
-            .map_err(|_| format!("{flag}: not a number"))
-    }
-    let quick = argv.iter().any(|a| a == "--quick");
-    let mut a = if quick {
-        Args {
-            conns: 4,
-            size: 64,
-            duration: 1.0,
-            idle: 40,
-            handshakes: 40,
-            rounds: 1,
-            only: Vec::new(),
-            portcullis: Vec::new(),
-            baseline: None,
-            json: None,
-            markdown: None,
-            quick,
-        }
-    } else {
-        Args {
-            conns: 50,
-            size: 128,
-            duration: 10.0,
-            idle: 5000,
-            handshakes: 2000,
-            rounds: 3,
-            only: Vec::new(),
-            portcullis: Vec::new(),
-            baseline: None,
-            json: None,
-            markdown: None,
-            quick,
-        }
-    };
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--conns" => a.conns = num(flag, it.next())?,
-            "--size" => a.size = num(flag, it.next())?,
-            "--duration" => a.duration = num(flag, it.next())?,
-            "--idle" => a.idle = num(flag, it.next())?,
-            "--handshakes" => a.handshakes = num(flag, it.next())?,
-            "--rounds" => a.rounds = num(flag, it.next())?,
-            "--only" => {
-                let list = it.next().ok_or("--only needs a list")?;
-                a.only = list.split(',').map(|s| s.trim().to_string()).collect();
-            }
-            "--portcullis" => a
-                .portcullis
-                .push(it.next().ok_or("--portcullis needs a path")?.into()),
-            "--baseline" => a.baseline = Some(it.next().ok_or("--baseline needs a path")?.into()),
-            "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
-            "--markdown" => a.markdown = Some(it.next().ok_or("--markdown needs a file")?.into()),
-            "--quick" => {}
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if a.conns == 0 || a.handshakes == 0 || a.idle == 0 || a.rounds == 0 || a.size == 0 {
-        return Err("--conns, --size, --idle, --handshakes and --rounds must be at least 1".into());
-    }
-    if !(a.duration.is_finite() && a.duration > 0.0 && a.duration <= 3600.0) {
-        return Err("--duration must be between 0 and 3600 seconds".into());
-    }
-    if a.size > 1 << 20 {
-        return Err("--size must be at most 1 MiB (Portcullis's default message limit)".into());
-    }
-    if a.only.is_empty() {
-        a.only = vec!["portcullis".into(), "nginx".into(), "haproxy".into()];
-    }
-    for name in &a.only {
-        if !["portcullis", "nginx", "haproxy"].contains(&name.as_str()) {
-            return Err(format!(
-                "--only: unknown server {name:?} (portcullis, nginx, haproxy)"
-            ));
-        }
-    }
-    Ok(Some(a))
-}
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -167,7 +34,7 @@ fn main() -> ExitCode {
         Some("identity-server") => return upstream_main(&argv[2..], identity::run),
         _ => {}
     }
-    let args = match parse_args(&argv[1..]) {
+    let args = match args::parse(&argv[1..]) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -192,7 +59,7 @@ fn main() -> ExitCode {
 /// `portcullis-bench identity-server ...`: the authorizer and introspection endpoint (each
 /// started by the benchmark itself).
 fn upstream_main(argv: &[String], serve: fn(u16, usize) -> Result<(), String>) -> ExitCode {
-    let (mut port, mut threads) = (0u16, servers::WORKERS);
+    let (mut port, mut threads) = (0u16, servers::HELPER_THREADS);
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let value = it.next().and_then(|v| v.parse::<usize>().ok());
@@ -248,16 +115,13 @@ fn version_of(bin: &Path, flag: &str) -> String {
 
 fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     let nofile = procs::raise_nofile_limit();
-    let needed = args.idle as u64 * 2 + 500;
-    if needed > nofile {
-        return Err(format!(
-            "--idle {} needs about {needed} open files in the proxy (two sockets per \
-             connection), but the limit is {nofile}: raise the hard limit (ulimit -Hn) or lower \
-             --idle",
-            args.idle
-        ));
-    }
-    let wants = |name: &str| args.only.iter().any(|o| o == name);
+    phases::check_descriptors(args, nofile)?;
+    let command = std::iter::once("portcullis-bench")
+        .chain(argv[1..].iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The soak measures Portcullis's relay route alone.
+    let wants = |name: &str| args.wants(name) && (args.soak.is_none() || name == "portcullis");
     let program = |name: &str| -> Result<Option<PathBuf>, String> {
         if !wants(name) {
             return Ok(None);
@@ -306,6 +170,47 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         &dir.path().join("upstream.log"),
     )?;
     upstream.wait_listening(upstream_port, Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    if let Some(soak) = &args.soak {
+        // No identity server or Redis: the soak's route is public.
+        let mut env = Env::new(
+            dir.path().to_path_buf(),
+            material,
+            client_tls,
+            servers::Backends {
+                upstream_port,
+                identity_port: 0,
+            },
+            nofile,
+            args.workers,
+            servers::Peers {
+                nginx: None,
+                haproxy: None,
+            },
+        );
+        let route = PortcullisRoute::of(Subject::Portcullis, Section::Load);
+        for bin in &portcullis_bins {
+            if servers::accepts(&env, bin, route)? {
+                env.portcullis.push((route, bin.clone()));
+                break;
+            }
+        }
+        let bin = env
+            .portcullis_for(route)
+            .ok_or("no --portcullis binary accepts a relay route")?
+            .to_path_buf();
+        let info = soak::Info {
+            date: utc_now(),
+            command,
+            binary: bin.display().to_string(),
+            version: version_of(&bin, "--version"),
+        };
+        return soak::run(&env, &rt, args, soak, &mut upstream, &info);
+    }
     let identity_port = procs::free_port()?;
     let mut identity = procs::Proc::spawn(
         "identity server",
@@ -337,8 +242,11 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             identity_port,
         },
         nofile,
-        nginx.clone(),
-        haproxy.clone(),
+        args.workers,
+        servers::Peers {
+            nginx: nginx.clone(),
+            haproxy: haproxy.clone(),
+        },
     );
     env.redis = redis.as_ref().map(|(_, port)| *port);
     for route in PortcullisRoute::all() {
@@ -365,10 +273,21 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         .filter(|s| wants(s.only_name()))
         .filter(|s| *s != Subject::Baseline || args.baseline.is_some())
         .collect();
+    // The opt-in sections, in the order they run within a round.
+    let mut extra: Vec<Section> = args.sizes.iter().map(|&s| Section::Sweep(s)).collect();
+    if args.burst.is_some() {
+        extra.push(Section::Burst);
+    }
+    if args.hold_relay.is_some() || args.hold_echo.is_some() {
+        extra.push(Section::Hold);
+    }
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
-        for section in Section::ALL {
+        for section in Section::ALL.into_iter().chain(extra.iter().copied()) {
             let route = PortcullisRoute::of(subject, section);
+            if !phases::runs(args, subject, section) {
+                continue;
+            }
             if section == Section::HandshakeCluster && env.redis.is_none() {
                 results.skip(
                     subject,
@@ -385,40 +304,46 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let started = Instant::now();
+    // The load at --size is also the sweep's figure at that size, when the sweep has it.
+    let sweep_has_size = args.sizes.contains(&args.size);
+    let mut order = vec![Section::Load];
+    order.extend(
+        extra.iter().filter(
+            |s| matches!(s, Section::Sweep(size) if !(sweep_has_size && *size == args.size)),
+        ),
+    );
+    order.extend([Section::Idle, Section::Handshake]);
+    order.extend(Section::PORTCULLIS_ONLY);
+    order.extend(extra.iter().filter(|s| !matches!(s, Section::Sweep(_))));
     for round in 1..=args.rounds {
-        for section in [Section::Load, Section::Idle, Section::Handshake] {
+        for &section in &order {
             for &subject in &subjects {
-                let mut sections = vec![section];
-                if section == Section::Handshake && subject.is_portcullis() {
-                    sections.extend(Section::PORTCULLIS_ONLY);
+                if !phases::runs(args, subject, section) || results.is_skipped(subject, section) {
+                    continue;
                 }
-                for section in sections {
-                    if results.is_skipped(subject, section) {
-                        continue;
-                    }
-                    upstream.check_alive()?;
-                    identity.check_alive()?;
-                    let figures = measure(&env, &rt, args, subject, section).map_err(|e| {
-                        format!("round {round}, {} {}: {e}", subject.key(), section.key())
-                    })?;
-                    let shown: Vec<String> =
-                        figures.iter().map(|(f, v)| format!("{f} {v:.1}")).collect();
-                    eprintln!(
-                        "[{:>4.0}s] round {round}/{}: {} {}: {}",
-                        started.elapsed().as_secs_f64(),
-                        args.rounds,
-                        subject.key(),
-                        section.key(),
-                        shown.join(", ")
-                    );
-                    for (figure, value) in figures {
-                        results.add(subject, section, figure, value);
+                upstream.check_alive()?;
+                identity.check_alive()?;
+                let figures = phases::measure(&env, &rt, args, subject, section).map_err(|e| {
+                    format!("round {round}, {} {}: {e}", subject.key(), section.key())
+                })?;
+                let shown: Vec<String> =
+                    figures.iter().map(|(f, v)| format!("{f} {v:.1}")).collect();
+                eprintln!(
+                    "[{:>4.0}s] round {round}/{}: {} {}: {}",
+                    started.elapsed().as_secs_f64(),
+                    args.rounds,
+                    subject.key(),
+                    section.key(),
+                    shown.join(", ")
+                );
+                let also_sweep = section == Section::Load
+                    && sweep_has_size
+                    && phases::runs(args, subject, Section::Sweep(args.size));
+                for (figure, value) in figures {
+                    results.add(subject, section, figure, value);
+                    if also_sweep {
+                        results.add(subject, Section::Sweep(args.size), figure, value);
                     }
                 }
             }
@@ -451,10 +376,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         .collect();
     let info = RunInfo {
         date: utc_now(),
-        command: std::iter::once("portcullis-bench")
-            .chain(argv[1..].iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command,
         cpus,
         memory_gib,
         settings: json!({
@@ -465,8 +387,16 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             "idle": args.idle,
             "handshakes": args.handshakes,
             "rounds": args.rounds,
+            "workers": args.workers,
             "only": args.only,
             "quick": args.quick,
+            "sizes": args.sizes,
+            "burst": args.burst,
+            "burst_watch_secs": args.burst_watch.as_secs_f64(),
+            "hold_relay": args.hold_relay,
+            "hold_echo": args.hold_echo,
+            "nofile": nofile,
+            "client_source_addresses": load::SOURCES,
         }),
         versions: serde_json::Value::Object(versions),
         portcullis_binaries: serde_json::Value::Object(binaries),
@@ -481,6 +411,8 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             })
             .unwrap_or(serde_json::Value::Null),
         subjects,
+        extra,
+        burst_watch_secs: args.burst_watch.as_secs_f64(),
     };
     let markdown = report::markdown(&results, &info);
     println!("{markdown}");
@@ -492,133 +424,10 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         write_file(path, &(text + "\n"))?;
     }
+    if let Some(path) = &args.svg {
+        write_file(path, &sweep::svg(&results, &info))?;
+    }
     Ok(())
-}
-
-type Figures = Vec<(&'static str, f64)>;
-
-/// One phase on a fresh server instance.
-fn measure(
-    env: &Env,
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    subject: Subject,
-    section: Section,
-) -> Result<Figures, String> {
-    let (mut proc, target) = env.start(subject, section)?;
-    let figures = match section {
-        Section::Load => load_phase(rt, args, &proc, &target),
-        Section::Idle => idle_phase(rt, args, &proc, &target),
-        _ => handshake_phase(rt, args, &proc, &target),
-    };
-    // An error of the clients is often explained by the server's death.
-    proc.check_alive()?;
-    figures
-}
-
-fn sleep_until(t: tokio::time::Instant) {
-    std::thread::sleep(t.into_std().saturating_duration_since(Instant::now()));
-}
-
-/// Closed-loop load: messages per second, latency p50/p99, server CPU per message.
-fn load_phase(
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    proc: &procs::Proc,
-    target: &load::Target,
-) -> Result<Figures, String> {
-    let conns = rt.block_on(load::open(target, args.conns, args.conns))?;
-    let payload: Arc<Vec<u8>> = Arc::new((0..args.size).map(|i| (i % 251) as u8).collect());
-    let measure_from = tokio::time::Instant::now() + args.warmup();
-    let until = measure_from + Duration::from_secs_f64(args.duration);
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|ws| rt.spawn(load::closed_loop(ws, payload.clone(), measure_from, until)))
-        .collect();
-    sleep_until(measure_from);
-    let before = proc.usage();
-    sleep_until(until);
-    let after = proc.usage();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        let part = rt
-            .block_on(task)
-            .map_err(|e| format!("client task: {e}"))??;
-        latencies.extend(part);
-    }
-    latencies.sort_unstable();
-    let n = latencies.len();
-    if n == 0 {
-        return Err("no message came back in the measured time".into());
-    }
-    Ok(vec![
-        ("messages_per_second", n as f64 / args.duration),
-        ("latency_p50_us", load::quantile(&latencies, 0.50)),
-        ("latency_p99_us", load::quantile(&latencies, 0.99)),
-        (
-            "cpu_us_per_message",
-            (after.cpu_secs - before.cpu_secs) * 1e6 / n as f64,
-        ),
-    ])
-}
-
-/// Idle connections: server memory per connection.
-fn idle_phase(
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    proc: &procs::Proc,
-    target: &load::Target,
-) -> Result<Figures, String> {
-    // A few connections first, so that what a server builds lazily on its first connections
-    // (per-worker TLS and buffer pools) is in the baseline, not in the per-connection figure.
-    let warm = rt.block_on(load::open(target, args.conns, args.conns))?;
-    rt.block_on(async move { drop(warm) });
-    std::thread::sleep(args.settle());
-    let before = proc.usage();
-    let held = rt.block_on(load::open(target, args.idle, args.conns))?;
-    std::thread::sleep(args.settle());
-    let after = proc.usage();
-    rt.block_on(async move { drop(held) });
-    Ok(vec![
-        ("connections", args.idle as f64),
-        (
-            "rss_bytes_per_connection",
-            (after.rss_bytes as f64 - before.rss_bytes as f64) / args.idle as f64,
-        ),
-    ])
-}
-
-/// Handshakes: per second, and server CPU per handshake (teardown included).
-fn handshake_phase(
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    proc: &procs::Proc,
-    target: &load::Target,
-) -> Result<Figures, String> {
-    let before = proc.usage();
-    let start = Instant::now();
-    let (ok, failed, first_error) =
-        rt.block_on(load::handshakes(target, args.handshakes, args.conns));
-    let elapsed = start.elapsed().as_secs_f64();
-    std::thread::sleep(args.settle() / 2);
-    let after = proc.usage();
-    if ok == 0 {
-        return Err(format!("every handshake failed: {first_error}"));
-    }
-    if failed > 0 {
-        eprintln!(
-            "warning: {failed} of {} handshakes failed, the first with: {first_error}",
-            args.handshakes
-        );
-    }
-    Ok(vec![
-        ("handshakes_per_second", ok as f64 / elapsed),
-        (
-            "cpu_us_per_handshake",
-            (after.cpu_secs - before.cpu_secs) * 1e6 / ok as f64,
-        ),
-        ("errors", failed as f64),
-    ])
 }
 
 /// Now as `YYYY-MM-DD HH:MM UTC`.

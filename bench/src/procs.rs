@@ -200,6 +200,16 @@ impl Proc {
         }
         usage
     }
+
+    /// Open descriptors of the whole group (the entries of `/proc/<pid>/fd`): sockets, and the
+    /// few files a server keeps open.
+    pub fn open_fds(&self) -> usize {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+            .map(|dir| dir.count())
+            .sum()
+    }
 }
 
 impl Drop for Proc {

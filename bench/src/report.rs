@@ -29,9 +29,16 @@ pub enum Section {
     HandshakeLimits,
     /// The same limits counted across replicas through Redis (`[cluster]`).
     HandshakeCluster,
+    /// The closed-loop load at one message size of `--sizes` (bytes).
+    Sweep(usize),
+    /// Retention: RSS before, at the peak of and after a burst of connections (`--burst`).
+    Burst,
+    /// A large number of connections held, and the handshake rate at that size (`--hold-*`).
+    Hold,
 }
 
 impl Section {
+    /// The sections every run has (the opt-in ones come after them, see [`RunInfo::extra`]).
     pub const ALL: [Section; 9] = [
         Section::Load,
         Section::Idle,
@@ -59,7 +66,8 @@ impl Section {
         Self::PORTCULLIS_ONLY.contains(&self)
     }
 
-    pub fn key(self) -> &'static str {
+    /// The key in the JSON output (`sweep.<size>` for a size of the sweep, as in the ratios).
+    pub fn key(self) -> String {
         match self {
             Section::Load => "load",
             Section::Idle => "idle",
@@ -70,19 +78,39 @@ impl Section {
             Section::HandshakeIntrospection => "handshake_introspection",
             Section::HandshakeLimits => "handshake_limits",
             Section::HandshakeCluster => "handshake_cluster",
+            Section::Sweep(size) => return format!("sweep.{size}"),
+            Section::Burst => "burst",
+            Section::Hold => "hold",
         }
+        .to_string()
     }
 
     /// Every figure the section reports.
     pub fn figures(self) -> &'static [&'static str] {
         match self {
-            Section::Load => &[
+            Section::Load | Section::Sweep(_) => &[
                 "messages_per_second",
                 "latency_p50_us",
                 "latency_p99_us",
                 "cpu_us_per_message",
             ],
             Section::Idle => &["connections", "rss_bytes_per_connection"],
+            Section::Burst => &[
+                "connections",
+                "rss_pre_burst_bytes",
+                "rss_peak_bytes",
+                "rss_after_5s_bytes",
+                "rss_end_bytes",
+                "secs_to_within_25pct",
+            ],
+            Section::Hold => &[
+                "connections",
+                "rss_bytes",
+                "rss_bytes_per_connection",
+                "handshakes_per_second",
+                "cpu_us_per_handshake",
+                "errors",
+            ],
             Section::Handshake
             | Section::HandshakeJwt
             | Section::HandshakeAuthzHit
@@ -103,6 +131,12 @@ impl Section {
         } else {
             self
         }
+    }
+
+    /// Whether its figures are put side by side in ratios. A burst's are not: each server is
+    /// judged against its own figure before the burst.
+    fn compared(self) -> bool {
+        self != Section::Burst
     }
 }
 
@@ -156,6 +190,10 @@ impl Results {
         self.skipped.contains_key(&(subject, section))
     }
 
+    fn has(&self, subject: Subject, section: Section) -> bool {
+        self.values.contains_key(&(subject, section))
+    }
+
     /// The median over the rounds.
     pub fn median(&self, subject: Subject, section: Section, figure: &str) -> Option<f64> {
         let mut v = self.values.get(&(subject, section))?.get(figure)?.clone();
@@ -178,46 +216,197 @@ impl Results {
     }
 }
 
-/// The figures the issue sets targets for.
-struct Goal {
-    what: &'static str,
-    section: Section,
-    figure: &'static str,
-    reference: Subject,
+/// What a target compares Portcullis's figure with.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// At most (or, for a rate, at least) `factor` times the peer's figure in the same run.
+    Peer { reference: Subject, factor: f64 },
+    /// At most this value.
+    AtMost(f64),
+    /// At least this value.
+    AtLeast(f64),
+    /// A time to recover: at most `limit` seconds; a time not reached within `watched`
+    /// seconds of watching fails the target only when `watched` covers `limit`.
+    Within { limit: f64, watched: f64 },
 }
 
-const GOALS: [Goal; 3] = [
+/// A target of the issue, for one subject's figure.
+struct Goal {
+    what: String,
+    subject: Subject,
+    section: Section,
+    figure: &'static str,
+    bound: Bound,
+}
+
+/// CPU per relayed message of the sweep, against NGINX's at every size.
+pub const SWEEP_CPU_FACTOR: f64 = 0.9;
+/// RSS back within this share above the pre-burst figure...
+pub const BURST_TOLERANCE: f64 = 0.25;
+/// ... within this many seconds of the burst closing.
+pub const BURST_LIMIT_SECS: f64 = 30.0;
+/// The large holds the issue asks for at a 20,000-descriptor limit.
+pub const HOLD_RELAY_TARGET: f64 = 9000.0;
+pub const HOLD_ECHO_TARGET: f64 = 19000.0;
+
+/// The targets that apply to what ran: the peer ones need their peer in the run.
+fn goals(info: &RunInfo) -> Vec<Goal> {
+    let peer = |reference, factor| Bound::Peer { reference, factor };
+    let goal = |what: String, subject, section, figure, bound| Goal {
+        what,
+        subject,
+        section,
+        figure,
+        bound,
+    };
+    let mut goals = vec![
+        goal(
+            "CPU per relayed message <= NGINX's".into(),
+            Subject::Portcullis,
+            Section::Load,
+            "cpu_us_per_message",
+            peer(Subject::Nginx, 1.0),
+        ),
+        goal(
+            "memory per idle wss connection <= HAProxy's".into(),
+            Subject::Portcullis,
+            Section::Idle,
+            "rss_bytes_per_connection",
+            peer(Subject::Haproxy, 1.0),
+        ),
+        goal(
+            "memory per idle relayed wss connection <= 16 KiB".into(),
+            Subject::Portcullis,
+            Section::Idle,
+            "rss_bytes_per_connection",
+            Bound::AtMost(16.0 * 1024.0),
+        ),
+        goal(
+            "memory per idle echo wss connection <= 12 KiB".into(),
+            Subject::PortcullisEcho,
+            Section::Idle,
+            "rss_bytes_per_connection",
+            Bound::AtMost(12.0 * 1024.0),
+        ),
+        goal(
+            "handshakes per second with JWT verification >= NGINX's (without)".into(),
+            Subject::Portcullis,
+            Section::HandshakeJwt,
+            "handshakes_per_second",
+            peer(Subject::Nginx, 1.0),
+        ),
+    ];
+    for &section in &info.extra {
+        match section {
+            Section::Sweep(size) => goals.push(goal(
+                format!(
+                    "CPU per relayed message at {} <= {SWEEP_CPU_FACTOR} x NGINX's",
+                    human_size(size)
+                ),
+                Subject::Portcullis,
+                section,
+                "cpu_us_per_message",
+                peer(Subject::Nginx, SWEEP_CPU_FACTOR),
+            )),
+            Section::Burst => {
+                for subject in [Subject::Portcullis, Subject::PortcullisEcho] {
+                    goals.push(burst_goal(subject, info));
+                }
+            }
+            Section::Hold => {
+                for (subject, n, option) in [
+                    (Subject::Portcullis, HOLD_RELAY_TARGET, "hold_relay"),
+                    (Subject::PortcullisEcho, HOLD_ECHO_TARGET, "hold_echo"),
+                ] {
+                    if info.settings[option].is_null() {
+                        continue;
+                    }
+                    goals.push(goal(
+                        format!("{}: {n:.0} connections held", short_name(subject)),
+                        subject,
+                        section,
+                        "connections",
+                        Bound::AtLeast(n),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    goals
+        .into_iter()
+        .filter(|g| info.subjects.contains(&g.subject))
+        .filter(|g| match g.bound {
+            Bound::Peer { reference, .. } => info.subjects.contains(&reference),
+            _ => true,
+        })
+        .collect()
+}
+
+/// Retention after the burst, for any server (the issue holds Portcullis to it; the JSON says
+/// for every server whether it would meet it).
+fn burst_goal(subject: Subject, info: &RunInfo) -> Goal {
     Goal {
-        what: "CPU per relayed message <= NGINX's",
-        section: Section::Load,
-        figure: "cpu_us_per_message",
-        reference: Subject::Nginx,
-    },
-    Goal {
-        what: "memory per idle wss connection <= HAProxy's",
-        section: Section::Idle,
-        figure: "rss_bytes_per_connection",
-        reference: Subject::Haproxy,
-    },
-    Goal {
-        what: "handshakes per second with JWT verification >= NGINX's (without)",
-        section: Section::HandshakeJwt,
-        figure: "handshakes_per_second",
-        reference: Subject::Nginx,
-    },
-];
+        what: format!(
+            "{}: RSS back within {:.0} % of the pre-burst figure within {BURST_LIMIT_SECS:.0} s \
+             of the burst closing",
+            short_name(subject),
+            BURST_TOLERANCE * 100.0
+        ),
+        subject,
+        section: Section::Burst,
+        figure: "secs_to_within_25pct",
+        bound: Bound::Within {
+            limit: BURST_LIMIT_SECS,
+            watched: info.burst_watch_secs,
+        },
+    }
+}
 
 impl Goal {
-    /// Portcullis's figure, the reference's, and whether the target is met.
+    /// Portcullis's figure, the reference's (the peer's figure or the bound), and whether the
+    /// target is met.
     fn check(&self, results: &Results) -> (Option<f64>, Option<f64>, Option<bool>) {
-        let ours = results.median(Subject::Portcullis, self.section, self.figure);
-        let theirs = results.median(self.reference, self.section.reference(), self.figure);
-        let met = match (ours, theirs) {
-            (Some(x), Some(y)) if higher_is_better(self.figure) => Some(x >= y),
-            (Some(x), Some(y)) => Some(x <= y),
-            _ => None,
-        };
-        (ours, theirs, met)
+        let ours = results.median(self.subject, self.section, self.figure);
+        match self.bound {
+            Bound::Peer { reference, factor } => {
+                let theirs = results.median(reference, self.section.reference(), self.figure);
+                let met = match (ours, theirs) {
+                    (Some(x), Some(y)) if higher_is_better(self.figure) => Some(x >= factor * y),
+                    (Some(x), Some(y)) => Some(x <= factor * y),
+                    _ => None,
+                };
+                (ours, theirs, met)
+            }
+            Bound::AtMost(limit) => (ours, Some(limit), ours.map(|x| x <= limit)),
+            Bound::AtLeast(limit) => (ours, Some(limit), ours.map(|x| x >= limit)),
+            Bound::Within { limit, watched } => {
+                let met = ours.and_then(|x| {
+                    if x <= limit {
+                        Some(true)
+                    } else if watched >= limit {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                });
+                (ours, Some(limit), met)
+            }
+        }
+    }
+
+    fn reference_key(&self) -> &'static str {
+        match self.bound {
+            Bound::Peer { reference, .. } => reference.key(),
+            _ => "limit",
+        }
+    }
+
+    fn factor(&self) -> Value {
+        match self.bound {
+            Bound::Peer { factor, .. } => json!(factor),
+            _ => Value::Null,
+        }
     }
 }
 
@@ -234,32 +423,85 @@ pub struct RunInfo {
     /// `--baseline`: its path and version, or null.
     pub baseline: Value,
     pub subjects: Vec<Subject>,
+    /// The opt-in sections that ran: the sweep's sizes, the burst, the holds.
+    pub extra: Vec<Section>,
+    /// `--burst-watch`, in seconds.
+    pub burst_watch_secs: f64,
+}
+
+impl RunInfo {
+    fn sections(&self) -> impl Iterator<Item = Section> + '_ {
+        Section::ALL.into_iter().chain(self.extra.iter().copied())
+    }
+
+    pub fn sizes(&self) -> Vec<usize> {
+        self.extra
+            .iter()
+            .filter_map(|s| match s {
+                Section::Sweep(size) => Some(*size),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A section's figures for one subject (null where a median is missing).
+fn figures_json(results: &Results, subject: Subject, section: Section) -> Value {
+    section
+        .figures()
+        .iter()
+        .map(|f| (f.to_string(), num(results.median(subject, section, f))))
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 pub fn json(results: &Results, info: &RunInfo) -> Value {
+    let goals = goals(info);
     let mut subjects = Map::new();
     for &subject in &info.subjects {
         let mut sections = Map::new();
-        for section in Section::ALL {
+        let mut sweep = Map::new();
+        for section in info.sections() {
             let key = (subject, section);
-            if let Some(reason) = results.skipped.get(&key) {
-                sections.insert(section.key().into(), json!({ "skipped": reason }));
-            } else if results.values.contains_key(&key) {
-                let figures: Map<String, Value> = section
-                    .figures()
-                    .iter()
-                    .map(|f| (f.to_string(), num(results.median(subject, section, f))))
-                    .collect();
-                sections.insert(section.key().into(), Value::Object(figures));
+            let value = if let Some(reason) = results.skipped.get(&key) {
+                json!({ "skipped": reason })
+            } else if results.has(subject, section) {
+                figures_json(results, subject, section)
+            } else {
+                continue;
+            };
+            match section {
+                Section::Sweep(size) => {
+                    sweep.insert(size.to_string(), value);
+                }
+                Section::Burst => {
+                    let mut value = value;
+                    if value.get("skipped").is_none() {
+                        let met = burst_goal(subject, info).check(results).2;
+                        value["met"] = met.map_or(Value::Null, Value::Bool);
+                    }
+                    sections.insert(section.key(), value);
+                }
+                _ => {
+                    sections.insert(section.key(), value);
+                }
             }
+        }
+        if !sweep.is_empty() {
+            sections.insert("sweep".into(), Value::Object(sweep));
         }
         subjects.insert(subject.key().into(), Value::Object(sections));
     }
     let mut ratios = Map::new();
     for (a, b) in report_pairs(&info.subjects) {
         let mut figures = Map::new();
-        for section in Section::ALL {
+        for section in info.sections().filter(|s| s.compared()) {
             if section.portcullis_only() && !a.is_portcullis() {
+                continue;
+            }
+            // The opt-in sections only where both sides ran them (the direct echo has none).
+            let both = results.has(a, section) && results.has(b, section.reference());
+            if !Section::ALL.contains(&section) && !both {
                 continue;
             }
             for figure in section.figures().iter().filter(|f| !is_count(f)) {
@@ -271,17 +513,18 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         }
         ratios.insert(format!("{}/{}", a.key(), b.key()), Value::Object(figures));
     }
-    let targets: Vec<Value> = GOALS
+    let targets: Vec<Value> = goals
         .iter()
-        .filter(|g| info.subjects.contains(&g.reference))
         .map(|g| {
             let (ours, theirs, met) = g.check(results);
             json!({
                 "target": g.what,
+                "subject": g.subject.key(),
                 "figure": format!("{}.{}", g.section.key(), g.figure),
                 "portcullis": num(ours),
-                "reference": g.reference.key(),
+                "reference": g.reference_key(),
                 "reference_value": num(theirs),
+                "factor": g.factor(),
                 "met": met.map_or(Value::Null, Value::Bool),
             })
         })
@@ -303,7 +546,7 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
             )
         })
         .collect();
-    json!({
+    let mut out = json!({
         "date": info.date,
         "command": info.command,
         "machine": { "cpus": info.cpus, "memory_gib": (info.memory_gib * 10.0).round() / 10.0 },
@@ -315,7 +558,32 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "ratios": ratios,
         "targets": targets,
         "cluster_vs_local": cluster,
-    })
+    });
+    let sizes = info.sizes();
+    if !sizes.is_empty() {
+        out["sweep"] = json!({
+            "sizes": sizes,
+            "cpu_vs_nginx_factor": SWEEP_CPU_FACTOR,
+            "cpu_vs_nginx_met_at_every_size": sweep_verdict(results, &goals)
+                .map_or(Value::Null, Value::Bool),
+        });
+    }
+    out
+}
+
+/// Whether the sweep's CPU target is met at every size: null if any size lacks a figure.
+fn sweep_verdict(results: &Results, goals: &[Goal]) -> Option<bool> {
+    let verdicts: Vec<Option<bool>> = goals
+        .iter()
+        .filter(|g| matches!(g.section, Section::Sweep(_)))
+        .map(|g| g.check(results).2)
+        .collect();
+    if verdicts.is_empty() {
+        return None;
+    }
+    verdicts
+        .into_iter()
+        .try_fold(true, |all, v| v.map(|v| all && v))
 }
 
 /// Handshakes per second with the limits counted in Redis must reach this share of the same
@@ -342,15 +610,31 @@ fn num(v: Option<f64>) -> Value {
         .map_or(Value::Null, |v| json!(v))
 }
 
+/// `64 B`, `1 KiB`, `64 KiB`, `1 MiB`, `1500 B`.
+pub fn human_size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
 fn label(section: Section, figure: &str) -> String {
     let base = match figure {
         "messages_per_second" => "messages per second",
         "latency_p50_us" => "latency p50 (µs)",
         "latency_p99_us" => "latency p99 (µs)",
         "cpu_us_per_message" => "CPU per message (µs)",
+        "rss_bytes_per_connection" if section == Section::Hold => "RSS per held connection (KiB)",
         "rss_bytes_per_connection" => "RSS per idle connection (KiB)",
         "handshakes_per_second" => "handshakes per second",
         "cpu_us_per_handshake" => "CPU per handshake (µs)",
+        "rss_bytes" => "RSS with the connections held (MiB)",
+        "rss_pre_burst_bytes" => "RSS before the burst (MiB)",
+        "rss_peak_bytes" => "RSS at the peak (MiB)",
+        "rss_after_5s_bytes" => "RSS 5 s after the burst closed (MiB)",
+        "rss_end_bytes" => "RSS at the end of the watch (MiB)",
+        "secs_to_within_25pct" => "seconds until RSS within 25 % of before",
         other => other,
     };
     match section {
@@ -360,11 +644,15 @@ fn label(section: Section, figure: &str) -> String {
         Section::HandshakeIntrospection => format!("{base}, with introspection³"),
         Section::HandshakeLimits => format!("{base}, with local limits⁴"),
         Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)⁴"),
+        Section::Sweep(size) => format!("{}: {base}", human_size(size)),
+        Section::Hold if figure == "handshakes_per_second" || figure == "cpu_us_per_handshake" => {
+            format!("{base}, at that size")
+        }
         _ => base.to_string(),
     }
 }
 
-fn short_name(subject: Subject) -> &'static str {
+pub fn short_name(subject: Subject) -> &'static str {
     match subject {
         Subject::Portcullis => "Portcullis",
         Subject::Nginx => "NGINX",
@@ -378,8 +666,11 @@ fn short_name(subject: Subject) -> &'static str {
 fn show(figure: &str, v: Option<f64>) -> String {
     match v {
         None => "–".into(),
+        Some(v) if v.is_nan() => "–".into(),
+        Some(v) if v.is_infinite() => "not reached".into(),
         Some(v) => match figure {
             "rss_bytes_per_connection" => format!("{:.1}", v / 1024.0),
+            f if f.starts_with("rss_") => format!("{:.1}", v / (1024.0 * 1024.0)),
             "cpu_us_per_message" | "cpu_us_per_handshake" => format!("{v:.1}"),
             _ => format!("{v:.0}"),
         },
@@ -391,9 +682,14 @@ fn show_ratio(v: Option<f64>) -> String {
         .map_or("–".into(), |v| format!("{v:.2}"))
 }
 
-/// The rows of one comparison table: each figure of each section, for `columns` subjects, with
-/// the ratios of `pairs`.
-fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subject)]) -> String {
+/// The rows of one comparison table: each figure of each of `sections`, for `columns`
+/// subjects, with the ratios of `pairs`.
+fn table(
+    results: &Results,
+    columns: &[(Subject, &str)],
+    pairs: &[(Subject, Subject)],
+    sections: &[Section],
+) -> String {
     let mut out = String::from("| figure | better |");
     for (_, name) in columns {
         out.push_str(&format!(" {name} |"));
@@ -404,7 +700,7 @@ fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subj
     out.push_str("\n|---|---|");
     out.push_str(&"---:|".repeat(columns.len() + pairs.len()));
     out.push('\n');
-    for section in Section::ALL {
+    for &section in sections {
         for figure in section.figures().iter().filter(|f| !is_count(f)) {
             let better = if higher_is_better(figure) {
                 "higher"
@@ -434,6 +730,79 @@ fn table(results: &Results, columns: &[(Subject, &str)], pairs: &[(Subject, Subj
     out
 }
 
+/// The tables of the opt-in sections: the sweep, the burst and the holds, for every relay and
+/// Portcullis's echo route side by side.
+fn extra_tables(results: &Results, info: &RunInfo) -> String {
+    let s = &info.settings;
+    let columns: Vec<(Subject, &str)> = [
+        Subject::Portcullis,
+        Subject::Baseline,
+        Subject::Nginx,
+        Subject::Haproxy,
+        Subject::PortcullisEcho,
+    ]
+    .into_iter()
+    .filter(|s| info.subjects.contains(s))
+    .map(|s| (s, short_name(s)))
+    .collect();
+    let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
+        .filter(|(a, _)| *a == Subject::Portcullis)
+        .collect();
+    let mut out = String::new();
+    let sweep: Vec<Section> = info
+        .extra
+        .iter()
+        .copied()
+        .filter(|s| matches!(s, Section::Sweep(_)))
+        .collect();
+    if !sweep.is_empty() {
+        out.push_str(&format!(
+            "### Message sizes: the closed-loop load at each size ({} connections, {} s each)\n\n",
+            s["conns"], s["duration_secs"]
+        ));
+        out.push_str(&table(results, &columns, &pairs, &sweep));
+        out.push('\n');
+    }
+    if info.extra.contains(&Section::Burst) {
+        out.push_str(&format!(
+            "### Retention: {} connections opened, then all closed; RSS watched for {} s\n\n",
+            s["burst"], s["burst_watch_secs"]
+        ));
+        out.push_str(&table(results, &columns, &[], &[Section::Burst]));
+        out.push('\n');
+    }
+    if info.extra.contains(&Section::Hold) {
+        let part = |key: &str, what: &str| s[key].as_u64().map(|n| format!("{n} {what}"));
+        let sizes: Vec<String> = [
+            part("hold_relay", "relayed connections"),
+            part("hold_echo", "echo connections"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        out.push_str(&format!(
+            "### Large holds: {} held, and {} handshakes at that size\n\n",
+            sizes.join(" and "),
+            s["handshakes"]
+        ));
+        out.push_str(&table(results, &columns, &pairs, &[Section::Hold]));
+        let held: Vec<String> = columns
+            .iter()
+            .filter_map(|&(subject, name)| {
+                let n = results.median(subject, Section::Hold, "connections")?;
+                let errors = results.median(subject, Section::Hold, "errors")?;
+                Some(format!("{name} {n:.0} ({errors:.0} errors)"))
+            })
+            .collect();
+        out.push_str(&format!(
+            "\nConnections held (errors: connections that failed to open, and failed \
+             handshakes): {}.\n\n",
+            held.join(", ")
+        ));
+    }
+    out
+}
+
 pub fn markdown(results: &Results, info: &RunInfo) -> String {
     let s = &info.settings;
     let mut out = format!(
@@ -443,7 +812,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
          (after {} s of warm-up), {} idle connections, {} handshakes ({} at a time); median of \
          {} round(s), the servers taking turns within each round, a fresh server process for \
          every phase. Every proxy: TLS 1.3, the same self-signed ECDSA P-256 certificate, {} \
-         workers, no access log, the same upstream echo server (plain ws on loopback). CPU is \
+         worker(s), no access log, the same upstream echo server (plain ws on loopback). CPU is \
          utime + stime of all the server's processes, per message round trip (one message each \
          way) or per handshake; RSS is the growth of the sum of their VmRSS while the idle \
          connections are open (each relayed connection is two sockets in the proxy).\n\n",
@@ -459,7 +828,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         s["handshakes"],
         s["conns"],
         s["rounds"],
-        crate::servers::WORKERS,
+        s["workers"],
     );
     let has = |x: Subject| info.subjects.contains(&x);
     let relays: Vec<(Subject, &str)> = [
@@ -477,7 +846,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
             .filter(|(a, _)| *a == Subject::Portcullis)
             .collect();
-        out.push_str(&table(results, &relays, &pairs));
+        out.push_str(&table(results, &relays, &pairs, &Section::ALL));
         out.push('\n');
     }
     if has(Subject::PortcullisEcho) {
@@ -492,9 +861,10 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
             .filter(|(a, _)| *a == Subject::PortcullisEcho)
             .collect();
-        out.push_str(&table(results, &cols, &pairs));
+        out.push_str(&table(results, &cols, &pairs, &Section::ALL));
         out.push('\n');
     }
+    out.push_str(&extra_tables(results, info));
     out.push_str(
         "¹ Portcullis verifying an ES256 `Authorization: Bearer` token before its 101; its ratios \
          are against the other side's handshakes without a token.\n",
@@ -539,9 +909,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
             failures.join(", ")
         ));
     }
-    let goals: Vec<String> = GOALS
+    let all_goals = goals(info);
+    let mut goals: Vec<String> = all_goals
         .iter()
-        .filter(|g| has(g.reference))
         .map(|g| {
             let (ours, theirs, met) = g.check(results);
             let verdict = match met {
@@ -549,15 +919,26 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
                 Some(false) => "NOT met",
                 None => "not measured",
             };
+            let ratio = match (g.bound, ours, theirs) {
+                (Bound::Peer { factor, .. }, Some(x), Some(y)) if factor != 1.0 => {
+                    format!("; ratio {}", show_ratio(Some(x / y)))
+                }
+                _ => String::new(),
+            };
             format!(
-                "- {}: {verdict} ({} vs {})",
+                "- {}: {verdict} ({} vs {}{ratio})",
                 g.what,
                 show(g.figure, ours),
                 show(g.figure, theirs)
             )
         })
         .collect();
-    let mut goals = goals;
+    if let Some(met) = sweep_verdict(results, &all_goals) {
+        let verdict = if met { "met" } else { "NOT met" };
+        goals.push(format!(
+            "- CPU per relayed message <= {SWEEP_CPU_FACTOR} x NGINX's at every size: {verdict}"
+        ));
+    }
     for &subject in info.subjects.iter().filter(|s| s.is_portcullis()) {
         let (hs, cpu, met) = cluster_ratio(results, subject);
         if hs.is_none() {

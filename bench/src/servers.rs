@@ -1,9 +1,9 @@
 //! The servers under test: their configurations (written into the benchmark's temp folder) and
 //! how each is started on a free loopback port.
 //!
-//! Fairness: one certificate, TLS 1.3 only, two workers each (NGINX `worker_processes 2`,
-//! HAProxy `nbthread 2`, Portcullis `[server] threads = 2`), no access logs, the same upstream,
-//! and the open-file limit raised to the hard limit for all of them.
+//! Fairness: one certificate, TLS 1.3 only, the same number of workers each (`--workers`: NGINX
+//! `worker_processes`, HAProxy `nbthread`, Portcullis `[server] threads`), no access logs, the
+//! same upstream, and the open-file limit raised to the hard limit for all of them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,8 +18,9 @@ use crate::procs::{free_port, Proc};
 use crate::report::Section;
 use crate::write_file as write;
 
-/// Worker processes or threads of every proxy (the machine's core count here).
-pub const WORKERS: usize = 2;
+/// Threads of the benchmark's own servers (the upstream echo), whatever `--workers` says of the
+/// proxies: the machine's core count, so that the upstream is never what limits a proxy.
+pub const HELPER_THREADS: usize = 2;
 
 /// How long a server may take to start listening.
 const START: Duration = Duration::from_secs(30);
@@ -112,7 +113,12 @@ impl Admit {
             Section::HandshakeIntrospection => Admit::Introspection,
             Section::HandshakeLimits => Admit::LocalLimits,
             Section::HandshakeCluster => Admit::ClusterLimits,
-            Section::Load | Section::Idle | Section::Handshake => Admit::Public,
+            Section::Load
+            | Section::Idle
+            | Section::Handshake
+            | Section::Sweep(_)
+            | Section::Burst
+            | Section::Hold => Admit::Public,
         }
     }
 
@@ -203,6 +209,12 @@ pub struct Backends {
     pub identity_port: u16,
 }
 
+/// The peers' binaries, where they are installed and asked for.
+pub struct Peers {
+    pub nginx: Option<PathBuf>,
+    pub haproxy: Option<PathBuf>,
+}
+
 /// Everything needed to start servers.
 pub struct Env {
     pub dir: PathBuf,
@@ -213,6 +225,8 @@ pub struct Env {
     /// The authorizer and introspection endpoint's port (`identity-server`).
     pub identity_port: u16,
     pub nofile: u64,
+    /// Worker processes or threads of every proxy (`--workers`).
+    pub workers: usize,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     /// The port of the benchmark's redis-server (the cluster section), if there is one.
@@ -232,8 +246,8 @@ impl Env {
         client_tls: Arc<rustls::ClientConfig>,
         backends: Backends,
         nofile: u64,
-        nginx: Option<PathBuf>,
-        haproxy: Option<PathBuf>,
+        workers: usize,
+        peers: Peers,
     ) -> Env {
         Env {
             dir,
@@ -242,8 +256,9 @@ impl Env {
             upstream_port: backends.upstream_port,
             identity_port: backends.identity_port,
             nofile,
-            nginx,
-            haproxy,
+            workers,
+            nginx: peers.nginx,
+            haproxy: peers.haproxy,
             redis: None,
             portcullis: Vec::new(),
             baseline: Vec::new(),
@@ -347,8 +362,9 @@ impl Env {
     pub fn portcullis_config(&self, route: PortcullisRoute, port: u16) -> String {
         let m = &self.material;
         let up = self.upstream_port;
+        let workers = self.workers;
         let mut text = format!(
-            "[server]\nthreads = {WORKERS}\nshutdown_grace = \"1s\"\n\n\
+            "[server]\nthreads = {workers}\nshutdown_grace = \"1s\"\n\n\
              [admin]\nenabled = false\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
              [listeners.tls]\ncert = {}\nkey = {}\n\n\
@@ -408,12 +424,12 @@ impl Env {
     fn nginx_config(&self, dir: &Path, port: u16) -> String {
         let m = &self.material;
         let up = self.upstream_port;
-        let nofile = self.nofile;
+        let (nofile, workers) = (self.nofile, self.workers);
         // Each relayed socket holds two connections (client and upstream) in one worker.
         let worker_connections = nofile.saturating_sub(64).max(1024);
         let tmp = dir.display();
         format!(
-            "daemon off;\nmaster_process on;\nworker_processes {WORKERS};\n\
+            "daemon off;\nmaster_process on;\nworker_processes {workers};\n\
              worker_rlimit_nofile {nofile};\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n\n\
              events {{\n    worker_connections {worker_connections};\n}}\n\n\
              http {{\n    access_log off;\n\
@@ -437,13 +453,14 @@ impl Env {
     }
 
     fn haproxy_config(&self, port: u16) -> String {
-        let up = self.upstream_port;
-        // HAProxy needs two descriptors per relayed socket plus a few of its own.
-        let maxconn = (self.nofile.saturating_sub(500) / 2).max(256);
+        let (up, workers) = (self.upstream_port, self.workers);
+        // HAProxy needs two descriptors per relayed socket plus a few of its own. The frontend
+        // gets the same cap as the process (`defaults`), so that only the descriptors limit it.
+        let maxconn = haproxy_maxconn(self.nofile);
         format!(
-            "global\n    nbthread {WORKERS}\n    maxconn {maxconn}\n\
+            "global\n    nbthread {workers}\n    maxconn {maxconn}\n\
              \x20   ssl-default-bind-options ssl-min-ver TLSv1.3\n\n\
-             defaults\n    mode http\n    timeout connect 5s\n    timeout client 1h\n\
+             defaults\n    mode http\n    maxconn {maxconn}\n    timeout connect 5s\n    timeout client 1h\n\
              \x20   timeout server 1h\n    timeout tunnel 1h\n\n\
              frontend wss\n    bind 127.0.0.1:{port} ssl crt {}\n    default_backend echo\n\n\
              backend echo\n    server up 127.0.0.1:{up}\n",
@@ -452,9 +469,14 @@ impl Env {
     }
 }
 
+/// HAProxy's `maxconn` for an open-file limit of `nofile`: relayed connections it may hold.
+pub fn haproxy_maxconn(nofile: u64) -> u64 {
+    (nofile.saturating_sub(500) / 2).max(256)
+}
+
 /// The benchmark itself as the upstream echo server on `port`.
 pub fn upstream_command(port: u16) -> Result<Command, String> {
-    own_command("upstream-echo", port, WORKERS)
+    own_command("upstream-echo", port, HELPER_THREADS)
 }
 
 /// The benchmark itself as the authorizer and introspection endpoint on `port` (one thread:

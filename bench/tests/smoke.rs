@@ -1,6 +1,7 @@
-//! Smoke test: the benchmark runs briefly (`--quick`) against Portcullis and whichever of NGINX
-//! and HAProxy is installed (under CI both must be: `scripts/bootstrap --test` installs them),
-//! and its JSON holds every figure, each a finite number. Figures are never compared with
+//! Smoke test: the benchmark runs briefly (`--quick`, with every opt-in phase at a tiny size)
+//! against Portcullis and whichever of NGINX and HAProxy is installed (under CI both must be:
+//! `scripts/bootstrap --test` installs them), and its JSON holds every figure, each a finite
+//! number; a 10-second soak writes its samples and curve. Figures are never compared with
 //! anything: the machines are noisy.
 //!
 //! The Portcullis binary is the workspace's own build (or `PORTCULLIS_BENCH_PORTCULLIS`); it
@@ -136,6 +137,7 @@ fn quick_run_reports_every_figure() {
     only.extend(["nginx", "haproxy"].into_iter().filter(|n| installed(n)));
     let dir = tempfile::tempdir().unwrap();
     let (json_path, md_path) = (dir.path().join("out.json"), dir.path().join("out.md"));
+    let svg_path = dir.path().join("sweep.svg");
     let only_arg = only.join(",");
     run_bench(&[
         "--quick",
@@ -147,6 +149,20 @@ fn quick_run_reports_every_figure() {
         json_path.to_str().unwrap(),
         "--markdown",
         md_path.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--sizes",
+        "64,1024",
+        "--svg",
+        svg_path.to_str().unwrap(),
+        "--burst",
+        "40",
+        "--burst-watch",
+        "2",
+        "--hold-relay",
+        "50",
+        "--hold-echo",
+        "50",
     ]);
 
     let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
@@ -226,12 +242,23 @@ fn quick_run_reports_every_figure() {
         }
     }
 
+    assert_eq!(out["settings"]["workers"], 1, "settings.workers");
+    check_opt_in_phases(&out, &only[1..]);
+
     let targets = out["targets"].as_array().expect("targets");
-    // Two targets are against NGINX, one against HAProxy.
+    // Always: memory per idle relayed and echo connection, retention after the burst (relay
+    // and echo), the holds (relay and echo). Against NGINX: CPU per message, handshakes with a
+    // JWT, CPU per message at each of the two sizes; against HAProxy: memory per idle socket.
     let expected =
-        2 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
-    assert_eq!(targets.len(), expected, "{targets:?}");
+        6 + 4 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
+    assert_eq!(targets.len(), expected, "{targets:#?}");
     for t in targets {
+        if t["figure"] == "burst.secs_to_within_25pct" {
+            // Not reached within a 2 s watch: no figure, and no verdict before 30 s.
+            assert!(t["portcullis"].is_null() || finite(&t["portcullis"], "burst") >= 0.0);
+            assert!(t["met"].is_boolean() || t["met"].is_null(), "{t}");
+            continue;
+        }
         finite(&t["portcullis"], "targets[].portcullis");
         finite(&t["reference_value"], "targets[].reference_value");
         assert!(t["met"].is_boolean(), "targets[].met: {t}");
@@ -239,8 +266,146 @@ fn quick_run_reports_every_figure() {
 
     let markdown = std::fs::read_to_string(&md_path).unwrap();
     assert!(markdown.contains("| figure | better |"), "{markdown}");
-    assert!(
-        markdown.contains("Targets:") == (only.len() > 1),
-        "{markdown}"
+    assert!(markdown.contains("Targets:"), "{markdown}");
+    for heading in ["### Message sizes", "### Retention", "### Large holds"] {
+        assert!(markdown.contains(heading), "{heading}:\n{markdown}");
+    }
+
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for name in std::iter::once("Portcullis echo route").chain(only[1..].iter().map(|p| match *p {
+        "nginx" => "NGINX",
+        _ => "HAProxy",
+    })) {
+        assert!(svg.contains(name), "{name} is not in the chart");
+    }
+    // Two panels, a line for each server in each.
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        2 * (only.len() + 1),
+        "{svg}"
     );
+}
+
+/// The sweep, the burst and the holds: every figure of every server that runs them.
+fn check_opt_in_phases(out: &Value, peers: &[&str]) {
+    let results = &out["results"];
+    assert_eq!(out["sweep"]["sizes"], serde_json::json!([64, 1024]));
+    assert!(
+        out["sweep"]["cpu_vs_nginx_met_at_every_size"].is_boolean() || !peers.contains(&"nginx"),
+        "{}",
+        out["sweep"]
+    );
+    let mut servers = vec!["portcullis", "portcullis_echo"];
+    servers.extend(peers);
+    for subject in &servers {
+        for size in ["64", "1024"] {
+            for figure in LOAD {
+                finite(
+                    &results[subject]["sweep"][size][figure],
+                    &format!("results.{subject}.sweep.{size}.{figure}"),
+                );
+            }
+        }
+        let burst = &results[subject]["burst"];
+        assert_eq!(burst["connections"], 40.0, "{subject}.burst");
+        for figure in ["rss_pre_burst_bytes", "rss_peak_bytes", "rss_end_bytes"] {
+            let v = finite(&burst[figure], &format!("{subject}.burst.{figure}"));
+            assert!(v > 0.0, "{subject}.burst.{figure}: {v}");
+        }
+        // A 2-second watch has no 5-second figure.
+        assert!(burst["rss_after_5s_bytes"].is_null(), "{subject}.burst");
+        let secs = &burst["secs_to_within_25pct"];
+        assert!(secs.is_null() || (0.0..=2.0).contains(&finite(secs, "burst secs")));
+        assert!(
+            burst["met"].is_boolean() || burst["met"].is_null(),
+            "{burst}"
+        );
+        let hold = &results[subject]["hold"];
+        assert_eq!(hold["connections"], 50.0, "{subject}.hold");
+        assert_eq!(hold["errors"], 0.0, "{subject}.hold");
+        for figure in [
+            "rss_bytes",
+            "rss_bytes_per_connection",
+            "handshakes_per_second",
+            "cpu_us_per_handshake",
+        ] {
+            finite(&hold[figure], &format!("{subject}.hold.{figure}"));
+        }
+    }
+    assert!(results["upstream_direct"].get("sweep").is_none());
+    for peer in peers {
+        let ratios = &out["ratios"][format!("portcullis/{peer}")];
+        let mut keys: Vec<String> = ["64", "1024"]
+            .iter()
+            .flat_map(|size| LOAD.iter().map(move |f| format!("sweep.{size}.{f}")))
+            .collect();
+        keys.extend(
+            [
+                "rss_bytes",
+                "rss_bytes_per_connection",
+                "handshakes_per_second",
+            ]
+            .map(|f| format!("hold.{f}")),
+        );
+        for key in keys {
+            let v = ratios
+                .get(&key)
+                .unwrap_or_else(|| panic!("ratios.portcullis/{peer}.{key} is missing"));
+            finite(v, &format!("ratios.portcullis/{peer}.{key}"));
+        }
+    }
+}
+
+#[test]
+fn short_soak_writes_samples_and_curve() {
+    let portcullis = portcullis_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, svg_path) = (dir.path().join("soak.json"), dir.path().join("soak.svg"));
+    run_bench(&[
+        "--quick",
+        "--portcullis",
+        portcullis.to_str().unwrap(),
+        "--soak",
+        "10s",
+        "--soak-interval",
+        "4s",
+        "--soak-hold",
+        "50",
+        "--soak-json",
+        json_path.to_str().unwrap(),
+        "--soak-svg",
+        svg_path.to_str().unwrap(),
+    ]);
+    let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(out["settings"]["hold"], 50);
+    let samples = out["samples"].as_array().expect("samples");
+    // The start, and after each cycle (4 s, 4 s, 2 s; a slow machine may overrun one).
+    assert!((3..=4).contains(&samples.len()), "{samples:#?}");
+    let mut last = (0.0, 0.0);
+    for (i, s) in samples.iter().enumerate() {
+        assert!(finite(&s["rss_bytes"], "rss_bytes") > 0.0);
+        assert!(finite(&s["fds"], "fds") > 0.0);
+        let (messages, handshakes) = (finite(&s["messages"], "m"), finite(&s["handshakes"], "h"));
+        assert!(
+            messages >= last.0 && handshakes >= last.1,
+            "not cumulative: {s}"
+        );
+        last = (messages, handshakes);
+        // Each cycle's held reading: 50 relayed sockets are 100 descriptors.
+        if i > 0 {
+            assert!(finite(&s["held_fds"], "held_fds") >= 100.0, "{s}");
+            finite(&s["held_rss_bytes"], "held_rss_bytes");
+        }
+    }
+    assert!(last.0 > 0.0 && last.1 > 0.0, "no load: {samples:#?}");
+    let drift = &out["drift"];
+    finite(&drift["rss_bytes"], "drift.rss_bytes");
+    finite(&drift["rss_percent"], "drift.rss_percent");
+    assert!(drift["fds"].is_i64(), "{drift}");
+    assert_eq!(out["totals"]["errors"], 0, "{}", out["totals"]);
+    assert!(out["gateway_died"].is_null());
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("Gateway RSS") && svg.contains("descriptors"));
 }
