@@ -102,6 +102,15 @@ impl Args {
         Duration::from_millis(if self.quick { 200 } else { 1000 })
     }
 
+    /// How long held connections stay idle before the memory reading: idle means idle for a
+    /// while. Every server here gives a quiet connection's buffers back (NGINX and HAProxy with
+    /// OpenSSL's release-buffers mode as soon as a read finds nothing, Portcullis once a socket
+    /// has been quiet for a second), and the figure is what an idle connection costs, not one
+    /// that has just spoken.
+    pub fn idle_settle(&self) -> Duration {
+        Duration::from_millis(if self.quick { 200 } else { 5000 })
+    }
+
     pub fn wants(&self, name: &str) -> bool {
         self.only.iter().any(|o| o == name)
     }

@@ -208,7 +208,7 @@ pub fn hold(
     std::thread::sleep(args.settle());
     let before = proc.usage();
     let opened = rt.block_on(load::open_counting(target, n, args.conns));
-    std::thread::sleep(args.settle());
+    std::thread::sleep(args.idle_settle());
     let after = proc.usage();
     Ok(Held {
         conns: opened.open,

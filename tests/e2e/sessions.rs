@@ -573,7 +573,8 @@ async fn an_action_that_cannot_be_published_answers_503_with_what_was_done_here(
     // the operator's next action (the event subscriber waits 100 ms before it subscribes
     // again), whose first attempt fails on it.
     pipe.restore();
-    wait_metric(&gw, "portcullis_cluster_connected 1").await;
+    gw.wait_metric_with("portcullis_cluster_connected 1", &bearer(TOKEN))
+        .await;
     pipe.cut();
     pipe.restore();
     let revoke = json!({"subject": "xavier", "ttl": "1h"});
