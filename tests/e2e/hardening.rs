@@ -4,6 +4,7 @@
 //! relay's close ordering after a client's protocol error. (`--check` writing nothing is in
 //! `config_check.rs`.)
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::support::upstream::{handler, Handshake, Upstream};
+use crate::support::upstream::{handler, Handshake, HttpReply, HttpRequest, HttpService, Upstream};
 use crate::support::*;
 use crate::tokens::*;
 
@@ -247,6 +248,49 @@ async fn absolute_form_targets_are_routed_and_admitted_like_the_origin_form() {
         answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("Hello, World!"),
         "{answer}"
     );
+}
+
+/// 6d. An introspection answer whose `exp` lies beyond the monotonic clock, with `cache_ttl`
+/// set, used to panic computing the cache deadline (`Instant + Duration`): an identity provider
+/// could kill every handshake of the route. It is admitted, cached, and the socket stays open.
+#[tokio::test]
+async fn an_introspected_exp_past_any_clock_is_admitted_and_cached() {
+    let idp = HttpService::start(Arc::new(|r: &HttpRequest| {
+        // Past i64::MAX seconds from now: beyond what the monotonic clock can add.
+        let answer = json!({ "active": true, "sub": "far", "exp": u64::MAX });
+        if r.form("token").as_deref() == Some("far-future") {
+            HttpReply::new(200, answer.to_string())
+        } else {
+            HttpReply::new(200, "{\"active\":false}")
+        }
+    }))
+    .await;
+    let gw = Gateway::start_prepared(
+        true,
+        &format!(
+            "[[routes]]\npath = \"/ws/intro\"\nmode = \"echo\"\npolicy = \"intro\"\n\
+             [policies.intro.introspection]\nurl = \"{}\"\nclient_id = \"gw\"\n\
+             client_secret_file = \"intro.secret\"\ncache_ttl = \"1h\"\n",
+            idp.url("/introspect")
+        ),
+        |dir| std::fs::write(dir.join("intro.secret"), "s3cret\n").unwrap(),
+    )
+    .await;
+    for _ in 0..2 {
+        let (mut ws, _) = gw
+            .ws_headers("/ws/intro", &[("authorization", "Bearer far-future")])
+            .await;
+        assert_eq!(
+            roundtrip(&mut ws, Message::text("far")).await,
+            Message::text("echo: far")
+        );
+    }
+    assert_eq!(
+        idp.requests().len(),
+        1,
+        "the second handshake was a cache hit"
+    );
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }
 
 /// 8. Connections that never finish TLS are closed at `head_timeout`, not pingora's 60 s; and
