@@ -1,8 +1,9 @@
 //! What outside attack and conformance suites found, one test per finding, over real sockets:
 //! fractional token dates, request content behind an upgrade, JWS `crit`, duplicate credentials
-//! and singleton headers, absolute-form targets, connections that never finish TLS, and the
-//! relay's close ordering after a client's protocol error. (`--check` writing nothing is in
-//! `config_check.rs`.)
+//! and singleton headers, absolute-form targets, values from a client, an identity provider or
+//! a configuration that used to panic, connections that never finish TLS, heads trickled on a
+//! kept-alive connection, and the relay's close ordering after a client's protocol error.
+//! (`--check` writing nothing is in `config_check.rs`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +94,29 @@ async fn an_upgrade_with_content_is_refused_and_never_read_as_frames() {
         let answer = gw.raw(&request).await;
         assert_eq!(status_of(&answer), 400, "{header}: {answer}");
         assert!(answer.contains("carries no content"), "{answer}");
+        assert!(!answer.contains("smuggled"), "{answer}");
+    }
+    // A Content-Length other than exactly 0 is content however it is written, and one that is no
+    // number at all (a non-ASCII byte used to read as "no content") is a malformed request.
+    for (value, says) in [
+        (&b"00"[..], "carries no content"),
+        (b"1", "carries no content"),
+        (b"\xb9", "malformed Content-Length"),
+        (b"\xc2\xb9", "malformed Content-Length"),
+        (b"5a", "malformed Content-Length"),
+        (b"+8", "malformed Content-Length"),
+        (b"-0", "malformed Content-Length"),
+    ] {
+        let mut request = handshake("/ws/echo", "").into_bytes();
+        request.truncate(request.len() - 2);
+        request.extend_from_slice(b"Content-Length: ");
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n\r\n");
+        request.extend_from_slice(&frame);
+        let answer = gw.raw(&request).await;
+        let shown = String::from_utf8_lossy(value);
+        assert_eq!(status_of(&answer), 400, "{shown}: {answer}");
+        assert!(answer.contains(says), "{shown}: {answer}");
         assert!(!answer.contains("smuggled"), "{answer}");
     }
     // Content-Length: 0 is no content.
@@ -234,6 +258,41 @@ async fn absolute_form_targets_are_routed_and_admitted_like_the_origin_form() {
         .try_handshake("https://elsewhere.example/ws/echo", "")
         .await;
     assert_eq!(status, 101, "{head}");
+    // RFC 9112 3.2: a request has exactly one Host, whatever its target's form. The target's
+    // authority replaces the header only after that check, so it cannot hide a request that
+    // had none or two (which something in front may have read differently).
+    let no_host = |target: &str| handshake(target, "").replace("Host: localhost\r\n", "");
+    for (request, says) in [
+        (no_host(&absolute("/ws/echo")), "missing Host"),
+        (
+            handshake(&absolute("/ws/echo"), "Host: elsewhere.example\r\n"),
+            "more than one Host",
+        ),
+        (no_host("/ws/echo"), "missing Host"),
+        (
+            format!(
+                "GET {} HTTP/1.1\r\nConnection: close\r\n\r\n",
+                absolute("/")
+            ),
+            "missing Host",
+        ),
+        (
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {host}\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+                absolute("/")
+            ),
+            "more than one Host",
+        ),
+    ] {
+        let answer = gw.raw(request.as_bytes()).await;
+        assert_eq!(status_of(&answer), 400, "{request}\n{answer}");
+        assert!(answer.contains(says), "{answer}");
+    }
+    // HTTP/1.0 has no Host requirement: the authority alone is the host.
+    let answer = gw
+        .raw(format!("GET {} HTTP/1.0\r\n\r\n", absolute("/")).as_bytes())
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     // A plain GET in absolute form reaches the static route.
     let answer = gw
         .raw(
