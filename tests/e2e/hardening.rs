@@ -411,6 +411,58 @@ async fn connections_that_never_finish_tls_are_bounded_and_capped() {
         .await;
 }
 
+/// A kept-alive connection may idle up to `keepalive_timeout` before its next request; once
+/// that request's first byte is in, the rest of its head must come within `head_timeout`, as
+/// the first head's must (it used to get the whole `keepalive_timeout`: a client trickling
+/// heads could hold a connection head-pending for a minute per request).
+#[tokio::test]
+async fn a_trickled_head_on_a_kept_alive_connection_gets_head_timeout() {
+    let gw = Gateway::start("[limits]\nhead_timeout = \"1s\"\nkeepalive_timeout = \"30s\"\n").await;
+    let mut tls = gw.tls().await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut tls, &mut got, "the first answer", |g| {
+        g.ends_with(b"Hello, World!")
+    })
+    .await;
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{got:?}");
+    // Idle for longer than head_timeout between requests: that is keepalive_timeout's to bound.
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the idle time is the test's subject
+    tls.write_all(b"G").await.unwrap();
+    let first_byte = Instant::now();
+    let (mut r, mut w) = tokio::io::split(tls);
+    // The rest of the head, a byte every 100 ms: 15 s of it, far past head_timeout.
+    let rest = format!(
+        "ET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
+        "z".repeat(120)
+    );
+    let trickle = async move {
+        for b in rest.bytes() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(&[b]).await.is_err() {
+                break;
+            }
+        }
+        // Only the answer (or read_until's own deadline) ends the wait.
+        std::future::pending::<()>().await
+    };
+    let mut answer = Vec::new();
+    let read = read_until(&mut r, &mut answer, "the 408", has_head);
+    tokio::select! {
+        _ = read => {}
+        _ = trickle => unreachable!(),
+    }
+    let took = first_byte.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "408 {took:?} after the head's first byte (head_timeout is 1 s)"
+    );
+}
+
 /// 9. When a client's valid message and a frame that breaks the protocol arrive together, the
 /// upstream's reply to the valid message still reaches the client, then the client gets 1002
 /// (the order Autobahn's strict cases want, as the local echo route keeps).

@@ -146,6 +146,24 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// Wait up to `idle` for the first byte of the next request on a kept-alive connection (it goes
+/// into `buf`): `true` once it is there, `false` when the client closed, the socket failed or
+/// `idle` passed. The idle wait and the head are bounded apart: a client may think for
+/// `keepalive_timeout` between requests, but once it starts one, [`read_head`] gives the head
+/// `head_timeout` like any other, so trickling heads cannot hold a connection longer.
+pub(crate) async fn next_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> bool {
+    buf.reserve(1);
+    let mut first = (&mut *io).take(1);
+    matches!(
+        tokio::time::timeout(idle, first.read_buf(buf)).await,
+        Ok(Ok(1))
+    )
+}
+
 async fn read_head_inner<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
@@ -279,6 +297,7 @@ fn split_absolute_form(target: &str) -> Option<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     const LIMITS: HeadLimits = HeadLimits {
         max_bytes: 1024,
@@ -432,6 +451,33 @@ mod tests {
         let r = read_head(&mut server, &mut buf, LIMITS, Duration::from_millis(50)).await;
         assert_eq!(r.unwrap_err(), HeadError::Timeout);
         drop(client);
+    }
+
+    /// Between requests the wait is for one byte only; the head that follows has its own bound.
+    #[tokio::test]
+    async fn the_next_request_waits_for_its_first_byte_then_the_head_is_bounded() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let idle = Duration::from_millis(50);
+        assert!(
+            !next_request(&mut server, &mut buf, idle).await,
+            "nothing came"
+        );
+        client.write_all(b"GET / HT").await.unwrap();
+        assert!(next_request(&mut server, &mut buf, idle).await);
+        assert_eq!(&buf[..], b"G", "the first byte only");
+        let r = read_head(&mut server, &mut buf, LIMITS, Duration::from_millis(50)).await;
+        assert_eq!(
+            r.unwrap_err(),
+            HeadError::Timeout,
+            "the head never finished"
+        );
+        drop(client);
+        let mut buf = BytesMut::new();
+        assert!(
+            !next_request(&mut server, &mut buf, idle).await,
+            "the client closed"
+        );
     }
 
     #[test]
