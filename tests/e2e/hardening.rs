@@ -5,6 +5,8 @@
 //! kept-alive connection, and the relay's close ordering after a client's protocol error.
 //! (`--check` writing nothing is in `config_check.rs`.)
 
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,6 +309,130 @@ async fn absolute_form_targets_are_routed_and_admitted_like_the_origin_form() {
         answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("Hello, World!"),
         "{answer}"
     );
+}
+
+/// 6a. A validly signed `exp` of 2^63 seconds or more used to panic in `UNIX_EPOCH + Duration`:
+/// such a token is admitted (its expiry lies beyond any clock, so it never closes the socket),
+/// and the gateway keeps serving everyone.
+#[tokio::test]
+async fn a_token_expiring_past_any_clock_is_admitted_and_the_gateway_keeps_serving() {
+    let mut gw = token_gateway("").await;
+    for exp in [1u64 << 63, u64::MAX] {
+        let token = es(json!({ "exp": exp }));
+        let (mut ws, _) = gw
+            .ws_headers("/ws/t", &[("authorization", &format!("Bearer {token}"))])
+            .await;
+        assert_eq!(
+            roundtrip(&mut ws, Message::text(format!("exp {exp}"))).await,
+            Message::text(format!("echo: exp {exp}")),
+        );
+        ws.close(None).await.unwrap();
+        finish(&mut ws).await;
+    }
+    let mut ws = gw.ws("/ws/echo").await;
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("still here")).await,
+        Message::text("echo: still here")
+    );
+    assert!(gw.is_running(), "the gateway died:\n{}", gw.log());
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
+}
+
+/// 6b. The JWKS client's chunked-body reader used to overflow on a chunk size near `usize::MAX`,
+/// which ended the refresh thread for good. An identity provider that answers with such a chunk
+/// is a failed fetch like any other: the last good keys stay, the fetcher lives on and picks up
+/// the next good document, it is never restarted (no panic), and the gateway stays ready.
+#[tokio::test]
+async fn an_absurd_jwks_chunk_size_is_a_failed_fetch_and_the_keys_still_refresh() {
+    let good = Arc::new(AtomicBool::new(false));
+    let serving = good.clone();
+    let document = json!({ "keys": [ec_jwk("k1", &keys().ec_point)] }).to_string();
+    let idp = HttpService::start(Arc::new(move |_: &HttpRequest| {
+        if serving.load(Ordering::SeqCst) {
+            HttpReply::new(200, document.clone()).header("Content-Type", "application/json")
+        } else {
+            HttpReply::raw(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Transfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\n{\"keys\":[",
+            )
+        }
+    }))
+    .await;
+    let gw = Gateway::start(&format!(
+        "[[routes]]\npath = \"/ws/idp\"\nmode = \"echo\"\npolicy = \"idp\"\n\
+         [policies.idp.jwt]\njwks_url = \"{}\"\njwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n",
+        idp.url("/jwks")
+    ))
+    .await;
+    gw.wait_log_line("the absurd answer is a failed fetch", |l| {
+        l.contains("jwks: fetching") && l.contains("keeping the last good keys")
+    })
+    .await;
+    let token = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
+    assert_eq!(gw.try_handshake("/ws/idp", &bearer(&token)).await.0, 401);
+    assert_eq!(
+        gw.admin_request("/readyz", "").await,
+        (200, "ready\n".into())
+    );
+    let absurd = idp.requests().len();
+    assert!(absurd >= 1);
+
+    // The provider recovers: the unknown kid refreshes the keys (at most once a second).
+    good.store(true, Ordering::SeqCst);
+    eventually(
+        STEP,
+        "k1 admitted once the good document is served",
+        || async {
+            let (status, head) = gw.try_handshake("/ws/idp", &bearer(&token)).await;
+            done_or(status == 101, head)
+        },
+    )
+    .await;
+    assert!(idp.requests().len() > absurd);
+    gw.wait_metric("portcullis_background_task_restarts_total{task=\"jwks\"} 0")
+        .await;
+    assert_eq!(
+        gw.admin_request("/readyz", "").await,
+        (200, "ready\n".into())
+    );
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
+}
+
+/// 6c. A duration written as a bare integer used to skip the one-year cap and then overflow the
+/// relay's timers or the shutdown grace: `--check` refuses it, naming the key.
+#[tokio::test]
+async fn check_refuses_durations_past_a_year_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay =
+        "[[routes]]\npath = \"/r\"\nmode = \"relay\"\nupstreams = [\"ws://127.0.0.1:9/\"]\n";
+    for (extra, key) in [
+        (
+            format!("{relay}idle_timeout = 99999999999\n"),
+            "routes[2].idle_timeout",
+        ),
+        (
+            "[limits]\nkeepalive_timeout = 99999999999\n".to_string(),
+            "limits.keepalive_timeout",
+        ),
+        (
+            "[server]\nshutdown_grace = 99999999999\n".to_string(),
+            "server.shutdown_grace",
+        ),
+    ] {
+        let path = dir.path().join("candidate.toml");
+        std::fs::write(&path, config_text(true, &extra)).unwrap();
+        let mut check = Command::new(binary());
+        check
+            .args(["--check", "--config", path.to_str().unwrap()])
+            .current_dir(dir.path());
+        let out = output_within_async(check, b"", STEP).await;
+        let text = text_of(&out);
+        assert!(!out.status.success(), "{extra}: {text}");
+        assert!(
+            text.contains(key) && text.contains("out of range"),
+            "{extra}: the error should name {key}: {text}"
+        );
+    }
 }
 
 /// 6d. An introspection answer whose `exp` lies beyond the monotonic clock, with `cache_ttl`

@@ -479,6 +479,9 @@ pub struct HttpReply {
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
     pub delay: std::time::Duration,
+    /// Written as it is instead of an answer built from the fields above (a malformed or
+    /// hostile answer), then the connection is closed.
+    pub raw: Option<String>,
 }
 
 impl HttpReply {
@@ -493,6 +496,14 @@ impl HttpReply {
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> HttpReply {
         self.headers.push((name, value.into()));
         self
+    }
+
+    /// An answer written byte for byte as given, then the connection closed.
+    pub fn raw(text: impl Into<String>) -> HttpReply {
+        HttpReply {
+            raw: Some(text.into()),
+            ..HttpReply::default()
+        }
     }
 }
 
@@ -603,6 +614,11 @@ async fn serve_http(
         seen.lock().unwrap().push(request.clone());
         let reply = handler(&request);
         tokio::time::sleep(reply.delay).await;
+        if let Some(raw) = reply.raw {
+            let _ = s.write_all(raw.as_bytes()).await;
+            let _ = s.shutdown().await;
+            return;
+        }
         let close = request.header("connection").eq_ignore_ascii_case("close");
         let mut out = format!(
             "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
