@@ -426,19 +426,26 @@ async fn a_revocation_reaches_every_replica_through_redis() {
 #[tokio::test]
 async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_sides() {
     let mut up = crate::support::upstream::Upstream::echo().await;
+    // An upstream URL may carry a query string (a key, a shard): never listed.
     let upstream = up.url("/chat");
     let gw = gateway(&format!(
-        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{upstream}\"]\n"
+        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\n\
+         upstreams = [\"{upstream}?shard=3&key=s3cret\"]\n"
     ))
     .await;
     let mut ws = gw.ws("/ws/relay").await;
-    up.request().await;
+    let (_, uri) = up.request().await;
+    assert_eq!(
+        uri, "/chat?shard=3&key=s3cret",
+        "the upstream still gets its query"
+    );
     let listed = listed(&gw, "?route=/ws/relay").await;
     assert_eq!(
         listed["sessions"][0]["upstream"],
         upstream.as_str(),
         "{listed}"
     );
+    assert!(!listed.to_string().contains("s3cret"), "{listed}");
     let (_, body) = admin(
         &gw,
         "POST",
