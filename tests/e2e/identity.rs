@@ -393,10 +393,29 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
     assert_eq!(gw.try_handshake("/ws/open", &bearer("slow")).await.0, 101);
     // Down (nothing listens): the same two ways.
     assert_eq!(gw.try_handshake("/ws/down", &bearer("allow")).await.0, 503);
-    assert_eq!(
-        gw.try_handshake("/ws/down-open", &bearer("allow")).await.0,
-        101
-    );
+    for _ in 0..5 {
+        assert_eq!(
+            gw.try_handshake("/ws/down-open", &bearer("allow")).await.0,
+            101
+        );
+    }
+    // Every failed call is counted, by route, kind and what on_error made of it: the fail-open
+    // admissions are visible in the metrics, not only in the log.
+    for sample in [
+        "portcullis_ext_authz_errors_total{error=\"timeout\",on_error=\"deny\",route=\"/ws/authz-echo\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"timeout\",on_error=\"allow\",route=\"/ws/open\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"deny\",route=\"/ws/down\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"allow\",route=\"/ws/down-open\"} 5",
+    ] {
+        gw.wait_metric(sample).await;
+    }
+    // ... and the warning is rate-limited: five fail-open admissions within seconds, one line.
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(&down.addr.to_string()) && l.contains("on_error = allow"))
+            .count()
+    };
+    assert_eq!(warned(&gw.log()), 1, "{}", gw.log());
     gw.wait_metric(
         "portcullis_rejections_total{reason=\"authz_denied\",route=\"/ws/authz-echo\"} 2",
     )

@@ -11,7 +11,10 @@
 //! - a `3xx`, `4xx` or `5xx` answer refuses with its status and (the start of) its body, with
 //!   its `WWW-Authenticate` and `Location` headers;
 //! - no answer in time, none at all, or one that is no decision (`1xx`, past `599`, too large)
-//!   is `on_error`: `503` (deny, the default) or admit.
+//!   is `on_error`: `503` (deny, the default) or admit. Either way it is counted
+//!   (`portcullis_ext_authz_errors_total`, so that fail-open admissions are seen) and warned
+//!   about at most once per `log_limit::EVERY` per authorizer (it can happen on every
+//!   handshake).
 //!
 //! Decisions may be cached (`cache_ttl`) by a hash of the route, the request target and the
 //! credentials; a request with no credential at all is never cached.
@@ -27,11 +30,14 @@ use super::token::extract::{from_subprotocol, Found};
 use super::Rejection;
 use crate::config::defaults;
 use crate::config::identity::{ExtAuthz, OnError};
+use crate::core::labels::AuthzError;
 use crate::core::reason::Reason;
 use crate::core::url::HttpUrl;
 use crate::net::http1::RequestHead;
-use crate::net::http_client::{Call, HttpClient};
+use crate::net::http_client::{Call, HttpClient, HttpError};
 use crate::net::peer_cert::PeerCert;
+use crate::obs::log_limit::{left_out, LogLimit};
+use crate::obs::metrics::Metrics;
 
 /// What the authorizer decided.
 #[derive(Debug, Clone)]
@@ -59,6 +65,8 @@ pub(crate) struct Authorizer {
     copy_headers: Vec<HeaderName>,
     on_error: OnError,
     cache: Option<(Duration, TtlCache<Decision>)>,
+    /// The warning of an authorizer that cannot be asked, which every handshake may cause.
+    warn: LogLimit,
 }
 
 impl Authorizer {
@@ -83,6 +91,7 @@ impl Authorizer {
             cache: e
                 .cache_ttl
                 .map(|ttl| (ttl.0, TtlCache::new(defaults::IDENTITY_CACHE_ENTRIES))),
+            warn: LogLimit::default(),
         })
     }
 
@@ -117,8 +126,11 @@ impl Authorizer {
             Ok(reply) if (300..600).contains(&reply.status.as_u16()) => {
                 Decision::Deny(refusal(reply.status.as_u16(), &reply.headers, &reply.body))
             }
-            Ok(reply) => return self.failed(&format!("answered {}", reply.status.as_u16())),
-            Err(e) => return self.failed(&e.to_string()),
+            Ok(reply) => {
+                let why = format!("answered {}", reply.status.as_u16());
+                return self.failed(q.route, AuthzError::Status, &why);
+            }
+            Err(e) => return self.failed(q.route, error_kind(&e), &e.to_string()),
         };
         if let (Some((ttl, cache)), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone(), tokio::time::Instant::now() + *ttl);
@@ -126,26 +138,35 @@ impl Authorizer {
         decision.into_result()
     }
 
-    /// The authorizer could not be asked: `on_error` decides.
-    fn failed(&self, why: &str) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+    /// The authorizer could not be asked: counted, warned about (rate-limited), and
+    /// `on_error` decides.
+    fn failed(
+        &self,
+        route: &str,
+        error: AuthzError,
+        why: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+        Metrics::global().ext_authz_error(route, error, self.on_error);
+        if let Some(n) = self.warn.allow() {
+            let does = match self.on_error {
+                OnError::Deny => "refusing",
+                OnError::Allow => "admitting",
+            };
+            log::warn!(
+                "ext_authz: {} {why}; {does} (on_error = {}){}",
+                self.url.shown(),
+                self.on_error.as_str(),
+                left_out(n)
+            );
+        }
         match self.on_error {
             OnError::Deny => {
-                log::warn!(
-                    "ext_authz: {} {why}; refusing (on_error = deny)",
-                    self.url.text
-                );
                 Err(
                     Rejection::new(Reason::AuthUnavailable, 503, "authorization unavailable\n")
                         .header("Retry-After", "1"),
                 )
             }
-            OnError::Allow => {
-                log::warn!(
-                    "ext_authz: {} {why}; admitting (on_error = allow)",
-                    self.url.text
-                );
-                Ok(Vec::new())
-            }
+            OnError::Allow => Ok(Vec::new()),
         }
     }
 
@@ -236,6 +257,16 @@ fn cache_key(q: &Question<'_>, sent: &HeaderMap) -> Option<cache::Key> {
         &cookies,
         fingerprint.unwrap_or_default(),
     ]))
+}
+
+/// The metric label of a call that got no answer.
+fn error_kind(e: &HttpError) -> AuthzError {
+    match e {
+        HttpError::Timeout => AuthzError::Timeout,
+        HttpError::Connect(_) => AuthzError::Connect,
+        HttpError::TooLarge => AuthzError::TooLarge,
+        HttpError::Protocol(_) => AuthzError::Protocol,
+    }
 }
 
 /// The verified certificate as Envoy's `x-forwarded-client-cert` writes it.

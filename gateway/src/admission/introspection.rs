@@ -23,6 +23,7 @@ use crate::core::reason::Reason;
 use crate::core::url::HttpUrl;
 use crate::net::http1::RequestHead;
 use crate::net::http_client::{Call, HttpClient};
+use crate::obs::log_limit::{left_out, LogLimit};
 
 /// A compiled `introspection` table.
 pub(crate) struct Introspector {
@@ -39,6 +40,8 @@ pub(crate) struct Introspector {
     on_expiry: OnExpiry,
     expiry_grace: Duration,
     cache: Option<(Duration, TtlCache<Map<String, Value>>)>,
+    /// The warning of an endpoint that cannot be asked, which every handshake may cause.
+    warn: LogLimit,
 }
 
 impl Introspector {
@@ -86,6 +89,7 @@ impl Introspector {
             cache: i
                 .cache_ttl
                 .map(|ttl| (ttl.0, TtlCache::new(defaults::IDENTITY_CACHE_ENTRIES))),
+            warn: LogLimit::default(),
         })
     }
 
@@ -166,8 +170,16 @@ impl Introspector {
         Ok(answer)
     }
 
+    /// The endpoint gave no usable answer: refused with 503 (counted as `auth_unavailable`),
+    /// warned about at most once per `log_limit::EVERY`.
     fn unavailable(&self, why: &str) -> Rejection {
-        log::warn!("introspection: {} {why}; refusing", self.url.text);
+        if let Some(n) = self.warn.allow() {
+            log::warn!(
+                "introspection: {} {why}; refusing{}",
+                self.url.shown(),
+                left_out(n)
+            );
+        }
         Rejection::new(
             Reason::AuthUnavailable,
             503,
