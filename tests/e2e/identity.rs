@@ -456,6 +456,45 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
     assert_eq!(asked("Bearer deny403"), 1);
 }
 
+/// `X-Forwarded-Proto` is one of the headers the gateway owns towards the authorizer (a policy
+/// cannot name it in send_headers): the scheme the client used, `https` on a TLS listener.
+#[tokio::test]
+async fn authorizer_sees_the_forwarded_proto() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let config = authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    );
+    let spoof = format!("{}X-Forwarded-Proto: gopher\r\n", bearer("allow"));
+    let tls = Gateway::start(&config).await;
+    assert_eq!(tls.try_handshake("/ws/authz-echo", &spoof).await.0, 101);
+    let plain = Gateway::start_with(false, &config).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", plain.port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, handshake("/ws/authz-echo", &spoof).as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut tcp, &mut got, "the plain answer", has_head).await;
+    assert_eq!(status_of(&String::from_utf8_lossy(&got)), 101);
+    let protos: Vec<Vec<String>> = authz
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(protos, [vec!["https"], vec!["http"]]);
+}
+
 /// The test introspection endpoint: checks the gateway's client credentials, then answers by
 /// token. `short` expires 2 s after it is first introspected (`short_exp`); after that answer
 /// the endpoint calls it inactive (as a server would after its expiry).

@@ -3,7 +3,8 @@
 //! Traefik's ForwardAuth and NGINX's `auth_request`:
 //!
 //! - the gateway sends `GET <url>` with `X-Forwarded-Method`, `X-Forwarded-Uri` (the request
-//!   target), `X-Forwarded-Host`, `X-Forwarded-For` (the client address), the client's
+//!   target), `X-Forwarded-Host`, `X-Forwarded-Proto` (`https` when the client came over TLS),
+//!   `X-Forwarded-For` (the client address), the client's
 //!   credentials (`Authorization` and `Cookie` as sent; a `bearer.` subprotocol entry as
 //!   `Authorization: Bearer`; a verified client certificate as `X-Forwarded-Client-Cert`), and
 //!   the client headers the policy's `send_headers` names;
@@ -185,6 +186,7 @@ impl Authorizer {
         if let Some(host) = head.header("host") {
             put("x-forwarded-host", host);
         }
+        put("x-forwarded-proto", if head.tls { "https" } else { "http" });
         if let Some(ip) = q.client_ip {
             put("x-forwarded-for", &ip.to_string());
         }
@@ -366,5 +368,9 @@ mod tests {
         let sent = a.request_headers(&q(&sub));
         assert_eq!(sent["authorization"], "Bearer a");
         assert_eq!(sent["x-forwarded-uri"], "/ws");
+        assert_eq!(sent["x-forwarded-proto"], "http");
+        let mut secure = RequestHead::for_test("GET", "/ws", &[]);
+        secure.tls = true;
+        assert_eq!(a.request_headers(&q(&secure))["x-forwarded-proto"], "https");
     }
 }

@@ -162,7 +162,10 @@ impl Edge {
             }
             let result = http1::read_head(&mut conn.io, &mut conn.buf, head_limits, timeout).await;
             let head = match result {
-                Ok(Some(head)) => head,
+                Ok(Some(mut head)) => {
+                    head.tls = conn.is_tls();
+                    head
+                }
                 Ok(None) => return,
                 Err(e) => {
                     if let Some((status, why)) = e.answer() {

@@ -26,6 +26,10 @@ pub(crate) struct RequestHead {
     /// HTTP/1.x minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub(crate) minor_version: u8,
     pub(crate) headers: HeaderMap,
+    /// Whether the request came over TLS: the scheme of its target URI (`https`, RFC 9112
+    /// section 3.3), which the authorizer is told (`X-Forwarded-Proto`). The reader of the head
+    /// does not know its connection; the edge, which does, sets it.
+    pub(crate) tls: bool,
 }
 
 impl RequestHead {
@@ -51,6 +55,7 @@ impl RequestHead {
             target,
             minor_version: 1,
             headers: map,
+            tls: false,
         }
     }
 
@@ -237,6 +242,7 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
         target,
         minor_version,
         headers,
+        tls: false,
     };
     Ok(Some((head, len)))
 }
@@ -492,6 +498,7 @@ mod tests {
             target: "/".into(),
             minor_version: 1,
             headers,
+            tls: false,
         };
         assert!(head.header_has_token("connection", "upgrade"));
         assert!(head.keep_alive());
