@@ -300,6 +300,16 @@ url = "{down}"
 [policies.down_open.ext_authz]
 url = "{down}"
 on_error = "allow"
+
+[[routes]]
+path = "/ws/tenant"
+mode = "echo"
+policy = "tenant"
+
+[policies.tenant.ext_authz]
+url = "{authz}"
+send_headers = ["x-tenant"]
+cache_ttl = "1m"
 "#
     )
 }
@@ -454,6 +464,48 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
         );
     }
     assert_eq!(asked("Bearer deny403"), 1);
+}
+
+/// The cache key holds what the authorizer decides on besides the credentials: the values of
+/// `send_headers` (the same token for another tenant is another question), and a request
+/// target with a query string is no credential unless it carries the policy's token parameter.
+#[tokio::test]
+async fn authorizer_cache_keys_hold_send_headers_and_only_the_token_parameter() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = |tenant: &'static str| {
+        authz.count(move |r| {
+            r.header("x-forwarded-uri") == "/ws/tenant" && r.header("x-tenant") == tenant
+        })
+    };
+    for tenant in ["a", "b", "a", "b"] {
+        let extra = format!("{}X-Tenant: {tenant}\r\n", bearer("allow-t"));
+        assert_eq!(gw.try_handshake("/ws/tenant", &extra).await.0, 101);
+    }
+    assert_eq!((asked("a"), asked("b")), (1, 1), "each tenant asked once");
+
+    // No credential but a query string: never cached, every handshake asks.
+    let target = |r: &HttpRequest| r.header("x-forwarded-uri").to_string();
+    for _ in 0..2 {
+        assert_eq!(gw.try_handshake("/ws/cached?room=1", "").await.0, 401);
+    }
+    assert_eq!(authz.count(|r| target(r) == "/ws/cached?room=1"), 2);
+    // The policy's token parameter (here the default, access_token) is a credential.
+    for _ in 0..2 {
+        let (status, _) = gw.try_handshake("/ws/cached?access_token=q1", "").await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        authz.count(|r| target(r) == "/ws/cached?access_token=q1"),
+        1
+    );
 }
 
 /// `X-Forwarded-Proto` is one of the headers the gateway owns towards the authorizer (a policy
