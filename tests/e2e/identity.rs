@@ -306,10 +306,41 @@ path = "/ws/tenant"
 mode = "echo"
 policy = "tenant"
 
+[[routes]]
+path = "/ws/limited"
+mode = "echo"
+policy = "limited"
+
+[[routes]]
+path = "/ws/capped"
+mode = "echo"
+policy = "capped"
+
+[[routes]]
+path = "/ws/brief"
+mode = "echo"
+policy = "brief"
+
 [policies.tenant.ext_authz]
 url = "{authz}"
 send_headers = ["x-tenant"]
 cache_ttl = "1m"
+
+[policies.limited.ext_authz]
+url = "{authz}"
+
+[policies.limited.limits]
+handshakes_per_ip = {{ per_minute = 1, burst = 1 }}
+
+[policies.capped.ext_authz]
+url = "{authz}"
+
+[policies.capped.limits]
+connections_per_ip = 1
+
+[policies.brief.ext_authz]
+url = "{authz}"
+cache_ttl = "1s"
 "#
     )
 }
@@ -379,11 +410,18 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
         &up.url("/up"),
     ))
     .await;
-    let (status, head) = gw.try_handshake("/ws/authz-echo", &bearer("deny401")).await;
-    assert_eq!(status, 401, "{head}");
+    let answer = gw
+        .raw(handshake("/ws/authz-echo", &bearer("deny401")).as_bytes())
+        .await;
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "bad credentials\n"),
+        "{answer}"
+    );
     assert!(
-        head.contains("WWW-Authenticate: Bearer realm=\"authz\""),
-        "{head}"
+        answer.contains("WWW-Authenticate: Bearer realm=\"authz\""),
+        "{answer}"
     );
     let answer = gw
         .raw(handshake("/ws/authz-echo", &bearer("deny403")).as_bytes())
@@ -545,6 +583,82 @@ async fn authorizer_sees_the_forwarded_proto() {
         })
         .collect();
     assert_eq!(protos, [vec!["https"], vec!["http"]]);
+}
+
+/// Where the authorizer stands among the checks: after the rate limit (a handshake refused for
+/// its rate never reaches it), before the caps (a cap refusal comes after its allow).
+#[tokio::test]
+async fn authorizer_runs_after_the_rate_and_before_the_caps() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = |route: &'static str| authz.count(move |r| r.header("x-forwarded-uri") == route);
+    assert_eq!(
+        gw.try_handshake("/ws/limited", &bearer("allow")).await.0,
+        101
+    );
+    let (status, head) = gw.try_handshake("/ws/limited", &bearer("allow")).await;
+    assert_eq!(status, 429, "{head}");
+    assert_eq!(
+        asked("/ws/limited"),
+        1,
+        "the rate-limited handshake reached the authorizer"
+    );
+
+    let (status, _, _held) = gw.handshake_open("/ws/capped", &bearer("allow")).await;
+    assert_eq!(status, 101);
+    let (status, head) = gw.try_handshake("/ws/capped", &bearer("allow")).await;
+    assert_eq!(status, 429, "{head}");
+    assert_eq!(
+        asked("/ws/capped"),
+        2,
+        "the authorizer allowed it before the cap refused"
+    );
+    gw.wait_metric("portcullis_rejections_total{reason=\"conn_limit\",route=\"/ws/capped\"} 1")
+        .await;
+    gw.wait_metric("portcullis_rejections_total{reason=\"rate_limited\",route=\"/ws/limited\"} 1")
+        .await;
+}
+
+/// A cached decision lives `cache_ttl`, then the authorizer is asked again.
+#[tokio::test]
+async fn authorizer_cache_entries_expire_after_their_ttl() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = || authz.count(|r| r.header("x-forwarded-uri") == "/ws/brief");
+    for _ in 0..2 {
+        assert_eq!(
+            gw.try_handshake("/ws/brief", &bearer("allow-b")).await.0,
+            101
+        );
+    }
+    assert_eq!(asked(), 1);
+    let cached_at = std::time::Instant::now();
+    // The ttl passing is the test's subject (cache_ttl = "1s").
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        gw.try_handshake("/ws/brief", &bearer("allow-b")).await.0,
+        101
+    );
+    assert_eq!(
+        asked(),
+        2,
+        "asked again {:?} after caching",
+        cached_at.elapsed()
+    );
 }
 
 /// The test introspection endpoint: checks the gateway's client credentials, then answers by
