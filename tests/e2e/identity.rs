@@ -842,3 +842,158 @@ async fn jwks_over_ipv6_loopback() {
     assert_eq!(gw.try_handshake("/ws/v6", &bearer(&token)).await.0, 101);
     assert_eq!(service.requests()[0].header("host"), &url[7..url.len() - 5]);
 }
+
+/// The one HTTP client's `ca_file`, end to end: a JWKS endpoint, an authorizer and an
+/// introspection endpoint served over TLS with a certificate from a test CA. Trusting that CA
+/// works; trusting another fails the TLS handshake, and each caller does what it does when its
+/// endpoint cannot be asked.
+struct TlsServices {
+    jwks: HttpService,
+    authz: HttpService,
+    idp: HttpService,
+    ca: TestCa,
+    other: TestCa,
+}
+
+async fn tls_services() -> TlsServices {
+    let ca = TestCa::new("Service CA");
+    let other = TestCa::new("Another CA");
+    let (cert, key) = ca.issue_server();
+    let document = json!({ "keys": [ec_jwk("k1", &keys().ec_point)] }).to_string();
+    let jwks = HttpService::start_tls(
+        &cert,
+        &key,
+        Arc::new(move |_: &HttpRequest| HttpReply::new(200, document.clone())),
+    )
+    .await;
+    let authz = HttpService::start_tls(&cert, &key, authorizer()).await;
+    let idp = HttpService::start_tls(
+        &cert,
+        &key,
+        Arc::new(|r: &HttpRequest| match r.form("token").as_deref() {
+            Some("good") => HttpReply::new(
+                200,
+                json!({"active": true, "sub": "alice", "exp": now() + 300}).to_string(),
+            ),
+            _ => HttpReply::new(200, "{\"active\":false}"),
+        }),
+    )
+    .await;
+    TlsServices {
+        jwks,
+        authz,
+        idp,
+        ca,
+        other,
+    }
+}
+
+fn https_config(s: &TlsServices) -> String {
+    let jwks = s.jwks.url("/jwks");
+    let authz = s.authz.url("/check");
+    let idp = s.idp.url("/introspect");
+    assert!(jwks.starts_with("https://127.0.0.1:"), "{jwks}");
+    let mut text = format!(
+        "[[routes]]\npath = \"/ws/jwks\"\nmode = \"echo\"\npolicy = \"jwks\"\n\
+         [policies.jwks.jwt]\njwks_url = \"{jwks}\"\njwks_ca_file = \"jwks-ca.pem\"\n\
+         jwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n"
+    );
+    for (name, ca, on_error) in [
+        ("authz", "ca.pem", "deny"),
+        ("authz_wrong", "other.pem", "deny"),
+        ("authz_wrong_open", "other.pem", "allow"),
+    ] {
+        text.push_str(&format!(
+            "[[routes]]\npath = \"/ws/{name}\"\nmode = \"echo\"\npolicy = \"{name}\"\n\
+             [policies.{name}.ext_authz]\nurl = \"{authz}\"\nca_file = \"{ca}\"\n\
+             timeout = \"2s\"\non_error = \"{on_error}\"\n"
+        ));
+    }
+    for (name, ca) in [("intro", "ca.pem"), ("intro_wrong", "other.pem")] {
+        text.push_str(&format!(
+            "[[routes]]\npath = \"/ws/{name}\"\nmode = \"echo\"\npolicy = \"{name}\"\n\
+             [policies.{name}.introspection]\nurl = \"{idp}\"\nclient_id = \"gw\"\n\
+             client_secret_file = \"intro.secret\"\nca_file = \"{ca}\"\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn https_endpoints_are_trusted_through_ca_file_and_a_wrong_ca_fails() {
+    let s = tls_services().await;
+    let gw = Gateway::start_prepared(true, &https_config(&s), |dir| {
+        std::fs::write(dir.join("ca.pem"), &s.ca.cert_pem).unwrap();
+        std::fs::write(dir.join("jwks-ca.pem"), &s.ca.cert_pem).unwrap();
+        std::fs::write(dir.join("other.pem"), &s.other.cert_pem).unwrap();
+        std::fs::write(dir.join("intro.secret"), "s3cret\n").unwrap();
+    })
+    .await;
+
+    // The authorizer: its CA admits; another CA is an authorizer that cannot be asked.
+    assert_eq!(gw.try_handshake("/ws/authz", &bearer("allow")).await.0, 101);
+    let (status, head) = gw.try_handshake("/ws/authz", &bearer("deny403")).await;
+    assert_eq!(status, 403, "{head}");
+    assert_eq!(s.authz.requests().len(), 2);
+    let (status, head) = gw.try_handshake("/ws/authz_wrong", &bearer("allow")).await;
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(
+        gw.try_handshake("/ws/authz_wrong_open", &bearer("allow"))
+            .await
+            .0,
+        101
+    );
+    assert_eq!(
+        s.authz.requests().len(),
+        2,
+        "a request reached the authorizer over a TLS connection the gateway should not trust"
+    );
+    gw.wait_metric(
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"allow\",route=\"/ws/authz_wrong_open\"} 1",
+    )
+    .await;
+
+    // Introspection: the same.
+    assert_eq!(gw.try_handshake("/ws/intro", &bearer("good")).await.0, 101);
+    assert_eq!(gw.try_handshake("/ws/intro", &bearer("bad")).await.0, 401);
+    assert_eq!(
+        gw.try_handshake("/ws/intro_wrong", &bearer("good")).await.0,
+        503
+    );
+    assert_eq!(s.idp.requests().len(), 2);
+
+    // JWKS: fetched over TLS through its CA file.
+    let token = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
+    eventually(STEP, "the https JWKS key admits", || async {
+        let (status, head) = gw.try_handshake("/ws/jwks", &bearer(&token)).await;
+        done_or(status == 101, head)
+    })
+    .await;
+    // Its CA file now names another CA (reloaded): the next fetch fails the TLS handshake, and
+    // the keys fetched before stay in use.
+    std::fs::write(gw.dir.path().join("jwks-ca.pem"), &s.other.cert_pem).unwrap();
+    let fetched = s.jwks.requests().len();
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration from").await;
+    let ghost = sign(Algorithm::ES256, Some("ghost"), &claims(json!({})));
+    eventually(
+        STEP,
+        "a refresh for an unknown kid fails at TLS",
+        || async {
+            assert_eq!(gw.try_handshake("/ws/jwks", &bearer(&ghost)).await.0, 401);
+            let log = gw.log();
+            let failed = log
+                .lines()
+                .filter(|l| l.contains("jwks: fetching https://127.0.0.1:"))
+                .any(|l| l.contains("keeping the last good keys"));
+            done_or(failed, log)
+        },
+    )
+    .await;
+    assert_eq!(
+        s.jwks.requests().len(),
+        fetched,
+        "no request over the untrusted TLS"
+    );
+    assert_eq!(gw.try_handshake("/ws/jwks", &bearer(&token)).await.0, 101);
+}
