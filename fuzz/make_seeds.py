@@ -140,43 +140,113 @@ for name, text in {
 }.items():
     put("token", name, bytes([0, 1]) + text.encode())
 
-# --- jwks: an HTTP answer (chunked or not), or a bare JWKS document -----------------------------
+# --- jwks: a JWKS document (RFC 7517), as keys_from_jwks reads it -------------------------------
+# The HTTP answer around it is read by hyper (net/http_client.rs), whose handling of absurd
+# chunk sizes is a unit test there; this target gets the document alone.
 rsa_n = b64(hashlib.sha512(b"n").digest() * 4)
-jwks = {"keys": [
+EC256 = {"x": b64(hashlib.sha256(b"x").digest()), "y": b64(hashlib.sha256(b"y").digest())}
+EC384 = {"x": b64(hashlib.sha384(b"x").digest()), "y": b64(hashlib.sha384(b"y").digest())}
+every_key = [
     {"kty": "RSA", "kid": "rsa", "use": "sig", "alg": "RS256", "n": rsa_n, "e": "AQAB"},
     {"kty": "RSA", "kid": "rsa-any", "n": rsa_n, "e": "AQAB"},
-    {"kty": "EC", "crv": "P-256", "kid": "ec", "alg": "ES256",
-     "x": b64(hashlib.sha256(b"x").digest()), "y": b64(hashlib.sha256(b"y").digest())},
-    {"kty": "EC", "crv": "P-384", "kid": "ec384",
-     "x": b64(hashlib.sha384(b"x").digest()), "y": b64(hashlib.sha384(b"y").digest())},
+    {"kty": "RSA", "kid": "rsa-pss", "alg": "PS256", "n": rsa_n, "e": "AQAB", "key_ops": ["verify"]},
+    {"kty": "EC", "crv": "P-256", "kid": "ec", "alg": "ES256", **EC256},
+    {"kty": "EC", "crv": "P-384", "kid": "ec384", **EC384},
     {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": b64(hashlib.sha256(b"ed").digest())},
     {"kty": "oct", "kid": "hmac", "k": b64(b"k" * 32)},
     {"kty": "RSA", "kid": "enc", "use": "enc", "n": rsa_n, "e": "AQAB"},
     {"kty": "EC", "crv": "secp256k1", "kid": "k1", "x": "AA", "y": "AA"},
-]}
-doc = json.dumps(jwks)
-put("jwks", "document", doc)
+]
+put("jwks", "document", json.dumps({"keys": every_key}))
 put("jwks", "empty", '{"keys":[]}')
-put("jwks", "answer-plain", f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(doc)}\r\n\r\n{doc}")
-chunks = "".join(f"{len(doc[j:j + 100]):x}\r\n{doc[j:j + 100]}\r\n" for j in range(0, len(doc), 100))
-put("jwks", "answer-chunked", f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}0\r\n\r\n")
-put("jwks", "answer-chunk-ext", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\nb;name=v\r\n{\"keys\":[]}\r\n0\r\n\r\n")
-put("jwks", "answer-404", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-put("jwks", "answer-huge-chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\nab")
+for key in every_key:
+    put("jwks", "one-" + key["kid"], json.dumps({"keys": [key]}))
+odd = {
+    # Shapes an identity provider (or something in its place) may answer.
+    "x5c-only": {"keys": [{"kty": "RSA", "kid": "c", "x5c": ["MIIBIjAN"], "x5t#S256": "AA"}]},
+    "no-kty": {"keys": [{"kid": "none", "n": rsa_n, "e": "AQAB"}]},
+    "no-kid": {"keys": [{"kty": "EC", "crv": "P-256", **EC256}, {"kty": "EC", "crv": "P-256", **EC256}]},
+    "duplicate-kid": {"keys": [dict(every_key[0]), dict(every_key[3], kid="rsa")]},
+    "alg-mismatch": {"keys": [dict(every_key[3], alg="RS256"), dict(every_key[0], alg="none")]},
+    "crv-mismatch": {"keys": [dict(every_key[3], crv="P-384"), dict(every_key[5], crv="X25519")]},
+    "bad-base64": {"keys": [{"kty": "RSA", "kid": "b", "n": "!!!", "e": "A=Q=B"}]},
+    "tiny-rsa": {"keys": [{"kty": "RSA", "kid": "t", "n": "AQ", "e": "AQAB"}]},
+    "huge-exponent": {"keys": [{"kty": "RSA", "kid": "h", "n": rsa_n, "e": b64(b"\xff" * 600)}]},
+    "numbers-not-strings": {"keys": [{"kty": "EC", "crv": "P-256", "kid": 7, "x": 1, "y": 2e300}]},
+    "private-parts": {"keys": [dict(every_key[3], d=b64(b"d" * 32))]},
+    "keys-null": {"keys": None},
+    "keys-object": {"keys": {"kty": "RSA"}},
+    "nested": {"keys": [{"kty": "RSA", "kid": {"a": [1, [2, [3]]]}, "n": [rsa_n], "e": None}]},
+    "extra-members": {"keys": [dict(every_key[5], ext=True, crit=["exp"])], "issuer": "https://idp.example"},
+}
+for name, document in odd.items():
+    put("jwks", name, json.dumps(document))
+put("jwks", "not-an-object", '[{"keys":[]}]')
+put("jwks", "truncated", json.dumps({"keys": every_key})[:200])
+put("jwks", "bom-and-whitespace", "\ufeff \n\t" + json.dumps({"keys": every_key[3:4]}) + "\n")
 
 # --- config: the repository's own configuration files ------------------------------------------
 for path in [
     "gateway/src/config/default.toml",
-    "policies/chat.toml",
     "policies/example.toml",
-    "policies/internal.toml",
-    "policies/public-echo.toml",
     "deploy/container/portcullis.toml",
 ]:
     full = os.path.join(REPO, path)
     if os.path.exists(full):
         with open(full, "rb") as f:
             put("config", path.replace("/", "_"), f.read())
+
+
+def as_config(fragment, name):
+    """A policy file (included as `[policies.NAME]`) inlined into a whole configuration, so
+    that the parser reaches its tables instead of stopping at the first unknown top-level key.
+    The listener names no file (the fuzz target runs where none exists, and a missing one would
+    stop validation before the policies)."""
+    lines = []
+    for line in fragment.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            line = f"[policies.{name}.{stripped[1:]}"
+        lines.append(line)
+    return (
+        '[[listeners]]\naddress = "127.0.0.1:0"\n\n'
+        f'[[routes]]\npath = "/ws/{name}"\nmode = "relay"\npolicy = "{name}"\n'
+        'upstreams = ["ws://127.0.0.1:9001/"]\n\n' + "\n".join(lines) + "\n"
+    )
+
+
+# The policy files, each as the policy of a route.
+for name in ["chat", "internal", "public-echo", "forward-auth", "opaque-tokens", "services-mtls"]:
+    full = os.path.join(REPO, "policies", name + ".toml")
+    if os.path.exists(full):
+        with open(full, encoding="utf-8") as f:
+            put("config", f"policies_{name}.toml", as_config(f.read(), name.replace("-", "_")))
+put("config", "cluster", """
+[[listeners]]
+address = "127.0.0.1:0"
+[cluster]
+redis_url = "rediss://[::1]:6380/2"
+username = "portcullis"
+key_prefix = "gw-a:"
+timeout = "50ms"
+lease_ttl = "15s"
+on_error = "open"
+[[routes]]
+path = "/ws/chat"
+mode = "echo"
+policy = "chat"
+max_session_duration = "8h"
+[policies.chat.cluster]
+on_error = "closed"
+[policies.chat.limits]
+handshakes_per_ip = { per_second = 5, burst = 10 }
+handshakes_per_subject = { per_second = 1 }
+connections_per_ip = 4
+connections_per_subject = 2
+connections_per_route = 1000
+[policies.chat.jwt]
+jwks_url = "https://idp.example.com/.well-known/jwks.json"
+""")
 put("config", "relay-all-keys", """
 [server]
 shutdown_grace = 30
@@ -262,12 +332,12 @@ EDGE_NUMBERS = [
     "4294967296", "-1", "0", "1e19", "1.5e300", "0.5",
 ]
 write_dict("jwks", [
-    "ffffffffffffffff", "fffffffffffffffe", "7fffffffffffffff", "Transfer-Encoding: chunked",
-    "chunked", "\r\n", "0\r\n\r\n", ";ext=1", "HTTP/1.1 200 OK\r\n", "Content-Length: ",
+    "{", "}", "[", "]", ":", ",", "null", "true", "false", '""', "\\u0000", "\\ud800",
     '"keys"', '"kty"', '"RSA"', '"EC"', '"OKP"', '"oct"', '"crv"', '"P-256"', '"P-384"',
-    '"P-521"', '"Ed25519"', '"X25519"', '"alg"', '"use"', '"enc"', '"sig"', '"kid"', '"n"', '"e"',
-    '"x"', '"y"', '"k"', '"d"', '"key_ops"', '"x5c"', '"x5t"', '"AQAB"', '"RS256"', '"ES256"',
-    '"EdDSA"', '"HS256"', '"PS512"',
+    '"P-521"', '"secp256k1"', '"Ed25519"', '"Ed448"', '"X25519"', '"alg"', '"use"', '"enc"',
+    '"sig"', '"kid"', '"n"', '"e"', '"x"', '"y"', '"k"', '"d"', '"key_ops"', '"verify"', '"x5c"',
+    '"x5t"', '"x5t#S256"', '"AQAB"', '"AA"', '"none"', '"RS256"', '"RS384"', '"PS256"',
+    '"PS512"', '"ES256"', '"ES384"', '"ES512"', '"EdDSA"', '"HS256"',
 ] + EDGE_NUMBERS)
 write_dict("token", [
     '"exp"', '"nbf"', '"iat"', '"iss"', '"aud"', '"sub"', '"jti"', '"scope"', '"role"',
@@ -286,7 +356,8 @@ write_dict("http_head", [
     "Transfer-Encoding: chunked", "TE: ", "Keep-Alive: ", "Proxy-Authorization: ", "X-Auth-Subject: ",
 ])
 keys = set()
-for path in ["policies/example.toml", "policies/chat.toml", "docs/relay.md"]:
+for path in ["policies/example.toml", "policies/chat.toml", "policies/forward-auth.toml",
+             "policies/opaque-tokens.toml", "policies/services-mtls.toml", "docs/relay.md"]:
     full = os.path.join(REPO, path)
     if os.path.exists(full):
         for line in open(full, encoding="utf-8"):
@@ -299,5 +370,8 @@ write_dict("config", sorted(keys) + [
     '"1y"', '"0s"', '"500ms"', '"1e3s"', '"nan"', '"inf"', '"31536001"', "31536001",
     '"ws://h/"', '"wss://[::1]:1/"', '"http://[fe80::1%eth0]/"', '"https://*.example.com"',
     '"10.0.0.0/33"', '"::/0"', '"127.0.0.1:0"', '"[::]:65536"', "include = ", '"HS256"',
+    "[cluster]", "redis_url = ", '"redis://127.0.0.1:6379/0"', '"rediss://[::1]:6380/15"',
+    "key_prefix = ", "lease_ttl = ", "password_env = ", "on_error = ", '"open"', '"closed"',
+    "[policies.p.cluster]", "max_session_duration = ",
 ] + EDGE_NUMBERS)
 print("seeds written to", os.path.join(HERE, "corpus"))

@@ -320,6 +320,7 @@ fn head_of(target: &str, header: Option<&(&'static str, String)>) -> Option<Requ
         target: target.into(),
         minor_version: 1,
         headers: map,
+        tls: true,
     })
 }
 

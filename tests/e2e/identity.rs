@@ -300,6 +300,47 @@ url = "{down}"
 [policies.down_open.ext_authz]
 url = "{down}"
 on_error = "allow"
+
+[[routes]]
+path = "/ws/tenant"
+mode = "echo"
+policy = "tenant"
+
+[[routes]]
+path = "/ws/limited"
+mode = "echo"
+policy = "limited"
+
+[[routes]]
+path = "/ws/capped"
+mode = "echo"
+policy = "capped"
+
+[[routes]]
+path = "/ws/brief"
+mode = "echo"
+policy = "brief"
+
+[policies.tenant.ext_authz]
+url = "{authz}"
+send_headers = ["x-tenant"]
+cache_ttl = "1m"
+
+[policies.limited.ext_authz]
+url = "{authz}"
+
+[policies.limited.limits]
+handshakes_per_ip = {{ per_minute = 1, burst = 1 }}
+
+[policies.capped.ext_authz]
+url = "{authz}"
+
+[policies.capped.limits]
+connections_per_ip = 1
+
+[policies.brief.ext_authz]
+url = "{authz}"
+cache_ttl = "1s"
 "#
     )
 }
@@ -365,11 +406,18 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
         &up.url("/up"),
     ))
     .await;
-    let (status, head) = gw.try_handshake("/ws/authz-echo", &bearer("deny401")).await;
-    assert_eq!(status, 401, "{head}");
+    let answer = gw
+        .raw(handshake("/ws/authz-echo", &bearer("deny401")).as_bytes())
+        .await;
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "bad credentials\n"),
+        "{answer}"
+    );
     assert!(
-        head.contains("WWW-Authenticate: Bearer realm=\"authz\""),
-        "{head}"
+        answer.contains("WWW-Authenticate: Bearer realm=\"authz\""),
+        "{answer}"
     );
     let answer = gw
         .raw(handshake("/ws/authz-echo", &bearer("deny403")).as_bytes())
@@ -389,10 +437,29 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
     assert_eq!(gw.try_handshake("/ws/open", &bearer("slow")).await.0, 101);
     // Down (nothing listens): the same two ways.
     assert_eq!(gw.try_handshake("/ws/down", &bearer("allow")).await.0, 503);
-    assert_eq!(
-        gw.try_handshake("/ws/down-open", &bearer("allow")).await.0,
-        101
-    );
+    for _ in 0..5 {
+        assert_eq!(
+            gw.try_handshake("/ws/down-open", &bearer("allow")).await.0,
+            101
+        );
+    }
+    // Every failed call is counted, by route, kind and what on_error made of it: the fail-open
+    // admissions are visible in the metrics, not only in the log.
+    for sample in [
+        "portcullis_ext_authz_errors_total{error=\"timeout\",on_error=\"deny\",route=\"/ws/authz-echo\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"timeout\",on_error=\"allow\",route=\"/ws/open\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"deny\",route=\"/ws/down\"} 1",
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"allow\",route=\"/ws/down-open\"} 5",
+    ] {
+        gw.wait_metric(sample).await;
+    }
+    // ... and the warning is rate-limited: five fail-open admissions within seconds, one line.
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(&down.addr.to_string()) && l.contains("on_error = allow"))
+            .count()
+    };
+    assert_eq!(warned(&gw.log()), 1, "{}", gw.log());
     gw.wait_metric(
         "portcullis_rejections_total{reason=\"authz_denied\",route=\"/ws/authz-echo\"} 2",
     )
@@ -431,6 +498,163 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
         );
     }
     assert_eq!(asked("Bearer deny403"), 1);
+}
+
+/// The cache key holds what the authorizer decides on besides the credentials: the values of
+/// `send_headers` (the same token for another tenant is another question), and a request
+/// target with a query string is no credential unless it carries the policy's token parameter.
+#[tokio::test]
+async fn authorizer_cache_keys_hold_send_headers_and_only_the_token_parameter() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = |tenant: &'static str| {
+        authz.count(move |r| {
+            r.header("x-forwarded-uri") == "/ws/tenant" && r.header("x-tenant") == tenant
+        })
+    };
+    for tenant in ["a", "b", "a", "b"] {
+        let extra = format!("{}X-Tenant: {tenant}\r\n", bearer("allow-t"));
+        assert_eq!(gw.try_handshake("/ws/tenant", &extra).await.0, 101);
+    }
+    assert_eq!((asked("a"), asked("b")), (1, 1), "each tenant asked once");
+
+    // No credential but a query string: never cached, every handshake asks.
+    let target = |r: &HttpRequest| r.header("x-forwarded-uri").to_string();
+    for _ in 0..2 {
+        assert_eq!(gw.try_handshake("/ws/cached?room=1", "").await.0, 401);
+    }
+    assert_eq!(authz.count(|r| target(r) == "/ws/cached?room=1"), 2);
+    // The policy's token parameter (here the default, access_token) is a credential.
+    for _ in 0..2 {
+        let (status, _) = gw.try_handshake("/ws/cached?access_token=q1", "").await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        authz.count(|r| target(r) == "/ws/cached?access_token=q1"),
+        1
+    );
+}
+
+/// `X-Forwarded-Proto` is one of the headers the gateway owns towards the authorizer (a policy
+/// cannot name it in send_headers): the scheme the client used, `https` on a TLS listener.
+#[tokio::test]
+async fn authorizer_sees_the_forwarded_proto() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let config = authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    );
+    let spoof = format!("{}X-Forwarded-Proto: gopher\r\n", bearer("allow"));
+    let tls = Gateway::start(&config).await;
+    assert_eq!(tls.try_handshake("/ws/authz-echo", &spoof).await.0, 101);
+    let plain = Gateway::start_with(false, &config).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", plain.port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, handshake("/ws/authz-echo", &spoof).as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut tcp, &mut got, "the plain answer", has_head).await;
+    assert_eq!(status_of(&String::from_utf8_lossy(&got)), 101);
+    let protos: Vec<Vec<String>> = authz
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(protos, [vec!["https"], vec!["http"]]);
+}
+
+/// Where the authorizer stands among the checks: after the rate limit (a handshake refused for
+/// its rate never reaches it), before the caps (a cap refusal comes after its allow).
+#[tokio::test]
+async fn authorizer_runs_after_the_rate_and_before_the_caps() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = |route: &'static str| authz.count(move |r| r.header("x-forwarded-uri") == route);
+    assert_eq!(
+        gw.try_handshake("/ws/limited", &bearer("allow")).await.0,
+        101
+    );
+    let (status, head) = gw.try_handshake("/ws/limited", &bearer("allow")).await;
+    assert_eq!(status, 429, "{head}");
+    assert_eq!(
+        asked("/ws/limited"),
+        1,
+        "the rate-limited handshake reached the authorizer"
+    );
+
+    let (status, _, _held) = gw.handshake_open("/ws/capped", &bearer("allow")).await;
+    assert_eq!(status, 101);
+    let (status, head) = gw.try_handshake("/ws/capped", &bearer("allow")).await;
+    assert_eq!(status, 429, "{head}");
+    assert_eq!(
+        asked("/ws/capped"),
+        2,
+        "the authorizer allowed it before the cap refused"
+    );
+    gw.wait_metric("portcullis_rejections_total{reason=\"conn_limit\",route=\"/ws/capped\"} 1")
+        .await;
+    gw.wait_metric("portcullis_rejections_total{reason=\"rate_limited\",route=\"/ws/limited\"} 1")
+        .await;
+}
+
+/// A cached decision lives `cache_ttl`, then the authorizer is asked again.
+#[tokio::test]
+async fn authorizer_cache_entries_expire_after_their_ttl() {
+    let authz = HttpService::start(authorizer()).await;
+    let down = HeldPort::new();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&authz_config(
+        &authz.url("/check"),
+        &format!("http://{}/check", down.addr),
+        &up.url("/up"),
+    ))
+    .await;
+    let asked = || authz.count(|r| r.header("x-forwarded-uri") == "/ws/brief");
+    for _ in 0..2 {
+        assert_eq!(
+            gw.try_handshake("/ws/brief", &bearer("allow-b")).await.0,
+            101
+        );
+    }
+    assert_eq!(asked(), 1);
+    let cached_at = std::time::Instant::now();
+    // The ttl passing is the test's subject (cache_ttl = "1s").
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        gw.try_handshake("/ws/brief", &bearer("allow-b")).await.0,
+        101
+    );
+    assert_eq!(
+        asked(),
+        2,
+        "asked again {:?} after caching",
+        cached_at.elapsed()
+    );
 }
 
 /// The test introspection endpoint: checks the gateway's client credentials, then answers by
@@ -613,4 +837,159 @@ async fn jwks_over_ipv6_loopback() {
     let token = sign(Algorithm::ES256, Some("k6"), &claims(json!({})));
     assert_eq!(gw.try_handshake("/ws/v6", &bearer(&token)).await.0, 101);
     assert_eq!(service.requests()[0].header("host"), &url[7..url.len() - 5]);
+}
+
+/// The one HTTP client's `ca_file`, end to end: a JWKS endpoint, an authorizer and an
+/// introspection endpoint served over TLS with a certificate from a test CA. Trusting that CA
+/// works; trusting another fails the TLS handshake, and each caller does what it does when its
+/// endpoint cannot be asked.
+struct TlsServices {
+    jwks: HttpService,
+    authz: HttpService,
+    idp: HttpService,
+    ca: TestCa,
+    other: TestCa,
+}
+
+async fn tls_services() -> TlsServices {
+    let ca = TestCa::new("Service CA");
+    let other = TestCa::new("Another CA");
+    let (cert, key) = ca.issue_server();
+    let document = json!({ "keys": [ec_jwk("k1", &keys().ec_point)] }).to_string();
+    let jwks = HttpService::start_tls(
+        &cert,
+        &key,
+        Arc::new(move |_: &HttpRequest| HttpReply::new(200, document.clone())),
+    )
+    .await;
+    let authz = HttpService::start_tls(&cert, &key, authorizer()).await;
+    let idp = HttpService::start_tls(
+        &cert,
+        &key,
+        Arc::new(|r: &HttpRequest| match r.form("token").as_deref() {
+            Some("good") => HttpReply::new(
+                200,
+                json!({"active": true, "sub": "alice", "exp": now() + 300}).to_string(),
+            ),
+            _ => HttpReply::new(200, "{\"active\":false}"),
+        }),
+    )
+    .await;
+    TlsServices {
+        jwks,
+        authz,
+        idp,
+        ca,
+        other,
+    }
+}
+
+fn https_config(s: &TlsServices) -> String {
+    let jwks = s.jwks.url("/jwks");
+    let authz = s.authz.url("/check");
+    let idp = s.idp.url("/introspect");
+    assert!(jwks.starts_with("https://127.0.0.1:"), "{jwks}");
+    let mut text = format!(
+        "[[routes]]\npath = \"/ws/jwks\"\nmode = \"echo\"\npolicy = \"jwks\"\n\
+         [policies.jwks.jwt]\njwks_url = \"{jwks}\"\njwks_ca_file = \"jwks-ca.pem\"\n\
+         jwks_refresh = \"1h\"\njwks_min_refresh = \"1s\"\n"
+    );
+    for (name, ca, on_error) in [
+        ("authz", "ca.pem", "deny"),
+        ("authz_wrong", "other.pem", "deny"),
+        ("authz_wrong_open", "other.pem", "allow"),
+    ] {
+        text.push_str(&format!(
+            "[[routes]]\npath = \"/ws/{name}\"\nmode = \"echo\"\npolicy = \"{name}\"\n\
+             [policies.{name}.ext_authz]\nurl = \"{authz}\"\nca_file = \"{ca}\"\n\
+             timeout = \"2s\"\non_error = \"{on_error}\"\n"
+        ));
+    }
+    for (name, ca) in [("intro", "ca.pem"), ("intro_wrong", "other.pem")] {
+        text.push_str(&format!(
+            "[[routes]]\npath = \"/ws/{name}\"\nmode = \"echo\"\npolicy = \"{name}\"\n\
+             [policies.{name}.introspection]\nurl = \"{idp}\"\nclient_id = \"gw\"\n\
+             client_secret_file = \"intro.secret\"\nca_file = \"{ca}\"\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn https_endpoints_are_trusted_through_ca_file_and_a_wrong_ca_fails() {
+    let s = tls_services().await;
+    let gw = Gateway::start_prepared(true, &https_config(&s), |dir| {
+        std::fs::write(dir.join("ca.pem"), &s.ca.cert_pem).unwrap();
+        std::fs::write(dir.join("jwks-ca.pem"), &s.ca.cert_pem).unwrap();
+        std::fs::write(dir.join("other.pem"), &s.other.cert_pem).unwrap();
+        std::fs::write(dir.join("intro.secret"), "s3cret\n").unwrap();
+    })
+    .await;
+
+    // The authorizer: its CA admits; another CA is an authorizer that cannot be asked.
+    assert_eq!(gw.try_handshake("/ws/authz", &bearer("allow")).await.0, 101);
+    let (status, head) = gw.try_handshake("/ws/authz", &bearer("deny403")).await;
+    assert_eq!(status, 403, "{head}");
+    assert_eq!(s.authz.requests().len(), 2);
+    let (status, head) = gw.try_handshake("/ws/authz_wrong", &bearer("allow")).await;
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(
+        gw.try_handshake("/ws/authz_wrong_open", &bearer("allow"))
+            .await
+            .0,
+        101
+    );
+    assert_eq!(
+        s.authz.requests().len(),
+        2,
+        "a request reached the authorizer over a TLS connection the gateway should not trust"
+    );
+    gw.wait_metric(
+        "portcullis_ext_authz_errors_total{error=\"connect\",on_error=\"allow\",route=\"/ws/authz_wrong_open\"} 1",
+    )
+    .await;
+
+    // Introspection: the same.
+    assert_eq!(gw.try_handshake("/ws/intro", &bearer("good")).await.0, 101);
+    assert_eq!(gw.try_handshake("/ws/intro", &bearer("bad")).await.0, 401);
+    assert_eq!(
+        gw.try_handshake("/ws/intro_wrong", &bearer("good")).await.0,
+        503
+    );
+    assert_eq!(s.idp.requests().len(), 2);
+
+    // JWKS: fetched over TLS through its CA file.
+    let token = sign(Algorithm::ES256, Some("k1"), &claims(json!({})));
+    eventually(STEP, "the https JWKS key admits", || async {
+        let (status, head) = gw.try_handshake("/ws/jwks", &bearer(&token)).await;
+        done_or(status == 101, head)
+    })
+    .await;
+    // Its CA file now names another CA (reloaded): the next fetch fails the TLS handshake, and
+    // the keys fetched before stay in use.
+    std::fs::write(gw.dir.path().join("jwks-ca.pem"), &s.other.cert_pem).unwrap();
+    let fetched = s.jwks.requests().len();
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration from").await;
+    let ghost = sign(Algorithm::ES256, Some("ghost"), &claims(json!({})));
+    eventually(
+        STEP,
+        "a refresh for an unknown kid fails at TLS",
+        || async {
+            assert_eq!(gw.try_handshake("/ws/jwks", &bearer(&ghost)).await.0, 401);
+            let log = gw.log();
+            let failed = log
+                .lines()
+                .filter(|l| l.contains("jwks: fetching https://127.0.0.1:"))
+                .any(|l| l.contains("keeping the last good keys"));
+            done_or(failed, log)
+        },
+    )
+    .await;
+    assert_eq!(
+        s.jwks.requests().len(),
+        fetched,
+        "no request over the untrusted TLS"
+    );
+    assert_eq!(gw.try_handshake("/ws/jwks", &bearer(&token)).await.0, 101);
 }

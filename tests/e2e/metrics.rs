@@ -685,6 +685,8 @@ async fn exposition_passes_promtool_and_python_parser() {
         defs::CLUSTER_FALLBACKS.name,
         defs::CLUSTER_LEASES.name,
         defs::CLUSTER_CONNECTED.name,
+        // No authorizer has failed: no ext_authz error series.
+        defs::EXT_AUTHZ_ERRORS.name,
     ];
     for def in defs::ALL {
         let family = &families[def.name.strip_suffix("_total").unwrap_or(def.name)];

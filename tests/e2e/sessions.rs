@@ -284,10 +284,14 @@ async fn state_changing_endpoints_need_the_admin_token() {
         )
         .await;
         assert_eq!(status, 403, "{method} {path}: {body}");
-        assert!(body.to_string().contains("need an admin token"), "{body}");
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not JSON: {body}"));
+        assert!(error.contains("need an admin token"), "{body}");
     }
     assert_eq!(admin_as(&open, "GET", "/sessions", None, None).await.0, 200);
-    // With one they need it, and listings do too.
+    // With one they need it, and listings do too. Every refusal of these endpoints is JSON
+    // with an "error", like their other answers.
     let gw = gateway("").await;
     for (method, path) in [
         ("POST", "/sessions/close"),
@@ -296,11 +300,200 @@ async fn state_changing_endpoints_need_the_admin_token() {
         ("GET", "/revocations"),
     ] {
         for token in [None, Some("wrong")] {
-            let (status, _) =
+            let (status, body) =
                 admin_as(&gw, method, path, Some(json!({"subject": "x"})), token).await;
             assert_eq!(status, 401, "{method} {path} with {token:?}");
+            assert!(
+                body["error"].is_string(),
+                "{method} {path}: not JSON: {body}"
+            );
         }
     }
+    for (method, path, allow) in [
+        ("PUT", "/sessions", "GET"),
+        ("GET", "/sessions/close", "POST"),
+        ("PATCH", "/revocations", "GET, POST, DELETE"),
+    ] {
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let answer = raw_admin(&gw, method, path, &auth).await;
+        let (status, body) = status_and_body(&answer);
+        assert_eq!(status, 405, "{method} {path}: {answer}");
+        assert!(answer.contains(&format!("Allow: {allow}\r\n")), "{answer}");
+        assert!(
+            answer.contains("Content-Type: application/json"),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{answer}"));
+        assert!(body["error"].is_string(), "{answer}");
+    }
+    let answer = raw_admin(&gw, "GET", "/sessions", "").await;
+    assert!(
+        answer.contains("Content-Type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.contains("WWW-Authenticate: Bearer"), "{answer}");
+    // The other admin paths keep their plain text.
+    let (status, body) = gw.admin_request("/metrics", "").await;
+    assert_eq!((status, body.as_str()), (401, "unauthorized\n"));
+}
+
+/// One raw admin request (`auth`: header lines): the whole answer.
+async fn raw_admin(gw: &Gateway, method: &str, target: &str, auth: &str) -> String {
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.admin_port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    read_until(&mut s, &mut out, "the admin answer", |_| false).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bad input is a 400 whose `error` names the field and what it may be, never a parser's
+/// internals ("data did not match any variant of untagged enum").
+#[tokio::test]
+async fn bad_requests_are_400s_naming_the_field_and_its_range() {
+    let gw = gateway("").await;
+    let close_codes = "1000-1003, 1007-1014 or 3000-4999";
+    let ttl_range = ["ttl", "greater than zero", "at most one year"];
+    let text = |b: &str| Some(b.to_string());
+    let mut cases: Vec<(&str, &str, Option<String>, Vec<&str>)> = vec![
+        (
+            "POST",
+            "/revocations",
+            text("{\"subject\": \"x\", \"ttl\": "),
+            vec!["invalid JSON body"],
+        ),
+        (
+            "POST",
+            "/sessions/close",
+            text("[1, 2"),
+            vec!["invalid JSON body"],
+        ),
+        ("POST", "/sessions/close", None, vec!["invalid JSON body"]),
+        (
+            "POST",
+            "/sessions/close",
+            text("{\"route\": \"/x\", \"cod\": 1000}"),
+            vec!["unknown field `cod`"],
+        ),
+        (
+            "POST",
+            "/revocations",
+            text("{\"subject\": \"x\", \"jti\": \"y\", \"ttl\": \"1h\"}"),
+            vec!["exactly one of \"subject\" and \"jti\""],
+        ),
+        (
+            "POST",
+            "/revocations",
+            text("{\"ttl\": \"1h\"}"),
+            vec!["exactly one of \"subject\" and \"jti\""],
+        ),
+        (
+            "POST",
+            "/revocations",
+            text("{\"subject\": \"x\"}"),
+            vec!["ttl", "required"],
+        ),
+        (
+            "POST",
+            "/revocations",
+            text("{\"subject\": \"x\", \"ttl\": null}"),
+            vec!["ttl", "required"],
+        ),
+        ("GET", "/sessions?limit=0", None, vec!["limit", "1 to 1000"]),
+        (
+            "GET",
+            "/sessions?limit=1001",
+            None,
+            vec!["limit", "1 to 1000"],
+        ),
+        (
+            "GET",
+            "/sessions?limit=-1",
+            None,
+            vec!["limit", "1 to 1000"],
+        ),
+        ("GET", "/sessions?offset=x", None, vec!["offset"]),
+    ];
+    for code in [
+        "999", "1004", "1005", "1006", "1015", "5000", "70000", "-1", "1000.5", "\"1000\"",
+    ] {
+        let body = format!("{{\"route\": \"/ws/echo\", \"code\": {code}}}");
+        cases.push((
+            "POST",
+            "/sessions/close",
+            Some(body),
+            vec!["code", close_codes],
+        ));
+    }
+    for ttl in [
+        "0",
+        "\"0s\"",
+        "-5",
+        "1.5",
+        "31536001",
+        "\"8761h\"",
+        "\"2y\"",
+        "true",
+    ] {
+        let body = format!("{{\"subject\": \"x\", \"ttl\": {ttl}}}");
+        cases.push(("POST", "/revocations", Some(body), ttl_range.to_vec()));
+    }
+    for (method, target, body, says) in cases {
+        let (status, answer) = admin_raw_body(&gw, method, target, body.as_deref()).await;
+        assert_eq!(status, 400, "{method} {target} {body:?}: {answer}");
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {target} {body:?}: not a JSON error: {answer}"));
+        for word in says {
+            assert!(
+                error.contains(word),
+                "{method} {target} {body:?}: {error:?} should say {word:?}"
+            );
+        }
+        assert!(!error.contains("untagged"), "{error}");
+    }
+    // What is in range passes.
+    for ttl in ["1", "\"90s\"", "31536000", "\"1h\""] {
+        let body = format!("{{\"subject\": \"nobody\", \"ttl\": {ttl}}}");
+        let (status, answer) = admin_raw_body(&gw, "POST", "/revocations", Some(&body)).await;
+        assert_eq!(status, 200, "{ttl}: {answer}");
+    }
+    for code in [1000, 1003, 1007, 1014, 3000, 4999] {
+        let body = format!("{{\"route\": \"/nowhere\", \"code\": {code}}}");
+        let (status, answer) = admin_raw_body(&gw, "POST", "/sessions/close", Some(&body)).await;
+        assert_eq!(status, 200, "{code}: {answer}");
+    }
+}
+
+/// One admin request with the token and `body` sent as it is: status and JSON body.
+async fn admin_raw_body(
+    gw: &Gateway,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let body = body.unwrap_or_default();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.admin_port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    read_until(&mut s, &mut out, "the admin answer", |_| false).await;
+    let (status, body) = status_and_body(&String::from_utf8_lossy(&out));
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
 }
 
 #[tokio::test]
@@ -420,19 +613,26 @@ async fn a_revocation_reaches_every_replica_through_redis() {
 #[tokio::test]
 async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_sides() {
     let mut up = crate::support::upstream::Upstream::echo().await;
+    // An upstream URL may carry a query string (a key, a shard): never listed.
     let upstream = up.url("/chat");
     let gw = gateway(&format!(
-        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{upstream}\"]\n"
+        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\n\
+         upstreams = [\"{upstream}?shard=3&key=s3cret\"]\n"
     ))
     .await;
     let mut ws = gw.ws("/ws/relay").await;
-    up.request().await;
+    let (_, uri) = up.request().await;
+    assert_eq!(
+        uri, "/chat?shard=3&key=s3cret",
+        "the upstream still gets its query"
+    );
     let listed = listed(&gw, "?route=/ws/relay").await;
     assert_eq!(
         listed["sessions"][0]["upstream"],
         upstream.as_str(),
         "{listed}"
     );
+    assert!(!listed.to_string().contains("s3cret"), "{listed}");
     let (_, body) = admin(
         &gw,
         "POST",

@@ -3,7 +3,8 @@
 //! Traefik's ForwardAuth and NGINX's `auth_request`:
 //!
 //! - the gateway sends `GET <url>` with `X-Forwarded-Method`, `X-Forwarded-Uri` (the request
-//!   target), `X-Forwarded-Host`, `X-Forwarded-For` (the client address), the client's
+//!   target), `X-Forwarded-Host`, `X-Forwarded-Proto` (`https` when the client came over TLS),
+//!   `X-Forwarded-For` (the client address), the client's
 //!   credentials (`Authorization` and `Cookie` as sent; a `bearer.` subprotocol entry as
 //!   `Authorization: Bearer`; a verified client certificate as `X-Forwarded-Client-Cert`), and
 //!   the client headers the policy's `send_headers` names;
@@ -11,10 +12,16 @@
 //! - a `3xx`, `4xx` or `5xx` answer refuses with its status and (the start of) its body, with
 //!   its `WWW-Authenticate` and `Location` headers;
 //! - no answer in time, none at all, or one that is no decision (`1xx`, past `599`, too large)
-//!   is `on_error`: `503` (deny, the default) or admit.
+//!   is `on_error`: `503` (deny, the default) or admit. Either way it is counted
+//!   (`portcullis_ext_authz_errors_total`, so that fail-open admissions are seen) and warned
+//!   about at most once per `log_limit::EVERY` per authorizer (it can happen on every
+//!   handshake).
 //!
-//! Decisions may be cached (`cache_ttl`) by a hash of the route, the request target and the
-//! credentials; a request with no credential at all is never cached.
+//! Decisions may be cached (`cache_ttl`), keyed by a hash of what the authorizer is told except
+//! the client address: the route, the request target, host and scheme, the credentials and the
+//! `send_headers` values. A request with no credential (no `Authorization`, `Cookie`, verified
+//! client certificate or token query parameter) is never cached: its answer may depend on the
+//! address, which is not part of the key.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -27,11 +34,14 @@ use super::token::extract::{from_subprotocol, Found};
 use super::Rejection;
 use crate::config::defaults;
 use crate::config::identity::{ExtAuthz, OnError};
+use crate::core::labels::AuthzError;
 use crate::core::reason::Reason;
 use crate::core::url::HttpUrl;
 use crate::net::http1::RequestHead;
-use crate::net::http_client::{Call, HttpClient};
+use crate::net::http_client::{Call, HttpClient, HttpError};
 use crate::net::peer_cert::PeerCert;
+use crate::obs::log_limit::{left_out, LogLimit};
+use crate::obs::metrics::Metrics;
 
 /// What the authorizer decided.
 #[derive(Debug, Clone)]
@@ -59,10 +69,20 @@ pub(crate) struct Authorizer {
     copy_headers: Vec<HeaderName>,
     on_error: OnError,
     cache: Option<(Duration, TtlCache<Decision>)>,
+    /// The query parameter that carries a token under this policy (its `jwt` or
+    /// `introspection` table's `query_param`): the one query parameter that is a credential.
+    token_param: String,
+    /// The warning of an authorizer that cannot be asked, which every handshake may cause.
+    warn: LogLimit,
 }
 
 impl Authorizer {
-    pub(crate) fn compile(e: &ExtAuthz, key: &str) -> Result<Authorizer, String> {
+    /// Compile; `token_param` is the policy's token query parameter.
+    pub(crate) fn compile(
+        e: &ExtAuthz,
+        key: &str,
+        token_param: &str,
+    ) -> Result<Authorizer, String> {
         let names = |list: &[String], k: &str| {
             list.iter()
                 .enumerate()
@@ -83,6 +103,8 @@ impl Authorizer {
             cache: e
                 .cache_ttl
                 .map(|ttl| (ttl.0, TtlCache::new(defaults::IDENTITY_CACHE_ENTRIES))),
+            token_param: token_param.to_string(),
+            warn: LogLimit::default(),
         })
     }
 
@@ -98,7 +120,10 @@ impl Authorizer {
         q: &Question<'_>,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
         let headers = self.request_headers(q);
-        let key = self.cache.as_ref().and_then(|_| cache_key(q, &headers));
+        let key = self
+            .cache
+            .as_ref()
+            .and_then(|_| self.cache_key(q, &headers));
         if let (Some((_, cache)), Some(key)) = (&self.cache, &key) {
             if let Some(decision) = cache.get(key) {
                 return decision.into_result();
@@ -117,8 +142,11 @@ impl Authorizer {
             Ok(reply) if (300..600).contains(&reply.status.as_u16()) => {
                 Decision::Deny(refusal(reply.status.as_u16(), &reply.headers, &reply.body))
             }
-            Ok(reply) => return self.failed(&format!("answered {}", reply.status.as_u16())),
-            Err(e) => return self.failed(&e.to_string()),
+            Ok(reply) => {
+                let why = format!("answered {}", reply.status.as_u16());
+                return self.failed(q.route, AuthzError::Status, &why);
+            }
+            Err(e) => return self.failed(q.route, error_kind(&e), &e.to_string()),
         };
         if let (Some((ttl, cache)), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone(), tokio::time::Instant::now() + *ttl);
@@ -126,26 +154,35 @@ impl Authorizer {
         decision.into_result()
     }
 
-    /// The authorizer could not be asked: `on_error` decides.
-    fn failed(&self, why: &str) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+    /// The authorizer could not be asked: counted, warned about (rate-limited), and
+    /// `on_error` decides.
+    fn failed(
+        &self,
+        route: &str,
+        error: AuthzError,
+        why: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+        Metrics::global().ext_authz_error(route, error, self.on_error);
+        if let Some(n) = self.warn.allow() {
+            let does = match self.on_error {
+                OnError::Deny => "refusing",
+                OnError::Allow => "admitting",
+            };
+            log::warn!(
+                "ext_authz: {} {why}; {does} (on_error = {}){}",
+                self.url.shown(),
+                self.on_error.as_str(),
+                left_out(n)
+            );
+        }
         match self.on_error {
             OnError::Deny => {
-                log::warn!(
-                    "ext_authz: {} {why}; refusing (on_error = deny)",
-                    self.url.text
-                );
                 Err(
                     Rejection::new(Reason::AuthUnavailable, 503, "authorization unavailable\n")
                         .header("Retry-After", "1"),
                 )
             }
-            OnError::Allow => {
-                log::warn!(
-                    "ext_authz: {} {why}; admitting (on_error = allow)",
-                    self.url.text
-                );
-                Ok(Vec::new())
-            }
+            OnError::Allow => Ok(Vec::new()),
         }
     }
 
@@ -164,6 +201,7 @@ impl Authorizer {
         if let Some(host) = head.header("host") {
             put("x-forwarded-host", host);
         }
+        put("x-forwarded-proto", if head.tls { "https" } else { "http" });
         if let Some(ip) = q.client_ip {
             put("x-forwarded-for", &ip.to_string());
         }
@@ -191,6 +229,51 @@ impl Authorizer {
         h
     }
 
+    /// The cache key of a question, from what the authorizer is sent (`sent`) except the
+    /// client address: the route, the request target, host and scheme, the credentials and the
+    /// `send_headers` values (two tenants with one token are two questions). `None`, not
+    /// cached, without any credential: then the answer may rest on the address alone.
+    fn cache_key(&self, q: &Question<'_>, sent: &HeaderMap) -> Option<cache::Key> {
+        use http::header::{AUTHORIZATION, COOKIE};
+        let fingerprint = q.cert.map(|c| c.fingerprint.as_bytes());
+        let token_in_query = q.head.target.split_once('?').is_some_and(|(_, query)| {
+            form_urlencoded::parse(query.as_bytes())
+                .any(|(name, value)| name == self.token_param.as_str() && !value.is_empty())
+        });
+        let credential = sent.contains_key(AUTHORIZATION)
+            || sent.contains_key(COOKIE)
+            || fingerprint.is_some()
+            || token_in_query;
+        if !credential {
+            return None;
+        }
+        let mut parts: Vec<&[u8]> = vec![
+            q.route.as_bytes(),
+            q.head.target.as_bytes(),
+            fingerprint.unwrap_or_default(),
+        ];
+        // Each named header with each of its values, in the order sent; a name with no value
+        // still takes its place, so that values cannot shift from one header to the next.
+        let named = ["x-forwarded-host", "x-forwarded-proto"]
+            .into_iter()
+            .map(HeaderName::from_static)
+            .chain([AUTHORIZATION, COOKIE])
+            .chain(self.send_headers.iter().cloned());
+        let mut counts = Vec::new();
+        for name in named {
+            let values: Vec<&[u8]> = sent
+                .get_all(&name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            counts.push((values.len() as u64).to_be_bytes());
+            parts.extend(values);
+        }
+        let counts: Vec<u8> = counts.concat();
+        parts.push(&counts);
+        Some(cache::key(&parts))
+    }
+
     fn copied(&self, answer: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
         self.copy_headers
             .iter()
@@ -213,29 +296,14 @@ impl Decision {
     }
 }
 
-/// The cache key: route, target and credentials; `None` (not cached) without any credential.
-fn cache_key(q: &Question<'_>, sent: &HeaderMap) -> Option<cache::Key> {
-    let authorization = sent
-        .get(http::header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    let cookies: Vec<&[u8]> = sent
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    let fingerprint = q.cert.map(|c| c.fingerprint.as_bytes());
-    let query = q.head.target.contains('?');
-    if authorization.is_none() && cookies.is_empty() && fingerprint.is_none() && !query {
-        return None;
+/// The metric label of a call that got no answer.
+fn error_kind(e: &HttpError) -> AuthzError {
+    match e {
+        HttpError::Timeout => AuthzError::Timeout,
+        HttpError::Connect(_) => AuthzError::Connect,
+        HttpError::TooLarge => AuthzError::TooLarge,
+        HttpError::Protocol(_) => AuthzError::Protocol,
     }
-    let cookies = cookies.join(&b"; "[..]);
-    Some(cache::key(&[
-        q.route.as_bytes(),
-        q.head.target.as_bytes(),
-        authorization.unwrap_or_default(),
-        &cookies,
-        fingerprint.unwrap_or_default(),
-    ]))
 }
 
 /// The verified certificate as Envoy's `x-forwarded-client-cert` writes it.
@@ -307,33 +375,87 @@ mod tests {
         );
     }
 
-    #[test]
-    fn cache_keys_need_a_credential_and_differ_by_it() {
-        let anon = RequestHead::for_test("GET", "/ws", &[("host", "gw")]);
-        let q = |head| Question {
+    fn question(head: &RequestHead) -> Question<'_> {
+        Question {
             head,
             route: "/ws",
             client_ip: None,
             cert: None,
+        }
+    }
+
+    fn authorizer(table: &str) -> Authorizer {
+        let text = format!("url = \"http://127.0.0.1:9/\"\n{table}");
+        Authorizer::compile(&toml::from_str(&text).unwrap(), "k", "access_token").unwrap()
+    }
+
+    #[test]
+    fn cache_keys_need_a_credential_and_differ_by_it() {
+        let a = authorizer("");
+        let key = |h: &RequestHead| a.cache_key(&question(h), &a.request_headers(&question(h)));
+        let head = |target: &str, headers: &[(&str, &str)]| {
+            let mut all = vec![("host", "gw")];
+            all.extend_from_slice(headers);
+            RequestHead::for_test("GET", target, &all)
         };
-        let a = Authorizer::compile(
-            &toml::from_str("url = \"http://127.0.0.1:9/\"").unwrap(),
-            "k",
-        )
-        .unwrap();
-        assert!(cache_key(&q(&anon), &a.request_headers(&q(&anon))).is_none());
-        let alice = RequestHead::for_test("GET", "/ws", &[("authorization", "Bearer a")]);
-        let bob = RequestHead::for_test("GET", "/ws", &[("authorization", "Bearer b")]);
-        let sub = RequestHead::for_test("GET", "/ws", &[("sec-websocket-protocol", "bearer.a")]);
-        let key = |h| cache_key(&q(h), &a.request_headers(&q(h))).unwrap();
+        // No credential, not cached; a query string is no credential, unless it holds the
+        // policy's token parameter with a value.
+        for anonymous in ["/ws", "/ws?room=1", "/ws?access_token=", "/ws?token=x"] {
+            assert!(key(&head(anonymous, &[])).is_none(), "{anonymous}");
+        }
+        assert!(key(&head("/ws?room=1&access_token=t", &[])).is_some());
+        let alice = head("/ws", &[("authorization", "Bearer a")]);
+        let bob = head("/ws", &[("authorization", "Bearer b")]);
+        let sub = head("/ws", &[("sec-websocket-protocol", "bearer.a")]);
+        let key = |h: &RequestHead| key(h).unwrap();
         assert_ne!(key(&alice), key(&bob));
         assert_eq!(
             key(&alice),
             key(&sub),
             "the same bearer token, however sent"
         );
-        let sent = a.request_headers(&q(&sub));
+        assert_ne!(
+            key(&alice),
+            key(&head("/ws?x", &[("authorization", "Bearer a")]))
+        );
+        let mut secure = head("/ws", &[("authorization", "Bearer a")]);
+        secure.tls = true;
+        assert_ne!(
+            key(&alice),
+            key(&secure),
+            "the scheme is part of the question"
+        );
+        let sent = a.request_headers(&question(&sub));
         assert_eq!(sent["authorization"], "Bearer a");
         assert_eq!(sent["x-forwarded-uri"], "/ws");
+        assert_eq!(sent["x-forwarded-proto"], "http");
+        assert_eq!(
+            a.request_headers(&question(&secure))["x-forwarded-proto"],
+            "https"
+        );
+    }
+
+    /// The values of `send_headers` are part of what is decided: the same token for another
+    /// tenant is another question; headers not sent do not matter.
+    #[test]
+    fn cache_keys_hold_the_send_headers_values() {
+        let a = authorizer("send_headers = [\"x-tenant\", \"x-region\"]");
+        let key = |headers: &[(&str, &str)]| {
+            let mut all = vec![("host", "gw"), ("authorization", "Bearer t")];
+            all.extend_from_slice(headers);
+            let h = RequestHead::for_test("GET", "/ws", &all);
+            a.cache_key(&question(&h), &a.request_headers(&question(&h)))
+                .unwrap()
+        };
+        let tenant_a = key(&[("x-tenant", "a")]);
+        assert_ne!(tenant_a, key(&[("x-tenant", "b")]));
+        assert_ne!(tenant_a, key(&[]));
+        assert_eq!(tenant_a, key(&[("x-tenant", "a"), ("x-other", "ignored")]));
+        // A value cannot move from one header to the next unnoticed.
+        assert_ne!(key(&[("x-tenant", "a")]), key(&[("x-region", "a")]));
+        assert_ne!(
+            key(&[("x-tenant", "a"), ("x-tenant", "b")]),
+            key(&[("x-tenant", "a"), ("x-region", "b")])
+        );
     }
 }

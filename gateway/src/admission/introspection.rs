@@ -18,10 +18,12 @@ use super::Rejection;
 use crate::config::defaults;
 use crate::config::identity::Introspection;
 use crate::config::policy::OnExpiry;
+use crate::core::duration::deadline;
 use crate::core::reason::Reason;
 use crate::core::url::HttpUrl;
 use crate::net::http1::RequestHead;
 use crate::net::http_client::{Call, HttpClient};
+use crate::obs::log_limit::{left_out, LogLimit};
 
 /// A compiled `introspection` table.
 pub(crate) struct Introspector {
@@ -38,6 +40,8 @@ pub(crate) struct Introspector {
     on_expiry: OnExpiry,
     expiry_grace: Duration,
     cache: Option<(Duration, TtlCache<Map<String, Value>>)>,
+    /// The warning of an endpoint that cannot be asked, which every handshake may cause.
+    warn: LogLimit,
 }
 
 impl Introspector {
@@ -85,6 +89,7 @@ impl Introspector {
             cache: i
                 .cache_ttl
                 .map(|ttl| (ttl.0, TtlCache::new(defaults::IDENTITY_CACHE_ENTRIES))),
+            warn: LogLimit::default(),
         })
     }
 
@@ -103,12 +108,9 @@ impl Introspector {
             None => {
                 let claims = self.introspect(&token).await?;
                 if let Some((ttl, cache)) = &self.cache {
-                    let mut until = tokio::time::Instant::now() + *ttl;
-                    if let Some(exp) = claims.get("exp").and_then(numeric_date::seconds) {
-                        let left = exp - numeric_date::now();
-                        let left = Duration::try_from_secs_f64(left).unwrap_or_default();
-                        until = until.min(tokio::time::Instant::now() + left);
-                    }
+                    let exp = claims.get("exp").and_then(numeric_date::seconds);
+                    let until =
+                        cache_deadline(tokio::time::Instant::now(), *ttl, exp, numeric_date::now());
                     cache.insert(key, claims.clone(), until);
                 }
                 claims
@@ -168,8 +170,16 @@ impl Introspector {
         Ok(answer)
     }
 
+    /// The endpoint gave no usable answer: refused with 503 (counted as `auth_unavailable`),
+    /// warned about at most once per `log_limit::EVERY`.
     fn unavailable(&self, why: &str) -> Rejection {
-        log::warn!("introspection: {} {why}; refusing", self.url.text);
+        if let Some(n) = self.warn.allow() {
+            log::warn!(
+                "introspection: {} {why}; refusing{}",
+                self.url.shown(),
+                left_out(n)
+            );
+        }
         Rejection::new(
             Reason::AuthUnavailable,
             503,
@@ -216,5 +226,53 @@ impl Introspector {
             }
         }
         Ok(())
+    }
+}
+
+/// Until when an active answer may be cached: `ttl` after `now`, never past the token's `exp`
+/// (Unix seconds, `unix_now` being now). The `exp` comes from the identity provider and may lie
+/// beyond anything the monotonic clock can hold (`Instant + Duration` would panic): the deadline
+/// saturates instead, and an `exp` already past means no caching.
+fn cache_deadline(
+    now: tokio::time::Instant,
+    ttl: Duration,
+    exp: Option<f64>,
+    unix_now: f64,
+) -> tokio::time::Instant {
+    let until = deadline(now, ttl);
+    let Some(exp) = exp else { return until };
+    let left = exp - unix_now;
+    let left = if left > 0.0 {
+        Duration::try_from_secs_f64(left).unwrap_or(Duration::MAX)
+    } else {
+        Duration::ZERO
+    };
+    until.min(deadline(now, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_deadlines_follow_ttl_and_exp_and_never_overflow() {
+        let now = tokio::time::Instant::now();
+        let hour = Duration::from_secs(3600);
+        let unix = 1_800_000_000.0;
+        assert_eq!(cache_deadline(now, hour, None, unix), now + hour);
+        assert_eq!(
+            cache_deadline(now, hour, Some(unix + 5.5), unix),
+            now + Duration::from_millis(5500)
+        );
+        assert_eq!(cache_deadline(now, hour, Some(unix - 1.0), unix), now);
+        // Far dates an identity provider may sign: 2^63 s, u64::MAX (which used to panic:
+        // more seconds than the monotonic clock can add), f64::MAX. The ttl decides.
+        for exp in [(1u64 << 63) as f64, u64::MAX as f64, f64::MAX] {
+            assert_eq!(
+                cache_deadline(now, hour, Some(exp), unix),
+                now + hour,
+                "{exp}"
+            );
+        }
     }
 }

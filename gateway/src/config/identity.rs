@@ -76,16 +76,8 @@ pub(crate) struct ClientCert {
     pub(crate) forward_headers: CertHeaders,
 }
 
-/// What an authorizer that cannot be asked means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum OnError {
-    /// `503` + `Retry-After` (fail closed).
-    #[default]
-    Deny,
-    /// Admit as if it had said yes (fail open), logged.
-    Allow,
-}
+/// What an authorizer that cannot be asked means (`deny`, the default, or `allow`).
+pub(crate) use crate::core::on_error::AuthzOnError as OnError;
 
 /// `[policies.NAME.ext_authz]`: ask an authorization service about each handshake (the contract
 /// of Envoy's `ext_authz` HTTP service, Traefik's ForwardAuth and NGINX's `auth_request`).

@@ -62,3 +62,6 @@ pub(crate) const OPERATOR: Violation = Violation::new(POLICY_VIOLATION, "closed 
 pub(crate) fn sendable(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
+
+/// The codes [`sendable`] allows, as error messages name them.
+pub(crate) const SENDABLE: &str = "1000-1003, 1007-1014 or 3000-4999";

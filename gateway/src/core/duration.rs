@@ -1,7 +1,9 @@
 //! Durations as configuration writes them.
 
+use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, Visitor};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -50,23 +52,56 @@ impl HumanDuration {
     }
 }
 
+/// How a duration may be written, for error messages.
+pub(crate) const FORMS: &str = "whole seconds or text such as \"500ms\", \"10s\", \"2m\", \"1h\"";
+
 impl<'de> Deserialize<'de> for HumanDuration {
+    /// Each form has its own error, saying what was wrong with the value (an untagged enum
+    /// would only say that it matched no variant).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
+        d.deserialize_any(DurationVisitor)
+    }
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = HumanDuration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a duration: {FORMS}")
+    }
+
+    fn visit_u64<E: de::Error>(self, secs: u64) -> Result<HumanDuration, E> {
+        if secs <= MAX_SECS {
+            Ok(HumanDuration(Duration::from_secs(secs)))
+        } else {
+            Err(E::custom(format!(
+                "duration {secs} is out of range (at most {MAX_SECS} seconds, one year)"
+            )))
         }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) if s <= MAX_SECS => Ok(HumanDuration(Duration::from_secs(s))),
-            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
-                "duration {s} is out of range (at most {MAX_SECS} seconds, one year)"
-            ))),
-            Raw::Text(t) => HumanDuration::parse(&t)
-                .map(HumanDuration)
-                .map_err(serde::de::Error::custom),
+    }
+
+    fn visit_i64<E: de::Error>(self, secs: i64) -> Result<HumanDuration, E> {
+        match u64::try_from(secs) {
+            Ok(secs) => self.visit_u64(secs),
+            Err(_) => Err(E::custom(format!("duration {secs} is negative"))),
         }
+    }
+
+    fn visit_f64<E: de::Error>(self, secs: f64) -> Result<HumanDuration, E> {
+        if secs < 0.0 {
+            return Err(E::custom(format!("duration {secs} is negative")));
+        }
+        Err(E::custom(format!(
+            "duration {secs} is not whole seconds (write a fraction as text, e.g. \"{secs}s\")"
+        )))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanDuration, E> {
+        HumanDuration::parse(text)
+            .map(HumanDuration)
+            .map_err(E::custom)
     }
 }
 
@@ -122,5 +157,41 @@ mod tests {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains("out of range"), "{text}: {e}");
         }
+    }
+
+    /// Every wrong form says what is wrong with it, in TOML and in JSON (the admin API).
+    #[test]
+    fn wrong_forms_say_what_is_wrong() {
+        let toml = |text: &str| toml::from_str::<Holder>(text).unwrap_err().to_string();
+        let json = |text: &str| {
+            serde_json::from_str::<Holder>(text)
+                .unwrap_err()
+                .to_string()
+        };
+        for (e, says) in [
+            (toml("d = -5"), "duration -5 is negative"),
+            (json(r#"{"d": -5}"#), "duration -5 is negative"),
+            (
+                toml("d = 1.5"),
+                "not whole seconds (write a fraction as text, e.g. \"1.5s\")",
+            ),
+            (json(r#"{"d": 1.5}"#), "not whole seconds"),
+            (json(r#"{"d": -0.5}"#), "is negative"),
+            (
+                json(r#"{"d": true}"#),
+                "expected a duration: whole seconds or text",
+            ),
+            (json(r#"{"d": "2y"}"#), "unknown duration unit"),
+        ] {
+            assert!(e.contains(says), "{e:?} should say {says:?}");
+            assert!(!e.contains("untagged"), "{e}");
+        }
+        assert_eq!(
+            serde_json::from_str::<Holder>(r#"{"d": "1.5s"}"#)
+                .unwrap()
+                .d
+                .0,
+            Duration::from_millis(1500)
+        );
     }
 }

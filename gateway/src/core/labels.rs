@@ -261,6 +261,34 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why an external authorizer gave no decision (`error` label of
+/// `portcullis_ext_authz_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthzError {
+    /// No answer within the policy's `timeout`.
+    Timeout,
+    /// It could not be reached: refused, unresolvable, or the TLS handshake failed.
+    Connect,
+    /// Its answer was larger than the gateway reads.
+    TooLarge,
+    /// The connection broke, or the answer was not HTTP.
+    Protocol,
+    /// An answer that is no decision (`1xx`, or past `599`).
+    Status,
+}
+
+impl AuthzError {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuthzError::Timeout => "timeout",
+            AuthzError::Connect => "connect",
+            AuthzError::TooLarge => "too_large",
+            AuthzError::Protocol => "protocol",
+            AuthzError::Status => "status",
+        }
+    }
+}
+
 /// Why a connection was closed before its request head, without an answer (`reason` label of
 /// `portcullis_connections_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

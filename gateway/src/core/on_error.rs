@@ -1,5 +1,6 @@
-//! What a cluster check does when the store fails, as the configuration writes it
-//! (`[cluster] on_error`, `[policies.NAME.cluster] on_error`).
+//! What a check does when what it asks cannot answer, as the configuration writes it: the
+//! cluster store (`[cluster] on_error`, `[policies.NAME.cluster] on_error`) and an external
+//! authorizer (`[policies.NAME.ext_authz] on_error`). Their values are also metric labels.
 
 use serde::Deserialize;
 
@@ -18,6 +19,26 @@ impl OnError {
         match self {
             OnError::Open => "open",
             OnError::Closed => "closed",
+        }
+    }
+}
+
+/// What an external authorizer that cannot be asked means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AuthzOnError {
+    /// `503` + `Retry-After` (fail closed).
+    #[default]
+    Deny,
+    /// Admit as if it had said yes (fail open): counted and logged.
+    Allow,
+}
+
+impl AuthzOnError {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuthzOnError::Deny => "deny",
+            AuthzOnError::Allow => "allow",
         }
     }
 }

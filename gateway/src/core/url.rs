@@ -126,6 +126,12 @@ impl Url {
         self.scheme.tls()
     }
 
+    /// The URL as configured without its query string (or fragment), for wherever a URL is
+    /// shown rather than used: a query may carry a key or a token.
+    pub(crate) fn shown(&self) -> &str {
+        self.text.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// The `Host` header value: brackets around IPv6, the port unless it is the default.
     pub(crate) fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
@@ -202,8 +208,15 @@ mod tests {
     fn upstream_urls() {
         let u = WsUrl::parse("wss://[::1]/a?b=1").unwrap();
         assert_eq!((u.tls(), u.host.as_str(), u.port), (true, "::1", 443));
+        assert_eq!(
+            (u.path_and_query.as_str(), u.shown()),
+            ("/a?b=1", "wss://[::1]/a")
+        );
         assert_eq!(u.path_and_query, "/a?b=1");
         assert_eq!(u.host_header(), "[::1]");
+        let keyed = WsUrl::parse("ws://h:9001/chat?key=s3cret#x").unwrap();
+        assert_eq!(keyed.shown(), "ws://h:9001/chat");
+        assert_eq!(WsUrl::parse("ws://h").unwrap().shown(), "ws://h");
         let u = WsUrl::parse("ws://backend:9001").unwrap();
         assert_eq!(u.path_and_query, "/");
         assert_eq!(u.host_header(), "backend:9001");

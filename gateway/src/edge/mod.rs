@@ -145,23 +145,33 @@ impl Edge {
                 max_bytes: limits.max_head_bytes,
                 max_headers: limits.max_headers,
             };
-            // The first head shares `head_timeout` with the TLS handshake before it.
+            // The first head shares `head_timeout` with the TLS handshake before it; a later
+            // one has `head_timeout` from its first byte, which may take `keepalive_timeout`.
             let timeout = if first {
                 first_deadline.saturating_duration_since(tokio::time::Instant::now())
             } else {
-                limits.keepalive_timeout.0
+                limits.head_timeout.0
             };
-            // An idle kept-alive connection just ends when the gateway stops.
-            let idle = !first && conn.buf.is_empty();
-            let read = http1::read_head(&mut conn.io, &mut conn.buf, head_limits, timeout);
-            let result = tokio::select! {
-                r = read => r,
-                _ = shutting_down(&mut shutdown), if idle => return,
-            };
+            if !first && conn.buf.is_empty() {
+                // An idle kept-alive connection just ends: when the gateway stops, when the
+                // client leaves, or when no request begins within keepalive_timeout.
+                let idle = limits.keepalive_timeout.0;
+                let next = http1::next_request(&mut conn.io, &mut conn.buf, idle);
+                let begun = tokio::select! {
+                    begun = next => begun,
+                    _ = shutting_down(&mut shutdown) => return,
+                };
+                if !begun {
+                    return;
+                }
+            }
+            let result = http1::read_head(&mut conn.io, &mut conn.buf, head_limits, timeout).await;
             let head = match result {
-                Ok(Some(head)) => head,
+                Ok(Some(mut head)) => {
+                    head.tls = conn.is_tls();
+                    head
+                }
                 Ok(None) => return,
-                Err(HeadError::Timeout) if !first && conn.buf.is_empty() => return,
                 Err(e) => {
                     if let Some((status, why)) = e.answer() {
                         let reason = match e {

@@ -220,15 +220,19 @@ impl Admin {
         if !sessions_api::handles(head.path()) {
             return None;
         }
+        // These endpoints answer JSON, refusals included.
         if sessions_api::changes_state(head) && self.token.is_none() {
-            return Some(Answer::new(
+            return Some(sessions_api::refusal(
                 403,
                 "state-changing admin endpoints need an admin token ([admin] token_file or \
-                 token_env)\n",
+                 token_env)",
             ));
         }
-        if let Some(denied) = self.authorize(head) {
-            return Some(denied);
+        if let Some(challenge) = self.challenge(head) {
+            return Some(
+                sessions_api::refusal(401, challenge.why)
+                    .header("WWW-Authenticate", challenge.header),
+            );
         }
         let body = match read_body(io, buf, head).await {
             Ok(body) => body,
@@ -249,8 +253,8 @@ impl Admin {
         if !matches!(path, "/metrics" | "/readyz") {
             return Answer::new(404, "not found\n");
         }
-        if let Some(denied) = self.authorize(head) {
-            return denied;
+        if let Some(challenge) = self.challenge(head) {
+            return Answer::new(401, "unauthorized\n").header("WWW-Authenticate", challenge.header);
         }
         match path {
             "/metrics" => Answer::new(200, self.metrics.render())
@@ -269,45 +273,56 @@ impl Admin {
         }
     }
 
-    /// `None` when the request may proceed, else the 401 to send.
-    fn authorize(&self, head: &RequestHead) -> Option<Answer> {
+    /// `None` when the request may proceed (no token configured, or the right one presented),
+    /// else the challenge of its 401.
+    fn challenge(&self, head: &RequestHead) -> Option<Challenge> {
         let expected = self.token.as_deref()?;
-        let challenge = |error: Option<&str>| {
-            let value = match error {
-                Some(e) => format!("Bearer realm=\"portcullis-admin\", error=\"{e}\""),
-                None => "Bearer realm=\"portcullis-admin\"".to_string(),
-            };
-            Some(Answer::new(401, "unauthorized\n").header("WWW-Authenticate", value))
-        };
         let Some(value) = head.header("authorization") else {
-            return challenge(None);
+            return Some(Challenge {
+                header: "Bearer realm=\"portcullis-admin\"",
+                why: "unauthorized: send Authorization: Bearer <admin token>",
+            });
         };
         match bearer_token(value) {
             Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => None,
-            _ => challenge(Some("invalid_token")),
+            _ => Some(Challenge {
+                header: "Bearer realm=\"portcullis-admin\", error=\"invalid_token\"",
+                why: "unauthorized: not the admin token",
+            }),
         }
     }
 }
 
+/// Why a request is refused with 401: its `WWW-Authenticate` value and a short reason (the
+/// JSON endpoints' `error`; `/metrics` and `/readyz` answer plain `unauthorized`).
+struct Challenge {
+    header: &'static str,
+    why: &'static str,
+}
+
 /// A request's body (`Content-Length` only, at most `sessions_api::MAX_BODY`), within the head
-/// timeout.
+/// timeout; refusals are the session endpoints' JSON.
 async fn read_body<S>(io: &mut S, buf: &mut BytesMut, head: &RequestHead) -> Result<Vec<u8>, Answer>
 where
     S: tokio::io::AsyncRead + Unpin,
 {
+    use sessions_api::refusal;
     use tokio::io::AsyncReadExt;
-    if head.header("transfer-encoding").is_some() {
-        return Err(Answer::new(411, "send the body with Content-Length\n"));
+    if head.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Err(refusal(411, "send the body with Content-Length"));
     }
     let len: usize = match head.header("content-length") {
         None => return Ok(Vec::new()),
         Some(v) => v
             .trim()
             .parse()
-            .map_err(|_| Answer::new(400, "bad Content-Length\n"))?,
+            .map_err(|_| refusal(400, "bad Content-Length"))?,
     };
     if len > sessions_api::MAX_BODY {
-        return Err(Answer::new(413, "body too large\n"));
+        return Err(refusal(
+            413,
+            format!("body too large (at most {} bytes)", sessions_api::MAX_BODY),
+        ));
     }
     let read = async {
         while buf.len() < len {
@@ -319,7 +334,7 @@ where
     };
     match tokio::time::timeout(HEAD_TIMEOUT, read).await {
         Ok(Ok(())) => Ok(buf.split_to(len).to_vec()),
-        _ => Err(Answer::new(400, "incomplete body\n")),
+        _ => Err(refusal(400, "incomplete body")),
     }
 }
 

@@ -11,15 +11,22 @@
 //! The admin listener decides who may call them (`admin`): the state-changing ones exist only
 //! with an admin token, and always need it. With `[cluster]`, a state-changing one that could
 //! not be published to the other replicas answers 503 with what it did on this one.
+//!
+//! Every answer of these endpoints is JSON, refusals too: `{"error": "..."}`, where a `400` names
+//! the field and what it may be (`ttl: duration -5 is negative; give a duration greater than zero
+//! and at most one year ...`), never a parser's internals.
 
-use serde::Deserialize;
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::control::{Applied, Control};
 use crate::cluster::events::Target;
 use crate::cluster::revocations::Revoked;
 use crate::core::close;
-use crate::core::duration::HumanDuration;
+use crate::core::duration::{self, HumanDuration};
 use crate::net::answer::Answer;
 use crate::net::http1::RequestHead;
 use crate::session::registry::Filter;
@@ -54,8 +61,13 @@ fn applied(result: Applied) -> Answer {
     }
 }
 
+/// A refusal of these endpoints: `{"error": why}` with `status`.
+pub(crate) fn refusal(status: u16, why: impl std::fmt::Display) -> Answer {
+    json_answer(status, json!({ "error": why.to_string() }))
+}
+
 fn bad(why: impl std::fmt::Display) -> Answer {
-    json_answer(400, json!({ "error": why.to_string() }))
+    refusal(400, why)
 }
 
 /// The query parameters of the request target.
@@ -71,7 +83,7 @@ struct CloseBody {
     subject: Option<String>,
     route: Option<String>,
     jti: Option<String>,
-    code: Option<u16>,
+    code: Option<SendableCode>,
     reason: Option<String>,
 }
 
@@ -80,11 +92,61 @@ struct CloseBody {
 struct RevokeBody {
     subject: Option<String>,
     jti: Option<String>,
-    ttl: Option<HumanDuration>,
+    ttl: Option<Ttl>,
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Answer> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+/// A close code an operator may ask for: one a gateway may send (`close::sendable`). Any JSON
+/// value is read, so that a wrong one (`70000`, `-1`, `1000.5`, `"1000"`) is named in the error.
+struct SendableCode(u16);
+
+impl<'de> Deserialize<'de> for SendableCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        match value.as_u64().and_then(|c| u16::try_from(c).ok()) {
+            Some(code) if close::sendable(code) => Ok(SendableCode(code)),
+            _ => Err(D::Error::custom(format!(
+                "{value} cannot be sent in a close frame (use {})",
+                close::SENDABLE
+            ))),
+        }
+    }
+}
+
+/// A revocation's lifetime: a duration (as configuration writes one) greater than zero.
+struct Ttl(Duration);
+
+/// What a `ttl` may be, as every error about one says.
+fn ttl_range() -> String {
+    format!(
+        "give a duration greater than zero and at most one year ({} seconds): {}",
+        duration::MAX_SECS,
+        duration::FORMS
+    )
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(ttl) = HumanDuration::deserialize(d)
+            .map_err(|e| D::Error::custom(format!("{e}; {}", ttl_range())))?;
+        if ttl.is_zero() {
+            return Err(D::Error::custom(format!("zero; {}", ttl_range())));
+        }
+        Ok(Ttl(ttl))
+    }
+}
+
+/// A JSON body as `T`. Bad JSON says so; a field of the wrong kind is named (`code: ...`,
+/// `ttl: ...`) with what it may be.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Answer> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => bad(e.into_inner()),
+            _ => bad(format!("{path}: {}", e.into_inner())),
+        }
+    })
 }
 
 fn who(subject: Option<String>, jti: Option<String>) -> Result<Revoked, Answer> {
@@ -103,13 +165,17 @@ pub(crate) async fn answer(control: &Control, head: &RequestHead, body: &[u8]) -
         ("GET", "/revocations") => Ok(json_answer(200, control.revocations())),
         ("POST", "/revocations") => revoke(control, body).await,
         ("DELETE", "/revocations") => lift(control, head, body).await,
-        (_, path) => {
+        (method, path) => {
             let allow = match path {
                 "/sessions" => "GET",
                 "/sessions/close" => "POST",
                 _ => "GET, POST, DELETE",
             };
-            Ok(Answer::new(405, "method not allowed\n").header("Allow", allow))
+            Ok(refusal(
+                405,
+                format!("{method} {path}: method not allowed (use {allow})"),
+            )
+            .header("Allow", allow))
         }
     };
     result.unwrap_or_else(|a| a)
@@ -130,7 +196,11 @@ fn list(control: &Control, head: &RequestHead) -> Result<Answer, Answer> {
                         .map_err(|_| bad(format!("client: {value:?} is not an IP address")))?,
                 )
             }
-            "offset" => offset = value.parse().map_err(|_| bad("offset: not a number"))?,
+            "offset" => {
+                offset = value
+                    .parse()
+                    .map_err(|_| bad("offset: a whole number from 0 on"))?
+            }
             "limit" => {
                 limit = value
                     .parse::<usize>()
@@ -157,12 +227,7 @@ async fn close(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
             "name the sessions to close: \"id\", \"subject\", \"route\" or \"jti\"",
         ));
     }
-    let code = b.code.unwrap_or(close::OPERATOR.code);
-    if !close::sendable(code) {
-        return Err(bad(format!(
-            "code {code} cannot be sent (use 1000-1003, 1007-1014 or 3000-4999)"
-        )));
-    }
+    let code = b.code.map_or(close::OPERATOR.code, |c| c.0);
     let reason = b
         .reason
         .unwrap_or_else(|| close::OPERATOR.reason.to_string());
@@ -175,13 +240,9 @@ async fn close(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
 async fn revoke(control: &Control, body: &[u8]) -> Result<Answer, Answer> {
     let b: RevokeBody = parse(body)?;
     let who = who(b.subject, b.jti)?;
-    let ttl = b
+    let Ttl(ttl) = b
         .ttl
-        .ok_or_else(|| bad("\"ttl\" is required (e.g. \"1h\")"))?
-        .0;
-    if ttl.is_zero() {
-        return Err(bad("ttl must be greater than zero"));
-    }
+        .ok_or_else(|| bad(format!("ttl: required; {}", ttl_range())))?;
     Ok(applied(control.revoke(who, ttl).await))
 }
 

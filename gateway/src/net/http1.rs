@@ -26,6 +26,10 @@ pub(crate) struct RequestHead {
     /// HTTP/1.x minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub(crate) minor_version: u8,
     pub(crate) headers: HeaderMap,
+    /// Whether the request came over TLS: the scheme of its target URI (`https`, RFC 9112
+    /// section 3.3), which the authorizer is told (`X-Forwarded-Proto`). The reader of the head
+    /// does not know its connection; the edge, which does, sets it.
+    pub(crate) tls: bool,
 }
 
 impl RequestHead {
@@ -51,6 +55,7 @@ impl RequestHead {
             target,
             minor_version: 1,
             headers: map,
+            tls: false,
         }
     }
 
@@ -75,12 +80,16 @@ impl RequestHead {
     }
 
     /// Whether content follows the head (which the gateway never reads): any
-    /// `Transfer-Encoding`, or a `Content-Length` other than 0.
+    /// `Transfer-Encoding`, or any `Content-Length` other than exactly `0`. (A value that is no
+    /// number was refused when the head was read; one that is not text, such as a non-ASCII
+    /// byte, used to read as "no content" here.)
     pub(crate) fn has_body(&self) -> bool {
         self.headers.contains_key(http::header::TRANSFER_ENCODING)
             || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
+                .headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .any(|v| v.as_bytes().trim_ascii() != b"0")
     }
 
     /// Whether the client allows the connection to stay open after the answer.
@@ -142,6 +151,24 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// Wait up to `idle` for the first byte of the next request on a kept-alive connection (it goes
+/// into `buf`): `true` once it is there, `false` when the client closed, the socket failed or
+/// `idle` passed. The idle wait and the head are bounded apart: a client may think for
+/// `keepalive_timeout` between requests, but once it starts one, [`read_head`] gives the head
+/// `head_timeout` like any other, so trickling heads cannot hold a connection longer.
+pub(crate) async fn next_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> bool {
+    buf.reserve(1);
+    let mut first = (&mut *io).take(1);
+    matches!(
+        tokio::time::timeout(idle, first.read_buf(buf)).await,
+        Ok(Ok(1))
+    )
+}
+
 async fn read_head_inner<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
@@ -199,8 +226,12 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
             .map_err(|_| HeadError::Malformed("malformed header value"))?;
         headers.append(name, value);
     }
+    let minor_version = req.version.unwrap_or(1);
+    check_framing(&headers, minor_version)?;
     let (target, authority) = split_absolute_form(req.path.unwrap_or_default())
         .ok_or(HeadError::Malformed("unsupported request target"))?;
+    // Checked above, before the authority replaces it: an absolute-form target must not hide a
+    // missing or duplicated Host header that something in front of the gateway read its way.
     if let Some(authority) = &authority {
         let host = HeaderValue::from_str(authority)
             .map_err(|_| HeadError::Malformed("malformed request target"))?;
@@ -209,10 +240,37 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
     let head = RequestHead {
         method: req.method.unwrap_or_default().to_string(),
         target,
-        minor_version: req.version.unwrap_or(1),
+        minor_version,
         headers,
+        tls: false,
     };
     Ok(Some((head, len)))
+}
+
+/// The headers every reader of the request must agree on, checked whatever the route:
+///
+/// - `Host` (RFC 9112 section 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0, whatever
+///   the target's form;
+/// - `Content-Length` (RFC 9110 section 8.6): each one a decimal number, so that a value the
+///   gateway cannot read is never taken for "no content".
+fn check_framing(headers: &HeaderMap, minor_version: u8) -> Result<(), HeadError> {
+    match headers.get_all(http::header::HOST).iter().count() {
+        0 if minor_version >= 1 => return Err(HeadError::Malformed("missing Host header")),
+        0 | 1 => {}
+        _ => return Err(HeadError::Malformed("more than one Host header")),
+    }
+    let number = |v: &HeaderValue| {
+        let digits = v.as_bytes().trim_ascii();
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    };
+    if !headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .all(number)
+    {
+        return Err(HeadError::Malformed("malformed Content-Length"));
+    }
+    Ok(())
 }
 
 /// An origin-form target as it is; an absolute-form one (`http://` or `https://`, any case)
@@ -245,6 +303,7 @@ fn split_absolute_form(target: &str) -> Option<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     const LIMITS: HeadLimits = HeadLimits {
         max_bytes: 1024,
@@ -276,12 +335,12 @@ mod tests {
         let head = r.unwrap().unwrap();
         assert_eq!(head.path(), "/ws/echo");
         assert_eq!(head.target, "/ws/echo?x=1");
-        let (r, _) = read(b"GET HTTP://h?q HTTP/1.1\r\n\r\n").await;
+        let (r, _) = read(b"GET HTTP://h?q HTTP/1.1\r\nHost: h\r\n\r\n").await;
         assert_eq!(r.unwrap().unwrap().target, "/?q");
         for bad in [
-            &b"GET ftp://h/ws HTTP/1.1\r\n\r\n"[..],
-            b"GET http://u@h/ws HTTP/1.1\r\n\r\n",
-            b"GET http:///ws HTTP/1.1\r\n\r\n",
+            &b"GET ftp://h/ws HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET http://u@h/ws HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http:///ws HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert!(
                 matches!(read(bad).await.0, Err(HeadError::Malformed(_))),
@@ -289,8 +348,85 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let (r, _) = read(b"GET /a://b HTTP/1.1\r\n\r\n").await;
+        let (r, _) = read(b"GET /a://b HTTP/1.1\r\nHost: h\r\n\r\n").await;
         assert_eq!(r.unwrap().unwrap().path(), "/a://b");
+    }
+
+    /// RFC 9112 section 3.2: exactly one Host in HTTP/1.1, whatever the target's form; the
+    /// authority of an absolute-form target replaces it only after that check.
+    #[tokio::test]
+    async fn a_request_has_one_host() {
+        let refused = |why| Err(HeadError::Malformed(why));
+        for (input, want) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], "missing Host header"),
+            (b"GET http://h/ws HTTP/1.1\r\n\r\n", "missing Host header"),
+            (
+                b"GET http://h/ws HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",
+                "more than one Host header",
+            ),
+            (
+                b"GET /ws HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+                "more than one Host header",
+            ),
+        ] {
+            let (r, _) = read(input).await;
+            assert_eq!(
+                r.map(|_| ()),
+                refused(want),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // HTTP/1.0 needs none; an absolute-form target's authority is then the host.
+        let (r, _) = read(b"GET http://h:8443/ws HTTP/1.0\r\n\r\n").await;
+        assert_eq!(r.unwrap().unwrap().header("host"), Some("h:8443"));
+        let (r, _) = read(b"GET /ws HTTP/1.0\r\n\r\n").await;
+        assert!(r.unwrap().unwrap().header("host").is_none());
+    }
+
+    /// A Content-Length that is no decimal number is a malformed request, never "no content";
+    /// one that is a number other than exactly 0 is content.
+    #[tokio::test]
+    async fn content_lengths_are_numbers_and_only_0_is_none() {
+        let with = |value: &[u8]| {
+            let mut input = b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: ".to_vec();
+            input.extend_from_slice(value);
+            input.extend_from_slice(b"\r\n\r\n");
+            input
+        };
+        for bad in [
+            &b"\xb9"[..],
+            b"\xc2\xb9",
+            b"5a",
+            b"+1",
+            b"-0",
+            b"1, 1",
+            b"0x10",
+        ] {
+            let (r, _) = read(&with(bad)).await;
+            assert_eq!(
+                r.map(|_| ()),
+                Err(HeadError::Malformed("malformed Content-Length")),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for (value, body) in [
+            (&b"0"[..], false),
+            (b" 0 ", false),
+            (b"00", true),
+            (b"7", true),
+        ] {
+            let (r, _) = read(&with(value)).await;
+            assert_eq!(r.unwrap().unwrap().has_body(), body, "{value:?}");
+        }
+        let (r, _) =
+            read(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 3\r\n\r\n")
+                .await;
+        assert!(
+            r.unwrap().unwrap().has_body(),
+            "any Content-Length but 0 counts"
+        );
     }
 
     #[tokio::test]
@@ -323,6 +459,33 @@ mod tests {
         drop(client);
     }
 
+    /// Between requests the wait is for one byte only; the head that follows has its own bound.
+    #[tokio::test]
+    async fn the_next_request_waits_for_its_first_byte_then_the_head_is_bounded() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let idle = Duration::from_millis(50);
+        assert!(
+            !next_request(&mut server, &mut buf, idle).await,
+            "nothing came"
+        );
+        client.write_all(b"GET / HT").await.unwrap();
+        assert!(next_request(&mut server, &mut buf, idle).await);
+        assert_eq!(&buf[..], b"G", "the first byte only");
+        let r = read_head(&mut server, &mut buf, LIMITS, Duration::from_millis(50)).await;
+        assert_eq!(
+            r.unwrap_err(),
+            HeadError::Timeout,
+            "the head never finished"
+        );
+        drop(client);
+        let mut buf = BytesMut::new();
+        assert!(
+            !next_request(&mut server, &mut buf, idle).await,
+            "the client closed"
+        );
+    }
+
     #[test]
     fn tokens_and_keepalive() {
         let mut headers = HeaderMap::new();
@@ -335,6 +498,7 @@ mod tests {
             target: "/".into(),
             minor_version: 1,
             headers,
+            tls: false,
         };
         assert!(head.header_has_token("connection", "upgrade"));
         assert!(head.keep_alive());

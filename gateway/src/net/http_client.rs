@@ -276,6 +276,41 @@ mod tests {
         assert!(matches!(e, HttpError::TooLarge), "{e}");
     }
 
+    /// The hand-written JWKS client this one replaced overflowed `size + 2` on a chunk size near
+    /// `usize::MAX` and killed the refresh thread (its fuzz crash input was
+    /// `fuzz/crashes/jwks/dechunk-size-overflow`). An answer declaring such a chunk is an error
+    /// like any other here, whether it ends early or sends more than the call allows, and the
+    /// client keeps working for the next call.
+    #[tokio::test]
+    async fn an_absurd_chunk_size_is_refused_cleanly() {
+        let client = HttpClient::new(None).unwrap();
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\n";
+        let truncated = serve_once("127.0.0.1:0", format!("{head}ab"), Duration::ZERO).await;
+        let url = HttpUrl::parse(&format!("http://{truncated}/jwks")).unwrap();
+        let e = client
+            .send(Call::get(&url, Duration::from_secs(5), 1024))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Protocol(_)), "{e}");
+
+        let flood = format!("{head}{}", "z".repeat(4096));
+        let flood = serve_once("127.0.0.1:0", flood, Duration::ZERO).await;
+        let url = HttpUrl::parse(&format!("http://{flood}/jwks")).unwrap();
+        let e = client
+            .send(Call::get(&url, Duration::from_secs(5), 1024))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::TooLarge), "{e}");
+
+        let good = serve_once("127.0.0.1:0", ok("{\"keys\":[]}"), Duration::ZERO).await;
+        let url = HttpUrl::parse(&format!("http://{good}/jwks")).unwrap();
+        let a = client
+            .send(Call::get(&url, Duration::from_secs(5), 1024))
+            .await
+            .unwrap();
+        assert_eq!(&a.body[..], b"{\"keys\":[]}");
+    }
+
     #[tokio::test]
     async fn refused_is_a_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

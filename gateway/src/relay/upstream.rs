@@ -30,8 +30,11 @@ pub(crate) struct UpstreamState {
 }
 
 impl Upstream {
+    /// How the upstream is shown: its configured URL without the query string, which may hold
+    /// a key (metric labels, logs, the session listing; the README promises a listing never
+    /// shows a query string). Connections still use the whole URL.
     pub(crate) fn label(&self) -> &str {
-        &self.url.text
+        self.url.shown()
     }
 
     pub(crate) fn is_available(&self, now: Instant) -> bool {

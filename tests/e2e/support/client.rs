@@ -71,6 +71,22 @@ impl TestCa {
         self.issue_serial(cn, sans, None)
     }
 
+    /// A server certificate for `127.0.0.1` and `localhost` (for a test service over TLS that
+    /// the gateway must trust through a `ca_file`): (cert PEM, key PEM).
+    pub fn issue_server(&self) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test service");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A revocation list (PEM) of this CA naming the certificates with these serial numbers.
     pub fn crl(&self, revoked: &[u64]) -> String {
         let params = rcgen::CertificateRevocationListParams {

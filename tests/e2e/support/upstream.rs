@@ -479,6 +479,9 @@ pub struct HttpReply {
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
     pub delay: std::time::Duration,
+    /// Written as it is instead of an answer built from the fields above (a malformed or
+    /// hostile answer), then the connection is closed.
+    pub raw: Option<String>,
 }
 
 impl HttpReply {
@@ -494,16 +497,25 @@ impl HttpReply {
         self.headers.push((name, value.into()));
         self
     }
+
+    /// An answer written byte for byte as given, then the connection closed.
+    pub fn raw(text: impl Into<String>) -> HttpReply {
+        HttpReply {
+            raw: Some(text.into()),
+            ..HttpReply::default()
+        }
+    }
 }
 
 /// How an [`HttpService`] answers each request.
 pub type HttpHandler = Arc<dyn Fn(&HttpRequest) -> HttpReply + Send + Sync>;
 
-/// A small HTTP/1.1 service (an authorizer, an introspection endpoint, a JWKS endpoint): each
-/// request is recorded and answered by the handler; connections are kept alive as a client
-/// asks. Stops when dropped.
+/// A small HTTP/1.1 service (an authorizer, an introspection endpoint, a JWKS endpoint), plain
+/// or over TLS: each request is recorded and answered by the handler; connections are kept
+/// alive as a client asks. Stops when dropped.
 pub struct HttpService {
     pub addr: SocketAddr,
+    tls: bool,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -522,26 +534,57 @@ impl HttpService {
 
     /// On `bind` (e.g. `[::1]:0`).
     pub async fn start_at(bind: &str, handler: HttpHandler) -> HttpService {
+        HttpService::serve(bind, None, handler).await
+    }
+
+    /// Over TLS on a fresh loopback port, with `cert`/`key` (PEM; say, issued by a
+    /// [`super::TestCa`] for `127.0.0.1`).
+    pub async fn start_tls(cert: &str, key: &str, handler: HttpHandler) -> HttpService {
+        HttpService::serve("127.0.0.1:0", Some(tls_acceptor(cert, key, None)), handler).await
+    }
+
+    async fn serve(
+        bind: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: HttpHandler,
+    ) -> HttpService {
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
+        let secure = tls.is_some();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((s, _)) = listener.accept().await {
-                conns.spawn(serve_http(s, handler.clone(), seen.clone()));
+                let (handler, seen, tls) = (handler.clone(), seen.clone(), tls.clone());
+                conns.spawn(async move {
+                    let io: Box<dyn Io> = match tls {
+                        // A client that does not trust the certificate fails here; the
+                        // service never sees its request.
+                        Some(acceptor) => {
+                            match tokio::time::timeout(STEP, acceptor.accept(s)).await {
+                                Ok(Ok(tls)) => Box::new(tls),
+                                _ => return,
+                            }
+                        }
+                        None => Box::new(s),
+                    };
+                    serve_http(io, handler, seen).await
+                });
             }
         });
         HttpService {
             addr,
+            tls: secure,
             requests,
             task,
         }
     }
 
-    /// `http://ADDR/path` (IPv6 addresses bracketed).
+    /// `http://ADDR/path`, or `https://` over TLS (IPv6 addresses bracketed).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Every request so far.
@@ -561,11 +604,7 @@ impl HttpService {
 }
 
 /// One connection of an [`HttpService`]: requests until the client closes or asks to.
-async fn serve_http(
-    mut s: tokio::net::TcpStream,
-    handler: HttpHandler,
-    seen: Arc<Mutex<Vec<HttpRequest>>>,
-) {
+async fn serve_http(mut s: Box<dyn Io>, handler: HttpHandler, seen: Arc<Mutex<Vec<HttpRequest>>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -603,6 +642,11 @@ async fn serve_http(
         seen.lock().unwrap().push(request.clone());
         let reply = handler(&request);
         tokio::time::sleep(reply.delay).await;
+        if let Some(raw) = reply.raw {
+            let _ = s.write_all(raw.as_bytes()).await;
+            let _ = s.shutdown().await;
+            return;
+        }
         let close = request.header("connection").eq_ignore_ascii_case("close");
         let mut out = format!(
             "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",

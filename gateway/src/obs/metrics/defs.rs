@@ -178,6 +178,12 @@ pub const CLUSTER_CONNECTED: Def = Def {
     labels: &[],
     help: "1 while this replica has a connection to the cluster store, 0 while it has none (then /readyz says cluster degraded, as it does while recent calls fail).",
 };
+pub const EXT_AUTHZ_ERRORS: Def = Def {
+    name: "portcullis_ext_authz_errors_total",
+    kind: Kind::Counter,
+    labels: &["route", "error", "on_error"],
+    help: "Calls to an external authorizer that got no decision, by route, error kind (timeout, connect, too_large, protocol, status) and what on_error made of it: deny (refused with 503) or allow (admitted: fail open).",
+};
 pub const BACKGROUND_TASK_RESTARTS: Def = Def {
     name: "portcullis_background_task_restarts_total",
     kind: Kind::Counter,
@@ -217,6 +223,7 @@ pub const ALL: &[Def] = &[
     CLUSTER_FALLBACKS,
     CLUSTER_LEASES,
     CLUSTER_CONNECTED,
+    EXT_AUTHZ_ERRORS,
     BACKGROUND_TASK_RESTARTS,
     BUILD_INFO,
 ];
@@ -300,7 +307,8 @@ mod tests {
                         "error",
                         "operation",
                         "version",
-                        "task"
+                        "task",
+                        "on_error"
                     ]
                     .contains(label),
                     "{n}: label {label} is not on the low-cardinality list"

@@ -24,9 +24,10 @@ pub(crate) use meter::{Meter, OpenSession};
 
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
-    close_code_label, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
+    close_code_label, AuthzError, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
     UpstreamErrorKind,
 };
+use crate::core::on_error::AuthzOnError;
 use crate::core::reason::Reason;
 
 /// The `error` label values of `portcullis_cluster_errors_total` (the cluster layer's error
@@ -70,6 +71,7 @@ pub(crate) struct Metrics {
     /// Without labels, but vectors so that they are absent until a cluster is configured.
     cluster_leases: IntGaugeVec,
     cluster_connected: IntGaugeVec,
+    ext_authz_errors: IntCounterVec,
     background_task_restarts: IntCounterVec,
     /// Per-route message counters, resolved once per route rather than once per message.
     meters: RwLock<HashMap<String, Meter>>,
@@ -163,6 +165,7 @@ impl Metrics {
             cluster_fallbacks: counter_vec(&r, &defs::CLUSTER_FALLBACKS),
             cluster_leases: gauge_vec(&r, &defs::CLUSTER_LEASES),
             cluster_connected: gauge_vec(&r, &defs::CLUSTER_CONNECTED),
+            ext_authz_errors: counter_vec(&r, &defs::EXT_AUTHZ_ERRORS),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
             connections_pending: gauge(&r, &defs::CONNECTIONS_PENDING),
@@ -424,6 +427,15 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    // --- Identity ------------------------------------------------------------------------
+
+    /// An external authorizer gave no decision on `route`'s handshake, and `on_error` decided.
+    pub(crate) fn ext_authz_error(&self, route: &str, error: AuthzError, on_error: AuthzOnError) {
+        self.ext_authz_errors
+            .with_label_values(&[route, error.as_str(), on_error.as_str()])
+            .inc();
+    }
+
     /// A configuration reload was attempted.
     pub(crate) fn config_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
@@ -476,6 +488,7 @@ mod tests {
         m.cluster_fallback(Fallback::Local);
         m.cluster_leases(1);
         m.cluster_connected(true);
+        m.ext_authz_error("/ws/echo", AuthzError::Timeout, AuthzOnError::Allow);
         let text = m.render();
         for def in defs::ALL {
             assert!(
