@@ -8,7 +8,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::close::{close_and_drain, close_for_error, code_of};
-use super::woken::Woken;
 use super::{idle, Outside, SessionContext};
 use crate::core::close::Violation;
 use crate::core::end::{EndReason, Initiator, SessionEnd};
@@ -57,17 +56,9 @@ where
     // What the gateway closes with, if it is the gateway that ends the session, and the end
     // reason it reports (only for closes from outside the socket).
     let close: Option<((u16, String), Option<EndReason>)> = {
-        // Polled only when one of its signals or timers woke it (`Woken`), not on every
-        // message; the socket is polled on every wake, the watchdog's included, which is what
-        // lets a quiet socket give its buffers back.
-        let outside = Woken::new(async {
-            tokio::select! {
-                biased;
-                why = Outside::wait(stop, *expiry, control) => why,
-                never = idle::wake_when_quiet(counters, &[]) => match never {},
-            }
-        });
-        tokio::pin!(outside);
+        let outside = Outside::wait(stop, *expiry, control);
+        let quiet = idle::wake_when_quiet(counters);
+        tokio::pin!(outside, quiet);
         loop {
             let next = tokio::select! {
                 biased;
@@ -76,6 +67,9 @@ where
                     break Some(((code, reason.to_string()), Some(cause)));
                 }
                 next = ws.next() => next,
+                // Never completes: wakes the loop so that a quiet socket's next read gives
+                // its buffers back.
+                never = &mut quiet => match never {},
             };
             let message = match next {
                 None => break None,

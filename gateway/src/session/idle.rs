@@ -7,7 +7,6 @@
 //! one a few times an hour.
 
 use std::convert::Infallible;
-use std::task::Waker;
 use std::time::Duration;
 
 use super::registry::Counters;
@@ -19,15 +18,12 @@ pub(crate) const QUIET: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(64);
 
 /// Never resolves (hence `Infallible`); wakes the session's task now and then (see the module
-/// docs), judging quietness by the session's message counts, and with it `pokes`: the wakers of
-/// the parts of the session that read the sockets, when those are polled only when woken
-/// (`session::woken`). Poll it beside the sockets.
-pub(crate) async fn wake_when_quiet(counters: &Counters, pokes: &[Waker]) -> Infallible {
+/// docs), judging quietness by the session's message counts. Poll it beside the sockets.
+pub(crate) async fn wake_when_quiet(counters: &Counters) -> Infallible {
     let mut pause = QUIET;
     let mut seen = counters.messages();
     loop {
         tokio::time::sleep(pause).await;
-        pokes.iter().for_each(Waker::wake_by_ref);
         let now = counters.messages();
         pause = if now == seen {
             (pause * 2).min(MAX_PAUSE)
@@ -57,7 +53,7 @@ mod tests {
         let wakes = std::sync::Arc::new(CountWakes(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let counters = Counters::default();
-        let mut fut = Box::pin(wake_when_quiet(&counters, &[]));
+        let mut fut = Box::pin(wake_when_quiet(&counters));
         let mut poll = || {
             let mut cx = Context::from_waker(&waker);
             assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));

@@ -18,7 +18,6 @@ pub(crate) mod idle;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod stop;
-pub(crate) mod woken;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -31,7 +31,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::guard::Guard;
 use super::idle::wake_when_quiet;
-use super::woken::Woken;
 use super::{Outside, SessionContext};
 use crate::core::end::{EndReason, SessionEnd};
 use outcome::{Outcome, Plan};
@@ -90,37 +89,22 @@ where
     let (mut u_tx, mut u_rx) = upstream.split();
 
     let outcome = {
-        // Each part is polled only when it was woken (`Woken`): a message from one side does
-        // not poll the other side's socket nor the watchdogs.
-        let up = Woken::new(client_to_upstream(
-            &mut c_rx, &mut u_tx, inbound, &shared, meter,
-        ));
-        let down = Woken::new(upstream_to_client(
-            &mut u_rx, &mut c_tx, &opts, &shared, meter,
-        ));
-        let pumps = [up.waker(), down.waker()];
-        let watchdogs = Woken::new(async {
-            tokio::select! {
-                biased;
-                outside = Outside::wait(stop, expiry, control) => match outside {
-                    Outside::Operator(request) => Outcome::Operator(request),
-                    other => Outcome::Gateway { reason: other.close().1 },
-                },
-                _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
-                    Outcome::Gateway { reason: EndReason::PingTimeout }
-                }
-                _ = idle(&shared, opts.idle_timeout) => {
-                    Outcome::Gateway { reason: EndReason::IdleTimeout }
-                }
-                // Never completes: pokes the pumps so that quiet sockets' next reads give their
-                // buffers back.
-                never = wake_when_quiet(counters, &pumps) => match never {},
-            }
-        });
+        let up = client_to_upstream(&mut c_rx, &mut u_tx, inbound, &shared, meter);
+        let down = upstream_to_client(&mut u_rx, &mut c_tx, &opts, &shared, meter);
         tokio::select! {
             biased;
-            // The watchdogs before the pumps: a busy pump must not starve them.
-            o = watchdogs => o,
+            outside = Outside::wait(stop, expiry, control) => match outside {
+                Outside::Operator(request) => Outcome::Operator(request),
+                other => Outcome::Gateway { reason: other.close().1 },
+            },
+            // The timers before the pumps: a busy pump must not starve them.
+            _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
+                Outcome::Gateway { reason: EndReason::PingTimeout }
+            }
+            _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
+            // Never completes: wakes the pumps so that quiet sockets' next reads give their
+            // buffers back.
+            never = wake_when_quiet(counters) => match never {},
             o = up => o,
             o = down => o,
         }
