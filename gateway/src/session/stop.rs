@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use crate::core::duration::deadline;
 use crate::core::end::Stop;
-use crate::core::shutdown::shutting_down;
 
 /// What a session watches to learn that the gateway wants it closed: the server's shutdown,
 /// delayed by this session's own random share of the drain window (so clients do not all
@@ -40,25 +39,31 @@ impl StopSignal {
         }
     }
 
-    /// Resolves when the session must close, and says why. Cancel-safe.
+    /// Resolves when the session must close, and says why. Cancel-safe. (Written with
+    /// `changed()` rather than `wait_for` in a `select!`: every open socket holds this future,
+    /// and this way it is half the size.)
     pub(crate) async fn wait(&mut self) -> Stop {
-        if let Some(at) = self.close_at {
-            super::sleep_until(at).await;
-            return Stop::Shutdown;
-        }
-        let removed = &mut self.removed;
-        tokio::select! {
-            _ = shutting_down(&mut self.shutdown) => {}
-            removed = async { removed.wait_for(|gone| *gone).await.is_ok() } => {
-                if removed {
+        if self.close_at.is_none() {
+            // A sender that is gone sends nothing more: stop listening to it.
+            let (mut shutdown_open, mut removed_open) = (true, true);
+            loop {
+                if removed_open && *self.removed.borrow_and_update() {
                     return Stop::RouteRemoved;
                 }
-                shutting_down(&mut self.shutdown).await;
+                if *self.shutdown.borrow_and_update() {
+                    break;
+                }
+                tokio::select! {
+                    r = self.shutdown.changed(), if shutdown_open => shutdown_open = r.is_ok(),
+                    r = self.removed.changed(), if removed_open => removed_open = r.is_ok(),
+                    else => std::future::pending::<()>().await,
+                }
             }
+            self.close_at = Some(deadline(Instant::now(), jitter(self.drain_window)));
         }
-        let at = deadline(Instant::now(), jitter(self.drain_window));
-        self.close_at = Some(at);
-        super::sleep_until(at).await;
+        if let Some(at) = self.close_at {
+            super::sleep_until(at).await;
+        }
         Stop::Shutdown
     }
 }
@@ -103,5 +108,17 @@ mod tests {
         let t = Instant::now();
         assert_eq!(stop.wait().await, Stop::Shutdown);
         assert!(t.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_route_signal_that_is_gone_leaves_the_shutdown() {
+        let (stx, srx) = watch::channel(false);
+        let (rtx, rrx) = watch::channel(false);
+        let mut stop = StopSignal::new(srx, rrx, Duration::ZERO);
+        drop(rtx);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), stop.wait()).await;
+        assert!(waiting.is_err(), "no stop yet");
+        stx.send_replace(true);
+        assert_eq!(stop.wait().await, Stop::Shutdown);
     }
 }
