@@ -1,6 +1,6 @@
-//! Check 4, external authorization: an authorization service is asked about each handshake
-//! (`[policies.NAME.ext_authz]`), with the contract of Envoy's `ext_authz` HTTP service,
-//! Traefik's ForwardAuth and NGINX's `auth_request`:
+//! Check 5c (the README's check table), external authorization: an authorization service is
+//! asked about each handshake (`[policies.NAME.ext_authz]`), with the contract of Envoy's
+//! `ext_authz` HTTP service, Traefik's ForwardAuth and NGINX's `auth_request`:
 //!
 //! - the gateway sends `GET <url>` with `X-Forwarded-Method`, `X-Forwarded-Uri` (the request
 //!   target), `X-Forwarded-Host`, `X-Forwarded-Proto` (`https` when the client came over TLS),

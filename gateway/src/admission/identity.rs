@@ -103,8 +103,8 @@ impl Identity {
             .or_else(|| verified.and_then(|v| v.subject.clone()))
     }
 
-    /// Check 4, the external authorizer; with the certificate's headers, the identity headers
-    /// for the upstream request.
+    /// Check 5c, the external authorizer (after the per-subject rate); with the certificate's
+    /// headers, the identity headers for the upstream request.
     pub(crate) async fn authorize(
         &self,
         q: &Question<'_>,
