@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::cache::{self, TtlCache};
-use super::token::extract::{from_subprotocol, Found};
+use super::token::extract::{from_subprotocol, has_query_param, Found};
 use super::Rejection;
 use crate::config::defaults;
 use crate::config::identity::{ExtAuthz, OnError};
@@ -58,6 +58,9 @@ pub(crate) struct Question<'a> {
     pub(crate) route: &'a str,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) cert: Option<&'a PeerCert>,
+    /// The query parameter a token comes in under the policy (its locator's): the one query
+    /// parameter that makes a request a credential to the cache.
+    pub(crate) token_param: &'a str,
 }
 
 /// A compiled `ext_authz` table.
@@ -69,20 +72,12 @@ pub(crate) struct Authorizer {
     copy_headers: Vec<HeaderName>,
     on_error: OnError,
     cache: Option<(Duration, TtlCache<Decision>)>,
-    /// The query parameter that carries a token under this policy (its `jwt` or
-    /// `introspection` table's `query_param`): the one query parameter that is a credential.
-    token_param: String,
     /// The warning of an authorizer that cannot be asked, which every handshake may cause.
     warn: LogLimit,
 }
 
 impl Authorizer {
-    /// Compile; `token_param` is the policy's token query parameter.
-    pub(crate) fn compile(
-        e: &ExtAuthz,
-        key: &str,
-        token_param: &str,
-    ) -> Result<Authorizer, String> {
+    pub(crate) fn compile(e: &ExtAuthz, key: &str) -> Result<Authorizer, String> {
         let names = |list: &[String], k: &str| {
             list.iter()
                 .enumerate()
@@ -103,7 +98,6 @@ impl Authorizer {
             cache: e
                 .cache_ttl
                 .map(|ttl| (ttl.0, TtlCache::new(defaults::IDENTITY_CACHE_ENTRIES))),
-            token_param: token_param.to_string(),
             warn: LogLimit::default(),
         })
     }
@@ -236,10 +230,7 @@ impl Authorizer {
     fn cache_key(&self, q: &Question<'_>, sent: &HeaderMap) -> Option<cache::Key> {
         use http::header::{AUTHORIZATION, COOKIE};
         let fingerprint = q.cert.map(|c| c.fingerprint.as_bytes());
-        let token_in_query = q.head.target.split_once('?').is_some_and(|(_, query)| {
-            form_urlencoded::parse(query.as_bytes())
-                .any(|(name, value)| name == self.token_param.as_str() && !value.is_empty())
-        });
+        let token_in_query = has_query_param(&q.head.target, q.token_param);
         let credential = sent.contains_key(AUTHORIZATION)
             || sent.contains_key(COOKIE)
             || fingerprint.is_some()
@@ -381,12 +372,13 @@ mod tests {
             route: "/ws",
             client_ip: None,
             cert: None,
+            token_param: "access_token",
         }
     }
 
     fn authorizer(table: &str) -> Authorizer {
         let text = format!("url = \"http://127.0.0.1:9/\"\n{table}");
-        Authorizer::compile(&toml::from_str(&text).unwrap(), "k", "access_token").unwrap()
+        Authorizer::compile(&toml::from_str(&text).unwrap(), "k").unwrap()
     }
 
     #[test]

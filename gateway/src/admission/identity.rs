@@ -13,7 +13,7 @@ use super::ext_authz::{Authorizer, Question};
 use super::introspection::Introspector;
 use super::token::{Locator, Verified};
 use super::Rejection;
-use crate::config::{defaults, Config, Policy};
+use crate::config::{Config, Policy};
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
 
@@ -39,18 +39,10 @@ impl Identity {
             .as_ref()
             .map(|i| Introspector::compile(i, &format!("{key}.introspection")))
             .transpose()?;
-        // The query parameter a token may come in under this policy: the only one that is a
-        // credential to the authorizer's cache.
-        let token_param = p
-            .jwt
-            .as_ref()
-            .and_then(|j| j.query_param.as_deref())
-            .or_else(|| p.introspection.as_ref()?.query_param.as_deref())
-            .unwrap_or(defaults::QUERY_PARAM);
         let ext_authz = p
             .ext_authz
             .as_ref()
-            .map(|e| Authorizer::compile(e, &format!("{key}.ext_authz"), token_param))
+            .map(|e| Authorizer::compile(e, &format!("{key}.ext_authz")))
             .transpose()?;
         let header_names = client_cert
             .iter()
@@ -131,12 +123,14 @@ pub(crate) fn question<'a>(
     route: &'a str,
     client_ip: Option<IpAddr>,
     cert: Option<&'a PeerCert>,
+    token_param: &'a str,
 ) -> Question<'a> {
     Question {
         head,
         route,
         client_ip,
         cert,
+        token_param,
     }
 }
 

@@ -54,14 +54,14 @@ use caps::{Caps, Permit};
 use rate::{rate_limited, HandshakeRate};
 pub(crate) use rejection::Rejection;
 use shared::{Shared, SharedCap};
-use token::TokenPolicy;
+use token::{Locator, TokenPolicy};
 use upgrade::Upgrade;
 
 use crate::cluster::revocations::Revocations;
 use crate::cluster::{Cluster, Counted};
 use crate::config::cluster::OnError;
 use crate::config::policy::{self, PolicyLimits};
-use crate::config::{Config, Route};
+use crate::config::{defaults, Config, Route};
 use crate::core::background;
 use crate::core::cidr::Cidr;
 use crate::core::credential::is_token_subprotocol;
@@ -136,6 +136,11 @@ struct PolicyState {
 }
 
 impl PolicyState {
+    /// Where this policy's token is looked for: its JWT's, else its introspection's.
+    fn locator(&self) -> Option<&Locator> {
+        (self.token.as_ref().map(TokenPolicy::locator)).or_else(|| self.identity.locator())
+    }
+
     fn compile(
         p: &policy::Policy,
         name: &str,
@@ -335,7 +340,9 @@ impl Admission {
             }
         }
         // 4. the external authorizer: after the rate checks, before the caps
-        let question = identity::question(head, &route.path, client_ip, peer_cert);
+        let locator = policy.locator();
+        let token_param = locator.map_or(defaults::QUERY_PARAM, Locator::query_param);
+        let question = identity::question(head, &route.path, client_ip, peer_cert, token_param);
         let identity_headers = policy.identity.authorize(&question).await?;
         // 6. connection caps
         let mut permit = Permit::default();
@@ -422,8 +429,6 @@ impl Admission {
             Some(v) => (Some(v.token), v.claims),
             None => (None, Default::default()),
         };
-        let locator =
-            (policy.token.as_ref().map(TokenPolicy::locator)).or_else(|| policy.identity.locator());
         let admitted = Admitted {
             client_ip,
             subject,

@@ -84,6 +84,13 @@ pub(crate) fn query_param(target: &str, name: &str) -> Found {
     )
 }
 
+/// Whether the target's query holds the parameter `name` with a value (however many times):
+/// a query string is a credential only then.
+pub(crate) fn has_query_param(target: &str, name: &str) -> bool {
+    let query = query_of(target).unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == name && !v.is_empty())
+}
+
 /// The decoded name of one raw `name=value` query pair.
 fn pair_name(pair: &str) -> Cow<'_, str> {
     form_urlencoded::parse(pair.as_bytes())
