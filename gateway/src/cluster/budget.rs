@@ -29,9 +29,22 @@ impl Budget {
         }
     }
 
+    /// Make one call with what is left (`call` gets how long it may take) and record how it
+    /// ended; after an earlier failure, that failure, without calling.
+    pub(crate) async fn spend<T, F, Fut>(&mut self, call: F) -> Result<T, ClusterError>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClusterError>>,
+    {
+        let within = self.allowance()?;
+        let result = call(within).await;
+        self.settle(&result);
+        result
+    }
+
     /// What the next call may take (zero once the time is spent: the call then fails without
     /// being sent), or the earlier failure.
-    pub(crate) fn allowance(&mut self) -> Result<Duration, ClusterError> {
+    fn allowance(&mut self) -> Result<Duration, ClusterError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -41,7 +54,7 @@ impl Budget {
     }
 
     /// Record how a call ended.
-    pub(crate) fn settle<T>(&mut self, result: &Result<T, ClusterError>) {
+    fn settle<T>(&mut self, result: &Result<T, ClusterError>) {
         if let (Err(e), None) = (result, &self.failed) {
             self.failed = Some(e.clone());
         }

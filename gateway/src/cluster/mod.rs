@@ -208,10 +208,9 @@ impl Cluster {
         key: &str,
         gcra: Gcra,
     ) -> Result<Result<(), std::time::Duration>, ClusterError> {
-        let within = budget.allowance()?;
-        let result = self.rates.check(&self.link, within, key, gcra).await;
-        budget.settle(&result);
-        result
+        budget
+            .spend(|within| self.rates.check(&self.link, within, key, gcra))
+            .await
     }
 
     /// Take one slot under each (key, cap), all or none, within what is left of `budget`.
@@ -220,10 +219,9 @@ impl Cluster {
         budget: &mut Budget,
         keys: Vec<(String, usize)>,
     ) -> Result<Taken, ClusterError> {
-        let within = budget.allowance()?;
-        let result = self.leases.take(&self.link, within, keys).await;
-        budget.settle(&result);
-        result
+        budget
+            .spend(|within| self.leases.take(&self.link, within, keys))
+            .await
     }
 
     /// The closes (and revocations' closes) other replicas ask this one for.
