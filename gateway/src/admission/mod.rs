@@ -70,7 +70,7 @@ use crate::core::labels::BackgroundTask;
 use crate::core::reason::Reason;
 use crate::net::http1::RequestHead;
 use crate::net::peer_cert::PeerCert;
-use crate::obs::metrics::count_background_restart;
+use crate::obs::metrics::supervised;
 use identity::Identity;
 
 /// What admission learned about a client it let in. Sessions use it for the token's expiry;
@@ -262,12 +262,9 @@ impl Admission {
             return;
         }
         let fetchers = remotes.into_iter().map(|remote| {
-            background::supervise(
-                BackgroundTask::Jwks.as_str(),
-                background::BACKOFF,
-                count_background_restart,
-                move || jwks::RemoteJwks::run(remote.clone()),
-            )
+            supervised(BackgroundTask::Jwks, move || {
+                jwks::RemoteJwks::run(remote.clone())
+            })
         });
         background::spawn("jwks", futures_util::future::join_all(fetchers).map(|_| ()));
     }

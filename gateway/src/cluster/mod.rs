@@ -46,7 +46,7 @@ use crate::config::cluster::{self as settings, OnError};
 use crate::config::defaults;
 use crate::core::background;
 use crate::core::labels::BackgroundTask;
-use crate::obs::metrics::{count_background_restart, Metrics};
+use crate::obs::metrics::{supervised, Metrics};
 use events::{Close, Events};
 use lease::Leases;
 use link::Link;
@@ -138,23 +138,17 @@ impl Cluster {
         // heartbeat's channel and sockets) lives in the shared handles, not in the task.
         let (link, leases, events) = (self.link.clone(), self.leases.clone(), self.events.clone());
         let (metrics, client) = (self.metrics.clone(), self.client.clone());
-        let restarted = count_background_restart;
         let connect = {
             let link = link.clone();
-            let task = BackgroundTask::ClusterLink.as_str();
-            background::supervise(task, background::BACKOFF, restarted, move || {
-                link.clone().run()
-            })
+            supervised(BackgroundTask::ClusterLink, move || link.clone().run())
         };
         let heartbeat = {
             let link = link.clone();
-            let task = BackgroundTask::ClusterLeases.as_str();
-            background::supervise(task, background::BACKOFF, restarted, move || {
+            supervised(BackgroundTask::ClusterLeases, move || {
                 leases.clone().run(link.clone(), metrics.clone())
             })
         };
-        let task = BackgroundTask::ClusterEvents.as_str();
-        let subscribe = background::supervise(task, background::BACKOFF, restarted, move || {
+        let subscribe = supervised(BackgroundTask::ClusterEvents, move || {
             let (events, client, link) = (events.clone(), client.clone(), link.clone());
             async move { events.run(client, &link).await }
         });

@@ -27,7 +27,7 @@ use crate::core::background;
 use crate::core::labels::BackgroundTask;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::net::server_tls::dev_cert_sets;
-use crate::obs::metrics::{count_background_restart, Metrics};
+use crate::obs::metrics::{supervised, Metrics};
 
 /// What can be reloaded, and from where.
 #[derive(Clone)]
@@ -144,15 +144,10 @@ impl Reloader {
             .block_on(async { signal(SignalKind::hangup()) })
             .expect("SIGHUP handler");
         let hup = Arc::new(tokio::sync::Mutex::new(hup));
-        let run = background::supervise(
-            BackgroundTask::Reload.as_str(),
-            background::BACKOFF,
-            count_background_restart,
-            move || {
-                let (this, hup) = (self.clone(), hup.clone());
-                async move { this.watch(&mut *hup.lock().await).await }
-            },
-        );
+        let run = supervised(BackgroundTask::Reload, move || {
+            let (this, hup) = (self.clone(), hup.clone());
+            async move { this.watch(&mut *hup.lock().await).await }
+        });
         background::spawn_on("reload", rt, run);
     }
 

@@ -16,14 +16,14 @@ use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
 use crate::config::cluster::OnError;
 use crate::config::Config;
-use crate::core::background::{self, Tasks};
+use crate::core::background::Tasks;
 use crate::core::labels::BackgroundTask;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
 use crate::net::server_tls::CertStore;
-use crate::obs::metrics::{count_background_restart, Metrics};
+use crate::obs::metrics::{supervised, Metrics};
 use crate::relay::health::HealthChecks;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
@@ -161,12 +161,9 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let follower = control.clone();
     crate::core::background::spawn(
         "cluster closes",
-        background::supervise(
-            BackgroundTask::ClusterCloses.as_str(),
-            background::BACKOFF,
-            count_background_restart,
-            move || follower.clone().follow_cluster(),
-        ),
+        supervised(BackgroundTask::ClusterCloses, move || {
+            follower.clone().follow_cluster()
+        }),
     );
     let mut public = Service::new(
         "portcullis".to_string(),

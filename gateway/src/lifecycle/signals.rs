@@ -14,9 +14,8 @@ use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::core::background;
 use crate::core::labels::BackgroundTask;
-use crate::obs::metrics::count_background_restart;
+use crate::obs::metrics::supervised;
 use crate::session::count::Sessions;
 
 /// SIGTERM and SIGINT both drain gracefully (pingora's default makes SIGINT a fast stop that
@@ -55,12 +54,7 @@ pub(crate) fn spawn_exit_monitor(
     });
     crate::core::background::spawn(
         "exit-monitor",
-        background::supervise(
-            BackgroundTask::ExitMonitor.as_str(),
-            background::BACKOFF,
-            count_background_restart,
-            move || monitor.clone().run(),
-        ),
+        supervised(BackgroundTask::ExitMonitor, move || monitor.clone().run()),
     );
 }
 

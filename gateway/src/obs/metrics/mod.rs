@@ -7,6 +7,7 @@
 //! `/metrics`; tests may build their own with [`Metrics::new`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ mod meter;
 use defs::{buckets, Def, Kind};
 pub(crate) use meter::{Meter, OpenSession};
 
+use crate::core::background;
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
     close_code_label, AuthzError, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
@@ -452,8 +454,24 @@ impl Metrics {
 
 /// Count a restart of the supervised task `task` in the process's metrics (the `on_panic` of
 /// `core::background::supervise`).
-pub(crate) fn count_background_restart(task: &'static str) {
+fn count_background_restart(task: &'static str) {
     Metrics::global().background_task_restarted(task);
+}
+
+/// One of the gateway's own background tasks, supervised (`core::background::supervise`): the
+/// future `make` returns runs again after a panic, with the usual backoff, and each restart is
+/// counted under the task's name.
+pub(crate) fn supervised<F, Fut>(task: BackgroundTask, make: F) -> impl Future<Output = ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    background::supervise(
+        task.as_str(),
+        background::BACKOFF,
+        count_background_restart,
+        make,
+    )
 }
 
 #[cfg(test)]
