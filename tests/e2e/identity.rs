@@ -345,24 +345,45 @@ cache_ttl = "1s"
     )
 }
 
+/// What every authorizer test stands on: the authorizer, an address where nothing listens
+/// (the unreachable authorizer's), the upstream echo, and the configuration naming them.
+struct AuthzSetting {
+    authz: HttpService,
+    up: Upstream,
+    down: HeldPort,
+    config: String,
+}
+
+impl AuthzSetting {
+    async fn new() -> AuthzSetting {
+        let authz = HttpService::start(authorizer()).await;
+        let down = HeldPort::new();
+        let up = Upstream::echo().await;
+        let config = authz_config(
+            &authz.url("/check"),
+            &format!("http://{}/check", down.addr),
+            &up.url("/up"),
+        );
+        AuthzSetting {
+            authz,
+            up,
+            down,
+            config,
+        }
+    }
+}
+
 #[tokio::test]
 async fn authorizer_admits_copies_headers_and_sees_the_request() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let mut up = Upstream::echo().await;
-    let gw = Gateway::start(&authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    ))
-    .await;
+    let mut s = AuthzSetting::new().await;
+    let gw = Gateway::start(&s.config).await;
     let extra = format!(
         "{}X-Request-Id: r-1\r\nX-Other: private\r\nX-User: mallory\r\n",
         bearer("allow")
     );
     let (status, head) = gw.try_handshake("/ws/authz?room=1", &extra).await;
     assert_eq!(status, 101, "{head}");
-    let (headers, _) = up.request().await;
+    let (headers, _) = s.up.request().await;
     let users: Vec<_> = headers.get_all("x-user").iter().collect();
     assert_eq!(users, ["alice"], "the authorizer's copy only");
     assert!(
@@ -370,7 +391,7 @@ async fn authorizer_admits_copies_headers_and_sees_the_request() {
         "only copy_headers are copied"
     );
 
-    let asked = authz.requests();
+    let asked = s.authz.requests();
     assert_eq!(asked.len(), 1);
     let q = &asked[0];
     assert_eq!((q.method.as_str(), q.target.as_str()), ("GET", "/check"));
@@ -390,22 +411,15 @@ async fn authorizer_admits_copies_headers_and_sees_the_request() {
         .await;
     assert_eq!(status, 101);
     assert_eq!(
-        authz.requests().last().unwrap().header("authorization"),
+        s.authz.requests().last().unwrap().header("authorization"),
         "Bearer allow-sub"
     );
 }
 
 #[tokio::test]
 async fn authorizer_refusals_timeouts_outages_and_cache() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let up = Upstream::echo().await;
-    let gw = Gateway::start(&authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    ))
-    .await;
+    let s = AuthzSetting::new().await;
+    let gw = Gateway::start(&s.config).await;
     let answer = gw
         .raw(handshake("/ws/authz-echo", &bearer("deny401")).as_bytes())
         .await;
@@ -456,7 +470,7 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
     // ... and the warning is rate-limited: five fail-open admissions within seconds, one line.
     let warned = |log: &str| {
         log.lines()
-            .filter(|l| l.contains(&down.addr.to_string()) && l.contains("on_error = allow"))
+            .filter(|l| l.contains(&s.down.addr.to_string()) && l.contains("on_error = allow"))
             .count()
     };
     assert_eq!(warned(&gw.log()), 1, "{}", gw.log());
@@ -474,7 +488,7 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
 
     // Cached decisions: the same credentials and route ask once; other credentials ask again.
     let asked = |token: &'static str| {
-        authz.count(move |r| {
+        s.authz.count(move |r| {
             r.header("x-forwarded-uri") == "/ws/cached" && r.header("authorization") == token
         })
     };
@@ -505,17 +519,10 @@ async fn authorizer_refusals_timeouts_outages_and_cache() {
 /// target with a query string is no credential unless it carries the policy's token parameter.
 #[tokio::test]
 async fn authorizer_cache_keys_hold_send_headers_and_only_the_token_parameter() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let up = Upstream::echo().await;
-    let gw = Gateway::start(&authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    ))
-    .await;
+    let s = AuthzSetting::new().await;
+    let gw = Gateway::start(&s.config).await;
     let asked = |tenant: &'static str| {
-        authz.count(move |r| {
+        s.authz.count(move |r| {
             r.header("x-forwarded-uri") == "/ws/tenant" && r.header("x-tenant") == tenant
         })
     };
@@ -530,14 +537,14 @@ async fn authorizer_cache_keys_hold_send_headers_and_only_the_token_parameter() 
     for _ in 0..2 {
         assert_eq!(gw.try_handshake("/ws/cached?room=1", "").await.0, 401);
     }
-    assert_eq!(authz.count(|r| target(r) == "/ws/cached?room=1"), 2);
+    assert_eq!(s.authz.count(|r| target(r) == "/ws/cached?room=1"), 2);
     // The policy's token parameter (here the default, access_token) is a credential.
     for _ in 0..2 {
         let (status, _) = gw.try_handshake("/ws/cached?access_token=q1", "").await;
         assert_eq!(status, 401);
     }
     assert_eq!(
-        authz.count(|r| target(r) == "/ws/cached?access_token=q1"),
+        s.authz.count(|r| target(r) == "/ws/cached?access_token=q1"),
         1
     );
 }
@@ -546,18 +553,11 @@ async fn authorizer_cache_keys_hold_send_headers_and_only_the_token_parameter() 
 /// cannot name it in send_headers): the scheme the client used, `https` on a TLS listener.
 #[tokio::test]
 async fn authorizer_sees_the_forwarded_proto() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let up = Upstream::echo().await;
-    let config = authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    );
+    let s = AuthzSetting::new().await;
     let spoof = format!("{}X-Forwarded-Proto: gopher\r\n", bearer("allow"));
-    let tls = Gateway::start(&config).await;
+    let tls = Gateway::start(&s.config).await;
     assert_eq!(tls.try_handshake("/ws/authz-echo", &spoof).await.0, 101);
-    let plain = Gateway::start_with(false, &config).await;
+    let plain = Gateway::start_with(false, &s.config).await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", plain.port))
         .await
         .unwrap();
@@ -567,7 +567,8 @@ async fn authorizer_sees_the_forwarded_proto() {
     let mut got = Vec::new();
     read_until(&mut tcp, &mut got, "the plain answer", has_head).await;
     assert_eq!(status_of(&String::from_utf8_lossy(&got)), 101);
-    let protos: Vec<Vec<String>> = authz
+    let protos: Vec<Vec<String>> = s
+        .authz
         .requests()
         .iter()
         .map(|r| {
@@ -585,16 +586,9 @@ async fn authorizer_sees_the_forwarded_proto() {
 /// its rate never reaches it), before the caps (a cap refusal comes after its allow).
 #[tokio::test]
 async fn authorizer_runs_after_the_rate_and_before_the_caps() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let up = Upstream::echo().await;
-    let gw = Gateway::start(&authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    ))
-    .await;
-    let asked = |route: &'static str| authz.count(move |r| r.header("x-forwarded-uri") == route);
+    let s = AuthzSetting::new().await;
+    let gw = Gateway::start(&s.config).await;
+    let asked = |route: &'static str| s.authz.count(move |r| r.header("x-forwarded-uri") == route);
     assert_eq!(
         gw.try_handshake("/ws/limited", &bearer("allow")).await.0,
         101
@@ -625,16 +619,12 @@ async fn authorizer_runs_after_the_rate_and_before_the_caps() {
 /// A cached decision lives `cache_ttl`, then the authorizer is asked again.
 #[tokio::test]
 async fn authorizer_cache_entries_expire_after_their_ttl() {
-    let authz = HttpService::start(authorizer()).await;
-    let down = HeldPort::new();
-    let up = Upstream::echo().await;
-    let gw = Gateway::start(&authz_config(
-        &authz.url("/check"),
-        &format!("http://{}/check", down.addr),
-        &up.url("/up"),
-    ))
-    .await;
-    let asked = || authz.count(|r| r.header("x-forwarded-uri") == "/ws/brief");
+    let s = AuthzSetting::new().await;
+    let gw = Gateway::start(&s.config).await;
+    let asked = || {
+        s.authz
+            .count(|r| r.header("x-forwarded-uri") == "/ws/brief")
+    };
     for _ in 0..2 {
         assert_eq!(
             gw.try_handshake("/ws/brief", &bearer("allow-b")).await.0,

@@ -560,14 +560,7 @@ async fn a_revocation_reaches_every_replica_through_redis() {
     for gw in [&a, &b] {
         gw.wait_log("cluster: connected to").await;
     }
-    // The subscription is made right after the connection; wait until both replicas listen.
-    eventually(STEP, "both replicas subscribed", || async {
-        let n = redis
-            .cli(&["PUBSUB", "NUMSUB", "sessions-test:events"])
-            .await;
-        done_or(n.ends_with("\n2") || n.ends_with(" 2"), n)
-    })
-    .await;
+    redis.wait_subscribers("sessions-test:events", 2).await;
     let mut on_b = chat(&b, "mallory", "m1").await;
     let sent = Instant::now();
     let (status, body) = admin(
@@ -663,17 +656,7 @@ async fn a_replica_cut_off_from_redis_catches_up_on_revocations_and_lifts() {
     let pipe = Pipe::to(redis.port);
     let a = gateway(&cluster_table(&pipe.redis_url(), "cut-test:")).await;
     let b = gateway(&cluster_table(&redis.url(), "cut-test:")).await;
-    let subscribed = |n: &'static str| {
-        let redis = &redis;
-        async move {
-            eventually(STEP, format!("{n} replica(s) subscribed"), || async {
-                let got = redis.cli(&["PUBSUB", "NUMSUB", "cut-test:events"]).await;
-                done_or(got.ends_with(&format!("\n{n}")), got)
-            })
-            .await
-        }
-    };
-    subscribed("2").await;
+    redis.wait_subscribers("cut-test:events", 2).await;
     let trudy = format!("Authorization: Bearer {}\r\n", token_for("trudy", "t1"));
     let revoke = |subject: &str| json!({"subject": subject, "ttl": "1h"});
     let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("trudy"))).await;
@@ -686,7 +669,7 @@ async fn a_replica_cut_off_from_redis_catches_up_on_revocations_and_lifts() {
     let mut mallory = chat(&a, "mallory", "m1").await;
 
     pipe.cut();
-    subscribed("1").await;
+    redis.wait_subscribers("cut-test:events", 1).await;
     let (status, body) = admin(&b, "DELETE", "/revocations?subject=trudy", None).await;
     assert_eq!((status, &body["cluster"]), (200, &json!("published")));
     let (status, body) = admin(&b, "POST", "/revocations", Some(revoke("mallory"))).await;

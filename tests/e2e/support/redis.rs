@@ -171,6 +171,17 @@ impl Redis {
             .await
             .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
     }
+
+    /// Wait until `n` clients listen on `channel` (`PUBSUB NUMSUB`): a replica subscribes
+    /// right after it connects, and an event published before that is not heard.
+    pub async fn wait_subscribers(&self, channel: &str, n: usize) {
+        let want = format!("\n{n}");
+        eventually(STEP, format!("{n} subscriber(s) of {channel}"), || async {
+            let got = self.cli(&["PUBSUB", "NUMSUB", channel]).await;
+            done_or(got.ends_with(&want), got)
+        })
+        .await
+    }
 }
 
 /// A port nobody listens on right now.
