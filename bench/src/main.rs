@@ -193,12 +193,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             },
         );
         let route = PortcullisRoute::of(Subject::Portcullis, Section::Load);
-        for bin in &portcullis_bins {
-            if servers::accepts(&env, bin, route)? {
-                env.portcullis.push((route, bin.clone()));
-                break;
-            }
-        }
+        serve_with_first_accepting(&mut env, &portcullis_bins, route)?;
         let bin = env
             .portcullis_for(route)
             .ok_or("no --portcullis binary accepts a relay route")?
@@ -250,12 +245,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     );
     env.redis = redis.as_ref().map(|(_, port)| *port);
     for route in PortcullisRoute::all() {
-        for bin in &portcullis_bins {
-            if servers::accepts(&env, bin, route)? {
-                env.portcullis.push((route, bin.clone()));
-                break;
-            }
-        }
+        serve_with_first_accepting(&mut env, &portcullis_bins, route)?;
     }
 
     if let Some(bin) = &args.baseline {
@@ -451,4 +441,20 @@ fn utc_now() -> String {
         rest / 3600,
         rest % 3600 / 60
     )
+}
+
+/// `route` runs on the first of `bins` whose `--check` accepts its configuration (none: the
+/// route is not measured).
+fn serve_with_first_accepting(
+    env: &mut Env,
+    bins: &[PathBuf],
+    route: PortcullisRoute,
+) -> Result<(), String> {
+    for bin in bins {
+        if servers::accepts(env, bin, route)? {
+            env.portcullis.push((route, bin.clone()));
+            break;
+        }
+    }
+    Ok(())
 }
