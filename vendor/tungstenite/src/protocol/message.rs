@@ -169,7 +169,8 @@ pub enum Message {
     Pong(Bytes),
     /// A close message with the optional close frame.
     Close(Option<CloseFrame>),
-    /// Raw frame. Note, that you're not going to get this value while reading the message.
+    /// Raw frame. Note, that you're not going to get this value while reading the message,
+    /// except for compressed messages with `WebSocketConfig::compressed_messages` set.
     Frame(Frame),
 }
 

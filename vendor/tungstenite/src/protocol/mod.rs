@@ -100,6 +100,16 @@ pub struct WebSocketConfig {
     /// on the first read attempt after the quiet period, so the caller should poll the socket
     /// again once it has been quiet that long. The default, `None`, never releases them.
     pub release_idle_buffers: Option<Duration>,
+    /// When set to `true`, RSV1 on the first frame of a data message marks a compressed
+    /// message, as a negotiated per-message compression extension defines it (RFC 7692,
+    /// permessage-deflate). Such a message is reassembled without UTF-8 validation (its payload
+    /// is compressed) and returned as one [`Message::Frame`]: final, with the message's opcode
+    /// (text or binary), RSV1 set, and the compressed payload. Decompressing it is the caller's
+    /// job, as is sending compressed messages (a `Message::Frame` with RSV1 set). RSV1 on a
+    /// continuation or control frame, and RSV2/RSV3 anywhere, still fail the connection. The
+    /// default, `false`, fails the connection on any reserved bit, as RFC 6455 requires when no
+    /// extension was negotiated.
+    pub compressed_messages: bool,
 }
 
 impl Default for WebSocketConfig {
@@ -112,6 +122,7 @@ impl Default for WebSocketConfig {
             max_frame_size: Some(16 << 20),
             accept_unmasked_frames: false,
             release_idle_buffers: None,
+            compressed_messages: false,
         }
     }
 }
@@ -156,6 +167,12 @@ impl WebSocketConfig {
     /// Set [`Self::release_idle_buffers`].
     pub fn release_idle_buffers(mut self, release_idle_buffers: Option<Duration>) -> Self {
         self.release_idle_buffers = release_idle_buffers;
+        self
+    }
+
+    /// Set [`Self::compressed_messages`].
+    pub fn compressed_messages(mut self, compressed_messages: bool) -> Self {
+        self.compressed_messages = compressed_messages;
         self
     }
 
@@ -385,6 +402,8 @@ pub struct WebSocketContext {
     state: WebSocketState,
     /// Receive: an incomplete message being processed.
     incomplete: Option<IncompleteMessage>,
+    /// Receive: the incomplete message is compressed (`compressed_messages`): its opcode.
+    incomplete_compressed: Option<OpData>,
     /// Send in addition to regular messages E.g. "pong" or "close".
     additional_send: Option<Frame>,
     /// True indicates there is an additional message (like a pong)
@@ -423,6 +442,7 @@ impl WebSocketContext {
             frame,
             state: WebSocketState::Active,
             incomplete: None,
+            incomplete_compressed: None,
             additional_send: None,
             unflushed_additional: false,
             config,
@@ -659,7 +679,10 @@ impl WebSocketContext {
         // Connection_.
         {
             let hdr = frame.header();
-            if hdr.rsv1 || hdr.rsv2 || hdr.rsv3 {
+            // With `compressed_messages`, RSV1 may mark the first frame of a data message.
+            let rsv1_allowed = self.config.compressed_messages
+                && matches!(hdr.opcode, OpCode::Data(OpData::Text | OpData::Binary));
+            if (hdr.rsv1 && !rsv1_allowed) || hdr.rsv2 || hdr.rsv3 {
                 return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
             }
         }
@@ -698,6 +721,22 @@ impl WebSocketContext {
 
             OpCode::Data(data) => {
                 let fin = frame.header().is_final;
+                let compressed = frame.header().rsv1;
+                if compressed && self.incomplete.is_none() {
+                    // A compressed message: its bytes are collected as they come (no UTF-8
+                    // check) and returned whole as one frame with RSV1 (`compressed_messages`).
+                    let opcode = OpCode::Data(data);
+                    if fin {
+                        let payload = frame.into_payload();
+                        check_max_size(payload.len(), self.config.max_message_size)?;
+                        return Ok(Some(Message::Frame(compressed_frame(payload, opcode))));
+                    }
+                    let mut incomplete = IncompleteMessage::new(MessageType::Binary);
+                    incomplete.extend(frame.into_payload(), self.config.max_message_size)?;
+                    self.incomplete = Some(incomplete);
+                    self.incomplete_compressed = Some(data);
+                    return Ok(None);
+                }
 
                 let payload = match (data, self.incomplete.as_mut()) {
                     (OpData::Continue, None) => Err(ProtocolError::UnexpectedContinueFrame),
@@ -712,7 +751,16 @@ impl WebSocketContext {
                 }?;
 
                 match (payload, fin) {
-                    (None, true) => Ok(Some(self.incomplete.take().unwrap().complete()?)),
+                    (None, true) => {
+                        let message = self.incomplete.take().unwrap().complete()?;
+                        match self.incomplete_compressed.take() {
+                            Some(data) => Ok(Some(Message::Frame(compressed_frame(
+                                message.into_data(),
+                                OpCode::Data(data),
+                            )))),
+                            None => Ok(Some(message)),
+                        }
+                    }
                     (None, false) => Ok(None),
                     (Some((payload, t)), true) => {
                         check_max_size(payload.len(), self.config.max_message_size)?;
@@ -798,6 +846,13 @@ impl WebSocketContext {
             self.additional_send.replace(add);
         }
     }
+}
+
+/// A whole compressed message as one final frame with RSV1 (`compressed_messages`).
+fn compressed_frame(payload: bytes::Bytes, opcode: OpCode) -> Frame {
+    let mut frame = Frame::message(payload, opcode, true);
+    frame.header_mut().rsv1 = true;
+    frame
 }
 
 fn check_max_size(size: usize, max_size: Option<usize>) -> crate::Result<()> {
@@ -888,6 +943,66 @@ mod tests {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.0.read(buf)
         }
+    }
+
+    #[test]
+    fn compressed_messages_come_whole_as_one_frame_with_rsv1() {
+        use crate::protocol::frame::coding::{Data, OpCode};
+        // A text message in two fragments, RSV1 on the first (payload bytes are not UTF-8),
+        // a ping between them, then an uncompressed text message.
+        let incoming = Cursor::new(vec![
+            0x41, 0x02, 0xff, 0xfe, 0x89, 0x00, 0x80, 0x01, 0xfd, 0x81, 0x02, 0x68, 0x69,
+        ]);
+        let config = WebSocketConfig::default().compressed_messages(true);
+        let mut socket = WebSocket::from_raw_socket(WriteMoc(incoming), Role::Client, Some(config));
+        assert_eq!(socket.read().unwrap(), Message::Ping(vec![].into()));
+        match socket.read().unwrap() {
+            Message::Frame(frame) => {
+                assert!(frame.header().rsv1 && frame.header().is_final);
+                assert_eq!(frame.header().opcode, OpCode::Data(Data::Text));
+                assert_eq!(frame.payload(), &[0xff, 0xfe, 0xfd][..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(socket.read().unwrap(), Message::Text("hi".into()));
+    }
+
+    #[test]
+    fn rsv1_fails_without_compressed_messages_and_on_continuations() {
+        let read = |bytes: Vec<u8>, on: bool| {
+            let config = WebSocketConfig::default().compressed_messages(on);
+            let mut socket =
+                WebSocket::from_raw_socket(WriteMoc(Cursor::new(bytes)), Role::Client, Some(config));
+            loop {
+                match socket.read() {
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            }
+        };
+        let reserved = |e: Error| {
+            matches!(
+                e,
+                Error::Protocol(crate::error::ProtocolError::NonZeroReservedBits)
+            )
+        };
+        assert!(reserved(read(vec![0xc1, 0x01, 0x00], false)));
+        // RSV1 on a continuation frame, and on a control frame.
+        assert!(reserved(read(vec![0x41, 0x01, 0x00, 0xc0, 0x01, 0x00], true)));
+        assert!(reserved(read(vec![0xc9, 0x00], true)));
+        // RSV2 stays reserved.
+        assert!(reserved(read(vec![0xa1, 0x01, 0x00], true)));
+    }
+
+    #[test]
+    fn compressed_messages_keep_the_size_limit() {
+        let incoming = Cursor::new(vec![0xc2, 0x05, 1, 2, 3, 4, 5]);
+        let config = WebSocketConfig::default().compressed_messages(true).max_message_size(Some(4));
+        let mut socket = WebSocket::from_raw_socket(WriteMoc(incoming), Role::Client, Some(config));
+        assert!(matches!(
+            socket.read(),
+            Err(Error::Capacity(CapacityError::MessageTooLong { size: 5, max_size: 4 }))
+        ));
     }
 
     #[test]
