@@ -4,7 +4,7 @@
 //! function of the request head plus shared state where it must be, and yields either a
 //! go-ahead or a [`Rejection`]:
 //!
-//! 1. a valid RFC 6455 upgrade ([`upgrade`]);
+//! 1. a valid RFC 6455 upgrade (`net::websocket::request`);
 //! 2. the handshake rate per client IP ([`rate`]), the client being the socket's peer or, behind
 //!    a trusted proxy, the address it forwards ([`client_ip`]);
 //! 3. the `Origin` ([`origin`]);
@@ -38,10 +38,8 @@ pub(crate) mod keys;
 pub(crate) mod keyset;
 pub(crate) mod origin;
 pub(crate) mod rate;
-mod rejection;
 mod shared;
 pub(crate) mod token;
-pub(crate) mod upgrade;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,12 +48,12 @@ use std::time::SystemTime;
 
 use futures_util::FutureExt;
 
+use crate::net::websocket::request::Upgrade;
+pub(crate) use crate::net::websocket::Rejection;
 use caps::{Caps, Permit};
 use rate::{rate_limited, HandshakeRate};
-pub(crate) use rejection::Rejection;
 use shared::{Shared, SharedCap};
 use token::{Locator, TokenPolicy};
-use upgrade::Upgrade;
 
 use crate::cluster::revocations::Revocations;
 use crate::cluster::{Cluster, Counted};
@@ -475,7 +473,7 @@ mod tests {
                 ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ],
         );
-        let upgrade = upgrade::check(&head).unwrap();
+        let upgrade = crate::net::websocket::request::check(&head).unwrap();
         admission
             .admit(&head, &config.routes[0], Some(ip), None, &upgrade)
             .await

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::compression::{Compression, CompressionConfig};
 use super::defaults;
 use crate::core::duration::HumanDuration;
 use crate::core::url::WsUrl;
@@ -50,6 +51,8 @@ pub(crate) struct Route {
     pub(crate) policy: Option<String>,
     /// Overrides `[limits].max_message_bytes` for this route.
     pub(crate) max_message_bytes: Option<usize>,
+    /// permessage-deflate with the client (and, on relays, with the upstream).
+    pub(crate) compression: Option<CompressionConfig>,
     /// Close sockets with 1001 `session lifetime reached` once they are this old (each at a
     /// random moment in the last tenth), so clients reconnect and authenticate again. Off by
     /// default.
@@ -104,6 +107,11 @@ impl Route {
     /// The largest message a client may send on this route.
     pub(crate) fn max_message_bytes(&self, limits: &super::Limits) -> usize {
         self.max_message_bytes.unwrap_or(limits.max_message_bytes)
+    }
+
+    /// permessage-deflate settings, defaults applied.
+    pub(crate) fn compression(&self) -> Compression {
+        self.compression.clone().unwrap_or_default().resolve()
     }
 
     /// The relay keys this route sets, by name (for "only valid with mode = relay" errors).
@@ -167,23 +175,3 @@ pub(crate) struct RelaySettings {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) forward_token: bool,
 }
-
-/// Request headers the relay sets itself; a route cannot name them in `forward_claims`.
-pub(crate) const RELAY_RESERVED_HEADERS: [&str; 16] = [
-    "host",
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-extensions",
-    "content-length",
-    "transfer-encoding",
-    "te",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "authorization",
-];

@@ -2,10 +2,11 @@
 //! each error naming the key (`routes[2].policy`, `policies.chat.jwt.keys[0]`, ...).
 
 use super::policy::{Jwt, Policy, Rate};
-use super::route::{Mode, Route, RELAY_RESERVED_HEADERS};
+use super::route::{Mode, Route};
 use super::validate_identity as identity;
 use super::{defaults, Config};
 use crate::core::credential::is_token_subprotocol;
+use crate::core::header::RELAY_RESERVED_HEADERS;
 
 /// Validate a whole configuration (policies included).
 pub(super) fn config(c: &Config) -> Result<(), String> {
@@ -204,6 +205,17 @@ fn routes(c: &Config) -> Result<(), String> {
                     key("max_session_duration")
                 ));
             }
+        }
+        if let Some(compression) = &route.compression {
+            if route.mode == Mode::Static {
+                return Err(format!(
+                    "{} is only valid with mode = \"echo\" or \"relay\"",
+                    key("compression")
+                ));
+            }
+            compression
+                .validate()
+                .map_err(|e| format!("{}{e}", key("")))?;
         }
         let policy = route.policy_name();
         if policy != defaults::POLICY && !c.policies.contains_key(policy) {

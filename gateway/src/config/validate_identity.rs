@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::identity::{ClientCert, ExtAuthz, Introspection};
-use super::route::RELAY_RESERVED_HEADERS;
 use crate::core::duration::HumanDuration;
+use crate::core::header::RELAY_RESERVED_HEADERS;
 use crate::core::url::HttpUrl;
 
 /// Headers the authorizer always gets from the gateway itself; `send_headers` cannot name them.

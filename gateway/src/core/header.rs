@@ -1,6 +1,8 @@
 //! Reading list-valued headers (`Connection`, `Upgrade`, `Sec-WebSocket-Protocol`,
 //! `X-Forwarded-For`, ...): every value of the header, split at commas, trimmed, empty items
-//! dropped. Values that are not text are skipped.
+//! dropped. Values that are not text are skipped. Also the headers the relay sets itself
+//! (configuration validation and the protocol's header rules, `net::websocket::headers`, share
+//! them).
 
 use http::header::GetAll;
 use http::HeaderValue;
@@ -14,6 +16,26 @@ pub(crate) fn items<'a>(values: GetAll<'a, HeaderValue>) -> impl Iterator<Item =
         .map(str::trim)
         .filter(|item| !item.is_empty())
 }
+
+/// Request headers the relay sets itself; a route cannot name them in `forward_claims`.
+pub(crate) const RELAY_RESERVED_HEADERS: [&str; 16] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "authorization",
+];
 
 #[cfg(test)]
 mod tests {

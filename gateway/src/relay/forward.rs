@@ -8,16 +8,15 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 
 use crate::admission::token::extract::{strip_cookie, strip_query_param};
 use crate::admission::Admitted;
-use crate::config::route::RELAY_RESERVED_HEADERS;
 use crate::config::{defaults, Route};
 use crate::core::credential::is_token_subprotocol;
 use crate::core::header;
 use crate::core::url::Url;
 use crate::net::http1::RequestHead;
+use crate::net::websocket::headers;
 
 /// The forwarding rules of one relay route.
 pub(crate) struct Forwarding {
@@ -72,7 +71,7 @@ impl Forwarding {
         head: &RequestHead,
         admitted: &Admitted,
         client_tls: bool,
-    ) -> Result<http::Request<()>, String> {
+    ) -> Result<http::Request<()>, Refused> {
         let forward_token = self.forward_token;
         let mut headers = HeaderMap::new();
         let connection_listed: Vec<String> = header::items(head.headers.get_all("connection"))
@@ -80,10 +79,7 @@ impl Forwarding {
             .collect();
         for (name, value) in head.headers.iter() {
             let n = name.as_str();
-            let drop = HOP_BY_HOP.contains(&n)
-                || connection_listed.iter().any(|c| c == n)
-                || n.starts_with("sec-websocket-")
-                || RELAY_RESERVED_HEADERS.contains(&n)
+            let drop = headers::never_forwarded(n, &connection_listed)
                 || self.forward_claims.iter().any(|(_, h)| h == name)
                 || admitted.identity_header_names.contains(name);
             if !drop {
@@ -152,7 +148,8 @@ impl Forwarding {
                 None if claim == "sub" => admitted.subject.clone(),
                 None => None,
             };
-            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            if let Some(v) = value {
+                let v = claim_header(&v).ok_or_else(|| Refused::Identity(claim.clone()))?;
                 headers.insert(header.clone(), v);
             }
         }
@@ -161,15 +158,10 @@ impl Forwarding {
             headers.append(name.clone(), value.clone());
         }
 
-        // The WebSocket handshake itself.
-        let protocols = self.offered_protocols(admitted);
-        if !protocols.is_empty() {
-            let v = HeaderValue::from_str(&protocols.join(", "))
-                .map_err(|_| "invalid subprotocol list".to_string())?;
-            headers.insert("sec-websocket-protocol", v);
-        }
+        // The WebSocket handshake's own headers (key, subprotocols, extensions) are added by
+        // `net::websocket::upstream`.
         let host = HeaderValue::from_str(&upstream.host_header())
-            .map_err(|_| "invalid upstream host".to_string())?;
+            .map_err(|_| Refused::Local("invalid upstream host".into()))?;
         headers.insert(http::header::HOST, host);
         headers.insert(
             http::header::CONNECTION,
@@ -177,8 +169,6 @@ impl Forwarding {
         );
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
-        let key = HeaderValue::from_str(&generate_key()).map_err(|e| e.to_string())?;
-        headers.insert("sec-websocket-key", key);
 
         let token_param = admitted
             .token_query_param
@@ -194,24 +184,35 @@ impl Forwarding {
         let mut request = uri
             .as_str()
             .into_client_request()
-            .map_err(|e| format!("invalid upstream request: {e}"))?;
+            .map_err(|e| Refused::Local(format!("invalid upstream request: {e}")))?;
         *request.headers_mut() = headers;
         Ok(request)
     }
 }
 
-/// Hop-by-hop headers (RFC 9110, section 7.6.1) and others a proxy never forwards as they are.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// Largest claim value forwarded as a header; a longer one refuses the handshake.
+const MAX_CLAIM_HEADER: usize = 8 * 1024;
+
+/// A claim's text as a header value: as it is, UTF-8 included (RFC 9110 section 5.5 lets a field
+/// value carry bytes above 0x7f; the upstream reads them as UTF-8). `None` when no header can
+/// carry it faithfully: control characters (CR and LF would split the header, NUL ends it) or
+/// over [`MAX_CLAIM_HEADER`] bytes. Dropping such a header would send the upstream an
+/// authenticated session without its identity, so the caller refuses the handshake instead.
+fn claim_header(v: &str) -> Option<HeaderValue> {
+    let clean = v.len() <= MAX_CLAIM_HEADER && !v.chars().any(|c| c.is_control() && c != '\t');
+    clean
+        .then(|| HeaderValue::from_bytes(v.as_bytes()).ok())
+        .flatten()
+}
+
+/// Why no upstream request was made.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// This claim, forwarded as a header, holds what no header can carry ([`claim_header`]).
+    Identity(String),
+    /// The gateway could not form the request (its configuration).
+    Local(String),
+}
 
 /// A claim as header text: strings as they are, numbers and booleans printed, arrays of
 /// scalars joined with `,`, objects as JSON.
@@ -332,10 +333,16 @@ mod tests {
         assert_eq!(get("cookie").unwrap(), "a=b");
         assert_eq!(get("x-drop-me"), None);
         assert_eq!(get("sec-websocket-extensions"), None);
-        assert_eq!(get("sec-websocket-protocol").unwrap(), "chat.v1, chat.v2");
-        assert_ne!(
-            get("sec-websocket-key").unwrap(),
-            "dGhlIHNhbXBsZSBub25jZQ=="
+        assert_eq!(r.offered_protocols(&admitted), ["chat.v1", "chat.v2"]);
+        assert_eq!(
+            get("sec-websocket-protocol"),
+            None,
+            "added by the handshake itself"
+        );
+        assert_eq!(
+            get("sec-websocket-key"),
+            None,
+            "added by the handshake itself"
         );
         assert_eq!(req.headers().get_all("x-forwarded-for").iter().count(), 1);
     }
@@ -354,6 +361,43 @@ mod tests {
         assert_eq!(req.headers()["authorization"], "Bearer t0k");
         assert_eq!(req.headers()["x-forwarded-proto"], "http");
         assert_eq!(req.headers()["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn a_claim_no_header_can_carry_refuses_the_handshake() {
+        let route = route(
+            "upstreams = [\"ws://backend:9001/\"]\nforward_claims = { sub = \"X-Auth-Subject\", roles = \"X-Roles\" }",
+        );
+        let r = Forwarding::of(&route).unwrap();
+        let h = head(&[("host", "gw")], "/r");
+        let send = |sub: serde_json::Value| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), sub);
+            claims.insert("roles".into(), serde_json::json!(["a", "b"]));
+            let admitted = Admitted {
+                claims,
+                ..Admitted::default()
+            };
+            r.request(&upstream(&route), &h, &admitted, true)
+        };
+        for bad in [
+            "a\rb",
+            "a\nb",
+            "a\r\nX-Admin: 1",
+            "a\0b",
+            &"x".repeat(64 * 1024),
+        ] {
+            match send(bad.into()) {
+                Err(Refused::Identity(claim)) => assert_eq!(claim, "sub"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let ok = send("José 🙂".into()).unwrap();
+        assert_eq!(
+            ok.headers()["x-auth-subject"].as_bytes(),
+            "José 🙂".as_bytes()
+        );
+        assert_eq!(ok.headers()["x-roles"], "a,b");
     }
 
     #[test]

@@ -250,13 +250,17 @@ impl Locator {
             match found {
                 Found::None => {}
                 Found::Many => {
-                    return Err(invalid_request(&format!(
+                    return Err(Rejection::invalid_request(&format!(
                         "token sent more than once ({})",
                         source.as_str()
                     )))
                 }
                 Found::One(t) if token.is_none() => token = Some(t),
-                Found::One(_) => return Err(invalid_request("token sent by more than one method")),
+                Found::One(_) => {
+                    return Err(Rejection::invalid_request(
+                        "token sent by more than one method",
+                    ))
+                }
             }
         }
         Ok(token)
@@ -307,16 +311,6 @@ impl ClaimRules {
 pub(crate) fn missing() -> Rejection {
     Rejection::new(Reason::AuthMissing, 401, "token required\n")
         .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
-}
-
-/// `400 invalid_request` (RFC 6750, section 3.1): the request carries credentials ambiguously.
-pub(crate) fn invalid_request(why: &str) -> Rejection {
-    Rejection::new(Reason::BadRequest, 400, format!("{why}\n")).header(
-        "WWW-Authenticate",
-        format!(
-            "Bearer realm=\"portcullis\", error=\"invalid_request\", error_description=\"{why}\""
-        ),
-    )
 }
 
 /// `401 invalid_token` with `why` as the `error_description`.

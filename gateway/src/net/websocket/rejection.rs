@@ -27,6 +27,17 @@ impl Rejection {
         self
     }
 
+    /// `400 invalid_request` (RFC 6750, section 3.1): the request carries credentials
+    /// ambiguously.
+    pub(crate) fn invalid_request(why: &str) -> Rejection {
+        Rejection::new(Reason::BadRequest, 400, format!("{why}\n")).header(
+            "WWW-Authenticate",
+            format!(
+                "Bearer realm=\"portcullis\", error=\"invalid_request\", error_description=\"{why}\""
+            ),
+        )
+    }
+
     pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Rejection {
         self.answer = self.answer.header(name, value);
         self

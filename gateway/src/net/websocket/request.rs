@@ -1,9 +1,10 @@
-//! Check 1: is this a valid RFC 6455 opening handshake (section 4.2.1)?
+//! Admission's check 1: is this a valid RFC 6455 opening handshake (section 4.2.1)? What the
+//! client offered (subprotocols, extensions) comes with the answer.
 
 use base64::Engine;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::token::invalid_request;
+use super::extensions::{self, Extension};
 use super::Rejection;
 use crate::core::header;
 use crate::core::reason::Reason;
@@ -28,6 +29,9 @@ pub(crate) struct Upgrade {
     pub(crate) accept: String,
     /// Subprotocols the client offered, in its order.
     pub(crate) offered_protocols: Vec<String>,
+    /// Extensions the client offered, in its order; none when their syntax is broken (an offer
+    /// the gateway cannot read is declined, not failed).
+    pub(crate) offered_extensions: Vec<Extension>,
 }
 
 /// Validate the opening handshake of a request to a WebSocket route.
@@ -56,7 +60,9 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     // A header that may appear once, appearing twice, could be read differently by something in
     // front of the gateway: refused rather than resolved.
     if head.count("authorization") > 1 {
-        return Err(invalid_request("more than one Authorization header"));
+        return Err(Rejection::invalid_request(
+            "more than one Authorization header",
+        ));
     }
     for (name, shown) in SINGLETONS {
         if head.count(name) > 1 {
@@ -90,9 +96,17 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     let offered_protocols = header::items(head.headers.get_all("sec-websocket-protocol"))
         .map(String::from)
         .collect();
+    let offered_extensions = extensions::parse(
+        head.headers
+            .get_all("sec-websocket-extensions")
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+    .unwrap_or_default();
     Ok(Upgrade {
         accept: derive_accept_key(key),
         offered_protocols,
+        offered_extensions,
     })
 }
 
@@ -118,6 +132,13 @@ mod tests {
         // RFC 6455, section 1.3.
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(up.offered_protocols, ["chat", "superchat"]);
+        assert!(up.offered_extensions.is_empty());
+        h.push((
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ));
+        let up = check(&RequestHead::for_test("GET", "/ws", &h)).unwrap();
+        assert_eq!(up.offered_extensions[0].name, "permessage-deflate");
     }
 
     #[test]
