@@ -22,7 +22,8 @@ use crate::admission::token::extract::{
     Found,
 };
 use crate::admission::token::hs256;
-use crate::admission::{client_ip, keys, origin, upgrade, Admitted};
+use crate::admission::{client_ip, keys, origin, Admitted};
+use crate::config::compression::Compression;
 use crate::config::policy::Origin;
 use crate::config::{Config, Limits};
 use crate::core::cidr::Cidr;
@@ -30,10 +31,13 @@ use crate::core::credential::is_token_subprotocol;
 use crate::core::log_format::LogFormat;
 use crate::core::reason::Reason;
 use crate::net::http1::{self, HeadLimits, RequestHead};
+use crate::net::websocket::deflate::{Agreed, Direction};
+use crate::net::websocket::request as upgrade;
 use crate::obs::access_log::{rejection_fields, AccessLog, RejectionRecord};
 use crate::obs::metrics::Meter;
 use crate::relay::forward::Forwarding;
 use crate::session::control::Control;
+use crate::session::deflate::Translate;
 use crate::session::guard::{Expiry, Guard, Rates};
 use crate::session::relay::RelayOptions;
 use crate::session::stop::StopSignal;
@@ -522,6 +526,18 @@ async fn peer(io: DuplexStream, bytes: Vec<u8>, chunk: usize, linger: Duration) 
 /// How long (virtual time) a fuzzed session may take: every timer it can set is shorter.
 const SESSION_BOUND: Duration = Duration::from_secs(4 * 3600);
 
+/// What a browser and the gateway's defaults agree: 12-bit windows, context takeover.
+fn fuzz_agreement() -> Agreed {
+    let keep = Direction {
+        window_bits: 12,
+        no_context_takeover: false,
+    };
+    Agreed {
+        server: keep,
+        client: keep,
+    }
+}
+
 /// Target 4a: the local echo, fed a client's bytes (some of them pipelined behind the head).
 pub fn echo_session(data: &[u8]) {
     let mut input = Input(data);
@@ -534,17 +550,24 @@ pub fn echo_session(data: &[u8]) {
         let (gateway, client) = tokio::io::duplex(16 * 1024);
         let prefix = "echo: ";
         let limits = Limits::default();
+        // permessage-deflate agreed for odd chunk sizes (a choice the input already makes, so
+        // the committed seeds keep their meaning): RSV1 frames are then inflated.
+        let deflate = (choices.chunk % 2 == 1).then(fuzz_agreement);
         let config = session::websocket_config(
             &limits,
             choices.max_message,
             choices.max_message + prefix.len(),
-        );
+        )
+        .compressed_messages(deflate.is_some());
+        let translate = deflate
+            .map(|a| Translate::echo(&a, &Compression::default()))
+            .unwrap_or_default();
         let ctx = choices.context(shutdown);
         let session = async {
             let ws =
                 WebSocketStream::from_partially_read(gateway, early, Role::Server, Some(config))
                     .await;
-            echo::run(ws, prefix, ctx).await
+            echo::run(ws, prefix, ctx, translate).await
         };
         let linger = Duration::from_secs(60);
         let stop = stop_after(shutdown_tx, choices.shutdown_after);
@@ -572,6 +595,21 @@ pub fn relay_session(data: &[u8]) {
         ping_interval: (timers & 1 == 1).then(|| Duration::from_secs(30)),
         ping_timeout: Duration::from_secs(15),
         idle_timeout: (timers & 2 == 2).then(|| Duration::from_secs(300)),
+        to_upstream: None,
+        to_client: None,
+    };
+    // permessage-deflate with the client, the upstream, both or neither (bits 5 and 6).
+    let client_deflate = (timers & 32 == 32).then(fuzz_agreement);
+    let upstream_deflate = (timers & 64 == 64).then(fuzz_agreement);
+    let (to_upstream, to_client) = Translate::relay(
+        client_deflate.as_ref(),
+        upstream_deflate.as_ref(),
+        &Compression::default(),
+    );
+    let opts = RelayOptions {
+        to_upstream,
+        to_client,
+        ..opts
     };
     // Which side hangs up first, and how long the other lingers.
     let (client_linger, upstream_linger) = match (timers >> 2) % 3 {
@@ -588,10 +626,14 @@ pub fn relay_session(data: &[u8]) {
         let config = session::websocket_config(&limits, choices.max_message, choices.max_message);
         let ctx = choices.context(shutdown);
         let session = async {
+            let client_config = config.compressed_messages(client_deflate.is_some());
             let client_ws =
-                WebSocketStream::from_raw_socket(gw_client, Role::Server, Some(config)).await;
+                WebSocketStream::from_raw_socket(gw_client, Role::Server, Some(client_config))
+                    .await;
+            let upstream_config = config.compressed_messages(upstream_deflate.is_some());
             let upstream_ws =
-                WebSocketStream::from_raw_socket(gw_upstream, Role::Client, Some(config)).await;
+                WebSocketStream::from_raw_socket(gw_upstream, Role::Client, Some(upstream_config))
+                    .await;
             session::relay::run(client_ws, upstream_ws, ctx, opts).await
         };
         let stop = stop_after(shutdown_tx, choices.shutdown_after);
@@ -613,6 +655,43 @@ async fn stop_after(tx: tokio::sync::watch::Sender<bool>, after: Option<Duration
     if let Some(after) = after {
         tokio::time::sleep(after).await;
         tx.send_replace(true);
+    }
+}
+
+/// permessage-deflate from outside: the first line of `data` is a `Sec-WebSocket-Extensions`
+/// value, negotiated as a client's offer and checked as an upstream's answer; the rest, split
+/// at `0xff`, are compressed messages inflated in order under a 64 KiB limit with context
+/// takeover (a peer's stream, garbage included). Invariants: nothing inflates past the limit,
+/// nothing panics, and the plain bytes round-trip through the gateway's own deflater and
+/// inflater under whatever was agreed.
+pub fn deflate(data: &[u8]) {
+    use crate::net::websocket::deflate::codec::{Deflater, Inflater};
+    use crate::net::websocket::deflate::{accept, Offer};
+    use crate::net::websocket::extensions;
+
+    const LIMIT: usize = 64 * 1024;
+    let (header, rest) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let settings = Compression::default();
+    let offers = extensions::parse([header]).unwrap_or_default();
+    let agreed = accept(&offers, &settings).map(|(a, _)| a);
+    let offer = Offer::new(&settings, agreed.as_ref());
+    let _ = Offer::agreed(offer.as_ref(), &offers);
+    let agreed = agreed.unwrap_or_else(fuzz_agreement);
+    let mut inflater = Inflater::new(agreed.client);
+    for message in rest.split(|&b| b == 0xff) {
+        if let Ok(plain) = inflater.inflate(message, LIMIT) {
+            assert!(plain.len() <= LIMIT);
+        }
+    }
+    if let Some(mut deflater) = Deflater::new(agreed.server, settings.level, 0) {
+        let mut inflater = Inflater::new(agreed.server);
+        for plain in rest.chunks(97) {
+            let compressed = deflater.deflate(plain).expect("min_bytes 0 compresses");
+            assert_eq!(inflater.inflate(&compressed, LIMIT).unwrap(), plain);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod browser;
 mod certs;
 mod clients;
 mod cluster;
+mod compression;
 mod config_check;
 mod deploy;
 mod echo;

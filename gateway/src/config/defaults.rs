@@ -18,6 +18,18 @@ pub(crate) const ROUTE_REMOVAL_GRACE: Duration = Duration::from_secs(30);
 /// Where an upgrading process picks up the listening sockets.
 pub(crate) const UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
 
+// [routes.compression]
+
+/// permessage-deflate is negotiated on echo and relay routes unless a route turns it off.
+pub(crate) const COMPRESSION: bool = true;
+/// LZ77 window (bits) each way: 4 KiB, as Python `websockets` servers choose, so an idle
+/// compressed socket keeps 4 KiB per direction with context takeover (RFC 7692 allows 8-15).
+pub(crate) const DEFLATE_WINDOW_BITS: u8 = 12;
+/// zlib's default level.
+pub(crate) const DEFLATE_LEVEL: u32 = 6;
+/// Messages shorter than this go uncompressed (their frame would barely shrink).
+pub(crate) const DEFLATE_MIN_BYTES: usize = 16;
+
 // [admin]
 
 /// The admin listener's address: loopback only.

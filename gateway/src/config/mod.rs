@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub(crate) mod cluster;
+pub(crate) mod compression;
 pub(crate) mod defaults;
 pub(crate) mod identity;
 pub(crate) mod listener;

@@ -44,6 +44,9 @@ pub(crate) const TOKEN_EXPIRED: Violation = Violation::new(POLICY_VIOLATION, "to
 /// A text message that is not UTF-8.
 pub(crate) const INVALID_UTF8: Violation =
     Violation::new(INVALID_PAYLOAD, "invalid UTF-8 in text message");
+/// A compressed message that does not inflate (RFC 7692 section 8: fail the connection).
+pub(crate) const INVALID_COMPRESSED: Violation =
+    Violation::new(INVALID_PAYLOAD, "invalid compressed data");
 /// Any other protocol violation.
 pub(crate) const PROTOCOL: Violation = Violation::new(PROTOCOL_ERROR, "protocol error");
 /// The peer's unread data filled the write queue.

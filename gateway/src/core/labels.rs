@@ -222,6 +222,8 @@ impl Class {
 pub(crate) fn payload_len(message: &Message) -> usize {
     match message {
         Message::Close(frame) => frame.as_ref().map_or(0, |f| 2 + f.reason.len()),
+        // A compressed message: its payload as sent.
+        Message::Frame(frame) => frame.payload().len(),
         other => other.len(),
     }
 }

@@ -42,6 +42,9 @@ pub(crate) enum Reason {
     UpstreamUnavailable,
     /// The upstream answered the upgrade with its own refusal (its status is passed on).
     UpstreamRefused,
+    /// A claim the route forwards as a header holds what no header can (control characters,
+    /// over the size limit): the session would reach the upstream without its identity (403).
+    IdentityUnforwardable,
     /// The cluster store failed and the policy's `on_error` is `"closed"` (503).
     ClusterUnavailable,
     /// The token's subject or id is revoked by an operator (401 `invalid_token`).
@@ -50,7 +53,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, so that metrics can start each series at zero.
-    pub(crate) const ALL: [Reason; 20] = [
+    pub(crate) const ALL: [Reason; 21] = [
         Reason::BadRequest,
         Reason::UpgradeRequired,
         Reason::ShuttingDown,
@@ -69,6 +72,7 @@ impl Reason {
         Reason::ConnLimit,
         Reason::UpstreamUnavailable,
         Reason::UpstreamRefused,
+        Reason::IdentityUnforwardable,
         Reason::ClusterUnavailable,
         Reason::Revoked,
     ];
@@ -93,6 +97,7 @@ impl Reason {
             Reason::ConnLimit => "conn_limit",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamRefused => "upstream_refused",
+            Reason::IdentityUnforwardable => "identity_unforwardable",
             Reason::ClusterUnavailable => "cluster_unavailable",
             Reason::Revoked => "revoked",
         }
@@ -130,6 +135,7 @@ mod tests {
                 | Reason::ConnLimit
                 | Reason::UpstreamUnavailable
                 | Reason::UpstreamRefused
+                | Reason::IdentityUnforwardable
                 | Reason::ClusterUnavailable
                 | Reason::Revoked => {}
             }

@@ -25,17 +25,21 @@ use super::report::Who;
 use super::route::RouteEntry;
 use super::Edge;
 use crate::admission::caps::Permit;
-use crate::admission::{not_revoked, upgrade, Admitted, Rejection};
+use crate::admission::{not_revoked, Admitted, Rejection};
 use crate::config::{Mode, Route};
 use crate::core::end::{EndReason, SessionEnd};
 use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
+use crate::net::websocket::answer;
+use crate::net::websocket::deflate::{self, Agreed, Offer};
+use crate::net::websocket::request as upgrade;
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
 use crate::relay::RelayRoute;
 use crate::session::control::Control;
 use crate::session::count::SessionGuard;
+use crate::session::deflate::Translate;
 use crate::session::guard::{Expiry, Guard, Rates};
 use crate::session::registry::{Registered, SessionInfo};
 use crate::session::relay::RelayOptions;
@@ -52,6 +56,8 @@ struct Accepted<'a> {
     /// The connection slots admission took; the session holds them to its end.
     permit: Permit,
     accept: String,
+    /// permessage-deflate as agreed with the client, and the answer's extension header.
+    deflate: Option<(Agreed, String)>,
     started: Instant,
     shutdown: ShutdownWatch,
 }
@@ -154,6 +160,7 @@ impl Edge {
                 return;
             }
         };
+        let deflate = deflate::accept(&upgrade.offered_extensions, &entry.compression);
         let accepted = Accepted {
             generation,
             entry,
@@ -161,6 +168,7 @@ impl Edge {
             admitted,
             permit,
             accept: upgrade.accept,
+            deflate,
             started,
             shutdown,
         };
@@ -192,18 +200,13 @@ impl Edge {
                 .await;
             return None;
         }
-        let protocol = protocol
-            .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
-            .unwrap_or_default();
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
-            a.accept
-        );
+        let extension = a.deflate.as_ref().map(|(_, header)| header.as_str());
+        let response = answer::switching_protocols(&a.accept, protocol, extension);
         // Counted for the graceful stop before the client can see the 101, so that a stop
         // signalled right after it still waits for this session.
         let counted = self.sessions.open();
         let io = &mut conn.io;
-        let written = io.write_all(response.as_bytes()).await.is_ok() && io.flush().await.is_ok();
+        let written = io.write_all(&response).await.is_ok() && io.flush().await.is_ok();
         let metrics = self.report.switched(a.route(), written, a.started)?;
         let route = &a.entry.route;
         let limits = &a.generation.config.limits;
@@ -215,6 +218,7 @@ impl Edge {
                 client: a.client,
                 subject: a.admitted.subject,
                 cluster_fallback: a.admitted.cluster_fallback,
+                extension: a.deflate.map(|(agreed, _)| agreed),
             },
             _counted: counted,
             metrics,
@@ -278,7 +282,13 @@ impl Edge {
         let max_message = route.max_message_bytes(limits);
         // The echo sends back what it received, behind its prefix.
         let config =
-            session::websocket_config(limits, max_message, max_message + route.echo_prefix().len());
+            session::websocket_config(limits, max_message, max_message + route.echo_prefix().len())
+                .compressed_messages(a.deflate.is_some());
+        let translate = a
+            .deflate
+            .as_ref()
+            .map(|(agreed, _)| Translate::echo(agreed, &a.entry.compression))
+            .unwrap_or_default();
         let Some((held, ctx)) = self
             .switch_protocols(&mut conn, a, None, protocol.as_deref())
             .await
@@ -288,7 +298,7 @@ impl Edge {
         let (io, early) = conn.into_parts();
         // Frames the client sent right behind its head are kept.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
-        held.spawn(echo::run(ws, EchoPrefix(route), ctx).map(|end| (end, None)));
+        held.spawn(echo::run(ws, EchoPrefix(route), ctx, translate).map(|end| (end, None)));
     }
 
     /// A relay route: connect and handshake upstream first, then the `101` with the upstream's
@@ -305,11 +315,15 @@ impl Edge {
         let client_max = route.max_message_bytes(limits);
         let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
         // Each side writes the other side's messages.
-        let client_config = session::websocket_config(limits, client_max, upstream_max);
+        let client_config = session::websocket_config(limits, client_max, upstream_max)
+            .compressed_messages(a.deflate.is_some());
+        let client_deflate = a.deflate.as_ref().map(|(agreed, _)| agreed);
+        let offer = Offer::new(&a.entry.compression, client_deflate);
         let connect = relay.connect(
             &head,
             &a.admitted,
             conn.is_tls(),
+            offer.as_ref(),
             session::websocket_config(limits, upstream_max, client_max),
         );
         let mut shutdown = a.shutdown.clone();
@@ -332,12 +346,17 @@ impl Edge {
         drop(head);
         let upstream = connected.upstream;
         let settings = relay.settings;
+        let (to_upstream, to_client) = Translate::relay(
+            client_deflate,
+            connected.switched.deflate.as_ref(),
+            &a.entry.compression,
+        );
         let Some((held, ctx)) = self
             .switch_protocols(
                 &mut conn,
                 a,
                 Some(relay.upstreams[upstream].label()),
-                connected.protocol.as_deref(),
+                connected.switched.protocol.as_deref(),
             )
             .await
         else {
@@ -349,6 +368,8 @@ impl Edge {
             ping_interval: settings.ping_interval,
             ping_timeout: settings.ping_timeout,
             idle_timeout: settings.idle_timeout,
+            to_upstream,
+            to_client,
         };
         let client_ws =
             WebSocketStream::from_partially_read(io, early, Role::Server, Some(client_config))

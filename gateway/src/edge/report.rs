@@ -2,6 +2,7 @@
 //! session is counted (metrics) and logged (one access-log line) here, in one place, so the
 //! phases before only say what happened.
 
+use crate::net::websocket::deflate::Agreed;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +85,7 @@ impl Report {
             duration,
             relay,
             cluster_fallback: who.cluster_fallback,
+            extension: who.extension.map(|a| a.describe()).as_deref(),
         });
     }
 }
@@ -97,4 +99,6 @@ pub(crate) struct Who {
     pub(crate) subject: Option<String>,
     /// Admitted under this process's own limits because the cluster store failed.
     pub(crate) cluster_fallback: bool,
+    /// permessage-deflate as agreed with the client.
+    pub(crate) extension: Option<Agreed>,
 }

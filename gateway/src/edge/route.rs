@@ -1,5 +1,6 @@
 //! Matching a request to a route, and each route's "removed by a reload" signal.
 
+use crate::config::compression::Compression;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use crate::config::{Config, Route};
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     pub(crate) route: Arc<Route>,
+    /// The route's permessage-deflate settings, resolved once per generation.
+    pub(crate) compression: Compression,
     removed: watch::Sender<bool>,
 }
 
@@ -45,6 +48,7 @@ impl Router {
                     None => watch::channel(false).0,
                 };
                 let entry = RouteEntry {
+                    compression: r.compression(),
                     route: Arc::new(r.clone()),
                     removed,
                 };

@@ -50,6 +50,8 @@ pub(crate) struct SessionRecord<'a> {
     pub(crate) relay: Option<RelayRecord<'a>>,
     /// Admitted under this process's own limits because the cluster store failed.
     pub(crate) cluster_fallback: bool,
+    /// The WebSocket extension agreed with the client (permessage-deflate and its parameters).
+    pub(crate) extension: Option<&'a str>,
 }
 
 /// The relay part of a session line.
@@ -179,6 +181,9 @@ pub(crate) fn session_fields(r: &SessionRecord<'_>) -> Fields {
             code.map_or(Value::from("none"), Value::from),
         ));
     }
+    if let Some(extension) = r.extension {
+        f.push(("extension", extension.into()));
+    }
     if r.cluster_fallback {
         f.push(("cluster", CLUSTER_FALLBACK.into()));
     }
@@ -257,6 +262,7 @@ pub(crate) mod tests {
             duration: Duration::from_millis(1250),
             relay: None,
             cluster_fallback: false,
+            extension: None,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert_eq!(
@@ -291,6 +297,7 @@ pub(crate) mod tests {
             duration: Duration::ZERO,
             relay: None,
             cluster_fallback: false,
+            extension: None,
         };
         let line = AccessLog::new(LogFormat::Text).format_line("session", &session_fields(&r));
         assert!(!line.contains('\n'), "{line}");

@@ -108,6 +108,7 @@ mod tests {
             duration: Duration::from_millis(5),
             relay: None,
             cluster_fallback: false,
+            extension: None,
         };
         let msg = AccessLog::new(LogFormat::Json).format_line("session", &session_fields(&r));
         let line = with_record(TARGET, Level::Info, &msg, |r| {

@@ -13,11 +13,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
 use super::error::ConnectError;
+use super::forward::Refused;
 use super::upstream::ActiveGuard;
 use super::RelayRoute;
 use crate::admission::Admitted;
 use crate::core::url::Url;
 use crate::net::http1::RequestHead;
+use crate::net::websocket::deflate::Offer;
+use crate::net::websocket::upstream::{self, Switched};
 use crate::obs::metrics::Metrics;
 
 /// The upstream byte stream: plain TCP, or rustls over TCP (boxed: it is large, and an idle
@@ -27,8 +30,9 @@ pub(crate) type UpstreamStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 /// A connected, handshaken upstream.
 pub(crate) struct Connected {
     pub(crate) ws: WebSocketStream<UpstreamStream>,
-    /// The subprotocol the upstream chose (one of those offered).
-    pub(crate) protocol: Option<String>,
+    /// What the upstream's `101` agreed: its subprotocol (one of those offered, or none) and
+    /// permessage-deflate.
+    pub(crate) switched: Switched,
     /// Index of the upstream in the route's list.
     pub(crate) upstream: usize,
     /// Counts the socket on its upstream (least connections) for as long as it lives.
@@ -45,8 +49,10 @@ impl RelayRoute {
         head: &RequestHead,
         admitted: &Admitted,
         client_tls: bool,
+        offer: Option<&Offer>,
         config: WebSocketConfig,
     ) -> Result<Connected, ConnectError> {
+        let protocols = self.forwarding.offered_protocols(admitted);
         let candidates = self.candidates();
         let mut last = ConnectError::NoneAvailable;
         for index in candidates {
@@ -54,13 +60,16 @@ impl RelayRoute {
             let request = self
                 .forwarding
                 .request(&upstream.url, head, admitted, client_tls)
-                .map_err(ConnectError::Local)?;
+                .map_err(|e| match e {
+                    Refused::Identity(claim) => ConnectError::Identity(claim),
+                    Refused::Local(why) => ConnectError::Local(why),
+                })?;
             // Counted from the start, so concurrent handshakes spread under least-connections.
             let active = upstream.hold();
             let started = Instant::now();
             let attempt = tokio::time::timeout(
                 self.settings.connect_timeout,
-                self.handshake(&upstream.url, request, config),
+                self.handshake(&upstream.url, &request, &protocols, offer, config),
             )
             .await
             .unwrap_or(Err(ConnectError::Timeout));
@@ -70,11 +79,11 @@ impl RelayRoute {
                 started.elapsed(),
             );
             let error = match attempt {
-                Ok((ws, protocol)) => {
+                Ok((ws, switched)) => {
                     upstream.succeeded();
                     return Ok(Connected {
                         ws,
-                        protocol,
+                        switched,
                         upstream: index,
                         active,
                     });
@@ -109,20 +118,15 @@ impl RelayRoute {
     async fn handshake(
         &self,
         url: &Url,
-        request: http::Request<()>,
+        request: &http::Request<()>,
+        protocols: &[String],
+        offer: Option<&Offer>,
         config: WebSocketConfig,
-    ) -> Result<(WebSocketStream<UpstreamStream>, Option<String>), ConnectError> {
+    ) -> Result<(WebSocketStream<UpstreamStream>, Switched), ConnectError> {
         let stream = self.transport(url).await?;
-        let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(ConnectError::from_handshake)?;
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim().to_string());
-        Ok((ws, protocol))
+        upstream::handshake(stream, request, protocols, offer, config)
+            .await
+            .map_err(ConnectError::from_handshake)
     }
 
     /// A TCP connection, wrapped in TLS for `wss://`.

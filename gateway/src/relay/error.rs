@@ -4,12 +4,11 @@
 use std::fmt;
 use std::io;
 
-use tokio_tungstenite::tungstenite::Error as WsError;
-
 use crate::admission::Rejection;
 use crate::core::labels::UpstreamErrorKind;
 use crate::core::reason::Reason;
 use crate::net::answer::Answer;
+use crate::net::websocket::upstream::Failed;
 
 /// Largest upstream refusal body passed on to the client; longer ones are replaced.
 const MAX_PASSED_BODY: usize = 1024;
@@ -39,6 +38,8 @@ pub(crate) enum ConnectError {
     },
     /// The gateway could not form the request or the TLS name (a configuration problem).
     Local(String),
+    /// A claim the route forwards holds what no header can carry (`forward::Refused`).
+    Identity(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -51,6 +52,9 @@ impl fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("timed out"),
             ConnectError::Refused { status, .. } => write!(f, "refused the upgrade with {status}"),
             ConnectError::Local(why) => f.write_str(why),
+            ConnectError::Identity(claim) => {
+                write!(f, "claim {claim:?} cannot be forwarded as a header")
+            }
         }
     }
 }
@@ -65,7 +69,9 @@ impl ConnectError {
             ConnectError::Refused { .. } | ConnectError::Handshake(_) => {
                 UpstreamErrorKind::Handshake
             }
-            ConnectError::NoneAvailable | ConnectError::Local(_) => UpstreamErrorKind::Other,
+            ConnectError::NoneAvailable | ConnectError::Local(_) | ConnectError::Identity(_) => {
+                UpstreamErrorKind::Other
+            }
         }
     }
 
@@ -77,10 +83,10 @@ impl ConnectError {
 
     /// The rejection the client gets instead of a `101`.
     pub(crate) fn rejection(&self) -> Rejection {
-        let reason = if self.is_refusal() {
-            Reason::UpstreamRefused
-        } else {
-            Reason::UpstreamUnavailable
+        let reason = match self {
+            ConnectError::Refused { .. } => Reason::UpstreamRefused,
+            ConnectError::Identity(_) => Reason::IdentityUnforwardable,
+            _ => Reason::UpstreamUnavailable,
         };
         Rejection {
             reason,
@@ -93,6 +99,7 @@ impl ConnectError {
         match self {
             ConnectError::NoneAvailable => Answer::new(502, "no healthy upstream\n"),
             ConnectError::Timeout => Answer::new(504, "upstream timed out\n"),
+            ConnectError::Identity(_) => Answer::new(403, "identity cannot be forwarded\n"),
             ConnectError::Refused {
                 status,
                 body,
@@ -114,11 +121,12 @@ impl ConnectError {
         }
     }
 
-    /// Classify tungstenite's handshake error.
-    pub(crate) fn from_handshake(e: WsError) -> ConnectError {
+    /// Classify a failed upstream handshake.
+    pub(crate) fn from_handshake(e: Failed) -> ConnectError {
         let response = match e {
-            WsError::Http(response) => response,
-            other => return ConnectError::Handshake(other.to_string()),
+            Failed::Answered(response) => response,
+            Failed::Io(e) => return ConnectError::Handshake(e.to_string()),
+            Failed::Invalid(why) => return ConnectError::Handshake(why),
         };
         let status = response.status().as_u16();
         if !(400..=599).contains(&status) {
@@ -134,7 +142,7 @@ impl ConnectError {
                 clean.then(|| (*name, v.to_string()))
             })
             .collect();
-        // tungstenite hands over the bytes it had read past the head: the body when it is
+        // The handshake hands over the bytes it had read past the head: the body when it is
         // complete (its Content-Length, or any when the upstream sent none), short and text;
         // otherwise a body of our own.
         let expected = response

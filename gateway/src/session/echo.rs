@@ -4,10 +4,11 @@
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::close::{close_and_drain, close_for_error, code_of};
+use super::deflate::{is_compressed, Translate};
 use super::{idle, Outside, SessionContext};
 use crate::core::close::Violation;
 use crate::core::end::{EndReason, Initiator, SessionEnd};
@@ -37,6 +38,7 @@ pub(crate) async fn run<S, P>(
     mut ws: WebSocketStream<S>,
     prefix: P,
     mut ctx: SessionContext,
+    (mut inbound_deflate, mut outbound_deflate): Deflate,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -68,7 +70,7 @@ where
                     let ((code, reason), cause) = why.close();
                     break Some(((code, reason.to_string()), Some(cause)));
                 }
-                next = ws.next() => next,
+                next = next_message(&mut ws, &mut inbound_deflate, &mut outbound_deflate) => next,
                 // Never completes: wakes the loop so that a quiet socket's next read gives
                 // its buffers back.
                 never = quiet.as_mut() => match never {},
@@ -88,6 +90,16 @@ where
                 Class::of(&message),
                 payload_len(&message),
             );
+            let max = inbound.max_message();
+            let message = match Translate::receive(inbound_deflate.as_deref_mut(), message, max) {
+                Ok(received) => {
+                    if received.was_compressed() {
+                        meter.plain(Direction::FromClient, received.plain.len());
+                    }
+                    received.plain
+                }
+                Err(violation) => break Some((owned(violation), None)),
+            };
             if message.is_text() || message.is_binary() {
                 counters.count_in(message.len());
                 if let Err(violation) = inbound.on_message(message.len()) {
@@ -111,12 +123,24 @@ where
                 // Pongs to pings are sent by tungstenite on the next read.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
-            let (len, class) = (reply.len(), Class::of(&reply));
+            let plain = reply.len();
+            let reply = match outbound_deflate.as_deref_mut() {
+                Some(t) => t.compress(reply),
+                None => reply,
+            };
+            let (wire, class, compressed) = (
+                payload_len(&reply),
+                Class::of(&reply),
+                is_compressed(&reply),
+            );
             if ws.send(reply).await.is_err() {
                 break None;
             }
-            meter.message(Direction::ToClient, class, len);
-            counters.count_out(len);
+            meter.message(Direction::ToClient, class, wire);
+            if compressed {
+                meter.plain(Direction::ToClient, plain);
+            }
+            counters.count_out(plain);
         }
     };
     if let Some(((code, reason), cause)) = close {
@@ -125,6 +149,30 @@ where
     }
     counters.load_into(&mut end);
     end
+}
+
+/// The echo's compression: for what the client sends, and for the answers.
+type Deflate = (Option<Box<Translate>>, Option<Box<Translate>>);
+
+/// The next message from the client; while none comes, a quiet socket's codecs give their
+/// zlib state back (the quiet wake below polls this again once it has been quiet).
+async fn next_message<S>(
+    ws: &mut WebSocketStream<S>,
+    inbound: &mut Option<Box<Translate>>,
+    outbound: &mut Option<Box<Translate>>,
+) -> Option<Result<Message, WsError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let next = ws.poll_next_unpin(cx);
+        if next.is_pending() {
+            Translate::release_if_quiet(inbound.as_deref_mut());
+            Translate::release_if_quiet(outbound.as_deref_mut());
+        }
+        next
+    })
+    .await
 }
 
 /// A close of the gateway's own, as [`close_by_gateway`] takes it.

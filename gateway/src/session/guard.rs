@@ -53,6 +53,11 @@ impl Guard {
     }
 
     /// Account for one data message of `len` payload bytes.
+    /// The largest message this direction may carry (a compressed one is inflated up to this).
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message_bytes
+    }
+
     pub(crate) fn on_message(&self, len: usize) -> Result<(), Violation> {
         if len > self.max_message_bytes {
             return Err(close::MESSAGE_TOO_BIG_CLOSE);

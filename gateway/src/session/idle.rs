@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::registry::Counters;
 
-/// How long a socket must be quiet before its buffers go.
-pub(crate) const QUIET: Duration = Duration::from_secs(1);
+/// How long a socket must be quiet before its buffers go (the protocol's one value).
+pub(crate) use crate::net::websocket::QUIET;
 
 /// The longest pause between two wakes of a quiet session.
 const MAX_PAUSE: Duration = Duration::from_secs(64);

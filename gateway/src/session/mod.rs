@@ -12,6 +12,7 @@
 pub(crate) mod close;
 pub(crate) mod control;
 pub(crate) mod count;
+pub(crate) mod deflate;
 pub(crate) mod echo;
 pub(crate) mod guard;
 pub(crate) mod idle;

@@ -58,6 +58,8 @@ pub struct Handshake {
     pub tls: Option<(String, String)>,
     /// With `tls`: require a client certificate issued by this CA (PEM).
     pub client_ca: Option<String>,
+    /// Headers added to every `101` (an extension the gateway never offered, say).
+    pub answer_headers: Vec<(&'static str, &'static str)>,
 }
 
 /// A test upstream WebSocket server; stops accepting when dropped.
@@ -142,6 +144,9 @@ impl Upstream {
                         {
                             resp.headers_mut()
                                 .insert("sec-websocket-protocol", p.parse().unwrap());
+                        }
+                        for (name, value) in &handshake.answer_headers {
+                            resp.headers_mut().append(*name, value.parse().unwrap());
                         }
                         Ok(resp)
                     };

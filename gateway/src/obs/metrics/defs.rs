@@ -93,6 +93,12 @@ pub const MESSAGE_BYTES: Def = Def {
     labels: &["route", "direction", "class"],
     help: "WebSocket message payload bytes by route, direction and class.",
 };
+pub const MESSAGE_PLAIN_BYTES: Def = Def {
+    name: "portcullis_message_plain_bytes_total",
+    kind: Kind::Counter,
+    labels: &["route", "direction"],
+    help: "Bytes of permessage-deflate compressed messages before compression (after inflating what was received, before deflating what was sent); portcullis_message_bytes_total counts the same messages as on the wire.",
+};
 pub const CLOSES: Def = Def {
     name: "portcullis_closes_total",
     kind: Kind::Counter,
@@ -210,6 +216,7 @@ pub const ALL: &[Def] = &[
     HANDSHAKE_DURATION,
     MESSAGES,
     MESSAGE_BYTES,
+    MESSAGE_PLAIN_BYTES,
     CLOSES,
     GATEWAY_CLOSES,
     CONNECTION_DURATION,

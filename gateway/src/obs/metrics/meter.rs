@@ -48,13 +48,21 @@ impl Drop for OpenSession {
 /// (for tests and sessions outside the gateway).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Meter {
-    /// `[direction][class]` → (messages, bytes); empty when disabled.
-    counters: Arc<Vec<Vec<(IntCounter, IntCounter)>>>,
+    counters: Arc<Counters>,
+}
+
+/// A route's counters; empty when disabled.
+#[derive(Debug, Default)]
+struct Counters {
+    /// `[direction][class]` → (messages, bytes).
+    classes: Vec<Vec<(IntCounter, IntCounter)>>,
+    /// `[direction]` → plain bytes of compressed messages.
+    plain: Vec<IntCounter>,
 }
 
 impl Meter {
     pub(super) fn resolve(metrics: &Metrics, route: &str) -> Meter {
-        let counters = Direction::ALL
+        let classes = Direction::ALL
             .iter()
             .map(|d| {
                 Class::ALL
@@ -69,17 +77,35 @@ impl Meter {
                     .collect()
             })
             .collect();
+        let plain = Direction::ALL
+            .iter()
+            .map(|d| {
+                metrics
+                    .message_plain_bytes
+                    .with_label_values(&[route, d.as_str()])
+            })
+            .collect();
         Meter {
-            counters: Arc::new(counters),
+            counters: Arc::new(Counters { classes, plain }),
         }
     }
 
     /// Count one message of `bytes` payload bytes.
     pub(crate) fn message(&self, direction: Direction, class: Class, bytes: usize) {
-        let counters = self.counters.get(direction.index());
+        let counters = self.counters.classes.get(direction.index());
         if let Some((messages, total)) = counters.and_then(|v| v.get(class.index())) {
             messages.inc();
             total.inc_by(bytes as u64);
+        }
+    }
+}
+
+impl Meter {
+    /// Count the plain size of a compressed message (its payload was counted by
+    /// [`Meter::message`] as on the wire).
+    pub(crate) fn plain(&self, direction: Direction, bytes: usize) {
+        if let Some(c) = self.counters.plain.get(direction.index()) {
+            c.inc_by(bytes as u64);
         }
     }
 }

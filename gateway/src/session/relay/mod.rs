@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
+use super::deflate::Translate;
 use super::guard::Guard;
 use super::idle::wake_when_quiet;
 use super::{Outside, SessionContext};
@@ -47,6 +48,9 @@ pub(crate) struct RelayOptions {
     pub(crate) ping_timeout: Duration,
     /// Close when no data message went either way for this long.
     pub(crate) idle_timeout: Option<Duration>,
+    /// permessage-deflate of each direction, if either side agreed it.
+    pub(crate) to_upstream: Option<Box<Translate>>,
+    pub(crate) to_client: Option<Box<Translate>>,
 }
 
 /// How a relay session ended.
@@ -68,7 +72,7 @@ pub(crate) async fn run<C, U>(
     client: WebSocketStream<C>,
     upstream: WebSocketStream<U>,
     mut ctx: SessionContext,
-    opts: RelayOptions,
+    mut opts: RelayOptions,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -88,9 +92,22 @@ where
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
 
+    let (mut to_upstream, mut to_client) = (opts.to_upstream.take(), opts.to_client.take());
     let outcome = {
-        let up = client_to_upstream(&mut c_rx, &mut u_tx, inbound, &shared, meter);
-        let down = upstream_to_client(&mut u_rx, &mut c_tx, &opts, &shared, meter);
+        let up = client_to_upstream(
+            &mut c_rx,
+            &mut u_tx,
+            inbound,
+            (&shared, meter),
+            &mut to_upstream,
+        );
+        let down = upstream_to_client(
+            &mut u_rx,
+            &mut c_tx,
+            &opts,
+            (&shared, meter),
+            &mut to_client,
+        );
         tokio::select! {
             biased;
             outside = Outside::wait(stop, expiry, control) => match outside {
@@ -129,6 +146,7 @@ where
             close_timeout,
             &mut c_tx,
             (&opts, &shared, meter),
+            &mut to_client,
         )
         .await;
         finish(&mut c_tx, &mut c_rx, client, client_wait).await;
@@ -184,6 +202,8 @@ mod tests {
             ping_interval: None,
             ping_timeout: Duration::from_secs(1),
             idle_timeout: None,
+            to_upstream: None,
+            to_client: None,
         }
     }
 

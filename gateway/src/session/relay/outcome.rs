@@ -105,6 +105,16 @@ impl Plan {
                     end.reason = EndReason::ClientClosed;
                     end.session.initiator = Initiator::Client;
                     (Finish::DRAIN, Finish::pass(frame))
+                } else if code == close::PROTOCOL_ERROR {
+                    // The upstream broke the protocol, or said its hop (the gateway's) did: a
+                    // close with a code that must never be sent (1005, 1006, 1015: tungstenite
+                    // answers those with 1002) or 1002 itself. The client did nothing wrong:
+                    // it gets 1011, and the report blames the upstream.
+                    end.reason = EndReason::UpstreamProtocolError;
+                    end.session.initiator = Initiator::Gateway;
+                    let to_client =
+                        Violation::new(close::INTERNAL_ERROR, "upstream protocol error");
+                    (Finish::send(to_client), Finish::DRAIN)
                 } else {
                     end.reason = EndReason::UpstreamClosed;
                     end.session.initiator = Initiator::Gateway;

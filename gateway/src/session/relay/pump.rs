@@ -15,10 +15,12 @@ use tokio_tungstenite::WebSocketStream;
 use super::outcome::{Finish, Outcome};
 use super::timers::{sleep_until_opt, Shared};
 use super::RelayOptions;
+use crate::core::close::{self, Violation};
 use crate::core::duration::deadline;
 use crate::core::labels::{payload_len, Class, Direction};
 use crate::obs::metrics::Meter;
 use crate::session::close::fault_of;
+use crate::session::deflate::{is_compressed, Translate};
 use crate::session::guard::Guard;
 
 pub(super) type Tx<S> = SplitSink<WebSocketStream<S>, Message>;
@@ -55,6 +57,7 @@ pub(super) async fn finish_upstream_delivering<U, C>(
     limit: Duration,
     c_tx: &mut Tx<C>,
     (opts, shared, meter): (&RelayOptions, &Shared, &Meter),
+    translate: &mut Option<Box<Translate>>,
 ) where
     U: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
@@ -68,12 +71,20 @@ pub(super) async fn finish_upstream_delivering<U, C>(
         while let Some(Ok(message)) = u_rx.next().await {
             let (class, len) = (Class::of(&message), payload_len(&message));
             meter.message(Direction::FromUpstream, class, len);
-            if !(message.is_text() || message.is_binary()) || opts.outbound.on_message(len).is_err()
+            let max = opts.outbound.max_message();
+            let Ok(received) = Translate::receive(translate.as_deref_mut(), message, max) else {
+                return;
+            };
+            let len = received.plain.len();
+            if !(received.plain.is_text() || received.plain.is_binary())
+                || opts.outbound.on_message(len).is_err()
             {
                 continue;
             }
             shared.counters.count_out(len);
-            if c_tx.send(message).await.is_err() {
+            let out = Translate::send(translate.as_deref_mut(), received);
+            let (class, len) = (Class::of(&out), payload_len(&out));
+            if c_tx.send(out).await.is_err() {
                 return;
             }
             meter.message(Direction::ToClient, class, len);
@@ -82,19 +93,48 @@ pub(super) async fn finish_upstream_delivering<U, C>(
     let _ = tokio::time::timeout(limit, work).await;
 }
 
+/// The next message from `rx`; while none comes, a quiet direction's codec gives its zlib
+/// state back (the session's quiet wake polls this again once it has been quiet).
+pub(super) async fn next_message<S>(
+    rx: &mut Rx<S>,
+    translate: &mut Option<Box<Translate>>,
+) -> Option<Result<Message, WsError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let next = rx.poll_next_unpin(cx);
+        if next.is_pending() {
+            Translate::release_if_quiet(translate.as_deref_mut());
+        }
+        next
+    })
+    .await
+}
+
+/// A compressed message that cannot be made plain breaks the protocol (or, too big, the
+/// policy) of the side that sent it.
+fn broke(client: bool, violation: Violation) -> Outcome {
+    Outcome::Broke {
+        client,
+        violation,
+        policy: violation.code == close::MESSAGE_TOO_BIG,
+    }
+}
+
 pub(super) async fn client_to_upstream<C, U>(
     rx: &mut Rx<C>,
     tx: &mut Tx<U>,
     guard: &Guard,
-    shared: &Shared,
-    meter: &Meter,
+    (shared, meter): (&Shared, &Meter),
+    translate: &mut Option<Box<Translate>>,
 ) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let message = match rx.next().await {
+        let message = match next_message(rx, translate).await {
             None => return Outcome::Gone { client: true },
             Some(Err(e)) => {
                 return match fault_of(&e) {
@@ -114,9 +154,14 @@ where
         shared.touch(&shared.heard_from_client);
         let (class, len) = (Class::of(&message), payload_len(&message));
         meter.message(Direction::FromClient, class, len);
-        match message {
+        let max = guard.max_message();
+        let received = match Translate::receive(translate.as_deref_mut(), message, max) {
+            Ok(r) => r,
+            Err(violation) => return broke(true, violation),
+        };
+        match &received.plain {
             Message::Text(_) | Message::Binary(_) => {
-                let len = message.len();
+                let len = received.plain.len();
                 if let Err(violation) = guard.on_message(len) {
                     return Outcome::Broke {
                         client: true,
@@ -126,13 +171,22 @@ where
                 }
                 shared.touch(&shared.last_data);
                 shared.counters.count_in(len);
-                if tx.send(message).await.is_err() {
+                if received.was_compressed() {
+                    meter.plain(Direction::FromClient, len);
+                }
+                let out = Translate::send(translate.as_deref_mut(), received);
+                let (class, wire, compressed) =
+                    (Class::of(&out), payload_len(&out), is_compressed(&out));
+                if tx.send(out).await.is_err() {
                     return Outcome::Gone { client: false };
                 }
-                meter.message(Direction::ToUpstream, class, len);
+                meter.message(Direction::ToUpstream, class, wire);
+                if compressed {
+                    meter.plain(Direction::ToUpstream, len);
+                }
             }
             Message::Ping(payload) => {
-                if tx.send(Message::Ping(payload)).await.is_err() {
+                if tx.send(Message::Ping(payload.clone())).await.is_err() {
                     return Outcome::Gone { client: false };
                 }
                 meter.message(Direction::ToUpstream, class, len);
@@ -141,7 +195,7 @@ where
             Message::Close(frame) => {
                 return Outcome::Closed {
                     by_client: true,
-                    frame,
+                    frame: frame.clone(),
                 }
             }
         }
@@ -152,8 +206,8 @@ pub(super) async fn upstream_to_client<U, C>(
     rx: &mut Rx<U>,
     tx: &mut Tx<C>,
     opts: &RelayOptions,
-    shared: &Shared,
-    meter: &Meter,
+    (shared, meter): (&Shared, &Meter),
+    translate: &mut Option<Box<Translate>>,
 ) -> Outcome
 where
     U: AsyncRead + AsyncWrite + Unpin,
@@ -179,7 +233,7 @@ where
             }
         };
         let next = tokio::select! {
-            next = rx.next() => next,
+            next = next_message(rx, translate) => next,
             _ = sleep_until_opt(wake_at) => {
                 if ping_due {
                     shared.touch(&shared.last_ping);
@@ -210,8 +264,14 @@ where
         };
         let (class, len) = (Class::of(&message), payload_len(&message));
         meter.message(Direction::FromUpstream, class, len);
-        match message {
+        let max = opts.outbound.max_message();
+        let received = match Translate::receive(translate.as_deref_mut(), message, max) {
+            Ok(r) => r,
+            Err(violation) => return broke(false, violation),
+        };
+        match &received.plain {
             Message::Text(_) | Message::Binary(_) => {
+                let len = received.plain.len();
                 if let Err(violation) = opts.outbound.on_message(len) {
                     return Outcome::Broke {
                         client: false,
@@ -221,13 +281,22 @@ where
                 }
                 shared.touch(&shared.last_data);
                 shared.counters.count_out(len);
-                if tx.send(message).await.is_err() {
+                if received.was_compressed() {
+                    meter.plain(Direction::FromUpstream, len);
+                }
+                let out = Translate::send(translate.as_deref_mut(), received);
+                let (class, wire, compressed) =
+                    (Class::of(&out), payload_len(&out), is_compressed(&out));
+                if tx.send(out).await.is_err() {
                     return Outcome::Gone { client: true };
                 }
-                meter.message(Direction::ToClient, class, len);
+                meter.message(Direction::ToClient, class, wire);
+                if compressed {
+                    meter.plain(Direction::ToClient, len);
+                }
             }
             Message::Ping(payload) => {
-                if tx.send(Message::Ping(payload)).await.is_err() {
+                if tx.send(Message::Ping(payload.clone())).await.is_err() {
                     return Outcome::Gone { client: true };
                 }
                 meter.message(Direction::ToClient, class, len);
@@ -236,7 +305,7 @@ where
             Message::Close(frame) => {
                 return Outcome::Closed {
                     by_client: false,
-                    frame,
+                    frame: frame.clone(),
                 }
             }
         }
