@@ -6,9 +6,11 @@ mod args;
 mod burst;
 mod certs;
 mod chart;
+mod grid;
 mod hold;
 mod identity;
 mod load;
+mod measure;
 mod phases;
 mod procs;
 mod report;
@@ -24,8 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use args::{Args, USAGE};
-use report::{Results, RunInfo, Section};
-use servers::{Env, PortcullisRoute, Subject};
+use grid::{Section, Subject};
+use report::{Results, RunInfo};
+use servers::{Env, PortcullisRoute};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -275,7 +278,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
         for section in Section::ALL.into_iter().chain(extra.iter().copied()) {
             let route = PortcullisRoute::of(subject, section);
-            if !phases::runs(args, subject, section) {
+            if !measure::runs(args, subject, section) {
                 continue;
             }
             if section == Section::HandshakeCluster && env.redis.is_none() {
@@ -309,12 +312,12 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     for round in 1..=args.rounds {
         for &section in &order {
             for &subject in &subjects {
-                if !phases::runs(args, subject, section) || results.is_skipped(subject, section) {
+                if !measure::runs(args, subject, section) || results.is_skipped(subject, section) {
                     continue;
                 }
                 upstream.check_alive()?;
                 identity.check_alive()?;
-                let figures = phases::measure(&env, &rt, args, subject, section).map_err(|e| {
+                let figures = measure::measure(&env, &rt, args, subject, section).map_err(|e| {
                     format!("round {round}, {} {}: {e}", subject.key(), section.key())
                 })?;
                 let shown: Vec<String> =
@@ -329,7 +332,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
                 );
                 let also_sweep = section == Section::Load
                     && sweep_has_size
-                    && phases::runs(args, subject, Section::Sweep(args.size));
+                    && measure::runs(args, subject, Section::Sweep(args.size));
                 for (figure, value) in figures {
                     results.add(subject, section, figure, value);
                     if also_sweep {

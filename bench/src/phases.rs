@@ -1,5 +1,6 @@
 //! The phases, each measured on a fresh server instance: the closed-loop load (also once per
-//! size of the sweep), idle connections, handshakes, and the helpers the opt-in phases share.
+//! size of the sweep), idle connections, handshakes, and the helpers the opt-in phases
+//! (`burst`, `hold`) build on. Which phase runs for whom, and on which server, is `measure`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,24 +8,8 @@ use std::time::{Duration, Instant};
 use crate::args::Args;
 use crate::load::{self, Target, Ws};
 use crate::procs::{Proc, Usage};
-use crate::report::Section;
-use crate::servers::{Env, Subject};
 
 pub type Figures = Vec<(&'static str, f64)>;
-
-/// Whether `subject` takes part in `section` in this run.
-pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
-    match section {
-        Section::Sweep(_) | Section::Burst => subject != Subject::UpstreamDirect,
-        Section::Hold => match subject {
-            Subject::PortcullisEcho => args.hold_echo.is_some(),
-            Subject::UpstreamDirect => false,
-            _ => args.hold_relay.is_some(),
-        },
-        s if s.portcullis_only() => subject.is_portcullis(),
-        _ => true,
-    }
-}
 
 /// Fails unless every process can hold the connections the run asks for: a relay holds two
 /// descriptors per relayed connection (client and upstream), an echo route one, the load
@@ -68,37 +53,6 @@ pub fn check_descriptors(args: &Args, nofile: u64) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// One phase on a fresh server instance.
-pub fn measure(
-    env: &Env,
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    subject: Subject,
-    section: Section,
-) -> Result<Figures, String> {
-    let (mut proc, target) = env.start(subject, section)?;
-    let figures = match section {
-        Section::Load => load_phase(rt, args, &proc, &target, args.size),
-        Section::Sweep(size) => load_phase(rt, args, &proc, &target, size),
-        Section::Idle => idle_phase(rt, args, &proc, &target),
-        Section::Burst => {
-            crate::burst::phase(rt, args, &mut proc, &target, args.burst.unwrap_or(1))
-        }
-        Section::Hold => {
-            let n = if subject == Subject::PortcullisEcho {
-                args.hold_echo
-            } else {
-                args.hold_relay
-            };
-            crate::hold::phase(rt, args, &proc, &target, n.unwrap_or(1))
-        }
-        _ => handshake_phase(rt, args, &proc, &target),
-    };
-    // An error of the clients is often explained by the server's death.
-    proc.check_alive()?;
-    figures
 }
 
 pub fn sleep_until(t: tokio::time::Instant) {
@@ -220,7 +174,7 @@ pub fn hold(
 }
 
 /// Idle connections: server memory per connection.
-fn idle_phase(
+pub fn idle_phase(
     rt: &tokio::runtime::Runtime,
     args: &Args,
     proc: &Proc,

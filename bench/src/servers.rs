@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio_rustls::rustls;
 
 use crate::certs::Material;
+use crate::grid::{Section, Subject};
 use crate::load::Target;
 use crate::procs::{free_port, Proc};
-use crate::report::Section;
 use crate::write_file as write;
 
 /// Threads of the benchmark's own servers (the upstream echo), whatever `--workers` says of the
@@ -27,62 +27,6 @@ const START: Duration = Duration::from_secs(30);
 
 /// The path every client and upstream uses.
 pub const PATH: &str = "/ws";
-
-/// What serves the clients in one measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Subject {
-    /// Portcullis with a relay route to the upstream.
-    Portcullis,
-    Nginx,
-    Haproxy,
-    /// Portcullis answering itself (`mode = "echo"`, `prefix = ""`), over wss.
-    PortcullisEcho,
-    /// The upstream echo server reached directly, over plain ws.
-    UpstreamDirect,
-    /// Another Portcullis build (`--baseline PATH`) with the same relay route, for before/after
-    /// comparisons in one run.
-    Baseline,
-}
-
-impl Subject {
-    pub const ALL: [Subject; 6] = [
-        Subject::Portcullis,
-        Subject::Baseline,
-        Subject::Nginx,
-        Subject::Haproxy,
-        Subject::PortcullisEcho,
-        Subject::UpstreamDirect,
-    ];
-
-    /// The key in the JSON output.
-    pub fn key(self) -> &'static str {
-        match self {
-            Subject::Portcullis => "portcullis",
-            Subject::Nginx => "nginx",
-            Subject::Haproxy => "haproxy",
-            Subject::PortcullisEcho => "portcullis_echo",
-            Subject::UpstreamDirect => "upstream_direct",
-            Subject::Baseline => "portcullis_baseline",
-        }
-    }
-
-    /// The `--only` name that selects it.
-    pub fn only_name(self) -> &'static str {
-        match self {
-            Subject::Nginx => "nginx",
-            Subject::Haproxy => "haproxy",
-            _ => "portcullis",
-        }
-    }
-
-    /// Portcullis serves it (so it has the admission variants: JWT, ext_authz, introspection).
-    pub fn is_portcullis(self) -> bool {
-        matches!(
-            self,
-            Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline
-        )
-    }
-}
 
 /// How a Portcullis configuration admits clients (each a handshake section of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -14,11 +14,11 @@ use tokio::time::Instant;
 
 use crate::args::{Args, Soak};
 use crate::chart::{self, Axis, Panel, Scale, Series};
+use crate::grid::{Section, Subject};
 use crate::load::{self, Target};
 use crate::phases;
 use crate::procs::Proc;
-use crate::report::Section;
-use crate::servers::{Env, Subject};
+use crate::servers::Env;
 
 /// Facts about the run for the outputs.
 pub struct Info {

@@ -5,8 +5,8 @@
 //! This file draws the sweep; the measuring is [`crate::phases::load_phase`].
 
 use crate::chart::{self, Axis, Panel, Scale, Series};
-use crate::report::{human_size, short_name, Results, RunInfo, Section};
-use crate::servers::Subject;
+use crate::grid::{Section, Subject};
+use crate::report::{human_size, short_name, Results, RunInfo};
 
 /// The subjects drawn, with their colours: the echo route in Portcullis's colour, dashed.
 const LINES: [(Subject, &str, bool); 5] = [

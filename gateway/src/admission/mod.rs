@@ -1,6 +1,6 @@
 //! Admission: the checks a request passes before the gateway answers `101 Switching Protocols`.
 //!
-//! Cheapest check first (see `shared/design.md` and the README's admission table); each is a
+//! Cheapest check first (the README's admission table gives each one's answer); each is a
 //! function of the request head plus shared state where it must be, and yields either a
 //! go-ahead or a [`Rejection`]:
 //!

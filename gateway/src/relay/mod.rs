@@ -9,7 +9,7 @@
 //! active-only with consecutive-count thresholds, with no "take a refusing upstream out for a
 //! while" from the request path; and selectors are rebuilt by background tasks that expect its
 //! own service. The balancer here is small and has exactly the semantics the route keys
-//! describe. pingora's connectors were not used for the same reason the design notes give:
+//! describe. pingora's connectors were not used either:
 //! tokio-rustls is what pingora's rustls mode wraps anyway, and a relay needs the raw stream for
 //! tungstenite, a per-route CA and client certificate, and one deadline over TCP + TLS + the
 //! WebSocket handshake.
