@@ -18,8 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::admission::keys::VerifyKey;
 use crate::admission::keyset::KeySet;
 use crate::admission::token::extract::{
-    cookie, from_authorization, from_subprotocol, query_param, strip_cookie, strip_query_param,
-    Found,
+    cookie, from_authorization, from_subprotocol, query_param, Found,
 };
 use crate::admission::token::hs256;
 use crate::admission::{client_ip, keys, origin, Admitted};
@@ -27,7 +26,9 @@ use crate::config::compression::Compression;
 use crate::config::policy::Origin;
 use crate::config::{Config, Limits};
 use crate::core::cidr::Cidr;
-use crate::core::credential::is_token_subprotocol;
+use crate::core::credential::{
+    is_token_subprotocol, strip_cookie, strip_query_param, PolicyCredentials,
+};
 use crate::core::log_format::LogFormat;
 use crate::core::reason::Reason;
 use crate::net::http1::{self, HeadLimits, RequestHead};
@@ -192,12 +193,15 @@ fn head_checks(head: &RequestHead) {
             .filter(|p| !is_token_subprotocol(p))
             .cloned()
             .collect(),
-        token_query_param: Some(TOKEN_NAME.into()),
-        token_cookie: Some(TOKEN_NAME.into()),
         ..Admitted::default()
     };
     let (route, upstream) = relay_route();
-    let forwarding = Forwarding::of(route).expect("the fuzzing route forwards");
+    let credentials = PolicyCredentials {
+        query_param: TOKEN_NAME.into(),
+        cookie: Some(TOKEN_NAME.into()),
+        identity_headers: Vec::new(),
+    };
+    let forwarding = Forwarding::of(route, credentials).expect("the fuzzing route forwards");
     let Ok(request) = forwarding.request(upstream, head, &admitted, true) else {
         return;
     };
@@ -415,7 +419,7 @@ pub fn config(data: &[u8]) {
         let _ = config.policy_of(route);
         if route.mode == crate::config::Mode::Relay {
             let _ = route.relay();
-            let _ = Forwarding::of(route);
+            let _ = Forwarding::of(route, PolicyCredentials::default());
         }
     }
 }

@@ -58,9 +58,12 @@ async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
 
 /// What the page sees of a session refused before the 101: an error, then close code 1006 (the
 /// browser shows a page nothing of the HTTP refusal), never an open.
+/// What Chromium's offer (`permessage-deflate; client_max_window_bits`) gets by default.
+const DEFLATE: &str = "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12";
+
 fn refused() -> Value {
     json!({
-        "opened": false, "protocol": null, "received": [], "errors": 1,
+        "opened": false, "protocol": null, "extensions": null, "received": [], "errors": 1,
         "close": { "code": 1006, "reason": "", "clean": false }, "timed_out": false,
     })
 }
@@ -84,7 +87,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     let report = observe(
         &browser,
         &allowed,
-        json!({ "gateway": gateway, "token": token, "cases": ["echo", "token", "no_token"] }),
+        json!({ "gateway": gateway, "token": token, "cases": ["echo", "compressed", "token", "no_token"] }),
     )
     .await;
     assert_eq!(report["origin"], allowed_origin.as_str(), "{report}");
@@ -94,6 +97,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
         cases["echo"],
         json!({
             "opened": true, "protocol": "", "errors": 0, "timed_out": false,
+            "extensions": DEFLATE,
             "received": [{ "text": "echo: hello from chromium" }, { "binary": bytes }],
             "close": { "code": 4000, "reason": "bye from chromium", "clean": true },
         }),
@@ -103,11 +107,39 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
         cases["token"],
         json!({
             "opened": true, "protocol": "chat.v1", "errors": 0, "timed_out": false,
+            "extensions": DEFLATE,
             "received": [{ "text": "echo: hello from chromium" }],
             "close": { "code": 1000, "reason": "done", "clean": true },
         }),
         "the session with a token"
     );
+    // Compressed both ways: the browser's messages inflated and answered compressed, as the
+    // gateway's own counts of the plain bytes show.
+    let compressed = &cases["compressed"];
+    assert_eq!(compressed["extensions"], DEFLATE, "{compressed}");
+    assert_eq!(compressed["close"]["code"], 1000, "{compressed}");
+    let texts = compressed["received"].as_array().unwrap();
+    assert_eq!(texts.len(), 2, "{compressed}");
+    for t in texts {
+        let t = t["text"].as_str().unwrap();
+        assert!(
+            t.starts_with("echo: [{\"type\":\"message\"") && t.len() > 2000,
+            "{t}"
+        );
+    }
+    let scrape = gw.admin_get("/metrics").await;
+    let plain = |direction: &str| {
+        let prefix = format!(
+            "portcullis_message_plain_bytes_total{{direction=\"{direction}\",route=\"/ws/echo\"}} "
+        );
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(plain("from_client") > 4000.0, "{scrape}");
+    assert!(plain("to_client") > 4000.0, "{scrape}");
     assert_eq!(cases["no_token"], refused(), "the session without a token");
     // The page could not see why; the gateway says it was the missing token.
     gw.wait_metric(r#"portcullis_rejections_total{reason="auth_missing",route="/ws/chat"} 1"#)
@@ -136,10 +168,10 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
         .filter(|l| l.starts_with("portcullis_rejections_total{") && !l.ends_with(" 0"))
         .collect();
     assert_eq!(refusals.len(), 2, "{refusals:?}");
-    // Two sessions ended in the access log, and the token is in no line of it.
-    let log = eventually(STEP, "two sessions in the access log", || async {
+    // Three sessions ended in the access log, and the token is in no line of it.
+    let log = eventually(STEP, "three sessions in the access log", || async {
         let log = gw.log();
-        done_or(log.matches("] session route=").count() == 2, log.clone()).map(|()| log)
+        done_or(log.matches("] session route=").count() == 3, log.clone()).map(|()| log)
     })
     .await;
     assert!(!log.contains(&token), "a token reached the log");

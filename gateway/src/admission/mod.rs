@@ -48,7 +48,7 @@ use std::time::SystemTime;
 
 use futures_util::FutureExt;
 
-use crate::net::websocket::request::Upgrade;
+use crate::net::websocket::request::{self as upgrade, Upgrade};
 pub(crate) use crate::net::websocket::Rejection;
 use caps::{Caps, Permit};
 use rate::{rate_limited, HandshakeRate};
@@ -62,7 +62,7 @@ use crate::config::policy::{self, PolicyLimits};
 use crate::config::{defaults, Config, Route};
 use crate::core::background;
 use crate::core::cidr::Cidr;
-use crate::core::credential::is_token_subprotocol;
+use crate::core::credential::{is_token_subprotocol, PolicyCredentials};
 use crate::core::duration::deadline;
 use crate::core::labels::BackgroundTask;
 use crate::core::reason::Reason;
@@ -87,17 +87,40 @@ pub(crate) struct Admitted {
     pub(crate) expires_at: Option<tokio::time::Instant>,
     /// The subprotocols the client offered, minus any `bearer.<token>` entry.
     pub(crate) protocols: Vec<String>,
-    /// Where this route's policy looks for a token besides headers: the query parameter and
-    /// the cookie, so that a relay strips them before forwarding (unless asked not to).
-    pub(crate) token_query_param: Option<String>,
-    pub(crate) token_cookie: Option<String>,
     /// A cluster check was decided under this process's own limits because Redis failed.
     pub(crate) cluster_fallback: bool,
     /// Identity headers for the upstream request: the client certificate's, and those the
     /// external authorizer's answer gave.
     pub(crate) identity_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Every header name the policy may set upstream: the client's own copies never go.
-    pub(crate) identity_header_names: Vec<http::HeaderName>,
+}
+
+/// A WebSocket request as admission sees it: its head and route, and what its connection knows.
+pub(crate) struct Request<'a> {
+    pub(crate) head: &'a RequestHead,
+    pub(crate) route: &'a Route,
+    /// The socket's peer address.
+    pub(crate) peer: Option<IpAddr>,
+    /// The verified client certificate, if the TLS handshake had one.
+    pub(crate) peer_cert: Option<&'a PeerCert>,
+    /// The gateway is stopping: a valid upgrade is answered `503`.
+    pub(crate) stopping: bool,
+}
+
+/// Admission's one answer to a request: the client it saw (trusted-proxy aware, for the log
+/// either way), and either what the handshake needs to go on or why not.
+pub(crate) struct Decision {
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) verdict: Result<Admit, Rejection>,
+}
+
+/// A request admission let in.
+pub(crate) struct Admit {
+    /// Who the client is, as verified.
+    pub(crate) admitted: Admitted,
+    /// The connection slots taken for it, held by its session until it ends.
+    pub(crate) permit: Permit,
+    /// The upgrade's facts: the accept key, the subprotocols and extensions offered.
+    pub(crate) upgrade: Upgrade,
 }
 
 /// Refuse a subject or token id an operator has revoked. Admission asks before its later checks;
@@ -273,19 +296,48 @@ impl Admission {
             .unwrap_or(&self.public)
     }
 
-    /// The client address (trusted-proxy aware).
-    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, head: &RequestHead) -> Option<IpAddr> {
-        client_ip::resolve(peer, head, &self.trusted_proxies)
+    /// Where `route`'s policy takes a token from and which identity headers it sets: what a
+    /// relay must strip from the requests it forwards.
+    pub(crate) fn credentials(&self, route: &Route) -> PolicyCredentials {
+        let policy = self.policy(route);
+        let locator = policy.locator();
+        PolicyCredentials {
+            query_param: locator
+                .map_or(defaults::QUERY_PARAM, Locator::query_param)
+                .to_string(),
+            cookie: locator.map(|l| l.cookie_name().to_string()),
+            identity_headers: policy.identity.header_names().to_vec(),
+        }
     }
 
-    /// The limits of the policy `route` uses (per-connection rates apply inside the session).
-    pub(crate) fn limits(&self, route: &Route) -> &PolicyLimits {
-        &self.policy(route).limits
+    /// Every check, in order (see the module docs): the one decision of a handshake.
+    pub(crate) async fn decide(&self, request: Request<'_>) -> Decision {
+        let Request {
+            head,
+            route,
+            peer,
+            peer_cert,
+            stopping,
+        } = request;
+        let client = client_ip::resolve(peer, head, &self.trusted_proxies);
+        let verdict = match upgrade::check(head) {
+            Err(rejection) => Err(rejection),
+            Ok(_) if stopping => Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n")),
+            Ok(upgrade) => self
+                .admit(head, route, client, peer_cert, &upgrade)
+                .await
+                .map(|(admitted, permit)| Admit {
+                    admitted,
+                    permit,
+                    upgrade,
+                }),
+        };
+        Decision { client, verdict }
     }
 
     /// Run checks 2-6 on a valid upgrade (check 1), cheapest first. On success the returned
     /// [`Permit`] holds the connection slots until it is dropped with the session.
-    pub(crate) async fn admit(
+    async fn admit(
         &self,
         head: &RequestHead,
         route: &Route,
@@ -430,10 +482,7 @@ impl Admission {
             claims,
             token,
             expires_at,
-            token_query_param: locator.map(|l| l.query_param().to_string()),
-            token_cookie: locator.map(|l| l.cookie_name().to_string()),
             identity_headers,
-            identity_header_names: policy.identity.header_names().to_vec(),
             protocols: upgrade
                 .offered_protocols
                 .iter()
@@ -473,7 +522,7 @@ mod tests {
                 ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ],
         );
-        let upgrade = crate::net::websocket::request::check(&head).unwrap();
+        let upgrade = upgrade::check(&head).unwrap();
         admission
             .admit(&head, &config.routes[0], Some(ip), None, &upgrade)
             .await

@@ -98,7 +98,9 @@ impl Generation {
         let admission = Admission::build(&config, previous.map(|p| &*p.admission))?;
         // Relay routes: upstream URLs, CA files and client certificates load (upstreams need not
         // be up).
-        let relays = Relays::build(&config, previous.map(|p| &*p.relays))?;
+        let relays = Relays::build(&config, previous.map(|p| &*p.relays), |route| {
+            admission.credentials(route)
+        })?;
         let (router, removed) = match previous {
             Some(p) => Router::next(&config, &p.router),
             None => (Router::new(&config), Vec::new()),

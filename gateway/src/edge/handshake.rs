@@ -25,7 +25,7 @@ use super::report::Who;
 use super::route::RouteEntry;
 use super::Edge;
 use crate::admission::caps::Permit;
-use crate::admission::{not_revoked, Admitted, Rejection};
+use crate::admission::{self, not_revoked, Admitted, Rejection};
 use crate::config::{Mode, Route};
 use crate::core::end::{EndReason, SessionEnd};
 use crate::core::reason::Reason;
@@ -33,7 +33,6 @@ use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
 use crate::net::websocket::answer;
 use crate::net::websocket::deflate::{self, Agreed, Offer};
-use crate::net::websocket::request as upgrade;
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
 use crate::relay::RelayRoute;
@@ -43,29 +42,55 @@ use crate::session::deflate::Translate;
 use crate::session::guard::{Expiry, Guard, Rates};
 use crate::session::registry::{Registered, SessionInfo};
 use crate::session::relay::RelayOptions;
+use crate::session::settings::SessionSettings;
 use crate::session::stop::StopSignal;
 use crate::session::{self, echo, SessionContext};
 
-/// An admitted handshake: everything its session needs from admission and the configuration.
-struct Accepted<'a> {
-    generation: &'a Generation,
-    entry: &'a RouteEntry,
+/// One WebSocket handshake in the edge, from its request head to its `101` or refusal: the
+/// connection, the route and its configuration generation, and who is asking.
+struct Handshake<'g> {
+    edge: &'g Arc<Edge>,
+    conn: Conn,
+    generation: &'g Generation,
+    entry: &'g RouteEntry,
     /// The client address (trusted-proxy aware).
     client: Option<IpAddr>,
-    admitted: Admitted,
-    /// The connection slots admission took; the session holds them to its end.
-    permit: Permit,
-    accept: String,
-    /// permessage-deflate as agreed with the client, and the answer's extension header.
-    deflate: Option<(Agreed, String)>,
     started: Instant,
     shutdown: ShutdownWatch,
 }
 
-impl Accepted<'_> {
+impl Handshake<'_> {
     fn route(&self) -> &str {
         &self.entry.route.path
     }
+
+    fn settings(&self) -> &SessionSettings {
+        &self.entry.session
+    }
+
+    /// Answer with a refusal: counted and logged first, so whoever sees the answer also finds
+    /// it in the metrics and the log.
+    async fn refuse(&mut self, rejection: &Rejection) {
+        let route = &self.entry.route.path;
+        self.edge
+            .report
+            .rejected(route, self.client, rejection, self.started);
+        let _ = rejection
+            .answer
+            .write(&mut self.conn.io, false, false)
+            .await;
+    }
+}
+
+/// What admission gave a handshake it let in, and what the `101` says.
+struct Accepted {
+    admitted: Admitted,
+    /// The connection slots admission took; the session holds them to its end.
+    permit: Permit,
+    /// `Sec-WebSocket-Accept`.
+    accept: String,
+    /// permessage-deflate as agreed with the client, and the answer's extension header.
+    deflate: Option<(Agreed, String)>,
 }
 
 /// What an open session holds until it ends, besides its streams and its [`SessionContext`]:
@@ -132,72 +157,72 @@ impl Edge {
     /// Admission, the 101, then the session.
     pub(super) async fn websocket(
         self: &Arc<Self>,
-        mut conn: Conn,
+        conn: Conn,
         head: RequestHead,
         generation: &Generation,
         entry: &RouteEntry,
         shutdown: ShutdownWatch,
     ) {
-        let route = &*entry.route;
         let started = Instant::now();
-        let client = generation.admission.client_ip(conn.peer, &head);
-        let admitted = match upgrade::check(&head) {
-            Err(rejection) => Err(rejection),
-            Ok(_) if *shutdown.borrow() => {
-                Err(Rejection::new(Reason::ShuttingDown, 503, "shutting down\n"))
-            }
-            Ok(upgrade) => generation
-                .admission
-                .admit(&head, route, client, conn.peer_cert.as_deref(), &upgrade)
-                .await
-                .map(|(admitted, permit)| (upgrade, admitted, permit)),
-        };
-        let (upgrade, admitted, permit) = match admitted {
-            Ok(ok) => ok,
-            Err(rejection) => {
-                self.refuse(&mut conn, &route.path, client, &rejection, started)
-                    .await;
-                return;
-            }
-        };
-        let deflate = deflate::accept(&upgrade.offered_extensions, &entry.compression);
-        let accepted = Accepted {
+        let stopping = *shutdown.borrow();
+        let decision = generation
+            .admission
+            .decide(admission::Request {
+                head: &head,
+                route: &entry.route,
+                peer: conn.peer,
+                peer_cert: conn.peer_cert.as_deref(),
+                stopping,
+            })
+            .await;
+        let mut hs = Handshake {
+            edge: self,
+            conn,
             generation,
             entry,
-            client,
-            admitted,
-            permit,
-            accept: upgrade.accept,
-            deflate,
+            client: decision.client,
             started,
             shutdown,
         };
-        match route.mode {
-            Mode::Relay => self.relay(conn, head, accepted).await,
+        let admit = match decision.verdict {
+            Ok(admit) => admit,
+            Err(rejection) => return hs.refuse(&rejection).await,
+        };
+        let deflate = deflate::accept(
+            &admit.upgrade.offered_extensions,
+            &entry.session.compression,
+        );
+        let accepted = Accepted {
+            admitted: admit.admitted,
+            permit: admit.permit,
+            accept: admit.upgrade.accept,
+            deflate,
+        };
+        match entry.route.mode {
+            Mode::Relay => self.relay(hs, head, accepted).await,
             _ => {
                 drop(head);
-                self.echo(conn, accepted).await
+                self.echo(hs, accepted).await
             }
         }
     }
 
-    /// Register the session, then write the `101` (with the chosen subprotocol) and count the
-    /// handshake. The session is registered before the client can see the 101, so an operator
-    /// who sees the socket open can also find and close it; and a revocation made while the
-    /// handshake was in flight is honoured here (refused with 401) rather than missed. On
-    /// success the session is counted for the graceful stop and in the metrics until [`Held`]
-    /// drops.
+    /// Register the session, then write the `101` (with the chosen subprotocol and the agreed
+    /// extension) and count the handshake. The session is registered before the client can see
+    /// the 101, so an operator who sees the socket open can also find and close it; and a
+    /// revocation made while the handshake was in flight is honoured here (refused with 401)
+    /// rather than missed. On success the session is counted for the graceful stop and in the
+    /// metrics until [`Held`] drops.
     async fn switch_protocols(
         self: &Arc<Self>,
-        conn: &mut Conn,
-        a: Accepted<'_>,
+        hs: &mut Handshake<'_>,
+        a: Accepted,
         upstream: Option<&str>,
         protocol: Option<&str>,
     ) -> Option<(Held, SessionContext)> {
-        let registered = self.register(&a, upstream, protocol);
+        let registered = self.register(hs, &a.admitted, upstream, protocol);
         if let Err(rejection) = not_revoked(a.admitted.subject.as_deref(), a.admitted.jti()) {
-            self.refuse(conn, a.route(), a.client, &rejection, a.started)
-                .await;
+            hs.refuse(&rejection).await;
             return None;
         }
         let extension = a.deflate.as_ref().map(|(_, header)| header.as_str());
@@ -205,17 +230,15 @@ impl Edge {
         // Counted for the graceful stop before the client can see the 101, so that a stop
         // signalled right after it still waits for this session.
         let counted = self.sessions.open();
-        let io = &mut conn.io;
+        let io = &mut hs.conn.io;
         let written = io.write_all(&response).await.is_ok() && io.flush().await.is_ok();
-        let metrics = self.report.switched(a.route(), written, a.started)?;
-        let route = &a.entry.route;
-        let limits = &a.generation.config.limits;
-        let ctx = self.session_context(&a, route.max_message_bytes(limits), &registered);
+        let metrics = self.report.switched(hs.route(), written, hs.started)?;
+        let ctx = self.session_context(hs, &a.admitted, &registered);
         let held = Held {
             edge: self.clone(),
-            route: route.clone(),
+            route: hs.entry.route.clone(),
             who: Who {
-                client: a.client,
+                client: hs.client,
                 subject: a.admitted.subject,
                 cluster_fallback: a.admitted.cluster_fallback,
                 extension: a.deflate.map(|(agreed, _)| agreed),
@@ -231,15 +254,16 @@ impl Edge {
     /// Put an open session in the registry (the admin API lists and closes it from there).
     fn register(
         &self,
-        a: &Accepted<'_>,
+        hs: &Handshake<'_>,
+        admitted: &Admitted,
         upstream: Option<&str>,
         subprotocol: Option<&str>,
     ) -> Registered {
         self.registry.register(SessionInfo {
-            route: a.entry.route.clone(),
-            subject: a.admitted.subject.clone(),
-            jti: a.admitted.jti().map(String::from),
-            client: a.client,
+            route: hs.entry.route.clone(),
+            subject: admitted.subject.clone(),
+            jti: admitted.jti().map(String::from),
+            client: hs.client,
             upstream: upstream.map(String::from),
             subprotocol: subprotocol.map(String::from),
         })
@@ -249,53 +273,45 @@ impl Edge {
     /// policy, expiry, meter, and its registry entry's counters and close signal.
     fn session_context(
         &self,
-        a: &Accepted<'_>,
-        client_max: usize,
+        hs: &Handshake<'_>,
+        admitted: &Admitted,
         registered: &Registered,
     ) -> SessionContext {
-        let route = &a.entry.route;
-        let admission = &a.generation.admission;
+        let settings = hs.settings();
         SessionContext {
             stop: StopSignal::new(
-                a.shutdown.clone(),
-                a.entry.removed(),
-                a.generation.config.server.drain_window(),
+                hs.shutdown.clone(),
+                hs.entry.removed(),
+                settings.drain_window,
             ),
-            close_timeout: a.generation.config.limits.close_timeout.0,
-            inbound: Guard::new(client_max, Rates::of(admission.limits(route))),
-            expiry: Expiry::at(a.admitted.expires_at),
-            meter: self.report.metrics.meter(&route.path),
+            close_timeout: settings.close_timeout,
+            inbound: Guard::new(settings.client_max, settings.rates),
+            expiry: Expiry::at(admitted.expires_at),
+            meter: self.report.metrics.meter(hs.route()),
             counters: registered.counters.clone(),
-            control: Control::new(
-                registered.close.clone(),
-                route.max_session_duration.map(|d| d.0),
-            ),
+            control: Control::new(registered.close.clone(), settings.max_session_duration),
         }
     }
 
     /// The local echo. It speaks any subprotocol: it picks the client's first (never a token
     /// entry), since browsers fail a handshake that offered protocols and got none back.
-    async fn echo(self: &Arc<Self>, mut conn: Conn, a: Accepted<'_>) {
+    async fn echo(self: &Arc<Self>, mut hs: Handshake<'_>, a: Accepted) {
         let protocol = a.admitted.protocols.first().cloned();
-        let route = a.entry.route.clone();
-        let limits = &a.generation.config.limits;
-        let max_message = route.max_message_bytes(limits);
-        // The echo sends back what it received, behind its prefix.
-        let config =
-            session::websocket_config(limits, max_message, max_message + route.echo_prefix().len())
-                .compressed_messages(a.deflate.is_some());
+        let route = hs.entry.route.clone();
+        let settings = hs.settings();
+        let config = settings.client_ws.compressed_messages(a.deflate.is_some());
         let translate = a
             .deflate
             .as_ref()
-            .map(|(agreed, _)| Translate::echo(agreed, &a.entry.compression))
+            .map(|(agreed, _)| Translate::echo(agreed, &settings.compression))
             .unwrap_or_default();
         let Some((held, ctx)) = self
-            .switch_protocols(&mut conn, a, None, protocol.as_deref())
+            .switch_protocols(&mut hs, a, None, protocol.as_deref())
             .await
         else {
             return;
         };
-        let (io, early) = conn.into_parts();
+        let (io, early) = hs.conn.into_parts();
         // Frames the client sent right behind its head are kept.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
         held.spawn(echo::run(ws, EchoPrefix(route), ctx, translate).map(|end| (end, None)));
@@ -303,57 +319,54 @@ impl Edge {
 
     /// A relay route: connect and handshake upstream first, then the `101` with the upstream's
     /// subprotocol, then the frames both ways.
-    async fn relay(self: &Arc<Self>, mut conn: Conn, head: RequestHead, a: Accepted<'_>) {
-        let route = &a.entry.route;
-        let Some(relay) = a.generation.relays.get(&route.path).cloned() else {
+    async fn relay(self: &Arc<Self>, mut hs: Handshake<'_>, head: RequestHead, a: Accepted) {
+        let Some(relay) = hs.generation.relays.get(hs.route()).cloned() else {
             let rejection = Rejection::new(Reason::UpstreamUnavailable, 502, "no upstream\n");
-            self.refuse(&mut conn, &route.path, a.client, &rejection, a.started)
-                .await;
-            return;
+            return hs.refuse(&rejection).await;
         };
-        let limits = &a.generation.config.limits;
-        let client_max = route.max_message_bytes(limits);
-        let upstream_max = route.upstream_max_message_bytes.unwrap_or(client_max);
-        // Each side writes the other side's messages.
-        let client_config = session::websocket_config(limits, client_max, upstream_max)
-            .compressed_messages(a.deflate.is_some());
-        let client_deflate = a.deflate.as_ref().map(|(agreed, _)| agreed);
-        let offer = Offer::new(&a.entry.compression, client_deflate);
+        let settings = hs.settings();
+        let client_config = settings.client_ws.compressed_messages(a.deflate.is_some());
+        let client_deflate = a.deflate.as_ref().map(|(agreed, _)| *agreed);
+        let offer = Offer::new(&settings.compression, client_deflate.as_ref());
         let connect = relay.connect(
             &head,
             &a.admitted,
-            conn.is_tls(),
+            hs.conn.is_tls(),
             offer.as_ref(),
-            session::websocket_config(limits, upstream_max, client_max),
+            settings.upstream_ws,
         );
-        let mut shutdown = a.shutdown.clone();
+        let mut shutdown = hs.shutdown.clone();
         let connected = tokio::select! {
             c = connect => c,
             _ = shutting_down(&mut shutdown) => {
                 let rejection = Rejection::new(Reason::ShuttingDown, 503, "shutting down\n");
-                self.refuse(&mut conn, &route.path, a.client, &rejection, a.started).await;
-                return;
+                return hs.refuse(&rejection).await;
             }
         };
         let connected = match connected {
             Ok(c) => c,
-            Err(e) => {
-                self.refuse(&mut conn, &route.path, a.client, &e.rejection(), a.started)
-                    .await;
-                return;
-            }
+            Err(e) => return hs.refuse(&e.rejection()).await,
         };
         drop(head);
         let upstream = connected.upstream;
-        let settings = relay.settings;
+        let settings = hs.settings();
         let (to_upstream, to_client) = Translate::relay(
-            client_deflate,
+            client_deflate.as_ref(),
             connected.switched.deflate.as_ref(),
-            &a.entry.compression,
+            &settings.compression,
         );
+        let timers = settings.relay.expect("a relay route has relay settings");
+        let opts = RelayOptions {
+            outbound: Guard::new(settings.upstream_max, Rates::default()),
+            ping_interval: timers.ping_interval,
+            ping_timeout: timers.ping_timeout,
+            idle_timeout: timers.idle_timeout,
+            to_upstream,
+            to_client,
+        };
         let Some((held, ctx)) = self
             .switch_protocols(
-                &mut conn,
+                &mut hs,
                 a,
                 Some(relay.upstreams[upstream].label()),
                 connected.switched.protocol.as_deref(),
@@ -362,15 +375,7 @@ impl Edge {
         else {
             return;
         };
-        let (io, early) = conn.into_parts();
-        let opts = RelayOptions {
-            outbound: Guard::new(upstream_max, Rates::default()),
-            ping_interval: settings.ping_interval,
-            ping_timeout: settings.ping_timeout,
-            idle_timeout: settings.idle_timeout,
-            to_upstream,
-            to_client,
-        };
+        let (io, early) = hs.conn.into_parts();
         let client_ws =
             WebSocketStream::from_partially_read(io, early, Role::Server, Some(client_config))
                 .await;

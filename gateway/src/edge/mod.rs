@@ -116,17 +116,12 @@ impl Edge {
         Some((conn, deadline))
     }
 
-    /// Answer a refused request (after counting and logging it, so whoever sees the answer also
-    /// finds it in the metrics and the log).
-    async fn refuse(
-        &self,
-        conn: &mut Conn,
-        route: &str,
-        client: Option<std::net::IpAddr>,
-        rejection: &Rejection,
-        started: Instant,
-    ) {
-        self.report.rejected(route, client, rejection, started);
+    /// Answer a request refused before it reached a route (a broken head, a WebSocket upgrade
+    /// to no route), after counting and logging it; a routed handshake refuses through its
+    /// own value (`handshake::Handshake::refuse`).
+    async fn refuse_unrouted(&self, conn: &mut Conn, rejection: &Rejection) {
+        self.report
+            .rejected(NO_ROUTE, conn.peer, rejection, Instant::now());
         let _ = rejection.answer.write(&mut conn.io, false, false).await;
     }
 
@@ -180,9 +175,7 @@ impl Edge {
                             _ => Reason::BadRequest,
                         };
                         let rejection = Rejection::new(reason, status, format!("{why}\n"));
-                        let peer = conn.peer;
-                        self.refuse(&mut conn, NO_ROUTE, peer, &rejection, Instant::now())
-                            .await;
+                        self.refuse_unrouted(&mut conn, &rejection).await;
                     }
                     return;
                 }
@@ -192,9 +185,7 @@ impl Edge {
                 if head.header_has_token("upgrade", "websocket") {
                     // A WebSocket upgrade to nowhere is a refused handshake.
                     let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
-                    let peer = conn.peer;
-                    self.refuse(&mut conn, NO_ROUTE, peer, &rejection, Instant::now())
-                        .await;
+                    self.refuse_unrouted(&mut conn, &rejection).await;
                     return;
                 }
                 let answer = Answer::new(404, "no route\n");

@@ -1,6 +1,6 @@
 //! Matching a request to a route, and each route's "removed by a reload" signal.
 
-use crate::config::compression::Compression;
+use crate::session::settings::SessionSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use crate::config::{Config, Route};
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     pub(crate) route: Arc<Route>,
-    /// The route's permessage-deflate settings, resolved once per generation.
-    pub(crate) compression: Compression,
+    /// What its sessions need from the configuration, resolved once per generation.
+    pub(crate) session: SessionSettings,
     removed: watch::Sender<bool>,
 }
 
@@ -48,7 +48,7 @@ impl Router {
                     None => watch::channel(false).0,
                 };
                 let entry = RouteEntry {
-                    compression: r.compression(),
+                    session: SessionSettings::of(config, r),
                     route: Arc::new(r.clone()),
                     removed,
                 };

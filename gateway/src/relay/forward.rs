@@ -9,10 +9,11 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::admission::token::extract::{strip_cookie, strip_query_param};
 use crate::admission::Admitted;
-use crate::config::{defaults, Route};
-use crate::core::credential::is_token_subprotocol;
+use crate::config::Route;
+use crate::core::credential::{
+    is_token_subprotocol, strip_cookie, strip_query_param, PolicyCredentials,
+};
 use crate::core::header;
 use crate::core::url::Url;
 use crate::net::http1::RequestHead;
@@ -21,13 +22,15 @@ use crate::net::websocket::headers;
 /// The forwarding rules of one relay route.
 pub(crate) struct Forwarding {
     forward_token: bool,
+    /// What of the client's request belongs to the route's policy.
+    credentials: PolicyCredentials,
     subprotocols: Option<Vec<String>>,
     forward_claims: Vec<(String, HeaderName)>,
 }
 
 impl Forwarding {
-    /// The rules of a validated route.
-    pub(crate) fn of(route: &Route) -> Result<Forwarding, String> {
+    /// The rules of a validated route under its policy's `credentials`.
+    pub(crate) fn of(route: &Route, credentials: PolicyCredentials) -> Result<Forwarding, String> {
         let forward_claims = route
             .forward_claims
             .iter()
@@ -40,6 +43,7 @@ impl Forwarding {
             .collect::<Result<_, _>>()?;
         Ok(Forwarding {
             forward_token: route.relay().forward_token,
+            credentials,
             subprotocols: route.subprotocols.clone(),
             forward_claims,
         })
@@ -81,14 +85,14 @@ impl Forwarding {
             let n = name.as_str();
             let drop = headers::never_forwarded(n, &connection_listed)
                 || self.forward_claims.iter().any(|(_, h)| h == name)
-                || admitted.identity_header_names.contains(name);
+                || self.credentials.identity_headers.contains(name);
             if !drop {
                 headers.append(name.clone(), value.clone());
             }
         }
         if !forward_token {
             // The token's cookie stays with the gateway.
-            if let Some(name) = &admitted.token_cookie {
+            if let Some(name) = &self.credentials.cookie {
                 let cookies: Vec<String> = headers
                     .get_all(http::header::COOKIE)
                     .iter()
@@ -170,14 +174,10 @@ impl Forwarding {
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
 
-        let token_param = admitted
-            .token_query_param
-            .as_deref()
-            .unwrap_or(defaults::QUERY_PARAM);
         let target = join_query(
             &upstream.path_and_query,
             head.target.split_once('?').map(|(_, q)| q),
-            (!forward_token).then_some(token_param),
+            (!forward_token).then_some(self.credentials.query_param.as_str()),
         );
         let scheme = upstream.scheme.as_str();
         let uri = format!("{scheme}://{}{target}", upstream.host_header());
@@ -270,6 +270,14 @@ mod tests {
         Config::parse(&text, "t", None).unwrap().routes.remove(0)
     }
 
+    /// A policy that reads its token from the default query parameter only.
+    fn credentials() -> PolicyCredentials {
+        PolicyCredentials {
+            query_param: crate::config::defaults::QUERY_PARAM.into(),
+            ..PolicyCredentials::default()
+        }
+    }
+
     fn head(headers: &[(&str, &str)], target: &str) -> RequestHead {
         RequestHead::for_test("GET", target, headers)
     }
@@ -283,7 +291,7 @@ mod tests {
         let route = route(
             "upstreams = [\"ws://backend:9001/chat?v=1\"]\nsubprotocols = [\"chat.v2\", \"chat.v1\"]\nforward_claims = { sub = \"X-Auth-Subject\", tenant = \"X-Tenant\" }",
         );
-        let r = Forwarding::of(&route).unwrap();
+        let r = Forwarding::of(&route, credentials()).unwrap();
         let h = head(
             &[
                 ("host", "gw.example"),
@@ -350,7 +358,7 @@ mod tests {
     #[test]
     fn tokens_only_when_asked() {
         let route = route("upstreams = [\"ws://[::1]:9001/\"]\nforward_token = true");
-        let r = Forwarding::of(&route).unwrap();
+        let r = Forwarding::of(&route, credentials()).unwrap();
         let h = head(&[("authorization", "Bearer t0k")], "/r?access_token=t0k");
         let admitted = Admitted {
             client_ip: Some("::1".parse().unwrap()),
@@ -368,7 +376,7 @@ mod tests {
         let route = route(
             "upstreams = [\"ws://backend:9001/\"]\nforward_claims = { sub = \"X-Auth-Subject\", roles = \"X-Roles\" }",
         );
-        let r = Forwarding::of(&route).unwrap();
+        let r = Forwarding::of(&route, credentials()).unwrap();
         let h = head(&[("host", "gw")], "/r");
         let send = |sub: serde_json::Value| {
             let mut claims = serde_json::Map::new();

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, Mode, RelaySettings, Route};
+use crate::core::credential::PolicyCredentials;
 use crate::net::client_tls::{client_config, have_system_roots, ClientTlsError, Identity};
 use crate::obs::metrics::Metrics;
 use forward::Forwarding;
@@ -46,12 +47,18 @@ impl Relays {
     /// route key, like configuration errors. With `previous` (a reload), a route that keeps its
     /// path keeps its rotation, and an upstream that keeps its URL and TLS settings keeps its
     /// health and open-socket count. Nothing live is touched: see [`Relays::publish`].
-    pub(crate) fn build(config: &Config, previous: Option<&Relays>) -> Result<Relays, String> {
+    /// `credentials` tells what of a client's request belongs to a route's policy (admission's
+    /// answer, built once per generation): it never goes upstream as sent.
+    pub(crate) fn build(
+        config: &Config,
+        previous: Option<&Relays>,
+        credentials: impl Fn(&Route) -> PolicyCredentials,
+    ) -> Result<Relays, String> {
         let mut by_path = HashMap::new();
         for (i, route) in config.routes.iter().enumerate() {
             if route.mode == Mode::Relay {
                 let prev = previous.and_then(|p| p.by_path.get(&route.path));
-                let relay = RelayRoute::build(route, prev.map(|p| &**p))
+                let relay = RelayRoute::build(route, prev.map(|p| &**p), credentials(route))
                     .map_err(|e| format!("routes[{i}].{e}"))?;
                 by_path.insert(route.path.clone(), Arc::new(relay));
             }
@@ -123,7 +130,11 @@ pub(crate) struct RelayRoute {
 
 impl RelayRoute {
     /// Build from a validated route. Errors start with the key (the caller adds `routes[i].`).
-    fn build(route: &Route, previous: Option<&RelayRoute>) -> Result<RelayRoute, String> {
+    fn build(
+        route: &Route,
+        previous: Option<&RelayRoute>,
+        credentials: PolicyCredentials,
+    ) -> Result<RelayRoute, String> {
         let urls = route.upstreams.clone().unwrap_or_default();
         if urls.is_empty() {
             return Err("upstreams: a relay route needs at least one upstream".into());
@@ -157,7 +168,7 @@ impl RelayRoute {
             tls,
             tls_keys,
             sni,
-            forwarding: Forwarding::of(route)?,
+            forwarding: Forwarding::of(route, credentials)?,
             next: previous.map_or_else(Arc::default, |p| p.next.clone()),
         })
     }
@@ -206,7 +217,7 @@ mod tests {
     }
 
     fn route(extra: &str) -> Arc<RelayRoute> {
-        Relays::build(&config(extra), None)
+        Relays::build(&config(extra), None, |_| PolicyCredentials::default())
             .unwrap()
             .get("/r")
             .unwrap()
@@ -243,14 +254,15 @@ mod tests {
     #[test]
     fn a_reload_keeps_health_and_counts_of_unchanged_upstreams() {
         let two = "upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\"]\nbalance = \"least_connections\"";
-        let old = Relays::build(&config(two), None).unwrap();
+        let old = Relays::build(&config(two), None, |_| PolicyCredentials::default()).unwrap();
         let r = old.get("/r").unwrap();
         r.upstreams[0].eject(std::time::Duration::from_secs(60));
         let held = r.upstreams[1].hold();
 
         // The same upstreams (and one more): state carried over.
         let three = "upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\", \"ws://127.0.0.1:3/c\"]\nbalance = \"least_connections\"";
-        let new = Relays::build(&config(three), Some(&old)).unwrap();
+        let new =
+            Relays::build(&config(three), Some(&old), |_| PolicyCredentials::default()).unwrap();
         let n = new.get("/r").unwrap();
         assert_eq!(n.upstreams[1].active(), 1);
         assert_eq!(n.candidates(), [2, 1], "the ejected upstream stays out");
@@ -265,11 +277,20 @@ mod tests {
         let tls = |sni: &str| {
             format!("upstreams = [\"wss://127.0.0.1:1/a\", \"wss://127.0.0.1:2/b\"]\nupstream_sni = \"{sni}\"")
         };
-        let old = Relays::build(&config(&tls("a.test")), None).unwrap();
+        let old = Relays::build(&config(&tls("a.test")), None, |_| {
+            PolicyCredentials::default()
+        })
+        .unwrap();
         old.get("/r").unwrap().upstreams[0].eject(std::time::Duration::from_secs(60));
-        let same = Relays::build(&config(&tls("a.test")), Some(&old)).unwrap();
+        let same = Relays::build(&config(&tls("a.test")), Some(&old), |_| {
+            PolicyCredentials::default()
+        })
+        .unwrap();
         assert_eq!(same.get("/r").unwrap().candidates().len(), 1);
-        let changed = Relays::build(&config(&tls("b.test")), Some(&old)).unwrap();
+        let changed = Relays::build(&config(&tls("b.test")), Some(&old), |_| {
+            PolicyCredentials::default()
+        })
+        .unwrap();
         assert_eq!(changed.get("/r").unwrap().candidates().len(), 2);
     }
 }

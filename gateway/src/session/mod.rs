@@ -18,6 +18,7 @@ pub(crate) mod guard;
 pub(crate) mod idle;
 pub(crate) mod registry;
 pub(crate) mod relay;
+pub(crate) mod settings;
 pub(crate) mod stop;
 
 use std::sync::Arc;

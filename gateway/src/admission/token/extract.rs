@@ -2,8 +2,8 @@
 //! parameter or a cookie; and the request's target and cookies without it (for forwarding and
 //! for logs). Each source says whether it holds none, one, or more than one token.
 
-use std::borrow::Cow;
-
+#[cfg(test)]
+use crate::core::credential::strip_query_param;
 use crate::core::credential::{bearer_token, BEARER_SUBPROTOCOL_PREFIX};
 use crate::core::header;
 use crate::net::http1::RequestHead;
@@ -59,16 +59,6 @@ pub(crate) fn cookie(head: &RequestHead, name: &str) -> Found {
     )
 }
 
-/// A `Cookie` header value without the cookie `name`; `None` when nothing is left.
-pub(crate) fn strip_cookie(value: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = value
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(name))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
-}
-
 /// The query of a request target (after `?`, before any `#`).
 fn query_of(target: &str) -> Option<&str> {
     target.split_once('?')?.1.split('#').next()
@@ -89,27 +79,6 @@ pub(crate) fn query_param(target: &str, name: &str) -> Found {
 pub(crate) fn has_query_param(target: &str, name: &str) -> bool {
     let query = query_of(target).unwrap_or_default();
     form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == name && !v.is_empty())
-}
-
-/// The decoded name of one raw `name=value` query pair.
-fn pair_name(pair: &str) -> Cow<'_, str> {
-    form_urlencoded::parse(pair.as_bytes())
-        .next()
-        .map_or(Cow::Borrowed(""), |(k, _)| k)
-}
-
-/// The request target without the query parameter `name` (for forwarding and for logs); the
-/// other pairs stay exactly as sent. Percent-encoded names count too (`access%5Ftoken`).
-pub(crate) fn strip_query_param(target: &str, name: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else {
-        return target.to_string();
-    };
-    let kept: Vec<&str> = query.split('&').filter(|p| pair_name(p) != name).collect();
-    if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
 }
 
 #[cfg(test)]
