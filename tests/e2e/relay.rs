@@ -972,3 +972,101 @@ async fn readyz_flips_when_the_only_upstream_dies() {
     let _up = Upstream::serve(port.listen(), Handshake::default(), echo());
     ready(200).await;
 }
+
+/// An upstream that closes with a code no endpoint may send (1005, 1006, 1015) broke the
+/// protocol: the client is not blamed with 1002 but told 1011, and the access line names the
+/// upstream and the reason.
+#[tokio::test]
+async fn an_upstream_close_with_a_reserved_code_gives_the_client_1011() {
+    for code in [1005u16, 1006, 1015] {
+        let up = Upstream::start(
+            Handshake::default(),
+            handler(move |mut ws, _tx| async move {
+                // The first message is answered with a close carrying `code` on the wire.
+                if let Some(Ok(_)) = ws.next().await {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: "".into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            }),
+        )
+        .await;
+        let gw = Gateway::start(&relay_route("/r", &[up.url("/")], "")).await;
+        let mut ws = gw.ws("/r").await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (1011, "upstream protocol error".into()),
+            "upstream close {code}"
+        );
+        let line = gw
+            .wait_log_line("the session's access line", |l| {
+                l.contains("] session route=/r")
+            })
+            .await;
+        assert!(
+            line.contains("end_reason=upstream_protocol_error") && line.contains("upstream="),
+            "{line}"
+        );
+    }
+}
+
+/// A forwarded claim that no header can carry faithfully refuses the handshake (the upstream
+/// would otherwise see an authenticated session without its identity); UTF-8 goes as it is.
+#[tokio::test]
+async fn a_claim_no_header_can_carry_refuses_the_handshake() {
+    use crate::tokens::{claims, sign, write_keys};
+    use jsonwebtoken::Algorithm;
+    let mut up = Upstream::echo().await;
+    let route = relay_route(
+        "/id",
+        &[up.url("/")],
+        "policy = \"p\"\nforward_claims = { sub = \"X-Auth-Subject\", roles = \"X-Roles\" }",
+    );
+    let gw = Gateway::start_prepared(
+        true,
+        &format!(
+            "{route}\n[policies.p.jwt]\nkeys = [{{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }}]\n\
+             max_token_bytes = 131072\n[limits]\nmax_head_bytes = 262144\n"
+        ),
+        write_keys,
+    )
+    .await;
+    let token = |sub: serde_json::Value| {
+        sign(
+            Algorithm::ES256,
+            None,
+            &claims(serde_json::json!({ "sub": sub, "roles": ["a", "b"] })),
+        )
+    };
+    // A 64 KiB claim (the head and token limits are raised so that the token is admitted).
+    let long = "x".repeat(64 * 1024);
+    for bad in [
+        "a\rb",
+        "a\nb",
+        "a\r\nX-Admin: yes",
+        "a\u{0}b",
+        long.as_str(),
+    ] {
+        let (status, answer) = gw.try_handshake("/id", &bearer(&token(bad.into()))).await;
+        let shown: String = bad.chars().take(40).collect();
+        assert_eq!(status, 403, "{shown:?}: {answer}");
+        assert!(
+            answer.ends_with("identity cannot be forwarded\n"),
+            "{answer}"
+        );
+    }
+    gw.wait_metric(r#"portcullis_rejections_total{reason="identity_unforwardable",route="/id"} 5"#)
+        .await;
+    // Non-ASCII and an array claim reach the upstream intact.
+    let (status, _) = gw
+        .try_handshake("/id", &bearer(&token("José 🙂".into())))
+        .await;
+    assert_eq!(status, 101);
+    let (h, _) = up.request().await;
+    assert_eq!(h["x-auth-subject"].as_bytes(), "José 🙂".as_bytes());
+    assert_eq!(h["x-roles"], "a,b");
+}
