@@ -32,6 +32,7 @@ use crate::core::credential::{
 use crate::core::log_format::LogFormat;
 use crate::core::reason::Reason;
 use crate::net::http1::{self, HeadLimits, RequestHead};
+use crate::net::websocket::config::websocket_config;
 use crate::net::websocket::deflate::{Agreed, Direction};
 use crate::net::websocket::request as upgrade;
 use crate::obs::access_log::{rejection_fields, AccessLog, RejectionRecord};
@@ -557,7 +558,7 @@ pub fn echo_session(data: &[u8]) {
         // permessage-deflate agreed for odd chunk sizes (a choice the input already makes, so
         // the committed seeds keep their meaning): RSV1 frames are then inflated.
         let deflate = (choices.chunk % 2 == 1).then(fuzz_agreement);
-        let config = session::websocket_config(
+        let config = websocket_config(
             &limits,
             choices.max_message,
             choices.max_message + prefix.len(),
@@ -627,7 +628,7 @@ pub fn relay_session(data: &[u8]) {
         let (gw_client, client) = tokio::io::duplex(16 * 1024);
         let (gw_upstream, upstream) = tokio::io::duplex(16 * 1024);
         let limits = Limits::default();
-        let config = session::websocket_config(&limits, choices.max_message, choices.max_message);
+        let config = websocket_config(&limits, choices.max_message, choices.max_message);
         let ctx = choices.context(shutdown);
         let session = async {
             let client_config = config.compressed_messages(client_deflate.is_some());

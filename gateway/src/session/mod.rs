@@ -6,8 +6,8 @@
 //! A session runs as a task of its own, spawned by the edge once the `101` is out
 //! (`edge::handshake`): it owns its streams and a [`SessionContext`] (all it needs from
 //! admission and the configuration), not the handshake's state, and it returns how it ended for
-//! the edge to report. [`websocket_config`] sizes tungstenite's buffers for it, and gives them
-//! back while the socket is idle (the patched tungstenite in `vendor/`).
+//! the edge to report. Its route's settings ([`settings`]) are resolved once per configuration
+//! generation; tungstenite's part of them comes from `net::websocket::config`.
 
 pub(crate) mod close;
 pub(crate) mod control;
@@ -24,9 +24,6 @@ pub(crate) mod stop;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-use crate::config::Limits;
 use crate::core::close::TOKEN_EXPIRED;
 use crate::core::end::{EndReason, Stop};
 use crate::obs::metrics::Meter;
@@ -34,30 +31,6 @@ use control::Control;
 use guard::{Expiry, Guard};
 use registry::{CloseRequest, Counters};
 use stop::StopSignal;
-
-/// tungstenite's configuration for one socket, sized for a gateway: a small read buffer
-/// (tungstenite's default is 128 KiB per socket) that is given back once the socket is quiet,
-/// as is the write buffer ([`idle`]; `release_idle_buffers`, our patch: vendor/README.md),
-/// eager writes, and a bounded write queue.
-/// `read_max` is the largest message this socket may receive; `write_max` the largest it must
-/// send (tungstenite refuses to queue a message larger than its write queue).
-pub(crate) fn websocket_config(
-    limits: &Limits,
-    read_max: usize,
-    write_max: usize,
-) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(limits.read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(
-            limits
-                .max_write_buffer_bytes
-                .max(write_max.saturating_add(64)),
-        )
-        .max_message_size(Some(read_max))
-        .max_frame_size(Some(read_max))
-        .release_idle_buffers(Some(idle::QUIET))
-}
 
 /// What every session needs besides its socket: the stop signal, the close timeout, the
 /// policy for messages from the client, the token's expiry, and the route's message counters.

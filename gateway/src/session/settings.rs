@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::guard::Rates;
-use super::websocket_config;
 use crate::config::compression::Compression;
 use crate::config::{Config, Mode, Route};
+use crate::net::websocket::config::websocket_config;
 
 /// A relay route's clocks.
 #[derive(Debug, Clone, Copy)]

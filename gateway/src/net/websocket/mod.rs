@@ -1,6 +1,6 @@
 //! The WebSocket protocol's one owner (RFC 6455, RFC 7692): the client's opening handshake
 //! ([`request`]) and the gateway's `101` ([`answer`]), the extension grammar ([`extensions`])
-//! and permessage-deflate ([`deflate`]), the upstream handshake the gateway makes as a client
+//! and permessage-deflate ([`deflate`]), tungstenite's settings for a socket ([`config`]), the upstream handshake the gateway makes as a client
 //! and the checks on its answer ([`upstream`]), the header rules of both ([`headers`]), and a
 //! refused handshake ([`Rejection`]).
 //!
@@ -8,6 +8,7 @@
 //! decides what both sides agreed to, so that the sessions only apply it.
 
 pub(crate) mod answer;
+pub(crate) mod config;
 pub(crate) mod deflate;
 pub(crate) mod extensions;
 pub(crate) mod headers;
