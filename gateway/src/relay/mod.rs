@@ -29,9 +29,10 @@ use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{Config, Mode, RelaySettings, Route};
+use crate::config::{Balancing, Config, Mode, RelaySettings, Route};
 use crate::net::client_tls::{client_config, have_system_roots, ClientTlsError, Identity};
 use crate::obs::metrics::Metrics;
+use balance::{Choice, Selection};
 use forward::Forwarding;
 use upstream::Upstream;
 
@@ -65,20 +66,23 @@ impl Relays {
 
     /// Publish every upstream's series and health (the generation goes into force).
     pub(crate) fn publish(&self, metrics: &Metrics) {
-        for route in self.by_path.values() {
+        for (path, route) in &self.by_path {
+            if route.selection.wants_key() {
+                metrics.init_hash_route(path);
+            }
             for upstream in &route.upstreams {
                 upstream.publish(metrics);
             }
         }
     }
 
-    /// Readiness: every relay route has at least one upstream in the rotation.
+    /// Readiness: every relay route has at least one upstream that takes new sockets.
     pub(crate) fn ready(&self) -> Result<(), String> {
         let now = Instant::now();
         let mut down: Vec<&str> = self
             .by_path
             .iter()
-            .filter(|(_, r)| !r.upstreams.iter().any(|u| u.is_available(now)))
+            .filter(|(_, r)| !r.upstreams.iter().any(|u| u.takes_new(now)))
             .map(|(path, _)| path.as_str())
             .collect();
         down.sort_unstable();
@@ -109,9 +113,13 @@ impl TlsKeys {
     }
 }
 
-/// A relay route: its upstreams, TLS client settings, and forwarding rules.
+/// A relay route: its upstreams, how it balances over them, TLS client settings, and
+/// forwarding rules.
 pub(crate) struct RelayRoute {
+    pub(crate) path: String,
     pub(crate) settings: RelaySettings,
+    pub(crate) balancing: Balancing,
+    selection: Box<dyn Selection>,
     pub(crate) upstreams: Vec<Upstream>,
     tls: Option<TlsConnector>,
     tls_keys: TlsKeys,
@@ -124,11 +132,11 @@ pub(crate) struct RelayRoute {
 impl RelayRoute {
     /// Build from a validated route. Errors start with the key (the caller adds `routes[i].`).
     fn build(route: &Route, previous: Option<&RelayRoute>) -> Result<RelayRoute, String> {
-        let urls = route.upstreams.clone().unwrap_or_default();
-        if urls.is_empty() {
+        let entries = route.upstreams.clone().unwrap_or_default();
+        if entries.is_empty() {
             return Err("upstreams: a relay route needs at least one upstream".into());
         }
-        let tls = if urls.iter().any(|u| u.tls()) {
+        let tls = if entries.iter().any(|u| u.tls()) {
             Some(TlsConnector::from(client_tls(route)?))
         } else {
             None
@@ -142,29 +150,54 @@ impl RelayRoute {
         };
         let tls_keys = TlsKeys::of(route);
         let kept = previous.filter(|p| p.tls_keys == tls_keys);
-        let upstreams = urls
-            .into_iter()
-            .map(|url| {
-                let state = kept
-                    .and_then(|p| p.upstreams.iter().find(|u| u.url == url))
-                    .map_or_else(Arc::default, |u| u.state.clone());
-                Upstream { url, state }
+        // On a reload, an upstream the route did not take new sockets to before (new, or out
+        // of drain) joins now: slow start applies to it.
+        let upstreams = entries
+            .iter()
+            .map(|entry| {
+                let before = kept.and_then(|p| p.upstreams.iter().find(|u| u.url == entry.url));
+                match before {
+                    Some(b) => {
+                        let u = Upstream::with_state(entry, b.state.clone());
+                        if b.drain && !u.drain {
+                            u.joins();
+                        }
+                        u
+                    }
+                    None => Upstream::new(entry, previous.map(|_| Instant::now())),
+                }
             })
             .collect();
+        let next: Arc<AtomicUsize> = previous.map_or_else(Arc::default, |p| p.next.clone());
+        let balancing = route.balancing();
         Ok(RelayRoute {
+            path: route.path.clone(),
             settings: route.relay(),
+            selection: balance::selection(&balancing, next.clone()),
+            balancing,
             upstreams,
             tls,
             tls_keys,
             sni,
             forwarding: Forwarding::of(route)?,
-            next: previous.map_or_else(Arc::default, |p| p.next.clone()),
+            next,
         })
     }
 
-    /// The available upstreams in the order to try them.
-    pub(crate) fn candidates(&self) -> Vec<usize> {
-        balance::candidates(&self.upstreams, self.settings.balance, &self.next)
+    /// The upstreams that take new sockets, in the order a handshake with `key` tries them.
+    pub(crate) fn choose(&self, key: Option<&[u8]>) -> Choice {
+        let pool = balance::pool(&self.upstreams, Instant::now(), self.balancing.slow_start);
+        self.selection.select(&pool, key)
+    }
+
+    /// Whether the route's balancing reads a key from the handshake.
+    pub(crate) fn wants_key(&self) -> bool {
+        self.selection.wants_key()
+    }
+
+    #[cfg(test)]
+    fn candidates(&self) -> Vec<usize> {
+        self.choose(None).order
     }
 }
 
