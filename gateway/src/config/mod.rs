@@ -295,6 +295,22 @@ mod tests {
         assert_eq!(relay.unhealthy_for, defaults::UNHEALTHY_FOR);
         assert!(!relay.forward_token);
 
+        // The table form of an upstream, and a hash route (on a claim: its policy verifies).
+        let hash = format!(
+            "{base}mode = \"relay\"\npolicy = \"p\"\nbalance = \"hash\"\nhash_balance_factor = 1.5\n\
+             slow_start = \"30s\"\nupstreams = [\"ws://a/\", {{ url = \"ws://b/\", weight = 3, drain = true }}]\n\
+             [policies.p.jwt]\nkeys = [{{ alg = \"HS256\", secret_file = \"/etc/hostname\" }}]\n"
+        );
+        let c = Config::parse(&hash, "f", None).unwrap();
+        let entries = c.routes[0].upstreams.as_ref().unwrap();
+        assert_eq!((entries[0].weight, entries[0].drain), (1, false));
+        assert_eq!((entries[1].weight, entries[1].drain), (3, true));
+        let b = c.routes[0].balancing();
+        assert_eq!(b.balance, Balance::Hash);
+        assert_eq!(b.hash_key, HashKey::Claim("sub".into()));
+        assert_eq!(b.hash_balance_factor, 1.5);
+        assert_eq!(b.slow_start, Some(std::time::Duration::from_secs(30)));
+
         let cases = [
             ("mode = \"relay\"", "routes[0].upstreams"),
             ("mode = \"relay\"\nupstreams = []", "routes[0].upstreams"),

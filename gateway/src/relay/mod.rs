@@ -305,4 +305,102 @@ mod tests {
         let changed = Relays::build(&config(&tls("b.test")), Some(&old)).unwrap();
         assert_eq!(changed.get("/r").unwrap().candidates().len(), 2);
     }
+
+    #[test]
+    fn weights_drain_and_round_robin_turns() {
+        let r = route(
+            "upstreams = [{ url = \"ws://127.0.0.1:1/a\", weight = 2 }, \"ws://127.0.0.1:2/b\", \
+             { url = \"ws://127.0.0.1:3/c\", drain = true }]",
+        );
+        assert_eq!(r.upstreams[0].weight, 2);
+        assert!(r.upstreams[2].drain);
+        // The drained upstream takes no turn; the weight-2 one takes two in a row.
+        let firsts: Vec<usize> = (0..6).map(|_| r.candidates()[0]).collect();
+        assert_eq!(firsts, [0, 0, 1, 0, 0, 1]);
+        assert!(!r.candidates().contains(&2));
+
+        // Least connections counts sockets per unit of weight.
+        let lc = route(
+            "upstreams = [{ url = \"ws://127.0.0.1:1/a\", weight = 3 }, \"ws://127.0.0.1:2/b\"]\n\
+             balance = \"least_connections\"",
+        );
+        let held: Vec<_> = (0..2).map(|_| lc.upstreams[0].hold()).collect();
+        assert_eq!(
+            lc.candidates()[0],
+            0,
+            "2 of weight 3 is less loaded than 0 of weight 1"
+        );
+        let one = lc.upstreams[1].hold();
+        assert_eq!(lc.candidates()[0], 0);
+        drop((held, one));
+    }
+
+    #[test]
+    fn a_drained_upstream_keeps_its_open_sockets_and_takes_no_new_ones() {
+        let up =
+            "upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\"]\nbalance = \"hash\"\n\
+                  hash_key = \"header:x-room\"";
+        let old = Relays::build(&config(up), None).unwrap();
+        let room = |r: &RelayRoute, i: usize| r.choose(Some(format!("room-{i}").as_bytes())).order;
+        let r = old.get("/r").unwrap();
+        let on_a = (0..100).find(|&i| room(r, i)[0] == 0).expect("a room on a");
+        let held = r.upstreams[0].hold();
+
+        let drained = "upstreams = [{ url = \"ws://127.0.0.1:1/a\", drain = true }, \"ws://127.0.0.1:2/b\"]\n\
+                       balance = \"hash\"\nhash_key = \"header:x-room\"";
+        let new = Relays::build(&config(drained), Some(&old)).unwrap();
+        let n = new.get("/r").unwrap();
+        assert_eq!(n.upstreams[0].active(), 1, "the open socket stays counted");
+        for i in 0..100 {
+            assert_eq!(room(n, i), [1], "room-{i}");
+        }
+        assert!(new.ready().is_ok());
+        drop(held);
+        assert_eq!(n.upstreams[0].active(), 0);
+
+        // Out of drain by the next reload: back, its rooms with it (no slow start configured).
+        let back = Relays::build(&config(up), Some(&new)).unwrap();
+        assert_eq!(room(back.get("/r").unwrap(), on_a)[0], 0);
+    }
+
+    #[test]
+    fn slow_start_ramps_a_joining_or_returning_upstream() {
+        let window = Some(std::time::Duration::from_secs(100));
+        let r = route("upstreams = [\"ws://127.0.0.1:1/a\", { url = \"ws://127.0.0.1:2/b\", weight = 4 }]\nslow_start = \"100s\"");
+        let now = Instant::now();
+        // There from the start: full weight.
+        assert_eq!(r.upstreams[1].weight_now(now, window), 4.0);
+        // Back from an ejection: from the end of the ejection, a linear climb.
+        r.upstreams[1].eject(std::time::Duration::ZERO);
+        let at = |secs: u64| {
+            r.upstreams[1].weight_now(
+                Instant::now() + std::time::Duration::from_secs(secs),
+                window,
+            )
+        };
+        assert!(at(0) <= 0.05, "{}", at(0));
+        assert!((at(50) - 2.0).abs() < 0.05, "{}", at(50));
+        assert_eq!(at(100), 4.0);
+        assert_eq!(at(1000), 4.0);
+        // Without slow start, full weight at once.
+        assert_eq!(r.upstreams[1].weight_now(Instant::now(), None), 4.0);
+
+        // Joined by a reload: ramps; the upstream that stayed does not.
+        let old = Relays::build(
+            &config("upstreams = [\"ws://127.0.0.1:1/a\"]\nslow_start = \"100s\""),
+            None,
+        )
+        .unwrap();
+        let new = Relays::build(
+            &config("upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\"]\nslow_start = \"100s\""),
+            Some(&old),
+        )
+        .unwrap();
+        let n = new.get("/r").unwrap();
+        assert_eq!(n.upstreams[0].weight_now(Instant::now(), window), 1.0);
+        assert!(n.upstreams[1].weight_now(Instant::now(), window) < 0.05);
+        // In slow start, round robin gives it few of the first turns.
+        let to_b = (0..1000).filter(|_| n.candidates()[0] == 1).count();
+        assert!(to_b < 50, "{to_b} of 1000 turns to the joining upstream");
+    }
 }
