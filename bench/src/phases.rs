@@ -16,6 +16,7 @@ pub type Figures = Vec<(&'static str, f64)>;
 pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
     match section {
         Section::Sweep(_) | Section::Burst => subject != Subject::UpstreamDirect,
+        Section::BalanceRoundRobin | Section::BalanceHash => subject == Subject::Portcullis,
         Section::Hold => match subject {
             Subject::PortcullisEcho => args.hold_echo.is_some(),
             Subject::UpstreamDirect => false,

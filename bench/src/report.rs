@@ -35,6 +35,10 @@ pub enum Section {
     Burst,
     /// A large number of connections held, and the handshake rate at that size (`--hold-*`).
     Hold,
+    /// `--balance`: relay handshakes over three upstreams by round robin...
+    BalanceRoundRobin,
+    /// ... and by `balance = "hash"` of the client address (Portcullis's relay only).
+    BalanceHash,
 }
 
 impl Section {
@@ -81,6 +85,8 @@ impl Section {
             Section::Sweep(size) => return format!("sweep.{size}"),
             Section::Burst => "burst",
             Section::Hold => "hold",
+            Section::BalanceRoundRobin => "balance_round_robin",
+            Section::BalanceHash => "balance_hash",
         }
         .to_string()
     }
@@ -117,9 +123,9 @@ impl Section {
             | Section::HandshakeAuthzMiss
             | Section::HandshakeIntrospection
             | Section::HandshakeLimits
-            | Section::HandshakeCluster => {
-                &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
-            }
+            | Section::HandshakeCluster
+            | Section::BalanceRoundRobin
+            | Section::BalanceHash => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
         }
     }
 
@@ -136,7 +142,10 @@ impl Section {
     /// Whether its figures are put side by side in ratios. A burst's are not: each server is
     /// judged against its own figure before the burst.
     fn compared(self) -> bool {
-        self != Section::Burst
+        !matches!(
+            self,
+            Section::Burst | Section::BalanceRoundRobin | Section::BalanceHash
+        )
     }
 }
 
@@ -559,6 +568,13 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "targets": targets,
         "cluster_vs_local": cluster,
     });
+    if info.extra.contains(&Section::BalanceHash) {
+        let (hs, cpu) = hash_ratio(results);
+        out["hash_vs_round_robin"] = json!({
+            "handshakes_per_second": num(hs),
+            "cpu_us_per_handshake": num(cpu),
+        });
+    }
     let sizes = info.sizes();
     if !sizes.is_empty() {
         out["sweep"] = json!({
@@ -605,6 +621,18 @@ fn cluster_ratio(results: &Results, subject: Subject) -> (Option<f64>, Option<f6
     )
 }
 
+/// `balance = "hash"` against round robin over the same upstreams, Portcullis's relay: the
+/// handshake-rate ratio and the CPU ratio.
+fn hash_ratio(results: &Results) -> (Option<f64>, Option<f64>) {
+    let of = |section, figure| results.median(Subject::Portcullis, section, figure);
+    let ratio =
+        |figure| Some(of(Section::BalanceHash, figure)? / of(Section::BalanceRoundRobin, figure)?);
+    (
+        ratio("handshakes_per_second"),
+        ratio("cpu_us_per_handshake"),
+    )
+}
+
 fn num(v: Option<f64>) -> Value {
     v.filter(|v| v.is_finite())
         .map_or(Value::Null, |v| json!(v))
@@ -644,6 +672,8 @@ fn label(section: Section, figure: &str) -> String {
         Section::HandshakeIntrospection => format!("{base}, with introspection³"),
         Section::HandshakeLimits => format!("{base}, with local limits⁴"),
         Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)⁴"),
+        Section::BalanceRoundRobin => format!("{base}, round robin"),
+        Section::BalanceHash => format!("{base}, hash of the client address"),
         Section::Sweep(size) => format!("{}: {base}", human_size(size)),
         Section::Hold if figure == "handshakes_per_second" || figure == "cpu_us_per_handshake" => {
             format!("{base}, at that size")
@@ -798,6 +828,21 @@ fn extra_tables(results: &Results, info: &RunInfo) -> String {
             "\nConnections held (errors: connections that failed to open, and failed \
              handshakes): {}.\n\n",
             held.join(", ")
+        ));
+    }
+    if info.extra.contains(&Section::BalanceHash) {
+        out.push_str(&format!(
+            "### Balancing: a relay route over three upstream URLs, {} handshakes each way\n\n",
+            s["handshakes"]
+        ));
+        let portcullis = [(Subject::Portcullis, "Portcullis")];
+        let sections = [Section::BalanceRoundRobin, Section::BalanceHash];
+        out.push_str(&table(results, &portcullis, &[], &sections));
+        let (hs, cpu) = hash_ratio(results);
+        out.push_str(&format!(
+            "\nHash against round robin: handshakes per second {}, CPU per handshake {}.\n\n",
+            show_ratio(hs),
+            show_ratio(cpu)
         ));
     }
     out

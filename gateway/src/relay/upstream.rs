@@ -119,8 +119,12 @@ impl Upstream {
     }
 
     /// A connection worked: back in the rotation if it was ejected (not if a check failed).
+    /// An ejection it ends early ends its slow-start wait too: the ramp starts now.
     pub(crate) fn succeeded(&self) {
-        *self.state.ejected() = None;
+        let now = Instant::now();
+        if self.state.ejected().take().is_some_and(|until| until > now) {
+            *self.state.joined() = Some(now);
+        }
         if !self.state.down.load(Ordering::Relaxed) {
             Metrics::global().upstream_health(self.label(), true);
         }
