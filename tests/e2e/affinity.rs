@@ -396,3 +396,49 @@ async fn an_ejected_upstreams_subjects_move_and_come_back() {
     gw.wait_metric(&healthy(true)).await;
     assert_eq!(homes(&gw, "/r", &all).await, before);
 }
+
+#[tokio::test]
+async fn an_upstream_in_drain_keeps_its_open_sockets_and_takes_no_new_ones() {
+    let ups = [named(NAMES[0]).await, named(NAMES[1]).await];
+    let urls: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
+    let gw = start(&route("/d", &urls, "hash_balance_factor = 0")).await;
+    // A subject of up-a, and one of its sockets held open.
+    let all = subjects(40);
+    let before = homes(&gw, "/d", &all).await;
+    let on_a = before
+        .iter()
+        .position(|n| n == "up-a")
+        .expect("a subject on up-a");
+    let (name, mut held) = open(&gw, "/d", &bearer_for(&all[on_a])).await;
+    assert_eq!(name, "up-a");
+    wait_idle_but(&gw, 1).await;
+
+    let drained = format!(
+        "[[routes]]\npath = \"/d\"\nmode = \"relay\"\npolicy = \"ids\"\nbalance = \"hash\"\n\
+         hash_balance_factor = 0\nupstreams = [{{ url = \"{}\", drain = true }}, \"{}\"]\n",
+        urls[0], urls[1]
+    );
+    std::fs::write(
+        gw.dir.path().join("portcullis.toml"),
+        config_text(false, &format!("{drained}\n{POLICY}")),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration from").await;
+
+    // No new socket goes to up-a, the subjects of up-b stay, the open socket stays.
+    let during = homes(&gw, "/d", &all).await;
+    assert!(during.iter().all(|n| n == "up-b"), "{during:?}");
+    echoed(&mut held, b"still here").await;
+    gw.wait_metric(&format!(
+        "portcullis_upstream_sockets_open{{upstream=\"{}\"}} 1",
+        urls[0]
+    ))
+    .await;
+    // Its session's access-log line names the upstream it was relayed to.
+    drop(held);
+    gw.wait_log_line("the held session's access-log line", |l| {
+        l.contains("] session route=/d ") && l.contains(&format!(" upstream={} ", urls[0]))
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
 //! The key a `balance = "hash"` route hashes, read from an admitted handshake. A claim is read
-//! from the claims admission verified, never from the request; the client address is the one
+//! from the claims admission verified, never from the request; a header the policy sets
+//! upstream from what it verified, never from the client's copy; the client address is the one
 //! admission resolved through the trusted proxies. A key the handshake carries twice (two
 //! headers, two query parameters, two cookies) is no key: either could be the client's pick.
 
@@ -24,6 +25,16 @@ pub(crate) fn of<'a>(
             // would send, and the same on every replica.
             other => Cow::Owned(other.to_string().into_bytes()),
         },
+        // A header the policy sets upstream (a client certificate's, an authorizer's answer)
+        // is read from what the policy set: the client's own copy never goes upstream, so it
+        // is not the key either.
+        HashKey::Header(name) if admitted.identity_header_names.contains(name) => {
+            let mut values = admitted.identity_headers.iter().filter(|(n, _)| n == name);
+            match (values.next(), values.next()) {
+                (Some((_, v)), None) => Cow::Borrowed(v.as_bytes()),
+                _ => return None,
+            }
+        }
         HashKey::Header(name) => {
             let mut values = head.headers.get_all(name).iter();
             match (values.next(), values.next()) {
@@ -86,6 +97,21 @@ mod tests {
         assert_eq!(key("cookie:sid", &h, &admitted), b("abc"));
         assert_eq!(key("cookie:none", &h, &admitted), None);
         assert_eq!(key("client_ip", &h, &admitted), b("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_header_the_policy_sets_is_read_from_the_policy() {
+        let x_user = http::HeaderName::from_static("x-user");
+        let mut admitted = Admitted {
+            identity_header_names: vec![x_user.clone()],
+            ..Admitted::default()
+        };
+        let h = head("/r", &[("x-user", "mallory")]);
+        assert_eq!(key("header:x-user", &h, &admitted), None);
+        admitted
+            .identity_headers
+            .push((x_user, http::HeaderValue::from_static("alice")));
+        assert_eq!(key("header:x-user", &h, &admitted), Some(b"alice".to_vec()));
     }
 
     #[test]
