@@ -442,3 +442,46 @@ async fn an_upstream_in_drain_keeps_its_open_sockets_and_takes_no_new_ones() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn client_ip_is_the_address_the_trusted_proxy_forwarded() {
+    let ups = [
+        named(NAMES[0]).await,
+        named(NAMES[1]).await,
+        named(NAMES[2]).await,
+    ];
+    let urls: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
+    let routes = route(
+        "/ip",
+        &urls,
+        "hash_key = \"client_ip\"\nhash_balance_factor = 0",
+    )
+    .replace("policy = \"ids\"\n", "");
+    // The test's connections come from 127.0.0.1: a trusted proxy.
+    let gw = start(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n{routes}"
+    ))
+    .await;
+    let from = |i: usize| format!("X-Forwarded-For: 198.51.100.{i}\r\n");
+    let mut first = Vec::new();
+    for i in 0..30 {
+        first.push(open(&gw, "/ip", &from(i)).await.0);
+    }
+    assert!(
+        count(&first).len() > 1,
+        "30 addresses on one upstream: {first:?}"
+    );
+    // Each forwarded address again lands where it did.
+    for (i, name) in first.iter().enumerate() {
+        assert_eq!(&open(&gw, "/ip", &from(i)).await.0, name, "198.51.100.{i}");
+    }
+    let scrape = gw.admin_get("/metrics").await;
+    assert_eq!(
+        sum(
+            &scrape,
+            "portcullis_upstream_selections_total",
+            "reason=\"hash\""
+        ),
+        60.0
+    );
+}
