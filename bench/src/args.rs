@@ -44,6 +44,8 @@ OPT-IN PHASES:
     --hold-relay N      hold N relayed connections through every proxy, with the handshake
                         rate measured at that size
     --hold-echo M       hold M connections on Portcullis's echo route, likewise
+    --balance           Portcullis's relay route over three upstream URLs: handshakes by round
+                        robin, then by balance = \"hash\" of the client address, in each round
 
 SOAK (runs alone: none of the phases above):
     --soak DURATION     Portcullis's relay route for DURATION (e.g. 90s, 5m, 1h, 1h30m):
@@ -80,6 +82,8 @@ pub struct Args {
     pub burst_watch: Duration,
     pub hold_relay: Option<usize>,
     pub hold_echo: Option<usize>,
+    /// `--balance`: round robin against `balance = "hash"`.
+    pub balance: bool,
     pub soak: Option<Soak>,
 }
 
@@ -180,6 +184,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         svg: None,
         burst: None,
         burst_watch: Duration::from_secs(30),
+        balance: false,
         hold_relay: None,
         hold_echo: None,
         soak: None,
@@ -234,6 +239,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--burst-watch" => a.burst_watch = duration(flag, it.next())?,
             "--hold-relay" => a.hold_relay = Some(num(flag, it.next())?),
             "--hold-echo" => a.hold_echo = Some(num(flag, it.next())?),
+            "--balance" => a.balance = true,
             "--soak" => soak.duration = duration(flag, it.next())?,
             "--soak-hold" => soak.hold = num(flag, it.next())?,
             "--soak-interval" => soak.interval = duration(flag, it.next())?,
@@ -299,6 +305,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             ("--burst", a.burst.is_some()),
             ("--hold-relay", a.hold_relay.is_some()),
             ("--hold-echo", a.hold_echo.is_some()),
+            ("--balance", a.balance),
             ("--baseline", a.baseline.is_some()),
             ("--json", a.json.is_some()),
         ];

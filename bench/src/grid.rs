@@ -86,6 +86,10 @@ pub enum Section {
     Burst,
     /// A large number of connections held, and the handshake rate at that size (`--hold-*`).
     Hold,
+    /// `--balance`: relay handshakes over three upstreams by round robin...
+    BalanceRoundRobin,
+    /// ... and by `balance = "hash"` of the client address (Portcullis's relay only).
+    BalanceHash,
 }
 
 impl Section {
@@ -132,6 +136,8 @@ impl Section {
             Section::Sweep(size) => return format!("sweep.{size}"),
             Section::Burst => "burst",
             Section::Hold => "hold",
+            Section::BalanceRoundRobin => "balance_round_robin",
+            Section::BalanceHash => "balance_hash",
         }
         .to_string()
     }
@@ -168,9 +174,9 @@ impl Section {
             | Section::HandshakeAuthzMiss
             | Section::HandshakeIntrospection
             | Section::HandshakeLimits
-            | Section::HandshakeCluster => {
-                &["handshakes_per_second", "cpu_us_per_handshake", "errors"]
-            }
+            | Section::HandshakeCluster
+            | Section::BalanceRoundRobin
+            | Section::BalanceHash => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
         }
     }
 
@@ -187,6 +193,9 @@ impl Section {
     /// Whether its figures are put side by side in ratios. A burst's are not: each server is
     /// judged against its own figure before the burst.
     pub fn compared(self) -> bool {
-        self != Section::Burst
+        !matches!(
+            self,
+            Section::Burst | Section::BalanceRoundRobin | Section::BalanceHash
+        )
     }
 }

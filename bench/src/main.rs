@@ -274,6 +274,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     if args.hold_relay.is_some() || args.hold_echo.is_some() {
         extra.push(Section::Hold);
     }
+    if args.balance {
+        extra.extend([Section::BalanceRoundRobin, Section::BalanceHash]);
+    }
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
         for section in Section::ALL.into_iter().chain(extra.iter().copied()) {
@@ -388,6 +391,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             "burst_watch_secs": args.burst_watch.as_secs_f64(),
             "hold_relay": args.hold_relay,
             "hold_echo": args.hold_echo,
+            "balance": args.balance,
             "nofile": nofile,
             "client_source_addresses": load::SOURCES,
         }),

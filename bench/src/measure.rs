@@ -11,6 +11,7 @@ use crate::{burst, hold};
 pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
     match section {
         Section::Sweep(_) | Section::Burst => subject != Subject::UpstreamDirect,
+        Section::BalanceRoundRobin | Section::BalanceHash => subject == Subject::Portcullis,
         Section::Hold => match subject {
             Subject::PortcullisEcho => args.hold_echo.is_some(),
             Subject::UpstreamDirect => false,

@@ -426,6 +426,13 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         "targets": targets,
         "cluster_vs_local": cluster,
     });
+    if info.extra.contains(&Section::BalanceHash) {
+        let (hs, cpu) = hash_ratio(results);
+        out["hash_vs_round_robin"] = json!({
+            "handshakes_per_second": num(hs),
+            "cpu_us_per_handshake": num(cpu),
+        });
+    }
     let sizes = info.sizes();
     if !sizes.is_empty() {
         out["sweep"] = json!({
@@ -472,6 +479,18 @@ fn cluster_ratio(results: &Results, subject: Subject) -> (Option<f64>, Option<f6
     )
 }
 
+/// `balance = "hash"` against round robin over the same upstreams, Portcullis's relay: the
+/// handshake-rate ratio and the CPU ratio.
+fn hash_ratio(results: &Results) -> (Option<f64>, Option<f64>) {
+    let of = |section, figure| results.median(Subject::Portcullis, section, figure);
+    let ratio =
+        |figure| Some(of(Section::BalanceHash, figure)? / of(Section::BalanceRoundRobin, figure)?);
+    (
+        ratio("handshakes_per_second"),
+        ratio("cpu_us_per_handshake"),
+    )
+}
+
 fn num(v: Option<f64>) -> Value {
     v.filter(|v| v.is_finite())
         .map_or(Value::Null, |v| json!(v))
@@ -511,6 +530,8 @@ fn label(section: Section, figure: &str) -> String {
         Section::HandshakeIntrospection => format!("{base}, with introspection³"),
         Section::HandshakeLimits => format!("{base}, with local limits⁴"),
         Section::HandshakeCluster => format!("{base}, with cluster limits (Redis)⁴"),
+        Section::BalanceRoundRobin => format!("{base}, round robin"),
+        Section::BalanceHash => format!("{base}, hash of the client address"),
         Section::Sweep(size) => format!("{}: {base}", human_size(size)),
         Section::Hold if figure == "handshakes_per_second" || figure == "cpu_us_per_handshake" => {
             format!("{base}, at that size")
@@ -665,6 +686,21 @@ fn extra_tables(results: &Results, info: &RunInfo) -> String {
             "\nConnections held (errors: connections that failed to open, and failed \
              handshakes): {}.\n\n",
             held.join(", ")
+        ));
+    }
+    if info.extra.contains(&Section::BalanceHash) {
+        out.push_str(&format!(
+            "### Balancing: a relay route over three upstream URLs, {} handshakes each way\n\n",
+            s["handshakes"]
+        ));
+        let portcullis = [(Subject::Portcullis, "Portcullis")];
+        let sections = [Section::BalanceRoundRobin, Section::BalanceHash];
+        out.push_str(&table(results, &portcullis, &[], &sections));
+        let (hs, cpu) = hash_ratio(results);
+        out.push_str(&format!(
+            "\nHash against round robin: handshakes per second {}, CPU per handshake {}.\n\n",
+            show_ratio(hs),
+            show_ratio(cpu)
         ));
     }
     out

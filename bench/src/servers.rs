@@ -45,6 +45,11 @@ pub enum Admit {
     LocalLimits,
     /// The same, counted through Redis (`[cluster]`).
     ClusterLimits,
+    /// Public, over three upstream URLs (of the one echo server) by round robin.
+    RoundRobin3,
+    /// Public, over the same three by `balance = "hash"` of the client address (the clients
+    /// come from 16 loopback addresses: 16 keys).
+    Hash3,
 }
 
 impl Admit {
@@ -57,6 +62,8 @@ impl Admit {
             Section::HandshakeIntrospection => Admit::Introspection,
             Section::HandshakeLimits => Admit::LocalLimits,
             Section::HandshakeCluster => Admit::ClusterLimits,
+            Section::BalanceRoundRobin => Admit::RoundRobin3,
+            Section::BalanceHash => Admit::Hash3,
             Section::Load
             | Section::Idle
             | Section::Handshake
@@ -75,6 +82,8 @@ impl Admit {
             Admit::Introspection => "_introspection",
             Admit::LocalLimits => "_limits",
             Admit::ClusterLimits => "_cluster",
+            Admit::RoundRobin3 => "_round_robin3",
+            Admit::Hash3 => "_hash3",
         }
     }
 
@@ -86,6 +95,8 @@ impl Admit {
             Admit::Introspection => " with an introspection policy",
             Admit::LocalLimits => " with rate and cap limits",
             Admit::ClusterLimits => " with rate and cap limits in [cluster]",
+            Admit::RoundRobin3 => " over three upstreams by round robin",
+            Admit::Hash3 => " over three upstreams by hash of the client address",
         }
     }
 }
@@ -100,7 +111,7 @@ pub struct PortcullisRoute {
 }
 
 impl PortcullisRoute {
-    pub const ADMITS: [Admit; 7] = [
+    pub const ADMITS: [Admit; 9] = [
         Admit::Public,
         Admit::Jwt,
         Admit::AuthzHit,
@@ -108,6 +119,8 @@ impl PortcullisRoute {
         Admit::Introspection,
         Admit::LocalLimits,
         Admit::ClusterLimits,
+        Admit::RoundRobin3,
+        Admit::Hash3,
     ];
 
     /// Every configuration: the relay ones, then the echo ones.
@@ -288,7 +301,7 @@ impl Env {
             Admit::AuthzHit | Admit::AuthzMiss | Admit::Introspection => {
                 Some(crate::identity::TOKEN.to_string())
             }
-            Admit::LocalLimits | Admit::ClusterLimits => None,
+            Admit::LocalLimits | Admit::ClusterLimits | Admit::RoundRobin3 | Admit::Hash3 => None,
         };
         let target = Target {
             port,
@@ -321,9 +334,20 @@ impl Env {
         } else {
             // No pings: NGINX and HAProxy send none either, and the idle phase's clients do not
             // read, so they would not answer them.
+            let upstreams = match route.admit {
+                // Three URLs of the one echo server: three upstreams to choose among.
+                Admit::RoundRobin3 | Admit::Hash3 => (1..=3)
+                    .map(|i| format!("\"ws://127.0.0.1:{up}{PATH}/{i}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => format!("\"ws://127.0.0.1:{up}{PATH}\""),
+            };
             text.push_str(&format!(
-                "mode = \"relay\"\nupstreams = [\"ws://127.0.0.1:{up}{PATH}\"]\nping_interval = \"0s\"\n"
+                "mode = \"relay\"\nupstreams = [{upstreams}]\nping_interval = \"0s\"\n"
             ));
+            if route.admit == Admit::Hash3 {
+                text.push_str("balance = \"hash\"\nhash_key = \"client_ip\"\n");
+            }
         }
         // The authorizer's and the endpoint's timeouts are generous: 50 handshakes at a time on
         // two shared cores must not time out, since an error is not a figure.
@@ -352,6 +376,7 @@ impl Env {
             Admit::LocalLimits | Admit::ClusterLimits => {
                 text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"))
             }
+            Admit::RoundRobin3 | Admit::Hash3 => {}
         }
         if route.admit == Admit::ClusterLimits {
             // A prefix per instance: each starts with empty counts. Without a redis-server the

@@ -163,6 +163,7 @@ fn quick_run_reports_every_figure() {
         "50",
         "--hold-echo",
         "50",
+        "--balance",
     ]);
 
     let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
@@ -242,6 +243,23 @@ fn quick_run_reports_every_figure() {
         }
     }
 
+    // Round robin against balance = "hash" over the same three upstreams, Portcullis's relay.
+    for section in ["balance_round_robin", "balance_hash"] {
+        let s = &results["portcullis"][section];
+        for figure in HANDSHAKE {
+            finite(
+                &s[figure],
+                &format!("results.portcullis.{section}.{figure}"),
+            );
+        }
+        assert_eq!(s["errors"], 0.0, "{section}: failed handshakes");
+        assert!(results["portcullis_echo"].get(section).is_none());
+    }
+    finite(
+        &out["hash_vs_round_robin"]["handshakes_per_second"],
+        "hash_vs_round_robin.handshakes_per_second",
+    );
+
     assert_eq!(out["settings"]["workers"], 1, "settings.workers");
     check_opt_in_phases(&out, &only[1..]);
 
@@ -267,7 +285,12 @@ fn quick_run_reports_every_figure() {
     let markdown = std::fs::read_to_string(&md_path).unwrap();
     assert!(markdown.contains("| figure | better |"), "{markdown}");
     assert!(markdown.contains("Targets:"), "{markdown}");
-    for heading in ["### Message sizes", "### Retention", "### Large holds"] {
+    for heading in [
+        "### Message sizes",
+        "### Retention",
+        "### Large holds",
+        "### Balancing",
+    ] {
         assert!(markdown.contains(heading), "{heading}:\n{markdown}");
     }
 

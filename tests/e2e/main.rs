@@ -2,6 +2,7 @@
 //! WebSocket clients. Each test starts its own gateway on kernel-chosen loopback ports.
 
 mod admission;
+mod affinity;
 mod browser;
 mod certs;
 mod clients;

@@ -679,6 +679,9 @@ async fn exposition_passes_promtool_and_python_parser() {
         defs::UPSTREAM_CONNECT_ERRORS.name,
         defs::UPSTREAM_CONNECT_DURATION.name,
         defs::UPSTREAM_HEALTHY.name,
+        defs::UPSTREAM_SELECTIONS.name,
+        defs::UPSTREAM_SOCKETS_OPEN.name,
+        defs::HASH_KEY_MISSING.name,
         // No [cluster] table: no cluster series.
         defs::CLUSTER_CALL_DURATION.name,
         defs::CLUSTER_ERRORS.name,

@@ -82,6 +82,15 @@ pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(30);
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(15);
 /// Whether the client's token goes upstream.
 pub(crate) const FORWARD_TOKEN: bool = false;
+/// An upstream's relative share of new sockets.
+pub(crate) const UPSTREAM_WEIGHT: u32 = 1;
+/// The largest `weight` of an upstream.
+pub(crate) const MAX_UPSTREAM_WEIGHT: u32 = 100;
+/// `balance = "hash"`: the claim of the verified token that is hashed.
+pub(crate) const HASH_KEY_CLAIM: &str = "sub";
+/// `balance = "hash"`: no upstream takes more than this × the mean of open sockets per
+/// upstream (HAProxy's `hash-balance-factor` 125).
+pub(crate) const HASH_BALANCE_FACTOR: f64 = 1.25;
 
 // [policies.NAME.jwt]
 

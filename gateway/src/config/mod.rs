@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+pub(crate) mod balance;
 pub(crate) mod cluster;
 pub(crate) mod compression;
 pub(crate) mod defaults;
@@ -25,9 +26,10 @@ pub(crate) mod token;
 mod validate;
 mod validate_identity;
 
+pub(crate) use balance::{Balance, HashKey, UpstreamEntry};
 pub(crate) use listener::{Listener, Tls};
 pub(crate) use policy::Policy;
-pub(crate) use route::{Balance, Mode, RelaySettings, Route};
+pub(crate) use route::{Balancing, Mode, RelaySettings, Route};
 pub(crate) use server::{Admin, Limits, Server};
 
 /// The configuration used when `portcullis` starts without `--config`.
@@ -288,11 +290,27 @@ mod tests {
         );
         let c = Config::parse(&good, "f", None).unwrap();
         let relay = c.routes[0].relay();
-        assert_eq!(relay.balance, Balance::LeastConnections);
+        assert_eq!(c.routes[0].balancing().balance, Balance::LeastConnections);
         assert_eq!(relay.connect_timeout, std::time::Duration::from_secs(2));
         assert_eq!(relay.ping_interval, None);
         assert_eq!(relay.unhealthy_for, defaults::UNHEALTHY_FOR);
         assert!(!relay.forward_token);
+
+        // The table form of an upstream, and a hash route (on a claim: its policy verifies).
+        let hash = format!(
+            "{base}mode = \"relay\"\npolicy = \"p\"\nbalance = \"hash\"\nhash_balance_factor = 1.5\n\
+             slow_start = \"30s\"\nupstreams = [\"ws://a/\", {{ url = \"ws://b/\", weight = 3, drain = true }}]\n\
+             [policies.p.jwt]\nkeys = [{{ alg = \"HS256\", secret_file = \"/etc/hostname\" }}]\n"
+        );
+        let c = Config::parse(&hash, "f", None).unwrap();
+        let entries = c.routes[0].upstreams.as_ref().unwrap();
+        assert_eq!((entries[0].weight, entries[0].drain), (1, false));
+        assert_eq!((entries[1].weight, entries[1].drain), (3, true));
+        let b = c.routes[0].balancing();
+        assert_eq!(b.balance, Balance::Hash);
+        assert_eq!(b.hash_key, HashKey::Claim("sub".into()));
+        assert_eq!(b.hash_balance_factor, 1.5);
+        assert_eq!(b.slow_start, Some(std::time::Duration::from_secs(30)));
 
         let cases = [
             ("mode = \"relay\"", "routes[0].upstreams"),
@@ -332,6 +350,35 @@ mod tests {
                 "routes[0].prefix",
             ),
             ("mode = \"echo\"\nupstreams = [\"ws://x/\"]", "routes[0].upstreams"),
+            (
+                "mode = \"relay\"\nupstreams = [{ url = \"ws://x/\", weight = 0 }]",
+                "routes[0].upstreams[0].weight",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [{ url = \"ws://x/\", wieght = 2 }]",
+                "routes[0].upstreams[0]",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [{ url = \"http://x/\" }]",
+                "routes[0].upstreams[0].url",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nhash_key = \"header:x-room\"",
+                "routes[0].hash_key is only valid with balance = \"hash\"",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nbalance = \"hash\"\nhash_key = \"body:x\"",
+                "routes[0].hash_key",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nbalance = \"hash\"\nhash_balance_factor = 0.5",
+                "routes[0].hash_balance_factor",
+            ),
+            (
+                "mode = \"relay\"\nupstreams = [\"ws://x/\"]\nbalance = \"hash\"",
+                "routes[0].hash_key: \"claim:sub\" needs a policy that verifies tokens",
+            ),
+            ("mode = \"echo\"\nslow_start = \"10s\"", "routes[0].slow_start"),
             ("mode = \"static\"\nidle_timeout = \"1s\"", "routes[0].idle_timeout"),
         ];
         for (route, key) in cases {

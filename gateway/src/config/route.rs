@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::balance::{Balance, HashKey, UpstreamEntry};
 use super::compression::{Compression, CompressionConfig};
 use super::defaults;
 use crate::core::duration::HumanDuration;
-use crate::core::url::WsUrl;
 
 /// What a route does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -22,17 +22,6 @@ pub(crate) enum Mode {
     Echo,
     /// Forward admitted WebSockets, frame by frame, to upstream `ws://`/`wss://` services.
     Relay,
-}
-
-/// How a relay route spreads new sockets over its upstreams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Balance {
-    /// Each new socket goes to the next healthy upstream in turn.
-    #[default]
-    RoundRobin,
-    /// Each new socket goes to the healthy upstream with the fewest open sockets.
-    LeastConnections,
 }
 
 /// `[[routes]]`.
@@ -60,10 +49,19 @@ pub(crate) struct Route {
 
     // `relay` routes only (see docs/relay.md). Validated only for mode = "relay"; an error on
     // any other mode.
-    /// `ws://` or `wss://` URLs of the upstream service; one or several.
-    pub(crate) upstreams: Option<Vec<WsUrl>>,
-    /// `round_robin` (default) or `least_connections`.
+    /// `ws://` or `wss://` URLs of the upstream service, one or several; each may be a table
+    /// with its `weight` and `drain` flag.
+    pub(crate) upstreams: Option<Vec<UpstreamEntry>>,
+    /// `round_robin` (default), `least_connections` or `hash`.
     pub(crate) balance: Option<Balance>,
+    /// `balance = "hash"`: what is hashed (default the verified token's `sub`).
+    pub(crate) hash_key: Option<HashKey>,
+    /// `balance = "hash"`: no upstream takes more than this × the mean of open sockets per
+    /// upstream (bounded loads); `0` turns the bound off.
+    pub(crate) hash_balance_factor: Option<f64>,
+    /// An upstream that joins (by reload) or comes back after a failure gets its share of new
+    /// sockets gradually over this long; absent: at once.
+    pub(crate) slow_start: Option<HumanDuration>,
     /// TCP + TLS + WebSocket handshake with the upstream; then `504`.
     pub(crate) connect_timeout: Option<HumanDuration>,
     /// PEM file of CA certificates trusted for `wss://` upstreams, instead of the system roots.
@@ -119,6 +117,9 @@ impl Route {
         [
             ("upstreams", self.upstreams.is_some()),
             ("balance", self.balance.is_some()),
+            ("hash_key", self.hash_key.is_some()),
+            ("hash_balance_factor", self.hash_balance_factor.is_some()),
+            ("slow_start", self.slow_start.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("upstream_ca_file", self.upstream_ca_file.is_some()),
             ("upstream_client_cert", self.upstream_client_cert.is_some()),
@@ -149,7 +150,6 @@ impl Route {
     pub(crate) fn relay(&self) -> RelaySettings {
         let d = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
         RelaySettings {
-            balance: self.balance.unwrap_or_default(),
             connect_timeout: d(self.connect_timeout, defaults::CONNECT_TIMEOUT),
             unhealthy_for: d(self.unhealthy_for, defaults::UNHEALTHY_FOR),
             health_check_interval: self.health_check_interval.map(|h| h.0),
@@ -162,10 +162,34 @@ impl Route {
     }
 }
 
+impl Route {
+    /// How a `relay` route spreads sockets over its upstreams, with defaults applied.
+    pub(crate) fn balancing(&self) -> Balancing {
+        Balancing {
+            balance: self.balance.unwrap_or_default(),
+            hash_key: self.hash_key.clone().unwrap_or_default(),
+            hash_balance_factor: self
+                .hash_balance_factor
+                .unwrap_or(defaults::HASH_BALANCE_FACTOR),
+            slow_start: self.slow_start.map(|h| h.0).filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// How a relay route spreads sockets over its upstreams (see [`Route::balancing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Balancing {
+    pub(crate) balance: Balance,
+    /// Only read with `balance = "hash"`.
+    pub(crate) hash_key: HashKey,
+    /// `0.0`: no bound.
+    pub(crate) hash_balance_factor: f64,
+    pub(crate) slow_start: Option<std::time::Duration>,
+}
+
 /// The scalar settings of a relay route, defaults applied (see [`Route::relay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RelaySettings {
-    pub(crate) balance: Balance,
     pub(crate) connect_timeout: Duration,
     pub(crate) unhealthy_for: Duration,
     pub(crate) health_check_interval: Option<Duration>,

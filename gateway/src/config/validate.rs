@@ -1,6 +1,7 @@
 //! Validation of a parsed configuration: every check that a single value's type cannot make,
 //! each error naming the key (`routes[2].policy`, `policies.chat.jwt.keys[0]`, ...).
 
+use super::balance::{Balance, HashKey};
 use super::policy::{Jwt, Policy, Rate};
 use super::route::{Mode, Route};
 use super::validate_identity as identity;
@@ -224,6 +225,7 @@ fn routes(c: &Config) -> Result<(), String> {
                 key("policy")
             ));
         }
+        claim_key_has_a_token(c, route, &key("hash_key"))?;
     }
     Ok(())
 }
@@ -252,6 +254,16 @@ fn relay(route: &Route, key: &dyn Fn(&str) -> String) -> Result<(), String> {
     if upstreams.len() > 256 {
         return Err(format!("{}: at most 256 upstreams", key("upstreams")));
     }
+    for (j, u) in upstreams.iter().enumerate() {
+        let max = defaults::MAX_UPSTREAM_WEIGHT as usize;
+        check_range(
+            &key(&format!("upstreams[{j}].weight")),
+            u.weight as usize,
+            1,
+            max,
+        )?;
+    }
+    balancing(route, key)?;
     let any_tls = upstreams.iter().any(|u| u.tls());
     for (k, d) in [
         ("connect_timeout", route.connect_timeout),
@@ -341,6 +353,55 @@ fn relay(route: &Route, key: &dyn Fn(&str) -> String) -> Result<(), String> {
         check_range(&key("upstream_max_message_bytes"), max, 1, 1 << 30)?;
     }
     Ok(())
+}
+
+/// The balancing keys of a `relay` route: the hash keys only with `balance = "hash"`, a bound
+/// that bounds (at least the mean).
+fn balancing(route: &Route, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+    if route.balance != Some(Balance::Hash) {
+        for (k, set) in [
+            ("hash_key", route.hash_key.is_some()),
+            ("hash_balance_factor", route.hash_balance_factor.is_some()),
+        ] {
+            if set {
+                return Err(format!("{} is only valid with balance = \"hash\"", key(k)));
+            }
+        }
+    }
+    if let Some(c) = route.hash_balance_factor {
+        if !(c == 0.0 || (1.0..=100.0).contains(&c)) {
+            return Err(format!(
+                "{} = {c}: must be between 1.0 and 100.0 (no upstream above c × the mean), or 0 \
+                 for no bound",
+                key("hash_balance_factor")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `claim:` hash key is read from the verified token: the route's policy must verify one
+/// (`jwt` or `introspection`), or no handshake would ever have the key.
+fn claim_key_has_a_token(c: &Config, route: &Route, key: &str) -> Result<(), String> {
+    if route.mode != Mode::Relay || route.balance != Some(Balance::Hash) {
+        return Ok(());
+    }
+    let hash_key = route.balancing().hash_key;
+    if !matches!(hash_key, HashKey::Claim(_)) {
+        return Ok(());
+    }
+    let name = route.policy_name();
+    let verifies = c
+        .policies
+        .get(name)
+        .is_some_and(|p| p.jwt.is_some() || p.introspection.is_some());
+    if verifies {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}: \"{hash_key}\" needs a policy that verifies tokens (jwt or introspection), and \
+         the policy {name:?} verifies none; hash on a header, query, cookie or client_ip instead"
+    ))
 }
 
 /// Validate a policy; `key` is its key path (e.g. `policies.chat`).

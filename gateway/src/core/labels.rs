@@ -263,6 +263,38 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a relay picked an upstream first for a handshake (`reason` label of
+/// `portcullis_upstream_selections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SelectionReason {
+    /// Round robin or least connections.
+    Rotation,
+    /// `balance = "hash"`: the key's own upstream.
+    Hash,
+    /// `balance = "hash"`: the key's upstream was past the load bound; the next in its order.
+    Overflow,
+    /// `balance = "hash"` but the handshake had no key: least connections.
+    NoKey,
+}
+
+impl SelectionReason {
+    pub(crate) const ALL: [SelectionReason; 4] = [
+        SelectionReason::Rotation,
+        SelectionReason::Hash,
+        SelectionReason::Overflow,
+        SelectionReason::NoKey,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SelectionReason::Rotation => "rotation",
+            SelectionReason::Hash => "hash",
+            SelectionReason::Overflow => "overflow",
+            SelectionReason::NoKey => "no_key",
+        }
+    }
+}
+
 /// Why an external authorizer gave no decision (`error` label of
 /// `portcullis_ext_authz_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

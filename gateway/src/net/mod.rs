@@ -5,6 +5,7 @@
 pub(crate) mod answer;
 pub(crate) mod bind;
 pub(crate) mod client_tls;
+pub(crate) mod fields;
 pub(crate) mod http1;
 pub(crate) mod http_client;
 pub(crate) mod peer_cert;

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
+use super::balance::key;
 use super::error::ConnectError;
 use super::forward::Refused;
 use super::upstream::ActiveGuard;
@@ -41,7 +42,8 @@ pub(crate) struct Connected {
 
 impl RelayRoute {
     /// Connect to an upstream and complete its WebSocket handshake: the first available one in
-    /// balancing order, trying the next after a connection failure (up to
+    /// balancing order (for `balance = "hash"`, the order of the key read from the admitted
+    /// handshake), trying the next after a connection failure (up to
     /// [`super::balance::MAX_ATTEMPTS`]). A failing upstream is taken out of the rotation for
     /// `unhealthy_for`; one that refuses the upgrade answers the client itself.
     pub(crate) async fn connect(
@@ -53,9 +55,25 @@ impl RelayRoute {
         config: WebSocketConfig,
     ) -> Result<Connected, ConnectError> {
         let protocols = self.forwarding.offered_protocols(admitted);
-        let candidates = self.candidates();
+        let key = match self.wants_key() {
+            true => key::of(
+                &self.balancing.hash_key,
+                head,
+                admitted,
+                self.forwarding.policy_headers(),
+            ),
+            false => None,
+        };
+        let metrics = Metrics::global();
+        if self.wants_key() && key.is_none() {
+            metrics.hash_key_missing(&self.path);
+        }
+        let choice = self.choose(key.as_deref());
+        if let Some(&first) = choice.order.first() {
+            metrics.upstream_selected(self.upstreams[first].label(), choice.reason);
+        }
         let mut last = ConnectError::NoneAvailable;
-        for index in candidates {
+        for index in choice.order {
             let upstream = &self.upstreams[index];
             let request = self
                 .forwarding
@@ -73,7 +91,7 @@ impl RelayRoute {
             )
             .await
             .unwrap_or(Err(ConnectError::Timeout));
-            Metrics::global().upstream_connect(
+            metrics.upstream_connect(
                 upstream.label(),
                 attempt.as_ref().map(|_| ()).map_err(ConnectError::kind),
                 started.elapsed(),

@@ -49,6 +49,11 @@ impl Forwarding {
         })
     }
 
+    /// The headers the route's policy sets upstream (the client's copies never go).
+    pub(crate) fn policy_headers(&self) -> &[HeaderName] {
+        &self.credentials.identity_headers
+    }
+
     /// The subprotocols to offer upstream: the client's list (already without `bearer.`
     /// entries), in its order, filtered by the route's allow-list.
     pub(crate) fn offered_protocols(&self, admitted: &Admitted) -> Vec<String> {

@@ -29,10 +29,11 @@ use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{Config, Mode, RelaySettings, Route};
+use crate::config::{Balancing, Config, Mode, RelaySettings, Route};
 use crate::core::credential::PolicyCredentials;
 use crate::net::client_tls::{client_config, have_system_roots, ClientTlsError, Identity};
 use crate::obs::metrics::Metrics;
+use balance::{Choice, Selection};
 use forward::Forwarding;
 use upstream::Upstream;
 
@@ -72,20 +73,23 @@ impl Relays {
 
     /// Publish every upstream's series and health (the generation goes into force).
     pub(crate) fn publish(&self, metrics: &Metrics) {
-        for route in self.by_path.values() {
+        for (path, route) in &self.by_path {
+            if route.selection.wants_key() {
+                metrics.init_hash_route(path);
+            }
             for upstream in &route.upstreams {
                 upstream.publish(metrics);
             }
         }
     }
 
-    /// Readiness: every relay route has at least one upstream in the rotation.
+    /// Readiness: every relay route has at least one upstream that takes new sockets.
     pub(crate) fn ready(&self) -> Result<(), String> {
         let now = Instant::now();
         let mut down: Vec<&str> = self
             .by_path
             .iter()
-            .filter(|(_, r)| !r.upstreams.iter().any(|u| u.is_available(now)))
+            .filter(|(_, r)| !r.upstreams.iter().any(|u| u.takes_new(now)))
             .map(|(path, _)| path.as_str())
             .collect();
         down.sort_unstable();
@@ -116,9 +120,13 @@ impl TlsKeys {
     }
 }
 
-/// A relay route: its upstreams, TLS client settings, and forwarding rules.
+/// A relay route: its upstreams, how it balances over them, TLS client settings, and
+/// forwarding rules.
 pub(crate) struct RelayRoute {
+    pub(crate) path: String,
     pub(crate) settings: RelaySettings,
+    pub(crate) balancing: Balancing,
+    selection: Box<dyn Selection>,
     pub(crate) upstreams: Vec<Upstream>,
     tls: Option<TlsConnector>,
     tls_keys: TlsKeys,
@@ -135,11 +143,11 @@ impl RelayRoute {
         previous: Option<&RelayRoute>,
         credentials: PolicyCredentials,
     ) -> Result<RelayRoute, String> {
-        let urls = route.upstreams.clone().unwrap_or_default();
-        if urls.is_empty() {
+        let entries = route.upstreams.clone().unwrap_or_default();
+        if entries.is_empty() {
             return Err("upstreams: a relay route needs at least one upstream".into());
         }
-        let tls = if urls.iter().any(|u| u.tls()) {
+        let tls = if entries.iter().any(|u| u.tls()) {
             Some(TlsConnector::from(client_tls(route)?))
         } else {
             None
@@ -153,29 +161,54 @@ impl RelayRoute {
         };
         let tls_keys = TlsKeys::of(route);
         let kept = previous.filter(|p| p.tls_keys == tls_keys);
-        let upstreams = urls
-            .into_iter()
-            .map(|url| {
-                let state = kept
-                    .and_then(|p| p.upstreams.iter().find(|u| u.url == url))
-                    .map_or_else(Arc::default, |u| u.state.clone());
-                Upstream { url, state }
+        // On a reload, an upstream the route did not take new sockets to before (new, or out
+        // of drain) joins now: slow start applies to it.
+        let upstreams = entries
+            .iter()
+            .map(|entry| {
+                let before = kept.and_then(|p| p.upstreams.iter().find(|u| u.url == entry.url));
+                match before {
+                    Some(b) => {
+                        let u = Upstream::with_state(entry, b.state.clone());
+                        if b.drain && !u.drain {
+                            u.joins();
+                        }
+                        u
+                    }
+                    None => Upstream::new(entry, previous.map(|_| Instant::now())),
+                }
             })
             .collect();
+        let next: Arc<AtomicUsize> = previous.map_or_else(Arc::default, |p| p.next.clone());
+        let balancing = route.balancing();
         Ok(RelayRoute {
+            path: route.path.clone(),
             settings: route.relay(),
+            selection: balance::selection(&balancing, next.clone()),
+            balancing,
             upstreams,
             tls,
             tls_keys,
             sni,
             forwarding: Forwarding::of(route, credentials)?,
-            next: previous.map_or_else(Arc::default, |p| p.next.clone()),
+            next,
         })
     }
 
-    /// The available upstreams in the order to try them.
-    pub(crate) fn candidates(&self) -> Vec<usize> {
-        balance::candidates(&self.upstreams, self.settings.balance, &self.next)
+    /// The upstreams that take new sockets, in the order a handshake with `key` tries them.
+    pub(crate) fn choose(&self, key: Option<&[u8]>) -> Choice {
+        let pool = balance::pool(&self.upstreams, Instant::now(), self.balancing.slow_start);
+        self.selection.select(&pool, key)
+    }
+
+    /// Whether the route's balancing reads a key from the handshake.
+    pub(crate) fn wants_key(&self) -> bool {
+        self.selection.wants_key()
+    }
+
+    #[cfg(test)]
+    fn candidates(&self) -> Vec<usize> {
+        self.choose(None).order
     }
 }
 
@@ -292,5 +325,109 @@ mod tests {
         })
         .unwrap();
         assert_eq!(changed.get("/r").unwrap().candidates().len(), 2);
+    }
+
+    #[test]
+    fn weights_drain_and_round_robin_turns() {
+        let r = route(
+            "upstreams = [{ url = \"ws://127.0.0.1:1/a\", weight = 2 }, \"ws://127.0.0.1:2/b\", \
+             { url = \"ws://127.0.0.1:3/c\", drain = true }]",
+        );
+        assert_eq!(r.upstreams[0].weight, 2);
+        assert!(r.upstreams[2].drain);
+        // The drained upstream takes no turn; the weight-2 one takes two in a row.
+        let firsts: Vec<usize> = (0..6).map(|_| r.candidates()[0]).collect();
+        assert_eq!(firsts, [0, 0, 1, 0, 0, 1]);
+        assert!(!r.candidates().contains(&2));
+
+        // Least connections counts sockets per unit of weight.
+        let lc = route(
+            "upstreams = [{ url = \"ws://127.0.0.1:1/a\", weight = 3 }, \"ws://127.0.0.1:2/b\"]\n\
+             balance = \"least_connections\"",
+        );
+        let held: Vec<_> = (0..2).map(|_| lc.upstreams[0].hold()).collect();
+        assert_eq!(
+            lc.candidates()[0],
+            0,
+            "2 of weight 3 is less loaded than 0 of weight 1"
+        );
+        let one = lc.upstreams[1].hold();
+        assert_eq!(lc.candidates()[0], 0);
+        drop((held, one));
+    }
+
+    #[test]
+    fn a_drained_upstream_keeps_its_open_sockets_and_takes_no_new_ones() {
+        let up =
+            "upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\"]\nbalance = \"hash\"\n\
+                  hash_key = \"header:x-room\"";
+        let old = Relays::build(&config(up), None, |_| PolicyCredentials::default()).unwrap();
+        let room = |r: &RelayRoute, i: usize| r.choose(Some(format!("room-{i}").as_bytes())).order;
+        let r = old.get("/r").unwrap();
+        let on_a = (0..100).find(|&i| room(r, i)[0] == 0).expect("a room on a");
+        let held = r.upstreams[0].hold();
+
+        let drained = "upstreams = [{ url = \"ws://127.0.0.1:1/a\", drain = true }, \"ws://127.0.0.1:2/b\"]\n\
+                       balance = \"hash\"\nhash_key = \"header:x-room\"";
+        let new = Relays::build(&config(drained), Some(&old), |_| {
+            PolicyCredentials::default()
+        })
+        .unwrap();
+        let n = new.get("/r").unwrap();
+        assert_eq!(n.upstreams[0].active(), 1, "the open socket stays counted");
+        for i in 0..100 {
+            assert_eq!(room(n, i), [1], "room-{i}");
+        }
+        assert!(new.ready().is_ok());
+        drop(held);
+        assert_eq!(n.upstreams[0].active(), 0);
+
+        // Out of drain by the next reload: back, its rooms with it (no slow start configured).
+        let back =
+            Relays::build(&config(up), Some(&new), |_| PolicyCredentials::default()).unwrap();
+        assert_eq!(room(back.get("/r").unwrap(), on_a)[0], 0);
+    }
+
+    #[test]
+    fn slow_start_ramps_a_joining_or_returning_upstream() {
+        let window = Some(std::time::Duration::from_secs(100));
+        let r = route("upstreams = [\"ws://127.0.0.1:1/a\", { url = \"ws://127.0.0.1:2/b\", weight = 4 }]\nslow_start = \"100s\"");
+        let now = Instant::now();
+        // There from the start: full weight.
+        assert_eq!(r.upstreams[1].weight_now(now, window), 4.0);
+        // Back from an ejection: from the end of the ejection, a linear climb.
+        r.upstreams[1].eject(std::time::Duration::ZERO);
+        let at = |secs: u64| {
+            r.upstreams[1].weight_now(
+                Instant::now() + std::time::Duration::from_secs(secs),
+                window,
+            )
+        };
+        assert!(at(0) <= 0.05, "{}", at(0));
+        assert!((at(50) - 2.0).abs() < 0.05, "{}", at(50));
+        assert_eq!(at(100), 4.0);
+        assert_eq!(at(1000), 4.0);
+        // Without slow start, full weight at once.
+        assert_eq!(r.upstreams[1].weight_now(Instant::now(), None), 4.0);
+
+        // Joined by a reload: ramps; the upstream that stayed does not.
+        let old = Relays::build(
+            &config("upstreams = [\"ws://127.0.0.1:1/a\"]\nslow_start = \"100s\""),
+            None,
+            |_| PolicyCredentials::default(),
+        )
+        .unwrap();
+        let new = Relays::build(
+            &config("upstreams = [\"ws://127.0.0.1:1/a\", \"ws://127.0.0.1:2/b\"]\nslow_start = \"100s\""),
+            Some(&old),
+            |_| PolicyCredentials::default(),
+        )
+        .unwrap();
+        let n = new.get("/r").unwrap();
+        assert_eq!(n.upstreams[0].weight_now(Instant::now(), window), 1.0);
+        assert!(n.upstreams[1].weight_now(Instant::now(), window) < 0.05);
+        // In slow start, round robin gives it few of the first turns.
+        let to_b = (0..1000).filter(|_| n.candidates()[0] == 1).count();
+        assert!(to_b < 50, "{to_b} of 1000 turns to the joining upstream");
     }
 }

@@ -142,6 +142,24 @@ pub const UPSTREAM_HEALTHY: Def = Def {
     labels: &["upstream"],
     help: "1 when the upstream passes its health check, 0 when it does not.",
 };
+pub const UPSTREAM_SELECTIONS: Def = Def {
+    name: "portcullis_upstream_selections_total",
+    kind: Kind::Counter,
+    labels: &["upstream", "reason"],
+    help: "Handshakes for which the balancer chose this upstream first, by why: rotation (round robin, least connections), hash (the key's upstream), overflow (the key's upstream was past the load bound), no_key (hash route, handshake without its key: least connections).",
+};
+pub const UPSTREAM_SOCKETS_OPEN: Def = Def {
+    name: "portcullis_upstream_sockets_open",
+    kind: Kind::Gauge,
+    labels: &["upstream"],
+    help: "Relayed sockets open to the upstream, its handshakes in progress included (what least connections and the hash load bound count).",
+};
+pub const HASH_KEY_MISSING: Def = Def {
+    name: "portcullis_relay_hash_key_missing_total",
+    kind: Kind::Counter,
+    labels: &["route"],
+    help: "Handshakes on a balance = \"hash\" route without the route's hash_key (or with it twice); they went to the upstream with the fewest open sockets.",
+};
 pub const TLS_HANDSHAKE_FAILURES: Def = Def {
     name: "portcullis_tls_handshake_failures_total",
     kind: Kind::Counter,
@@ -223,6 +241,9 @@ pub const ALL: &[Def] = &[
     UPSTREAM_CONNECT_ERRORS,
     UPSTREAM_CONNECT_DURATION,
     UPSTREAM_HEALTHY,
+    UPSTREAM_SELECTIONS,
+    UPSTREAM_SOCKETS_OPEN,
+    HASH_KEY_MISSING,
     TLS_HANDSHAKE_FAILURES,
     CONFIG_RELOADS,
     CLUSTER_CALL_DURATION,

@@ -27,7 +27,7 @@ use crate::core::background;
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
     close_code_label, AuthzError, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
-    UpstreamErrorKind,
+    SelectionReason, UpstreamErrorKind,
 };
 use crate::core::on_error::AuthzOnError;
 use crate::core::reason::Reason;
@@ -66,6 +66,9 @@ pub(crate) struct Metrics {
     upstream_connect_errors: IntCounterVec,
     upstream_connect_duration: HistogramVec,
     upstream_healthy: IntGaugeVec,
+    upstream_selections: IntCounterVec,
+    upstream_sockets_open: IntGaugeVec,
+    hash_key_missing: IntCounterVec,
     tls_handshake_failures: IntCounter,
     config_reloads: IntCounterVec,
     cluster_call_duration: HistogramVec,
@@ -191,6 +194,9 @@ impl Metrics {
                 buckets::FAST,
             ),
             upstream_healthy: gauge_vec(&r, &defs::UPSTREAM_HEALTHY),
+            upstream_selections: counter_vec(&r, &defs::UPSTREAM_SELECTIONS),
+            upstream_sockets_open: gauge_vec(&r, &defs::UPSTREAM_SOCKETS_OPEN),
+            hash_key_missing: counter_vec(&r, &defs::HASH_KEY_MISSING),
             tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
             config_reloads,
             background_task_restarts,
@@ -232,6 +238,16 @@ impl Metrics {
             self.upstream_connect_errors
                 .with_label_values(&[upstream, error.as_str()]);
         }
+        for reason in SelectionReason::ALL {
+            self.upstream_selections
+                .with_label_values(&[upstream, reason.as_str()]);
+        }
+        self.upstream_sockets_open.with_label_values(&[upstream]);
+    }
+
+    /// Create the series of a `balance = "hash"` route at zero.
+    pub(crate) fn init_hash_route(&self, route: &str) {
+        self.hash_key_missing.with_label_values(&[route]);
     }
 
     // --- Connections and handshakes ------------------------------------------------------
@@ -357,6 +373,25 @@ impl Metrics {
     }
 
     /// The health-check verdict of an upstream.
+    /// The balancer chose `upstream` first for a handshake.
+    pub(crate) fn upstream_selected(&self, upstream: &str, reason: SelectionReason) {
+        self.upstream_selections
+            .with_label_values(&[upstream, reason.as_str()])
+            .inc();
+    }
+
+    /// One relayed socket more (`+1`) or less (`-1`) on `upstream`.
+    pub(crate) fn upstream_sockets(&self, upstream: &str, delta: i64) {
+        self.upstream_sockets_open
+            .with_label_values(&[upstream])
+            .add(delta);
+    }
+
+    /// A handshake on a `balance = "hash"` route lacked the key.
+    pub(crate) fn hash_key_missing(&self, route: &str) {
+        self.hash_key_missing.with_label_values(&[route]).inc();
+    }
+
     pub(crate) fn upstream_health(&self, upstream: &str, healthy: bool) {
         self.upstream_healthy
             .with_label_values(&[upstream])
@@ -500,6 +535,9 @@ mod tests {
         );
         m.upstream_connect("backend", Ok(()), Duration::from_millis(3));
         m.upstream_health("backend", true);
+        m.upstream_selected("backend", SelectionReason::Hash);
+        m.upstream_sockets("backend", 1);
+        m.init_hash_route("/ws/relay");
         m.set_connection_limits([(ALL_ROUTES, 100)]);
         m.tls_handshake_failure();
         m.config_reload(true);
