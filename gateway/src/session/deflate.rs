@@ -187,3 +187,21 @@ impl Translate {
         }
     }
 }
+
+/// The next item of `stream`; each time none is ready, `quiet` runs first. The sessions pass
+/// the release of their codecs' zlib state ([`Translate::release_if_quiet`]): a quiet socket is
+/// polled again once it has been quiet (`session::idle`), and gives its state back then.
+pub(crate) async fn next_or_quiet<S>(stream: &mut S, mut quiet: impl FnMut()) -> Option<S::Item>
+where
+    S: futures_util::Stream + Unpin,
+{
+    use futures_util::StreamExt;
+    std::future::poll_fn(|cx| {
+        let next = stream.poll_next_unpin(cx);
+        if next.is_pending() {
+            quiet();
+        }
+        next
+    })
+    .await
+}

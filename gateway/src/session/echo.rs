@@ -2,13 +2,13 @@
 //! unchanged, pings get pongs (tungstenite answers them), and a close gets a close with the same
 //! code. This is the Pedestal guide's example, served by the gateway itself.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::close::{close_and_drain, close_for_error, code_of};
-use super::deflate::{is_compressed, Translate};
+use super::deflate::{is_compressed, next_or_quiet, Translate};
 use super::{idle, Outside, SessionContext};
 use crate::core::close::Violation;
 use crate::core::end::{EndReason, Initiator, SessionEnd};
@@ -70,7 +70,10 @@ where
                     let ((code, reason), cause) = why.close();
                     break Some(((code, reason.to_string()), Some(cause)));
                 }
-                next = next_message(&mut ws, &mut inbound_deflate, &mut outbound_deflate) => next,
+                next = next_or_quiet(&mut ws, || {
+                    Translate::release_if_quiet(inbound_deflate.as_deref_mut());
+                    Translate::release_if_quiet(outbound_deflate.as_deref_mut());
+                }) => next,
                 // Never completes: wakes the loop so that a quiet socket's next read gives
                 // its buffers back.
                 never = quiet.as_mut() => match never {},
@@ -153,27 +156,6 @@ where
 
 /// The echo's compression: for what the client sends, and for the answers.
 type Deflate = (Option<Box<Translate>>, Option<Box<Translate>>);
-
-/// The next message from the client; while none comes, a quiet socket's codecs give their
-/// zlib state back (the quiet wake below polls this again once it has been quiet).
-async fn next_message<S>(
-    ws: &mut WebSocketStream<S>,
-    inbound: &mut Option<Box<Translate>>,
-    outbound: &mut Option<Box<Translate>>,
-) -> Option<Result<Message, WsError>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    std::future::poll_fn(|cx| {
-        let next = ws.poll_next_unpin(cx);
-        if next.is_pending() {
-            Translate::release_if_quiet(inbound.as_deref_mut());
-            Translate::release_if_quiet(outbound.as_deref_mut());
-        }
-        next
-    })
-    .await
-}
 
 /// A close of the gateway's own, as [`close_by_gateway`] takes it.
 fn owned(v: Violation) -> (u16, String) {

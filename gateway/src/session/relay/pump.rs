@@ -20,7 +20,7 @@ use crate::core::duration::deadline;
 use crate::core::labels::{payload_len, Class, Direction};
 use crate::obs::metrics::Meter;
 use crate::session::close::fault_of;
-use crate::session::deflate::{is_compressed, Translate};
+use crate::session::deflate::{is_compressed, next_or_quiet, Received, Translate};
 use crate::session::guard::Guard;
 
 pub(super) type Tx<S> = SplitSink<WebSocketStream<S>, Message>;
@@ -93,25 +93,6 @@ pub(super) async fn finish_upstream_delivering<U, C>(
     let _ = tokio::time::timeout(limit, work).await;
 }
 
-/// The next message from `rx`; while none comes, a quiet direction's codec gives its zlib
-/// state back (the session's quiet wake polls this again once it has been quiet).
-pub(super) async fn next_message<S>(
-    rx: &mut Rx<S>,
-    translate: &mut Option<Box<Translate>>,
-) -> Option<Result<Message, WsError>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    std::future::poll_fn(|cx| {
-        let next = rx.poll_next_unpin(cx);
-        if next.is_pending() {
-            Translate::release_if_quiet(translate.as_deref_mut());
-        }
-        next
-    })
-    .await
-}
-
 /// A compressed message that cannot be made plain breaks the protocol (or, too big, the
 /// policy) of the side that sent it.
 fn broke(client: bool, violation: Violation) -> Outcome {
@@ -120,6 +101,53 @@ fn broke(client: bool, violation: Violation) -> Outcome {
         violation,
         policy: violation.code == close::MESSAGE_TOO_BIG,
     }
+}
+
+/// A data message from one side (`from_client`), made plain: checked by `guard`, counted, and
+/// sent on to the other side as that side agreed (passed through, compressed or plain). `Err`
+/// is how the pump ends.
+async fn forward_data<T>(
+    received: Received,
+    from_client: bool,
+    guard: &Guard,
+    tx: &mut Tx<T>,
+    translate: Option<&mut Translate>,
+    (shared, meter): (&Shared, &Meter),
+) -> Result<(), Outcome>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let len = received.plain.len();
+    if let Err(violation) = guard.on_message(len) {
+        return Err(Outcome::Broke {
+            client: from_client,
+            violation,
+            policy: true,
+        });
+    }
+    shared.touch(&shared.last_data);
+    let (from, to) = if from_client {
+        shared.counters.count_in(len);
+        (Direction::FromClient, Direction::ToUpstream)
+    } else {
+        shared.counters.count_out(len);
+        (Direction::FromUpstream, Direction::ToClient)
+    };
+    if received.was_compressed() {
+        meter.plain(from, len);
+    }
+    let out = Translate::send(translate, received);
+    let (class, wire, compressed) = (Class::of(&out), payload_len(&out), is_compressed(&out));
+    if tx.send(out).await.is_err() {
+        return Err(Outcome::Gone {
+            client: !from_client,
+        });
+    }
+    meter.message(to, class, wire);
+    if compressed {
+        meter.plain(to, len);
+    }
+    Ok(())
 }
 
 pub(super) async fn client_to_upstream<C, U>(
@@ -134,23 +162,25 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let message = match next_message(rx, translate).await {
-            None => return Outcome::Gone { client: true },
-            Some(Err(e)) => {
-                return match fault_of(&e) {
-                    Some(violation) => {
-                        log::debug!("relay: client error {e}");
-                        Outcome::Broke {
-                            client: true,
-                            violation,
-                            policy: matches!(e, WsError::Capacity(_)),
+        let message =
+            match next_or_quiet(rx, || Translate::release_if_quiet(translate.as_deref_mut())).await
+            {
+                None => return Outcome::Gone { client: true },
+                Some(Err(e)) => {
+                    return match fault_of(&e) {
+                        Some(violation) => {
+                            log::debug!("relay: client error {e}");
+                            Outcome::Broke {
+                                client: true,
+                                violation,
+                                policy: matches!(e, WsError::Capacity(_)),
+                            }
                         }
+                        None => Outcome::Gone { client: true },
                     }
-                    None => Outcome::Gone { client: true },
                 }
-            }
-            Some(Ok(m)) => m,
-        };
+                Some(Ok(m)) => m,
+            };
         shared.touch(&shared.heard_from_client);
         let (class, len) = (Class::of(&message), payload_len(&message));
         meter.message(Direction::FromClient, class, len);
@@ -161,28 +191,10 @@ where
         };
         match &received.plain {
             Message::Text(_) | Message::Binary(_) => {
-                let len = received.plain.len();
-                if let Err(violation) = guard.on_message(len) {
-                    return Outcome::Broke {
-                        client: true,
-                        violation,
-                        policy: true,
-                    };
-                }
-                shared.touch(&shared.last_data);
-                shared.counters.count_in(len);
-                if received.was_compressed() {
-                    meter.plain(Direction::FromClient, len);
-                }
-                let out = Translate::send(translate.as_deref_mut(), received);
-                let (class, wire, compressed) =
-                    (Class::of(&out), payload_len(&out), is_compressed(&out));
-                if tx.send(out).await.is_err() {
-                    return Outcome::Gone { client: false };
-                }
-                meter.message(Direction::ToUpstream, class, wire);
-                if compressed {
-                    meter.plain(Direction::ToUpstream, len);
+                let t = translate.as_deref_mut();
+                if let Err(end) = forward_data(received, true, guard, tx, t, (shared, meter)).await
+                {
+                    return end;
                 }
             }
             Message::Ping(payload) => {
@@ -233,7 +245,7 @@ where
             }
         };
         let next = tokio::select! {
-            next = next_message(rx, translate) => next,
+            next = next_or_quiet(rx, || Translate::release_if_quiet(translate.as_deref_mut())) => next,
             _ = sleep_until_opt(wake_at) => {
                 if ping_due {
                     shared.touch(&shared.last_ping);
@@ -271,28 +283,11 @@ where
         };
         match &received.plain {
             Message::Text(_) | Message::Binary(_) => {
-                let len = received.plain.len();
-                if let Err(violation) = opts.outbound.on_message(len) {
-                    return Outcome::Broke {
-                        client: false,
-                        violation,
-                        policy: true,
-                    };
-                }
-                shared.touch(&shared.last_data);
-                shared.counters.count_out(len);
-                if received.was_compressed() {
-                    meter.plain(Direction::FromUpstream, len);
-                }
-                let out = Translate::send(translate.as_deref_mut(), received);
-                let (class, wire, compressed) =
-                    (Class::of(&out), payload_len(&out), is_compressed(&out));
-                if tx.send(out).await.is_err() {
-                    return Outcome::Gone { client: true };
-                }
-                meter.message(Direction::ToClient, class, wire);
-                if compressed {
-                    meter.plain(Direction::ToClient, len);
+                let t = translate.as_deref_mut();
+                let guard = &opts.outbound;
+                if let Err(end) = forward_data(received, false, guard, tx, t, (shared, meter)).await
+                {
+                    return end;
                 }
             }
             Message::Ping(payload) => {
