@@ -325,6 +325,10 @@ mod tests {
             client,
             "test".into(),
             Duration::from_millis(50),
+            super::super::link::Liveness {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            },
             metrics.clone(),
         ));
         let leases = Arc::new(Leases::new("r".into(), Duration::from_secs(3)));

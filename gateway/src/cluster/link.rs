@@ -18,6 +18,13 @@
 //! The link is degraded ([`Link::down_because`], for `/readyz`) while it has no connection, and
 //! while its last calls failed (for [`defaults::CLUSTER_RECENT_FAILURE`] unless a call
 //! succeeds): a connection that is up but useless is not healthy.
+//!
+//! Liveness: a failing call is not the only way a dead connection is noticed. While connected,
+//! the loop sends `PING` every [`Liveness::interval`]; one not answered within
+//! [`Liveness::timeout`] drops the connection. A Redis killed while no handshake asks it, or a
+//! flow a NAT or load balancer forgot (no FIN, no RST: the kernel would keep retransmitting
+//! for minutes), is so noticed within interval + timeout (2 s by default), and `/readyz` and
+//! `portcullis_cluster_connected` follow.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -33,6 +40,14 @@ use super::error::ClusterError;
 use crate::config::defaults;
 use crate::core::labels::ClusterOp;
 use crate::obs::metrics::Metrics;
+
+/// How each link to Redis is checked while nothing else shows it alive (`[cluster]
+/// liveness_interval`, `liveness_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
 
 /// A connection in use, and its epoch.
 struct Live {
@@ -55,6 +70,7 @@ pub(crate) struct Link {
     /// For logs: the URL as configured (it holds no credentials).
     url: String,
     timeout: Duration,
+    liveness: Liveness,
     live: ArcSwapOption<Live>,
     /// Wakes the connect loop when a call broke the connection.
     broken: Notify,
@@ -75,6 +91,7 @@ impl Link {
         client: redis::Client,
         url: String,
         timeout: Duration,
+        liveness: Liveness,
         metrics: Arc<Metrics>,
     ) -> Link {
         metrics.init_cluster();
@@ -83,6 +100,7 @@ impl Link {
             client,
             url,
             timeout,
+            liveness,
             live: ArcSwapOption::empty(),
             broken: Notify::new(),
             dropped_proven: AtomicBool::new(false),
@@ -92,6 +110,11 @@ impl Link {
             failures: Failures::default(),
             metrics,
         }
+    }
+
+    /// The longest one call may take (`[cluster] timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether there is a connection in use (its calls may still fail).
@@ -247,16 +270,26 @@ impl Link {
             .set_response_timeout(None);
         let mut backoff = defaults::CLUSTER_RECONNECT_MIN;
         let mut reported = false;
+        // Whether a connection was in use when the loop last looked (then losing it decides
+        // the wait before the next attempt).
+        let mut had_one = false;
         loop {
-            if self.connected() {
-                self.broken.notified().await;
+            if let Some(live) = self.live.load_full() {
+                had_one = true;
+                // Until a call breaks it, or a PING goes unanswered.
+                tokio::select! {
+                    _ = self.broken.notified() => {}
+                    _ = tokio::time::sleep(self.liveness.interval) => self.check(&live).await,
+                }
+                continue;
+            }
+            if std::mem::take(&mut had_one) {
                 if self.dropped_proven.load(Ordering::Relaxed) {
                     backoff = defaults::CLUSTER_RECONNECT_MIN;
                 } else {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(defaults::CLUSTER_RECONNECT_MAX);
                 }
-                continue;
             }
             let started = Instant::now();
             match self.connect(&config).await {
@@ -294,6 +327,37 @@ impl Link {
                     backoff = (backoff * 2).min(defaults::CLUSTER_RECONNECT_MAX);
                 }
             }
+        }
+    }
+
+    /// The liveness check: `PING` on the connection in use, answered within
+    /// [`Liveness::timeout`], or the connection is dropped. An answer proves the connection
+    /// as a call's does (losing it later is worth an immediate reconnect).
+    async fn check(&self, live: &Live) {
+        let started = Instant::now();
+        let mut conn = live.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<redis::Value>(&mut conn);
+        let result = match tokio::time::timeout(self.liveness.timeout, ping).await {
+            Err(_) => Err(ClusterError::Timeout),
+            Ok(r) => r.map(|_| ()).map_err(ClusterError::from),
+        };
+        self.metrics.cluster_call(
+            ClusterOp::Ping,
+            result.as_ref().err().map(ClusterError::label),
+            started.elapsed(),
+        );
+        match result {
+            // An error answer is an answer (a user whose ACL forbids PING): the link is alive.
+            Ok(()) | Err(ClusterError::Response(_)) => live.proven.store(true, Ordering::Relaxed),
+            Err(ClusterError::Timeout) => self.drop_connection(
+                live.epoch,
+                &format!(
+                    "no answer to PING within {:?} (liveness_timeout)",
+                    self.liveness.timeout
+                ),
+            ),
+            Err(e) => self.drop_connection(live.epoch, &format!("PING failed: {e}")),
         }
     }
 

@@ -9,11 +9,17 @@
 //! | --- | --- | --- |
 //! | `rate:{policy}:ip:{address}`, `rate:{policy}:sub:{subject}` | string | a GCRA arrival time (µs) |
 //! | `conn:{policy}:ip:{address}`, `conn:{policy}:sub:{subject}`, `conn:route:{path}` | sorted set | leases: `replica:socket` → expiry (ms) |
-//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
+//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string (when it was made, Unix ms), with the revocation's ttl | a revocation ([`revocations`]) |
+//! | `lifted:sub:{subject}`, `lifted:jti:{id}` | string (when it was lifted), with its own ttl | a lift's tombstone: no write-back brings the revocation back |
+//! | `closes` | sorted set, kept a minute | operators' closes by time, replayed to replicas that did not hear them ([`events`]) |
 //! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
 //!
 //! Nothing here blocks a handshake beyond `[cluster] timeout` in all ([`Budget`]), and nothing
 //! waits for a connection: the admission layer decides what a failure means (`on_error`).
+//!
+//! Both connections (commands, and the subscription) are checked with `PING` every
+//! `[cluster] liveness_interval`, so a dead one is noticed within about 2 s even when nothing
+//! else uses it ([`link`], [`events`]).
 //!
 //! The connection and its reconnect loop, the lease heartbeat and the event subscription run
 //! on a thread of their own (`core::background`), each supervised (a panic restarts it),
@@ -49,9 +55,9 @@ use crate::core::labels::BackgroundTask;
 use crate::obs::metrics::{supervised, Metrics};
 use events::{Close, Events};
 use lease::Leases;
-use link::Link;
+use link::{Link, Liveness};
 use rate::Rates;
-use revocations::Revoked;
+use revocations::{Mark, Revoked};
 use std::time::Duration;
 
 /// Who a rate or a cap counts.
@@ -103,12 +109,13 @@ impl Cluster {
         let replica = replica_id();
         let metrics = Metrics::global().clone();
         Ok(Arc::new(Cluster {
-            events: Arc::new(Events::new(&config.key_prefix, &replica)),
+            events: Arc::new(Events::new(&config.key_prefix, &replica, metrics.clone())),
             client: client.clone(),
             link: Arc::new(Link::new(
                 client,
                 config.redis_url.text.clone(),
                 config.timeout.0,
+                liveness(config),
                 metrics.clone(),
             )),
             rates: Rates::new(),
@@ -148,9 +155,10 @@ impl Cluster {
                 leases.clone().run(link.clone(), metrics.clone())
             })
         };
+        let checks = liveness(&self.settings);
         let subscribe = supervised(BackgroundTask::ClusterEvents, move || {
             let (events, client, link) = (events.clone(), client.clone(), link.clone());
-            async move { events.run(client, &link).await }
+            async move { events.run(client, &link, checks).await }
         });
         background::spawn("cluster", async move {
             tokio::join!(connect, heartbeat, subscribe);
@@ -162,9 +170,17 @@ impl Cluster {
         self.settings.on_error
     }
 
-    /// `None` while Redis answers; otherwise why not (for `/readyz` and logs).
+    /// `None` while Redis answers and the subscription hears; otherwise why not (for `/readyz`
+    /// and logs).
     pub(crate) fn degraded(&self) -> Option<String> {
-        self.link.down_because()
+        let deaf = self
+            .events
+            .deaf_because()
+            .map(|why| format!("not hearing closes and revocations from other replicas ({why})"));
+        match (self.link.down_because(), deaf) {
+            (Some(down), Some(deaf)) => Some(format!("{down}; {deaf}")),
+            (down, deaf) => down.or(deaf),
+        }
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
@@ -239,10 +255,10 @@ impl Cluster {
         .await
     }
 
-    /// Lift a revocation on every replica.
-    pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
+    /// Lift a revocation on every replica (`tombstone`: the lift as made here).
+    pub(crate) async fn lift(&self, who: Revoked, tombstone: Mark) -> Result<(), ClusterError> {
         self.operator("a lift", |within| {
-            self.events.lift(&self.link, within, who.clone())
+            self.events.lift(&self.link, within, who.clone(), tombstone)
         })
         .await
     }
@@ -281,6 +297,14 @@ impl Cluster {
     /// Hold slots admitted without Redis; they are added to Redis by the next renewal.
     pub(crate) fn hold_unshared(&self, keys: Vec<(String, usize)>) -> Lease {
         self.leases.hold_unshared(keys)
+    }
+}
+
+/// How the links are checked, from the settings.
+fn liveness(config: &settings::Cluster) -> Liveness {
+    Liveness {
+        interval: config.liveness_interval.0,
+        timeout: config.liveness_timeout.0,
     }
 }
 

@@ -39,6 +39,14 @@ pub(crate) struct Cluster {
     /// What checks do when Redis fails; policies may override it.
     #[serde(default = "default_on_error")]
     pub(crate) on_error: OnError,
+    /// How often each link (the command connection and the event subscription) is checked
+    /// with `PING` while nothing else shows it alive.
+    #[serde(default = "default_liveness_interval")]
+    pub(crate) liveness_interval: HumanDuration,
+    /// How long a `PING` may go unanswered before its link counts as dead (dropped and made
+    /// anew): a flow a NAT forgot answers nothing, and TCP would take minutes to say so.
+    #[serde(default = "default_liveness_timeout")]
+    pub(crate) liveness_timeout: HumanDuration,
 }
 
 fn default_prefix() -> String {
@@ -55,6 +63,14 @@ fn default_lease_ttl() -> HumanDuration {
 
 fn default_on_error() -> OnError {
     defaults::CLUSTER_ON_ERROR
+}
+
+fn default_liveness_interval() -> HumanDuration {
+    HumanDuration(defaults::CLUSTER_LIVENESS_INTERVAL)
+}
+
+fn default_liveness_timeout() -> HumanDuration {
+    HumanDuration(defaults::CLUSTER_LIVENESS_TIMEOUT)
 }
 
 impl Cluster {
@@ -112,6 +128,13 @@ impl Cluster {
         let ttl = self.lease_ttl.0;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
             return Err("cluster.lease_ttl must be between 1s and 1h".into());
+        }
+        let between = Duration::from_millis(100)..=Duration::from_secs(60);
+        if !between.contains(&self.liveness_interval.0) {
+            return Err("cluster.liveness_interval must be between 100ms and 60s".into());
+        }
+        if !between.contains(&self.liveness_timeout.0) {
+            return Err("cluster.liveness_timeout must be between 100ms and 60s".into());
         }
         if ttl / 3 <= t * 2 {
             return Err(

@@ -377,6 +377,14 @@ mod tests {
         assert_eq!(cluster.timeout.0, defaults::CLUSTER_TIMEOUT);
         assert_eq!(cluster.lease_ttl.0, defaults::CLUSTER_LEASE_TTL);
         assert_eq!(cluster.on_error, cluster::OnError::Open);
+        assert_eq!(
+            cluster.liveness_interval.0,
+            defaults::CLUSTER_LIVENESS_INTERVAL
+        );
+        assert_eq!(
+            cluster.liveness_timeout.0,
+            defaults::CLUSTER_LIVENESS_TIMEOUT
+        );
         assert_eq!(cluster.password().unwrap(), None);
 
         let cases = [
@@ -412,6 +420,14 @@ mod tests {
             (
                 "[cluster]\nredis_url = \"redis://x\"\nkey_prefix = \"\"",
                 "cluster.key_prefix",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nliveness_interval = \"10ms\"",
+                "cluster.liveness_interval",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nliveness_timeout = \"2m\"",
+                "cluster.liveness_timeout",
             ),
             (
                 "[cluster]\nredis_url = \"redis://x\"\nca_file = \"/etc/hostname\"",
