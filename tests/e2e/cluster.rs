@@ -884,3 +884,134 @@ async fn a_silently_dropped_subscription_is_noticed_and_the_revocation_applied()
     })
     .await;
 }
+
+// --- Redis Sentinel ----------------------------------------------------------------------------
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// A route for a steady stream of handshakes that no limit refuses (but that asks Redis for
+/// its rate and its slot).
+const LOAD_ROUTE: &str = "[[routes]]\npath = \"/ws/load\"\nmode = \"echo\"\npolicy = \"load\"\n\
+     [policies.load.limits]\nhandshakes_per_ip = { per_second = 100000, burst = 100000 }\n\
+     connections_per_route = 100000\n";
+
+/// Handshakes on `/ws/load`, over `gateways` in turn, until `stop`: the statuses other than
+/// 101, and how many there were in all.
+async fn handshake_load(gateways: &[&Gateway], stop: &AtomicBool) -> (Vec<u16>, usize) {
+    let mut refused = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let (status, _) = gateways[n % gateways.len()]
+            .try_handshake("/ws/load", "")
+            .await;
+        if status != 101 {
+            refused.push(status);
+        }
+        n += 1;
+    }
+    (refused, n)
+}
+
+/// Both replicas ready (connected to the primary, calls succeeding, subscribed), and then
+/// alice's cap of 3 (held by sockets open on both) refuses a fourth on either.
+async fn caps_hold_again(a: &Gateway, b: &Gateway) {
+    for gw in [a, b] {
+        await_readyz(gw, "ready on the new primary", |status, body| {
+            status == 200 && body == "ready\n"
+        })
+        .await;
+    }
+    for gw in [a, b] {
+        let (status, head) = gw.try_handshake("/ws/capped", &bearer("alice")).await;
+        assert_eq!(status, 429, "{head}");
+    }
+}
+
+/// Redis Sentinel: the replicas find the primary through the Sentinel and follow its
+/// failovers, one asked for (`SENTINEL FAILOVER`) and one forced (`kill -9` of the primary),
+/// under a steady stream of handshakes. No handshake fails (with `on_error = "open"` a replica
+/// decides locally while the primary changes), no established socket is dropped, and once
+/// both replicas use the new primary the caps hold across them again.
+#[tokio::test]
+async fn sentinel_failovers_keep_caps_and_established_sockets() {
+    let Some(first) = Redis::start().await else {
+        return;
+    };
+    let Some(mut second) = Redis::start_replica_of(&first).await else {
+        return;
+    };
+    let master = "portcullis-test";
+    let Some(sentinel) = Sentinel::start(master, &first, 1).await else {
+        return;
+    };
+    let config = cluster_config_with("SENTINELS", 60, TIMEOUT_MS).replacen(
+        "redis_url = \"SENTINELS\"",
+        &format!(
+            "sentinels = [\"{}\"]\nmaster_name = \"{master}\"",
+            sentinel.url()
+        ),
+        1,
+    ) + LOAD_ROUTE;
+    let (a, b) = (replica(&config).await, replica(&config).await);
+    let both = [&a, &b];
+    let (open, refused) = spread(&both, "/ws/capped", "alice", 5).await;
+    assert_eq!((open.len(), refused.len()), (3, 2), "{refused:?}");
+    let mut sockets = Vec::new();
+    for tls in open {
+        sockets.push(WebSocketStream::from_raw_socket(tls, Role::Client, None).await);
+    }
+    assert_eq!(
+        first.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+
+    // Asked for: the Sentinel promotes the replica and demotes the old primary.
+    let stop = AtomicBool::new(false);
+    let failover = async {
+        sentinel.cli(&["SENTINEL", "FAILOVER", master]).await;
+        sentinel.wait_primary(second.port, START).await;
+        caps_hold_again(&a, &b).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    let ((failed, made), ()) = tokio::join!(handshake_load(&both, &stop), failover);
+    assert!(failed.is_empty(), "{failed:?} of {made}");
+    assert!(made > 0);
+    assert_eq!(
+        second.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+    for ws in &mut sockets {
+        let echo = roundtrip(ws, Message::text("after the failover")).await;
+        assert_eq!(echo, Message::text("echo: after the failover"));
+    }
+
+    // Forced: the new primary is killed; the Sentinel promotes the old one back.
+    first.wait_link_up().await;
+    let stop = AtomicBool::new(false);
+    let failover = async {
+        second.stop().await;
+        sentinel.wait_primary(first.port, START).await;
+        caps_hold_again(&a, &b).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    let ((failed, made), ()) = tokio::join!(handshake_load(&both, &stop), failover);
+    assert!(failed.is_empty(), "{failed:?} of {made}");
+    assert_eq!(
+        first.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+    for ws in &mut sockets {
+        let echo = roundtrip(ws, Message::text("after the kill")).await;
+        assert_eq!(echo, Message::text("echo: after the kill"));
+    }
+    // Found through the Sentinel each time: the first primary, the second, the first again.
+    for gw in both {
+        let log = gw.log();
+        let connected = log
+            .matches("cluster: connected to the primary \"portcullis-test\" of Sentinel redis://")
+            .count();
+        assert!(connected >= 3, "{log}");
+    }
+}

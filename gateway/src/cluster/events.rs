@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::endpoint::Endpoint;
 use super::link::{Link, Liveness};
 use super::revocations::{Mark, Revocations, Revoked, State};
 use super::ClusterError;
@@ -534,10 +535,10 @@ impl Events {
 
     /// Subscribe, catch up, apply messages, check the subscription; again after every
     /// failure, with backoff. Runs until the process ends (on the cluster thread).
-    pub(crate) async fn run(&self, client: redis::Client, link: &Link, liveness: Liveness) {
+    pub(crate) async fn run(&self, target: &Endpoint, link: &Link, liveness: Liveness) {
         let mut backoff = defaults::CLUSTER_RECONNECT_MIN;
         loop {
-            match self.subscribe_and_catch_up(&client, link).await {
+            match self.subscribe_and_catch_up(target, link).await {
                 Ok((mut sink, mut messages)) => {
                     backoff = defaults::CLUSTER_RECONNECT_MIN;
                     self.hearing(None);
@@ -602,9 +603,10 @@ impl Events {
 
     async fn subscribe_and_catch_up(
         &self,
-        client: &redis::Client,
+        target: &Endpoint,
         link: &Link,
     ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), ClusterError> {
+        let client = target.primary().await?;
         let connect = client.get_async_pubsub();
         let mut pubsub = tokio::time::timeout(defaults::CLUSTER_CONNECT_TIMEOUT, connect)
             .await

@@ -322,7 +322,7 @@ mod tests {
         // No Redis: calls fail at once as not connected, which is all the heartbeat needs here.
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
         let link = Arc::new(Link::new(
-            client,
+            Arc::new(super::super::endpoint::Endpoint::Direct(client)),
             "test".into(),
             Duration::from_millis(50),
             super::super::link::Liveness {

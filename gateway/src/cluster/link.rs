@@ -36,6 +36,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::{watch, Notify};
 
+use super::endpoint::Endpoint;
 use super::error::ClusterError;
 use crate::config::defaults;
 use crate::core::labels::ClusterOp;
@@ -66,7 +67,7 @@ struct Failures {
 
 /// The shared connection to Redis.
 pub(crate) struct Link {
-    client: redis::Client,
+    target: Arc<Endpoint>,
     /// For logs: the URL as configured (it holds no credentials).
     url: String,
     timeout: Duration,
@@ -88,7 +89,7 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(
-        client: redis::Client,
+        target: Arc<Endpoint>,
         url: String,
         timeout: Duration,
         liveness: Liveness,
@@ -97,7 +98,7 @@ impl Link {
         metrics.init_cluster();
         metrics.cluster_connected(false);
         Link {
-            client,
+            target,
             url,
             timeout,
             liveness,
@@ -361,7 +362,8 @@ impl Link {
         }
     }
 
-    /// One connection attempt: connect (authenticating and selecting the database), then
+    /// One connection attempt: find the primary (ask the Sentinels, if so configured),
+    /// connect (authenticating and selecting the database), then
     /// `HELLO` within the call timeout, so that a Redis that accepts but does not answer is not
     /// taken for up, and one that is a replica (after a failover, the old primary) is not
     /// taken for the primary.
@@ -370,7 +372,9 @@ impl Link {
         config: &AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection, ClusterError> {
         let mut conn = self
-            .client
+            .target
+            .primary()
+            .await?
             .get_multiplexed_async_connection_with_config(config)
             .await?;
         let check = primary(&mut conn);

@@ -32,6 +32,7 @@
 //! means and what the way around it would cost).
 
 mod budget;
+mod endpoint;
 mod error;
 pub(crate) mod events;
 mod lease;
@@ -53,6 +54,7 @@ use crate::config::defaults;
 use crate::core::background;
 use crate::core::labels::BackgroundTask;
 use crate::obs::metrics::{supervised, Metrics};
+use endpoint::Endpoint;
 use events::{Close, Events};
 use lease::Leases;
 use link::{Link, Liveness};
@@ -86,8 +88,8 @@ pub(crate) struct Cluster {
     rates: Rates,
     leases: Arc<Leases>,
     events: Arc<Events>,
-    /// For the event subscription's own connection.
-    client: redis::Client,
+    /// Where the primary is (for the event subscription's own connection too).
+    target: Arc<Endpoint>,
     metrics: Arc<Metrics>,
     started: AtomicBool,
 }
@@ -105,15 +107,15 @@ impl Cluster {
                 return Ok(prev.clone());
             }
         }
-        let client = client(config, password.as_deref())?;
+        let target = Arc::new(Endpoint::new(config, password.as_deref())?);
         let replica = replica_id();
         let metrics = Metrics::global().clone();
         Ok(Arc::new(Cluster {
             events: Arc::new(Events::new(&config.key_prefix, &replica, metrics.clone())),
-            client: client.clone(),
+            target: target.clone(),
             link: Arc::new(Link::new(
-                client,
-                config.redis_url.text.clone(),
+                target,
+                config.describe(),
                 config.timeout.0,
                 liveness(config),
                 metrics.clone(),
@@ -136,7 +138,7 @@ impl Cluster {
         log::info!(
             "cluster: replica {} sharing limits through {} (prefix {:?}, on_error = {})",
             self.replica,
-            self.settings.redis_url.text,
+            self.settings.describe(),
             self.settings.key_prefix,
             self.settings.on_error.as_str()
         );
@@ -144,7 +146,7 @@ impl Cluster {
         // if it keeps panicking). What a task must keep across a restart (the connection, the
         // heartbeat's channel and sockets) lives in the shared handles, not in the task.
         let (link, leases, events) = (self.link.clone(), self.leases.clone(), self.events.clone());
-        let (metrics, client) = (self.metrics.clone(), self.client.clone());
+        let (metrics, target) = (self.metrics.clone(), self.target.clone());
         let connect = {
             let link = link.clone();
             supervised(BackgroundTask::ClusterLink, move || link.clone().run())
@@ -157,8 +159,8 @@ impl Cluster {
         };
         let checks = liveness(&self.settings);
         let subscribe = supervised(BackgroundTask::ClusterEvents, move || {
-            let (events, client, link) = (events.clone(), client.clone(), link.clone());
-            async move { events.run(client, &link, checks).await }
+            let (events, target, link) = (events.clone(), target.clone(), link.clone());
+            async move { events.run(&target, &link, checks).await }
         });
         background::spawn("cluster", async move {
             tokio::join!(connect, heartbeat, subscribe);
@@ -320,48 +322,4 @@ fn replica_id() -> String {
             .as_nanos(),
     );
     format!("{:016x}", h.finish())
-}
-
-/// The Redis client for the settings: address, database, user and password, and for
-/// `rediss://` TLS trusting `ca_file` or the system roots.
-fn client(config: &settings::Cluster, password: Option<&str>) -> Result<redis::Client, String> {
-    use redis::IntoConnectionInfo;
-    let url = &config.redis_url;
-    let db: i64 = url
-        .path_and_query
-        .trim_start_matches('/')
-        .parse()
-        .unwrap_or(0);
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let scheme = if url.tls() { "rediss" } else { "redis" };
-    let info = format!("{scheme}://{host}:{}/{db}", url.port)
-        .into_connection_info()
-        .map_err(|e| format!("cluster.redis_url: {e}"))?;
-    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-    if let Some(user) = &config.username {
-        redis_settings = redis_settings.set_username(user);
-    }
-    if let Some(password) = password {
-        redis_settings = redis_settings.set_password(password);
-    }
-    let info = info.set_redis_settings(redis_settings);
-    match &config.ca_file {
-        Some(ca) => {
-            let root = std::fs::read(ca)
-                .map_err(|e| format!("cluster.ca_file: cannot read {}: {e}", ca.display()))?;
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root),
-                },
-            )
-            .map_err(|e| format!("cluster.ca_file: {e}"))
-        }
-        None => redis::Client::open(info).map_err(|e| format!("cluster.redis_url: {e}")),
-    }
 }

@@ -16,8 +16,16 @@ use crate::core::url::RedisUrl;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cluster {
-    /// `redis://host:port[/db]` or `rediss://...` (TLS). No credentials in the URL.
-    pub(crate) redis_url: RedisUrl,
+    /// `redis://host:port[/db]` or `rediss://...` (TLS). No credentials in the URL. Either
+    /// this (one Redis) or `sentinels` with `master_name` (the primary Redis Sentinel names).
+    pub(crate) redis_url: Option<RedisUrl>,
+    /// Redis Sentinel: the Sentinels to ask which server is the primary (`redis://host:port`,
+    /// or `rediss://` for TLS to the Sentinels and to the primary), asked again on every
+    /// (re)connection, so that the gateway follows failovers.
+    #[serde(default)]
+    pub(crate) sentinels: Vec<RedisUrl>,
+    /// With `sentinels`: the name under which they watch the primary (`sentinel monitor NAME`).
+    pub(crate) master_name: Option<String>,
     /// An ACL user name (Redis 6+); without it the password is for the default user.
     pub(crate) username: Option<String>,
     /// The password, from a file (relative to the config file) or an environment variable.
@@ -97,18 +105,105 @@ impl Cluster {
         Ok(Some(password.to_string()))
     }
 
+    /// Whether the connections to Redis (and to the Sentinels) use TLS.
+    pub(crate) fn tls(&self) -> bool {
+        match &self.redis_url {
+            Some(url) => url.tls(),
+            None => self.sentinels.first().is_some_and(|s| s.tls()),
+        }
+    }
+
+    /// The database number (`redis_url`'s path; 0 under Sentinel).
+    pub(crate) fn database(&self) -> i64 {
+        let path = self
+            .redis_url
+            .as_ref()
+            .map_or("", |u| u.path_and_query.as_str());
+        path.trim_start_matches('/').parse().unwrap_or(0)
+    }
+
+    /// Where the store is, for logs (never a secret): the URL, or the master name and the
+    /// Sentinels.
+    pub(crate) fn describe(&self) -> String {
+        match (&self.redis_url, &self.master_name) {
+            (Some(url), _) => url.text.clone(),
+            (None, name) => {
+                let sentinels: Vec<&str> = self.sentinels.iter().map(|s| s.text.as_str()).collect();
+                format!(
+                    "the primary {:?} of Sentinel {}",
+                    name.as_deref().unwrap_or_default(),
+                    sentinels.join(", ")
+                )
+            }
+        }
+    }
+
+    /// The checks of where the store is.
+    fn validate_address(&self) -> Result<(), String> {
+        match (&self.redis_url, self.sentinels.is_empty()) {
+            (Some(_), false) => {
+                return Err(
+                    "cluster: set redis_url (one Redis) or sentinels with master_name (Redis \
+                     Sentinel), not both"
+                        .into(),
+                )
+            }
+            (None, true) => {
+                return Err(
+                    "cluster: redis_url (one Redis) or sentinels with master_name (Redis \
+                     Sentinel) is required"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.redis_url {
+            if self.master_name.is_some() {
+                return Err("cluster.master_name needs cluster.sentinels".into());
+            }
+            let path = url.path_and_query.as_str();
+            let db = path.trim_start_matches('/');
+            if !(db.is_empty() || db.parse::<u16>().is_ok()) {
+                return Err(format!(
+                    "cluster.redis_url: {path:?} is not a database number (e.g. \"redis://host:6379/0\")"
+                ));
+            }
+        }
+        if !self.sentinels.is_empty() {
+            match &self.master_name {
+                None => return Err("cluster.sentinels needs cluster.master_name".into()),
+                Some(name) if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic()) => {
+                    return Err("cluster.master_name must be printable ASCII without spaces".into())
+                }
+                Some(_) => {}
+            }
+            let tls = self.tls();
+            for sentinel in &self.sentinels {
+                if sentinel.tls() != tls {
+                    return Err("cluster.sentinels must all be redis:// or all be rediss://".into());
+                }
+                if !sentinel.path_and_query.trim_start_matches('/').is_empty() {
+                    return Err(format!(
+                        "cluster.sentinels: {:?} must be redis://host:port, without a path \
+                         (the primary's database is 0)",
+                        sentinel.text
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The checks that need no file (validation).
     pub(crate) fn validate(&self) -> Result<(), String> {
         self.secret().validate()?;
-        let path = self.redis_url.path_and_query.as_str();
-        let db = path.trim_start_matches('/');
-        if !(db.is_empty() || db.parse::<u16>().is_ok()) {
-            return Err(format!(
-                "cluster.redis_url: {path:?} is not a database number (e.g. \"redis://host:6379/0\")"
-            ));
-        }
-        if self.ca_file.is_some() && !self.redis_url.tls() {
-            return Err("cluster.ca_file is set but cluster.redis_url is not rediss://".into());
+        self.validate_address()?;
+        if self.ca_file.is_some() && !self.tls() {
+            return Err(
+                "cluster.ca_file is set but cluster.redis_url (or cluster.sentinels) is not \
+                 rediss://"
+                    .into(),
+            );
         }
         if let Some(ca) = &self.ca_file {
             if !ca.is_file() {

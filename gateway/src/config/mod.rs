@@ -425,6 +425,27 @@ mod tests {
                 "[cluster]\nredis_url = \"redis://x\"\nliveness_interval = \"10ms\"",
                 "cluster.liveness_interval",
             ),
+            ("[cluster]\nkey_prefix = \"x:\"", "redis_url (one Redis) or sentinels"),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nsentinels = [\"redis://s:26379\"]\nmaster_name = \"m\"",
+                "not both",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379\"]",
+                "cluster.sentinels needs cluster.master_name",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nmaster_name = \"m\"",
+                "cluster.master_name needs cluster.sentinels",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379\", \"rediss://t:26379\"]\nmaster_name = \"m\"",
+                "all be redis:// or all be rediss://",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379/2\"]\nmaster_name = \"m\"",
+                "without a path",
+            ),
             (
                 "[cluster]\nredis_url = \"redis://x\"\nliveness_timeout = \"2m\"",
                 "cluster.liveness_timeout",

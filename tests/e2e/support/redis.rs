@@ -19,6 +19,8 @@ pub struct Redis {
     dir: tempfile::TempDir,
     /// `rediss://`: the certificate (its own CA) and key Redis serves TLS with.
     tls: Option<(PathBuf, PathBuf)>,
+    /// A replica of the Redis on this loopback port.
+    replica_of: Option<u16>,
 }
 
 impl Redis {
@@ -34,7 +36,27 @@ impl Redis {
         Redis::start_with(true).await
     }
 
+    /// Start one as a replica of `primary` (`--replicaof`), once its replication link is up.
+    pub async fn start_replica_of(primary: &Redis) -> Option<Redis> {
+        let redis = Redis::start_as(false, Some(primary.port)).await?;
+        redis.wait_link_up().await;
+        Some(redis)
+    }
+
+    /// Wait until this replica's link to its primary is up.
+    pub async fn wait_link_up(&self) {
+        eventually(START, "the replication link up", || async {
+            let info = self.cli(&["INFO", "replication"]).await;
+            done_or(info.contains("master_link_status:up"), info)
+        })
+        .await
+    }
+
     async fn start_with(tls: bool) -> Option<Redis> {
+        Redis::start_as(tls, None).await
+    }
+
+    async fn start_as(tls: bool, replica_of: Option<u16>) -> Option<Redis> {
         let server = tool("redis-server")?;
         let cli = tool("redis-cli")?;
         let dir = tempfile::tempdir().unwrap();
@@ -52,6 +74,7 @@ impl Redis {
             cli,
             dir,
             tls,
+            replica_of,
         };
         for _ in 0..5 {
             redis.port = free_port();
@@ -91,6 +114,9 @@ impl Redis {
                 .arg(key)
                 .args(["--tls-auth-clients", "no"]),
         };
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         let child = cmd
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
@@ -185,7 +211,7 @@ impl Redis {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,150 @@
+//! Where the primary Redis is: one configured address (`redis_url`), or whichever server the
+//! Sentinels name (`sentinels`, `master_name`), asked again for every new connection (the
+//! command link's and the subscription's), so that after a failover the next connection
+//! reaches the new primary. Either way the connection is then checked as usual (`HELLO` must
+//! say primary, `link`).
+
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, TlsCertificates};
+
+use super::ClusterError;
+use crate::config::cluster as settings;
+use crate::config::defaults;
+
+/// How to reach the primary.
+pub(crate) enum Endpoint {
+    /// One address.
+    Direct(redis::Client),
+    /// Ask the Sentinels (one at a time, in order, under a lock: redis-rs caches its
+    /// connections to them).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Endpoint {
+    /// The target for the settings, with the password; TLS trusting `ca_file` or the system
+    /// roots.
+    pub(crate) fn new(
+        config: &settings::Cluster,
+        password: Option<&str>,
+    ) -> Result<Endpoint, String> {
+        match &config.redis_url {
+            Some(_) => direct(config, password).map(Endpoint::Direct),
+            None => sentinel(config, password)
+                .map(|client| Endpoint::Sentinel(tokio::sync::Mutex::new(client))),
+        }
+    }
+
+    /// A client for the primary now: the configured one, or the one the Sentinels name
+    /// (asking them takes at most [`defaults::CLUSTER_CONNECT_TIMEOUT`]).
+    pub(crate) async fn primary(&self) -> Result<redis::Client, ClusterError> {
+        match self {
+            Endpoint::Direct(client) => Ok(client.clone()),
+            Endpoint::Sentinel(sentinels) => {
+                let ask = async { sentinels.lock().await.async_get_client().await };
+                tokio::time::timeout(defaults::CLUSTER_CONNECT_TIMEOUT, ask)
+                    .await
+                    .map_err(|_| ClusterError::Timeout)?
+                    .map_err(|e| ClusterError::Connection(format!("asking the Sentinels: {e}")))
+            }
+        }
+    }
+}
+
+/// The CA to trust for `rediss://`, if one is configured.
+fn root_cert(config: &settings::Cluster) -> Result<Option<Vec<u8>>, String> {
+    config
+        .ca_file
+        .as_ref()
+        .map(|ca| {
+            std::fs::read(ca)
+                .map_err(|e| format!("cluster.ca_file: cannot read {}: {e}", ca.display()))
+        })
+        .transpose()
+}
+
+/// The client of one address: address, database, user and password.
+fn direct(config: &settings::Cluster, password: Option<&str>) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let url = config.redis_url.as_ref().expect("a redis_url");
+    let scheme = if url.tls() { "rediss" } else { "redis" };
+    let info = format!(
+        "{scheme}://{}:{}/{}",
+        bracketed(&url.host),
+        url.port,
+        config.database()
+    )
+    .into_connection_info()
+    .map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(user) = &config.username {
+        redis_settings = redis_settings.set_username(user);
+    }
+    if let Some(password) = password {
+        redis_settings = redis_settings.set_password(password);
+    }
+    let info = info.set_redis_settings(redis_settings);
+    match root_cert(config)? {
+        Some(root) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root),
+            },
+        )
+        .map_err(|e| format!("cluster.ca_file: {e}")),
+        None => redis::Client::open(info).map_err(|e| format!("cluster.redis_url: {e}")),
+    }
+}
+
+/// The Sentinel client: the Sentinels' addresses, the master name, and for the primary the
+/// user and password (the Sentinels themselves are asked without); TLS to both with
+/// `rediss://`.
+fn sentinel(config: &settings::Cluster, password: Option<&str>) -> Result<SentinelClient, String> {
+    let addresses = config.sentinels.iter().map(|s| {
+        let host = s.host.clone();
+        match s.tls() {
+            true => ConnectionAddr::TcpTls {
+                host,
+                port: s.port,
+                insecure: false,
+                tls_params: None,
+            },
+            false => ConnectionAddr::Tcp(host, s.port),
+        }
+    });
+    let name = config.master_name.as_deref().expect("a master_name");
+    let mut builder = SentinelClientBuilder::new(addresses, name, SentinelServerType::Master)
+        .map_err(|e| format!("cluster.sentinels: {e}"))?;
+    if config.tls() {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(root) = root_cert(config)? {
+            let certificates = || TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            };
+            builder = builder
+                .set_client_to_redis_certificates(certificates())
+                .set_client_to_sentinel_certificates(certificates());
+        }
+    }
+    if let Some(user) = &config.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cluster.sentinels: {e}"))
+}
+
+/// A host as it goes in a URL (an IPv6 address in brackets).
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
