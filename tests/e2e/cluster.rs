@@ -1015,3 +1015,102 @@ async fn sentinel_failovers_keep_caps_and_established_sockets() {
         assert!(connected >= 3, "{log}");
     }
 }
+
+// --- Redis Cluster -----------------------------------------------------------------------------
+
+/// A policy whose three caps (per IP, per subject, per route) one script takes together: on a
+/// Redis Cluster they must be in one slot.
+const ALL_CAPS_ROUTE: &str = "[[routes]]\npath = \"/ws/all\"\nmode = \"echo\"\npolicy = \"all\"\n\
+     [policies.all.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
+     [policies.all.limits]\nconnections_per_ip = 10\nconnections_per_subject = 2\n\
+     connections_per_route = 10\n";
+
+/// Redis Cluster, three primaries made by the test: caps (one key or three, each script in
+/// one slot thanks to the policy's hash tag), rates, renewals and releases across two replicas
+/// all decided in Redis (no fallback, so no CROSSSLOT); revocations and closes reach the other
+/// replica, and the revocation keys share their own slot.
+#[tokio::test]
+async fn a_redis_cluster_of_three_primaries_counts_for_every_replica() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let nodes = format!("cluster_nodes = [{}]", nodes.join(", "));
+    let config = cluster_config_with("NODES", 2, 300).replacen("redis_url = \"NODES\"", &nodes, 1)
+        + ALL_CAPS_ROUTE;
+    let (a, b) = (replica(&config).await, replica(&config).await);
+    let (open, refused) = spread(&[&a, &b], "/ws/capped", "alice", 20).await;
+    assert_eq!((open.len(), refused.len()), (3, 17), "{refused:?}");
+    let key = "test:conn:{capped}:sub:alice";
+    assert_eq!(cluster.cli(&["ZCARD", key]).await, "3");
+    let (all, refused) = spread(&[&a, &b], "/ws/all", "bob", 6).await;
+    assert_eq!((all.len(), refused.len()), (2, 4), "{refused:?}");
+    assert_eq!(
+        cluster
+            .cli(&["ZCARD", "test:conn:{all}:route:/ws/all"])
+            .await,
+        "2"
+    );
+    // Renewed across the slots: held for more than two lease ttls (2 s), still counted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(cluster.cli(&["ZCARD", key]).await, "3");
+    assert_eq!(a.try_handshake("/ws/capped", &bearer("alice")).await.0, 429);
+    // Released on close, per slot.
+    drop(all);
+    eventually(STEP, "bob's slots released", || async {
+        let n = cluster.cli(&["ZCARD", "test:conn:{all}:sub:bob"]).await;
+        done_or(n == "0", n)
+    })
+    .await;
+    // A handshake rate across both.
+    for gw in [&a, &b, &a, &b] {
+        assert_eq!(gw.try_handshake("/ws/rated", "").await.0, 101);
+    }
+    assert_eq!(b.try_handshake("/ws/rated", "").await.0, 429);
+    for gw in [&a, &b] {
+        let scrape = gw.admin_get("/metrics").await;
+        assert!(
+            scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
+            "{scrape}"
+        );
+        assert!(
+            scrape.contains("portcullis_cluster_subscribed 1\n"),
+            "{scrape}"
+        );
+    }
+
+    // Revocations and closes (session-control replicas on the same Redis Cluster).
+    let table = format!(
+        "[cluster]\n{nodes}\nkey_prefix = \"rc:\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n"
+    );
+    let (c, d) = (gateway(&table).await, gateway(&table).await);
+    for gw in [&c, &d] {
+        gw.wait_metric_with("portcullis_cluster_subscribed 1", &admin_auth())
+            .await;
+    }
+    let mut mallory = chat(&d, "mallory", "m1").await;
+    let mut oscar = chat(&d, "oscar", "o1").await;
+    let revoke = json!({"subject": "mallory", "ttl": "1h"});
+    let (status, body) = admin(&c, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    assert_eq!(expect_close(&mut mallory).await, (1008, "revoked".into()));
+    let close = json!({"subject": "oscar", "code": 4004});
+    let (status, body) = admin(&c, "POST", "/sessions/close", Some(close)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    assert_eq!(expect_close(&mut oscar).await.0, 4004);
+    assert_eq!(
+        cluster
+            .cli(&["EXISTS", "rc:{revocations}revoked:sub:mallory"])
+            .await,
+        "1"
+    );
+    // A replica started later reads it (a SCAN on the node of the revocations' slot).
+    let late = gateway(&table).await;
+    eventually(STEP, "the late replica refuses mallory", || async {
+        let (status, head) = late
+            .try_handshake("/ws/chat", &chat_bearer("mallory", "m2"))
+            .await;
+        done_or(status == 401, head)
+    })
+    .await;
+}

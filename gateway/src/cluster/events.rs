@@ -150,6 +150,9 @@ enum Message {
 pub(crate) struct Events {
     channel: String,
     prefix: String,
+    /// What the revocation and tombstone keys start with: the prefix, and on a Redis Cluster
+    /// the hash tag that puts them all in one slot (so one node is scanned).
+    marks_prefix: String,
     replica: String,
     closes: broadcast::Sender<Close>,
     write: redis::Script,
@@ -165,11 +168,18 @@ pub(crate) struct Events {
 }
 
 impl Events {
-    pub(crate) fn new(prefix: &str, replica: &str, metrics: Arc<Metrics>) -> Events {
+    pub(crate) fn new(
+        prefix: &str,
+        redis_cluster: bool,
+        replica: &str,
+        metrics: Arc<Metrics>,
+    ) -> Events {
         metrics.cluster_subscribed(false);
+        let tag = if redis_cluster { "{revocations}" } else { "" };
         Events {
             channel: format!("{prefix}events"),
             prefix: prefix.to_string(),
+            marks_prefix: format!("{prefix}{tag}"),
             replica: replica.to_string(),
             closes: broadcast::channel(1024).0,
             write: redis::Script::new(WRITE),
@@ -197,7 +207,7 @@ impl Events {
     }
 
     fn key(&self, who: &Revoked, state: State) -> String {
-        format!("{}{}", self.prefix, who.key_part(state))
+        format!("{}{}", self.marks_prefix, who.key_part(state))
     }
 
     fn closes_key(&self) -> String {
@@ -399,24 +409,26 @@ impl Events {
         applied.insert(id.to_string(), now).is_none()
     }
 
-    /// Every key matching `pattern` (SCAN).
+    /// Every key matching `pattern` (SCAN; on a Redis Cluster, on the node of the marks' slot).
     async fn scan(&self, link: &Link, pattern: String) -> Result<Vec<String>, ClusterError> {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
             let pattern = pattern.clone();
-            let (next, batch): (u64, Vec<String>) = link
+            let slot_of = self.marks_prefix.clone();
+            let answer = link
                 .call(ClusterOp::Event, |mut conn| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
+                        .arg(1000);
+                    conn.on_node_of(&slot_of, scan).await
                 })
                 .await?;
+            let (next, batch): (u64, Vec<String>) = redis::from_redis_value(answer)
+                .map_err(|e| ClusterError::Response(format!("SCAN answered {e}")))?;
             keys.extend(batch);
             cursor = next;
             if cursor == 0 {
@@ -427,8 +439,13 @@ impl Events {
 
     /// Every revocation and tombstone the store holds.
     async fn read_marks(&self, link: &Link) -> Result<HashMap<Revoked, Mark>, ClusterError> {
-        let mut keys = self.scan(link, format!("{}revoked:*", self.prefix)).await?;
-        keys.extend(self.scan(link, format!("{}lifted:*", self.prefix)).await?);
+        let mut keys = self
+            .scan(link, format!("{}revoked:*", self.marks_prefix))
+            .await?;
+        keys.extend(
+            self.scan(link, format!("{}lifted:*", self.marks_prefix))
+                .await?,
+        );
         let mut marks = HashMap::new();
         for chunk in keys.chunks(500) {
             let mut pipe = redis::pipe();
@@ -442,7 +459,7 @@ impl Events {
                 .await?;
             for (key, pair) in chunk.iter().zip(answers.chunks(2)) {
                 let Some((state, who)) = key
-                    .strip_prefix(&self.prefix)
+                    .strip_prefix(&self.marks_prefix)
                     .and_then(Revoked::from_key_part)
                 else {
                     continue;

@@ -32,10 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::{watch, Notify};
 
+use super::conn::Conn;
 use super::endpoint::Endpoint;
 use super::error::ClusterError;
 use crate::config::defaults;
@@ -53,7 +53,7 @@ pub(crate) struct Liveness {
 /// A connection in use, and its epoch.
 struct Live {
     epoch: u64,
-    conn: MultiplexedConnection,
+    conn: Conn,
     /// A call succeeded on it (then losing it is worth an immediate reconnect).
     proven: AtomicBool,
 }
@@ -67,7 +67,7 @@ struct Failures {
 
 /// The shared connection to Redis.
 pub(crate) struct Link {
-    target: Arc<Endpoint>,
+    endpoint: Arc<Endpoint>,
     /// For logs: the URL as configured (it holds no credentials).
     url: String,
     timeout: Duration,
@@ -89,7 +89,7 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(
-        target: Arc<Endpoint>,
+        endpoint: Arc<Endpoint>,
         url: String,
         timeout: Duration,
         liveness: Liveness,
@@ -98,7 +98,7 @@ impl Link {
         metrics.init_cluster();
         metrics.cluster_connected(false);
         Link {
-            target,
+            endpoint,
             url,
             timeout,
             liveness,
@@ -167,7 +167,7 @@ impl Link {
     /// Run one call on the shared connection, bounded by `[cluster] timeout`, and count it.
     pub(crate) async fn call<T, F, Fut>(&self, op: ClusterOp, work: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.call_within(op, self.timeout, work).await
@@ -183,7 +183,7 @@ impl Link {
         work: F,
     ) -> Result<T, ClusterError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let unsent = match self.live.load_full() {
@@ -363,24 +363,35 @@ impl Link {
     }
 
     /// One connection attempt: find the primary (ask the Sentinels, if so configured),
-    /// connect (authenticating and selecting the database), then
-    /// `HELLO` within the call timeout, so that a Redis that accepts but does not answer is not
-    /// taken for up, and one that is a replica (after a failover, the old primary) is not
-    /// taken for the primary.
-    async fn connect(
-        &self,
-        config: &AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, ClusterError> {
+    /// connect (authenticating and selecting the database), then `HELLO` within the call
+    /// timeout, so that a Redis that accepts but does not answer is not taken for up, and one
+    /// that is a replica (after a failover, the old primary) is not taken for the primary. A
+    /// Redis Cluster connection learns the nodes and slots from the configured ones and routes
+    /// to primaries itself; it must answer a `PING`.
+    async fn connect(&self, config: &AsyncConnectionConfig) -> Result<Conn, ClusterError> {
+        let within = self.timeout.max(Duration::from_millis(100));
+        if let Some(cluster) = self.endpoint.redis_cluster() {
+            let connect = cluster.get_async_connection();
+            let mut conn = tokio::time::timeout(defaults::CLUSTER_CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| ClusterError::Timeout)??;
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<redis::Value>(&mut conn);
+            return match tokio::time::timeout(within, ping).await {
+                Err(_) => Err(ClusterError::Timeout),
+                Ok(r) => r.map(|_| Conn::Cluster(conn)).map_err(ClusterError::from),
+            };
+        }
         let mut conn = self
-            .target
+            .endpoint
             .primary()
             .await?
             .get_multiplexed_async_connection_with_config(config)
             .await?;
         let check = primary(&mut conn);
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(100)), check).await {
+        match tokio::time::timeout(within, check).await {
             Err(_) => Err(ClusterError::Timeout),
-            Ok(r) => r.map(|()| conn),
+            Ok(r) => r.map(|()| Conn::Single(conn)),
         }
     }
 }
@@ -388,7 +399,7 @@ impl Link {
 /// `Ok` when the server answers `HELLO` as a primary. A server without `HELLO` (before Redis 6)
 /// or a user not allowed to call it gets the benefit of the doubt: it answered, and a replica
 /// is caught by its first `READONLY` instead.
-async fn primary(conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
+async fn primary(conn: &mut redis::aio::MultiplexedConnection) -> Result<(), ClusterError> {
     let hello = redis::cmd("HELLO").query_async::<redis::Value>(conn).await;
     let info = match hello.map_err(ClusterError::from) {
         Ok(info) => info,

@@ -9,6 +9,11 @@
 //! | --- | --- | --- |
 //! | `rate:{policy}:ip:{address}`, `rate:{policy}:sub:{subject}` | string | a GCRA arrival time (µs) |
 //! | `conn:{policy}:ip:{address}`, `conn:{policy}:sub:{subject}`, `conn:route:{path}` | sorted set | leases: `replica:socket` → expiry (ms) |
+//!
+//! On a Redis Cluster (`cluster_nodes`) the keys carry hash tags so that every script and
+//! pipeline touches one slot: the cap keys are `conn:{POLICY}:...` with literal braces (the
+//! route's is `conn:{POLICY}:route:PATH`), and the revocation keys are
+//! `{revocations}revoked:...`, `{revocations}lifted:...` (one slot, scanned on its node).
 //! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string (when it was made, Unix ms), with the revocation's ttl | a revocation ([`revocations`]) |
 //! | `lifted:sub:{subject}`, `lifted:jti:{id}` | string (when it was lifted), with its own ttl | a lift's tombstone: no write-back brings the revocation back |
 //! | `closes` | sorted set, kept a minute | operators' closes by time, replayed to replicas that did not hear them ([`events`]) |
@@ -32,6 +37,7 @@
 //! means and what the way around it would cost).
 
 mod budget;
+mod conn;
 mod endpoint;
 mod error;
 pub(crate) mod events;
@@ -111,7 +117,12 @@ impl Cluster {
         let replica = replica_id();
         let metrics = Metrics::global().clone();
         Ok(Arc::new(Cluster {
-            events: Arc::new(Events::new(&config.key_prefix, &replica, metrics.clone())),
+            events: Arc::new(Events::new(
+                &config.key_prefix,
+                config.is_redis_cluster(),
+                &replica,
+                metrics.clone(),
+            )),
             target: target.clone(),
             link: Arc::new(Link::new(
                 target,
@@ -121,7 +132,11 @@ impl Cluster {
                 metrics.clone(),
             )),
             rates: Rates::new(),
-            leases: Arc::new(Leases::new(replica.clone(), config.lease_ttl.0)),
+            leases: Arc::new(Leases::new(
+                replica.clone(),
+                config.lease_ttl.0,
+                config.is_redis_cluster(),
+            )),
             settings: config.clone(),
             password,
             replica,
@@ -198,14 +213,22 @@ impl Cluster {
         self.key(format_args!("rate:{policy}:{}", who.key_part()))
     }
 
-    /// The cap key of `who` under `policy`.
+    /// The cap key of `who` under `policy`. On a Redis Cluster the policy is the key's hash
+    /// tag, so that the keys one socket takes slots under are in one slot.
     pub(crate) fn cap_key(&self, policy: &str, who: Counted<'_>) -> String {
-        self.key(format_args!("conn:{policy}:{}", who.key_part()))
+        match self.settings.is_redis_cluster() {
+            true => self.key(format_args!("conn:{{{policy}}}:{}", who.key_part())),
+            false => self.key(format_args!("conn:{policy}:{}", who.key_part())),
+        }
     }
 
-    /// The cap key of a route (caps per route count across policies, as locally).
-    pub(crate) fn route_key(&self, route: &str) -> String {
-        self.key(format_args!("conn:route:{route}"))
+    /// The cap key of a route (caps per route count across policies, as locally). On a Redis
+    /// Cluster it carries the hash tag of the route's `policy`, as its other cap keys do.
+    pub(crate) fn route_key(&self, policy: &str, route: &str) -> String {
+        match self.settings.is_redis_cluster() {
+            true => self.key(format_args!("conn:{{{policy}}}:route:{route}")),
+            false => self.key(format_args!("conn:route:{route}")),
+        }
     }
 
     /// A new handshake's time for Redis (`[cluster] timeout` for all its calls).

@@ -26,6 +26,11 @@ pub(crate) struct Cluster {
     pub(crate) sentinels: Vec<RedisUrl>,
     /// With `sentinels`: the name under which they watch the primary (`sentinel monitor NAME`).
     pub(crate) master_name: Option<String>,
+    /// Redis Cluster: some of its nodes (`redis://host:port`, or `rediss://`), from which the
+    /// gateway learns the rest and the slots; keys are then hash-tagged so that every script
+    /// touches one slot.
+    #[serde(default)]
+    pub(crate) cluster_nodes: Vec<RedisUrl>,
     /// An ACL user name (Redis 6+); without it the password is for the default user.
     pub(crate) username: Option<String>,
     /// The password, from a file (relative to the config file) or an environment variable.
@@ -109,7 +114,21 @@ impl Cluster {
     pub(crate) fn tls(&self) -> bool {
         match &self.redis_url {
             Some(url) => url.tls(),
-            None => self.sentinels.first().is_some_and(|s| s.tls()),
+            None => self.nodes().first().is_some_and(|s| s.tls()),
+        }
+    }
+
+    /// Whether the store is a Redis Cluster (then keys carry hash tags).
+    pub(crate) fn is_redis_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// The Sentinels or the Redis Cluster nodes, whichever is configured.
+    fn nodes(&self) -> &[RedisUrl] {
+        if self.sentinels.is_empty() {
+            &self.cluster_nodes
+        } else {
+            &self.sentinels
         }
     }
 
@@ -127,6 +146,10 @@ impl Cluster {
     pub(crate) fn describe(&self) -> String {
         match (&self.redis_url, &self.master_name) {
             (Some(url), _) => url.text.clone(),
+            (None, None) => {
+                let nodes: Vec<&str> = self.cluster_nodes.iter().map(|s| s.text.as_str()).collect();
+                format!("the Redis Cluster of {}", nodes.join(", "))
+            }
             (None, name) => {
                 let sentinels: Vec<&str> = self.sentinels.iter().map(|s| s.text.as_str()).collect();
                 format!(
@@ -140,27 +163,32 @@ impl Cluster {
 
     /// The checks of where the store is.
     fn validate_address(&self) -> Result<(), String> {
-        match (&self.redis_url, self.sentinels.is_empty()) {
-            (Some(_), false) => {
+        let given = [
+            self.redis_url.is_some(),
+            !self.sentinels.is_empty(),
+            !self.cluster_nodes.is_empty(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            1 => {}
+            0 => {
                 return Err(
-                    "cluster: set redis_url (one Redis) or sentinels with master_name (Redis \
-                     Sentinel), not both"
+                    "cluster: redis_url (one Redis), sentinels with master_name (Redis \
+                     Sentinel) or cluster_nodes (Redis Cluster) is required"
                         .into(),
                 )
             }
-            (None, true) => {
+            _ => {
                 return Err(
-                    "cluster: redis_url (one Redis) or sentinels with master_name (Redis \
-                     Sentinel) is required"
+                    "cluster: set one of redis_url (one Redis), sentinels with master_name \
+                     (Redis Sentinel) and cluster_nodes (Redis Cluster), not both"
                         .into(),
                 )
             }
-            _ => {}
+        }
+        if self.master_name.is_some() && self.sentinels.is_empty() {
+            return Err("cluster.master_name needs cluster.sentinels".into());
         }
         if let Some(url) = &self.redis_url {
-            if self.master_name.is_some() {
-                return Err("cluster.master_name needs cluster.sentinels".into());
-            }
             let path = url.path_and_query.as_str();
             let db = path.trim_start_matches('/');
             if !(db.is_empty() || db.parse::<u16>().is_ok()) {
@@ -177,19 +205,30 @@ impl Cluster {
                 }
                 Some(_) => {}
             }
-            let tls = self.tls();
-            for sentinel in &self.sentinels {
-                if sentinel.tls() != tls {
-                    return Err("cluster.sentinels must all be redis:// or all be rediss://".into());
-                }
-                if !sentinel.path_and_query.trim_start_matches('/').is_empty() {
-                    return Err(format!(
-                        "cluster.sentinels: {:?} must be redis://host:port, without a path \
-                         (the primary's database is 0)",
-                        sentinel.text
-                    ));
-                }
+        }
+        let key = if self.sentinels.is_empty() {
+            "cluster.cluster_nodes"
+        } else {
+            "cluster.sentinels"
+        };
+        let tls = self.tls();
+        for node in self.nodes() {
+            if node.tls() != tls {
+                return Err(format!("{key} must all be redis:// or all be rediss://"));
             }
+            if !node.path_and_query.trim_start_matches('/').is_empty() {
+                return Err(format!(
+                    "{key}: {:?} must be redis://host:port, without a path (the database is 0)",
+                    node.text
+                ));
+            }
+        }
+        if self.is_redis_cluster() && self.key_prefix.contains(['{', '}']) {
+            return Err(
+                "cluster.key_prefix may not contain { or } with cluster_nodes (the keys' hash \
+                 tags are the gateway's)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -200,8 +239,8 @@ impl Cluster {
         self.validate_address()?;
         if self.ca_file.is_some() && !self.tls() {
             return Err(
-                "cluster.ca_file is set but cluster.redis_url (or cluster.sentinels) is not \
-                 rediss://"
+                "cluster.ca_file is set but cluster.redis_url (or cluster.sentinels, or \
+                 cluster.cluster_nodes) is not rediss://"
                     .into(),
             );
         }

@@ -425,7 +425,15 @@ mod tests {
                 "[cluster]\nredis_url = \"redis://x\"\nliveness_interval = \"10ms\"",
                 "cluster.liveness_interval",
             ),
-            ("[cluster]\nkey_prefix = \"x:\"", "redis_url (one Redis) or sentinels"),
+            ("[cluster]\nkey_prefix = \"x:\"", "cluster: redis_url (one Redis), sentinels"),
+            (
+                "[cluster]\ncluster_nodes = [\"redis://n:7000\"]\nkey_prefix = \"{x}:\"",
+                "may not contain {",
+            ),
+            (
+                "[cluster]\ncluster_nodes = [\"redis://n:7000\"]\nredis_url = \"redis://x\"",
+                "not both",
+            ),
             (
                 "[cluster]\nredis_url = \"redis://x\"\nsentinels = [\"redis://s:26379\"]\nmaster_name = \"m\"",
                 "not both",
