@@ -970,7 +970,12 @@ async fn sentinel_failovers_keep_caps_and_established_sockets() {
     // Asked for: the Sentinel promotes the replica and demotes the old primary.
     let stop = AtomicBool::new(false);
     let failover = async {
-        sentinel.cli(&["SENTINEL", "FAILOVER", master]).await;
+        // Refused (NOGOODSLAVE) until the Sentinel has judged the replica fit: asked again.
+        eventually(START, "the Sentinel starting a failover", || async {
+            let answer = sentinel.cli(&["SENTINEL", "FAILOVER", master]).await;
+            done_or(answer == "OK", answer)
+        })
+        .await;
         sentinel.wait_primary(second.port, START).await;
         caps_hold_again(&a, &b).await;
         stop.store(true, Ordering::SeqCst);
