@@ -779,6 +779,39 @@ async fn a_revocation_survives_a_redis_restart_and_a_lift_survives_the_next() {
     );
 }
 
+/// A store that lost its state while only the command connections broke (`FLUSHALL`, then
+/// `CLIENT KILL TYPE normal`, which leaves subscriptions alone, as a failover to a replica that
+/// had not caught up may): the new connection is enough for the replicas to write their
+/// revocations back.
+#[tokio::test]
+async fn a_new_command_connection_writes_revocations_back_while_the_subscription_stays() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let cluster = cluster_table(&redis.url(), "flush-test:");
+    let gw = gateway(&cluster).await;
+    redis.wait_subscribers("flush-test:events", 1).await;
+    let revoke = json!({"subject": "victor", "ttl": "1h"});
+    let (status, body) = admin(&gw, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    redis.cli(&["FLUSHALL"]).await;
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    eventually(STEP, "victor's revocation written back", || async {
+        let n = redis
+            .cli(&["EXISTS", "flush-test:revoked:sub:victor"])
+            .await;
+        done_or(n == "1", n)
+    })
+    .await;
+    let log = gw.log();
+    assert!(log.contains("on a new connection"), "{log}");
+    assert_eq!(
+        log.matches("the event subscription").count(),
+        0,
+        "the subscription stayed: {log}"
+    );
+}
+
 /// Finding 3: a close published while one replica's links are reset (RST) reaches that
 /// replica once it is connected again: the socket that was open when the close was made is
 /// closed, once; a socket opened afterwards (while the replica was cut off) is not.

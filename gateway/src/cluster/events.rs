@@ -21,6 +21,10 @@
 //! - replays the closes kept in Redis that this process has not applied (each close has an id,
 //!   so a close heard and replayed acts once), to the sessions that were open when it was made.
 //!
+//! The merge and write-back run again on every new command connection while the subscription
+//! stays up (after a failover to a replica that had not caught up, the subscription may
+//! survive on the old server).
+//!
 //! Received revocations and lifts go into [`Revocations::global`]; the sessions to close go to
 //! whoever listens on [`Events::subscribe`] (the lifecycle applies them to the session
 //! registry).
@@ -559,7 +563,7 @@ impl Events {
                 Ok((mut sink, mut messages)) => {
                     backoff = defaults::CLUSTER_RECONNECT_MIN;
                     self.hearing(None);
-                    let why = self.listen(&mut sink, &mut messages, liveness).await;
+                    let why = self.listen(link, &mut sink, &mut messages, liveness).await;
                     log::warn!("cluster: the event subscription {why}; subscribing again");
                     self.hearing(Some(format!("the subscription {why}")));
                 }
@@ -575,8 +579,13 @@ impl Events {
 
     /// Apply messages until the subscription ends or a `PING` on it goes unanswered; why it
     /// ended.
+    ///
+    /// A new command connection while the subscription stays (the server behind the address
+    /// may be another one, after a failover, or one restarted empty) settles the revocations
+    /// again: what that server lacks is written back.
     async fn listen(
         &self,
+        link: &Link,
         sink: &mut redis::aio::PubSubSink,
         messages: &mut redis::aio::PubSubStream,
         liveness: Liveness,
@@ -584,8 +593,19 @@ impl Events {
         let start = tokio::time::Instant::now() + liveness.interval;
         let mut tick = tokio::time::interval_at(start, liveness.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut epochs = link.epochs();
         loop {
             tokio::select! {
+                Ok(()) = epochs.changed() => {
+                    match self.settle(link).await {
+                        Ok((_, fresh, written)) if fresh + written > 0 => log::info!(
+                            "cluster: on a new connection, {fresh} revocation(s) new here, \
+                             {written} revocation(s) or lift(s) written back"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => log::debug!("cluster: settling revocations failed ({e})"),
+                    }
+                }
                 msg = messages.next() => match msg {
                     Some(msg) => {
                         if let Ok(text) = msg.get_payload::<String>() {
