@@ -594,3 +594,561 @@ async fn readiness_follows_on_error_across_reloads() {
     })
     .await;
 }
+
+// --- Faults of the links: liveness, write-back, replay -----------------------------------------
+
+use crate::sessions::{admin, chat, cluster_table, gateway, token_for, TOKEN};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How soon a dead link must be noticed: `liveness_interval` + `liveness_timeout` (2 s by
+/// default), plus room for a loaded machine. Without the checks it took minutes (TCP) or for
+/// ever (a Redis killed while nothing asked it).
+const NOTICED: Duration = Duration::from_secs(6);
+
+/// The admin token's header, for `/readyz` and `/metrics` of the session-control gateways.
+fn admin_auth() -> String {
+    format!("Authorization: Bearer {TOKEN}\r\n")
+}
+
+fn chat_bearer(subject: &str, jti: &str) -> String {
+    format!("Authorization: Bearer {}\r\n", token_for(subject, jti))
+}
+
+/// Wait until `/readyz` of a session-control gateway satisfies `done`; its body.
+async fn readyz_until(
+    gw: &Gateway,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(u16, &str) -> bool,
+) -> String {
+    eventually(limit, what, || async {
+        let (status, body) = gw.admin_request("/readyz", &admin_auth()).await;
+        done_or(done(status, &body), format!("{status} {body}")).map(|()| body)
+    })
+    .await
+}
+
+/// Finding 1: Redis killed while a replica is idle (no handshake in flight, no slot held).
+/// The liveness checks notice it within seconds: `/readyz` says degraded (503 under
+/// `on_error = "closed"`), and both gauges drop to 0; once Redis is back, all is well again.
+#[tokio::test]
+async fn an_idle_replica_notices_a_killed_redis_within_seconds() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let config = format!(
+        "{}on_error = \"closed\"\n",
+        cluster_table(&redis.url(), "idle-test:")
+    );
+    let gw = gateway(&config).await;
+    let ready = |status: u16, body: &str| status == 200 && body == "ready\n";
+    readyz_until(&gw, START, "ready", ready).await;
+    gw.wait_metric_with("portcullis_cluster_subscribed 1", &admin_auth())
+        .await;
+
+    redis.stop().await;
+    let killed = Instant::now();
+    let body = readyz_until(
+        &gw,
+        NOTICED,
+        "unready once Redis is gone",
+        |status, body| status == 503 && body.contains("cluster degraded"),
+    )
+    .await;
+    assert!(
+        body.contains("not hearing closes and revocations from other replicas"),
+        "{body}"
+    );
+    eventually(NOTICED, "both gauges at 0", || async {
+        let (_, scrape) = gw.admin_request("/metrics", &admin_auth()).await;
+        done_or(
+            scrape.contains("portcullis_cluster_connected 0\n")
+                && scrape.contains("portcullis_cluster_subscribed 0\n"),
+            scrape,
+        )
+    })
+    .await;
+    assert!(killed.elapsed() < NOTICED, "{:?}", killed.elapsed());
+    assert!(
+        gw.log().contains("PING"),
+        "noticed by a liveness check: {}",
+        gw.log()
+    );
+
+    redis.restart().await;
+    readyz_until(&gw, STEP, "ready again", ready).await;
+    gw.wait_metric_with("portcullis_cluster_subscribed 1", &admin_auth())
+        .await;
+}
+
+/// Finding 2: a Redis restarted without persistence lifts nothing. The replicas write their
+/// revocations back (with what they had left) and their tombstones too, so a revocation lifted
+/// before the restart stays lifted; a replica started afterwards honours them; and a lift made
+/// after that is not undone by the next restart.
+#[tokio::test]
+async fn a_revocation_survives_a_redis_restart_and_a_lift_survives_the_next() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let cluster = cluster_table(&redis.url(), "restart-test:");
+    let (a, b) = (gateway(&cluster).await, gateway(&cluster).await);
+    redis.wait_subscribers("restart-test:events", 2).await;
+    let revoke = |subject: &str| json!({"subject": subject, "ttl": "120s"});
+    for subject in ["trudy", "ursula"] {
+        let (status, body) = admin(&a, "POST", "/revocations", Some(revoke(subject))).await;
+        assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    }
+    let (status, body) = admin(&b, "DELETE", "/revocations?subject=ursula", None).await;
+    assert_eq!((status, &body["lifted"]), (200, &json!(true)), "{body}");
+    let trudy = chat_bearer("trudy", "t1");
+    let ursula = chat_bearer("ursula", "u1");
+    for gw in [&a, &b] {
+        eventually(STEP, "trudy refused, ursula admitted", || async {
+            let t = gw.try_handshake("/ws/chat", &trudy).await.0;
+            let u = gw.try_handshake("/ws/chat", &ursula).await.0;
+            done_or((t, u) == (401, 101), format!("{t} {u}"))
+        })
+        .await;
+    }
+
+    // Restarted empty (it keeps nothing); the replicas reconnect and write back.
+    redis.restart().await;
+    eventually(
+        STEP,
+        "the revocation and the tombstone written back",
+        || async {
+            let revoked = redis.cli(&["PTTL", "restart-test:revoked:sub:trudy"]).await;
+            let lifted = redis
+                .cli(&["EXISTS", "restart-test:lifted:sub:ursula"])
+                .await;
+            let back = redis
+                .cli(&["EXISTS", "restart-test:revoked:sub:ursula"])
+                .await;
+            let left: i64 = revoked.parse().unwrap_or(-2);
+            done_or(
+                left > 60_000 && left <= 120_000 && lifted == "1" && back == "0",
+                format!("trudy's pttl {revoked}, ursula lifted {lifted}, revoked {back}"),
+            )
+        },
+    )
+    .await;
+    for gw in [&a, &b] {
+        assert_eq!(gw.try_handshake("/ws/chat", &trudy).await.0, 401);
+        assert_eq!(gw.try_handshake("/ws/chat", &ursula).await.0, 101);
+        let (_, listed) = admin(gw, "GET", "/revocations", None).await;
+        let list = listed["revocations"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{listed}");
+        assert_eq!(list[0]["subject"], "trudy", "{listed}");
+    }
+    let late = gateway(&cluster).await;
+    eventually(
+        STEP,
+        "a replica started after the restart refuses trudy",
+        || async {
+            let (status, head) = late.try_handshake("/ws/chat", &trudy).await;
+            done_or(status == 401, head)
+        },
+    )
+    .await;
+    assert_eq!(late.try_handshake("/ws/chat", &ursula).await.0, 101);
+
+    // A lift after the restart, then another restart: nobody brings trudy back.
+    let (status, body) = admin(&b, "DELETE", "/revocations?subject=trudy", None).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    redis.restart().await;
+    eventually(STEP, "trudy's tombstone written back", || async {
+        let lifted = redis
+            .cli(&["EXISTS", "restart-test:lifted:sub:trudy"])
+            .await;
+        done_or(lifted == "1", lifted)
+    })
+    .await;
+    redis.wait_subscribers("restart-test:events", 3).await;
+    for gw in [&a, &b, &late] {
+        eventually(STEP, "trudy admitted everywhere", || async {
+            let (status, head) = gw.try_handshake("/ws/chat", &trudy).await;
+            done_or(status == 101, head)
+        })
+        .await;
+    }
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "restart-test:revoked:sub:trudy"])
+            .await,
+        "0"
+    );
+}
+
+/// A store that lost its state while only the command connections broke (`FLUSHALL`, then
+/// `CLIENT KILL TYPE normal`, which leaves subscriptions alone, as a failover to a replica that
+/// had not caught up may): the new connection is enough for the replicas to write their
+/// revocations back.
+#[tokio::test]
+async fn a_new_command_connection_writes_revocations_back_while_the_subscription_stays() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let cluster = cluster_table(&redis.url(), "flush-test:");
+    let gw = gateway(&cluster).await;
+    redis.wait_subscribers("flush-test:events", 1).await;
+    let revoke = json!({"subject": "victor", "ttl": "1h"});
+    let (status, body) = admin(&gw, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    redis.cli(&["FLUSHALL"]).await;
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    eventually(STEP, "victor's revocation written back", || async {
+        let n = redis
+            .cli(&["EXISTS", "flush-test:revoked:sub:victor"])
+            .await;
+        done_or(n == "1", n)
+    })
+    .await;
+    let log = gw.log();
+    assert!(log.contains("on a new connection"), "{log}");
+    assert_eq!(
+        log.matches("the event subscription").count(),
+        0,
+        "the subscription stayed: {log}"
+    );
+}
+
+/// Finding 3: a close published while one replica's links are reset (RST) reaches that
+/// replica once it is connected again: the socket that was open when the close was made is
+/// closed, once; a socket opened afterwards (while the replica was cut off) is not.
+#[tokio::test]
+async fn a_close_made_while_a_replica_was_cut_off_is_replayed_to_it_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let a = gateway(&cluster_table(&redis.url(), "replay-test:")).await;
+    let b = gateway(&cluster_table(&pipe.redis_url(), "replay-test:")).await;
+    redis.wait_subscribers("replay-test:events", 2).await;
+    let mut before = chat(&b, "oscar", "o1").await;
+
+    pipe.reset();
+    redis.wait_subscribers("replay-test:events", 1).await;
+    let close = json!({"subject": "oscar", "code": 4003, "reason": "moved"});
+    let (status, body) = admin(&a, "POST", "/sessions/close", Some(close)).await;
+    assert_eq!(
+        (status, &body["closed"], &body["published"]),
+        (200, &json!(0), &json!(true)),
+        "{body}"
+    );
+    // Made after the close (B's clock and Redis's are the same machine's).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut after = chat(&b, "oscar", "o2").await;
+    let echo = roundtrip(&mut before, Message::text("deaf")).await;
+    assert_eq!(
+        echo,
+        Message::text("echo: deaf"),
+        "B did not hear the close"
+    );
+
+    pipe.restore();
+    assert_eq!(expect_close(&mut before).await, (4003, "moved".into()));
+    b.wait_log("1 close(s) replayed").await;
+    let echo = roundtrip(&mut after, Message::text("still open")).await;
+    assert_eq!(echo, Message::text("echo: still open"));
+    // Another break and return: the close is replayed no more.
+    pipe.reset();
+    redis.wait_subscribers("replay-test:events", 1).await;
+    pipe.restore();
+    redis.wait_subscribers("replay-test:events", 2).await;
+    b.wait_metric_with("portcullis_cluster_subscribed 1", &admin_auth())
+        .await;
+    let echo = roundtrip(&mut after, Message::text("and now")).await;
+    assert_eq!(echo, Message::text("echo: and now"));
+    assert_eq!(
+        b.log().matches("close(s) replayed").count(),
+        1,
+        "{}",
+        b.log()
+    );
+}
+
+/// Finding 4: a replica whose flows to Redis are silently dropped (no FIN, no RST, as a NAT
+/// forgetting them) notices within seconds, connects anew, and then applies a revocation made
+/// meanwhile: the open socket is closed and the subject refused. While nothing gets through at
+/// all, `/readyz` says that closes and revocations are not being heard.
+#[tokio::test]
+async fn a_silently_dropped_subscription_is_noticed_and_the_revocation_applied() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let pipe = Pipe::to(redis.port);
+    let a = gateway(&cluster_table(&redis.url(), "silent-test:")).await;
+    let b = gateway(&cluster_table(&pipe.redis_url(), "silent-test:")).await;
+    redis.wait_subscribers("silent-test:events", 2).await;
+    let mut mallory = chat(&b, "mallory", "m1").await;
+
+    pipe.forget();
+    let forgotten = Instant::now();
+    let revoke = json!({"subject": "mallory", "ttl": "1h"});
+    let (status, body) = admin(&a, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    let closed = tokio::time::timeout(NOTICED, expect_close(&mut mallory))
+        .await
+        .expect("the revocation reached B after it noticed its dead subscription");
+    assert_eq!(closed, (1008, "revoked".into()));
+    assert!(forgotten.elapsed() < NOTICED, "{:?}", forgotten.elapsed());
+    assert_eq!(
+        b.try_handshake("/ws/chat", &chat_bearer("mallory", "m2"))
+            .await
+            .0,
+        401
+    );
+    let log = b.log();
+    assert!(log.contains("answered no PING within"), "{log}");
+
+    // Nothing gets through at all: B says it is not hearing, and comes back once the line does.
+    pipe.blackhole();
+    readyz_until(&b, NOTICED, "B degraded and deaf", |status, body| {
+        status == 200
+            && body.contains("cluster degraded")
+            && body.contains("not hearing closes and revocations from other replicas")
+    })
+    .await;
+    b.wait_metric_with("portcullis_cluster_subscribed 0", &admin_auth())
+        .await;
+    pipe.restore();
+    readyz_until(&b, STEP, "B ready again", |status, body| {
+        status == 200 && body == "ready\n"
+    })
+    .await;
+}
+
+// --- Redis Sentinel ----------------------------------------------------------------------------
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// A route for a steady stream of handshakes that no limit refuses (but that asks Redis for
+/// its rate and its slot).
+const LOAD_ROUTE: &str = "[[routes]]\npath = \"/ws/load\"\nmode = \"echo\"\npolicy = \"load\"\n\
+     [policies.load.limits]\nhandshakes_per_ip = { per_second = 100000, burst = 100000 }\n\
+     connections_per_route = 100000\n";
+
+/// Handshakes on `/ws/load`, over `gateways` in turn, until `stop`: the statuses other than
+/// 101, and how many there were in all.
+async fn handshake_load(gateways: &[&Gateway], stop: &AtomicBool) -> (Vec<u16>, usize) {
+    let mut refused = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let (status, _) = gateways[n % gateways.len()]
+            .try_handshake("/ws/load", "")
+            .await;
+        if status != 101 {
+            refused.push(status);
+        }
+        n += 1;
+    }
+    (refused, n)
+}
+
+/// Both replicas ready (connected to the primary, calls succeeding, subscribed), and then
+/// alice's cap of 3 (held by sockets open on both) refuses a fourth on either.
+async fn caps_hold_again(a: &Gateway, b: &Gateway) {
+    for gw in [a, b] {
+        await_readyz(gw, "ready on the new primary", |status, body| {
+            status == 200 && body == "ready\n"
+        })
+        .await;
+    }
+    for gw in [a, b] {
+        let (status, head) = gw.try_handshake("/ws/capped", &bearer("alice")).await;
+        assert_eq!(status, 429, "{head}");
+    }
+}
+
+/// Redis Sentinel: the replicas find the primary through the Sentinel and follow its
+/// failovers, one asked for (`SENTINEL FAILOVER`) and one forced (`kill -9` of the primary),
+/// under a steady stream of handshakes. No handshake fails (with `on_error = "open"` a replica
+/// decides locally while the primary changes), no established socket is dropped, and once
+/// both replicas use the new primary the caps hold across them again.
+#[tokio::test]
+async fn sentinel_failovers_keep_caps_and_established_sockets() {
+    let Some(first) = Redis::start().await else {
+        return;
+    };
+    let Some(mut second) = Redis::start_replica_of(&first).await else {
+        return;
+    };
+    let master = "portcullis-test";
+    let Some(sentinel) = Sentinel::start(master, &first, 1).await else {
+        return;
+    };
+    let config = cluster_config_with("SENTINELS", 60, TIMEOUT_MS).replacen(
+        "redis_url = \"SENTINELS\"",
+        &format!(
+            "sentinels = [\"{}\"]\nmaster_name = \"{master}\"",
+            sentinel.url()
+        ),
+        1,
+    ) + LOAD_ROUTE;
+    let (a, b) = (replica(&config).await, replica(&config).await);
+    let both = [&a, &b];
+    let (open, refused) = spread(&both, "/ws/capped", "alice", 5).await;
+    assert_eq!((open.len(), refused.len()), (3, 2), "{refused:?}");
+    let mut sockets = Vec::new();
+    for tls in open {
+        sockets.push(WebSocketStream::from_raw_socket(tls, Role::Client, None).await);
+    }
+    assert_eq!(
+        first.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+
+    // Asked for: the Sentinel promotes the replica and demotes the old primary.
+    let stop = AtomicBool::new(false);
+    let failover = async {
+        // Refused (NOGOODSLAVE) until the Sentinel has judged the replica fit: asked again.
+        eventually(START, "the Sentinel starting a failover", || async {
+            let answer = sentinel.cli(&["SENTINEL", "FAILOVER", master]).await;
+            done_or(answer == "OK", answer)
+        })
+        .await;
+        sentinel.wait_primary(second.port, START).await;
+        caps_hold_again(&a, &b).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    let ((failed, made), ()) = tokio::join!(handshake_load(&both, &stop), failover);
+    assert!(failed.is_empty(), "{failed:?} of {made}");
+    assert!(made > 0);
+    assert_eq!(
+        second.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+    for ws in &mut sockets {
+        let echo = roundtrip(ws, Message::text("after the failover")).await;
+        assert_eq!(echo, Message::text("echo: after the failover"));
+    }
+
+    // Forced: the new primary is killed; the Sentinel promotes the old one back.
+    first.wait_link_up().await;
+    let stop = AtomicBool::new(false);
+    let failover = async {
+        second.stop().await;
+        sentinel.wait_primary(first.port, START).await;
+        caps_hold_again(&a, &b).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    let ((failed, made), ()) = tokio::join!(handshake_load(&both, &stop), failover);
+    assert!(failed.is_empty(), "{failed:?} of {made}");
+    assert_eq!(
+        first.cli(&["ZCARD", "test:conn:capped:sub:alice"]).await,
+        "3"
+    );
+    for ws in &mut sockets {
+        let echo = roundtrip(ws, Message::text("after the kill")).await;
+        assert_eq!(echo, Message::text("echo: after the kill"));
+    }
+    // Found through the Sentinel each time: the first primary, the second, the first again.
+    for gw in both {
+        let log = gw.log();
+        let connected = log
+            .matches("cluster: connected to the primary \"portcullis-test\" of Sentinel redis://")
+            .count();
+        assert!(connected >= 3, "{log}");
+    }
+}
+
+// --- Redis Cluster -----------------------------------------------------------------------------
+
+/// A policy whose three caps (per IP, per subject, per route) one script takes together: on a
+/// Redis Cluster they must be in one slot.
+const ALL_CAPS_ROUTE: &str = "[[routes]]\npath = \"/ws/all\"\nmode = \"echo\"\npolicy = \"all\"\n\
+     [policies.all.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
+     [policies.all.limits]\nconnections_per_ip = 10\nconnections_per_subject = 2\n\
+     connections_per_route = 10\n";
+
+/// Redis Cluster, three primaries made by the test: caps (one key or three, each script in
+/// one slot thanks to the policy's hash tag), rates, renewals and releases across two replicas
+/// all decided in Redis (no fallback, so no CROSSSLOT); revocations and closes reach the other
+/// replica, and the revocation keys share their own slot.
+#[tokio::test]
+async fn a_redis_cluster_of_three_primaries_counts_for_every_replica() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let nodes = format!("cluster_nodes = [{}]", nodes.join(", "));
+    let config = cluster_config_with("NODES", 2, 300).replacen("redis_url = \"NODES\"", &nodes, 1)
+        + ALL_CAPS_ROUTE;
+    let (a, b) = (replica(&config).await, replica(&config).await);
+    let (open, refused) = spread(&[&a, &b], "/ws/capped", "alice", 20).await;
+    assert_eq!((open.len(), refused.len()), (3, 17), "{refused:?}");
+    let key = "test:conn:{capped}:sub:alice";
+    assert_eq!(cluster.cli(&["ZCARD", key]).await, "3");
+    let (all, refused) = spread(&[&a, &b], "/ws/all", "bob", 6).await;
+    assert_eq!((all.len(), refused.len()), (2, 4), "{refused:?}");
+    assert_eq!(
+        cluster
+            .cli(&["ZCARD", "test:conn:{all}:route:/ws/all"])
+            .await,
+        "2"
+    );
+    // Renewed across the slots: held for more than two lease ttls (2 s), still counted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(cluster.cli(&["ZCARD", key]).await, "3");
+    assert_eq!(a.try_handshake("/ws/capped", &bearer("alice")).await.0, 429);
+    // Released on close, per slot.
+    drop(all);
+    eventually(STEP, "bob's slots released", || async {
+        let n = cluster.cli(&["ZCARD", "test:conn:{all}:sub:bob"]).await;
+        done_or(n == "0", n)
+    })
+    .await;
+    // A handshake rate across both.
+    for gw in [&a, &b, &a, &b] {
+        assert_eq!(gw.try_handshake("/ws/rated", "").await.0, 101);
+    }
+    assert_eq!(b.try_handshake("/ws/rated", "").await.0, 429);
+    for gw in [&a, &b] {
+        let scrape = gw.admin_get("/metrics").await;
+        assert!(
+            scrape.contains("portcullis_cluster_fallbacks_total{result=\"local\"} 0"),
+            "{scrape}"
+        );
+        assert!(
+            scrape.contains("portcullis_cluster_subscribed 1\n"),
+            "{scrape}"
+        );
+    }
+
+    // Revocations and closes (session-control replicas on the same Redis Cluster).
+    let table = format!(
+        "[cluster]\n{nodes}\nkey_prefix = \"rc:\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n"
+    );
+    let (c, d) = (gateway(&table).await, gateway(&table).await);
+    for gw in [&c, &d] {
+        gw.wait_metric_with("portcullis_cluster_subscribed 1", &admin_auth())
+            .await;
+    }
+    let mut mallory = chat(&d, "mallory", "m1").await;
+    let mut oscar = chat(&d, "oscar", "o1").await;
+    let revoke = json!({"subject": "mallory", "ttl": "1h"});
+    let (status, body) = admin(&c, "POST", "/revocations", Some(revoke)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    assert_eq!(expect_close(&mut mallory).await, (1008, "revoked".into()));
+    let close = json!({"subject": "oscar", "code": 4004});
+    let (status, body) = admin(&c, "POST", "/sessions/close", Some(close)).await;
+    assert_eq!((status, &body["published"]), (200, &json!(true)), "{body}");
+    assert_eq!(expect_close(&mut oscar).await.0, 4004);
+    assert_eq!(
+        cluster
+            .cli(&["EXISTS", "rc:{revocations}revoked:sub:mallory"])
+            .await,
+        "1"
+    );
+    // A replica started later reads it (a SCAN on the node of the revocations' slot).
+    let late = gateway(&table).await;
+    eventually(STEP, "the late replica refuses mallory", || async {
+        let (status, head) = late
+            .try_handshake("/ws/chat", &chat_bearer("mallory", "m2"))
+            .await;
+        done_or(status == 401, head)
+    })
+    .await;
+}

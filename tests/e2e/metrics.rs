@@ -688,6 +688,7 @@ async fn exposition_passes_promtool_and_python_parser() {
         defs::CLUSTER_FALLBACKS.name,
         defs::CLUSTER_LEASES.name,
         defs::CLUSTER_CONNECTED.name,
+        defs::CLUSTER_SUBSCRIBED.name,
         // No authorizer has failed: no ext_authz error series.
         defs::EXT_AUTHZ_ERRORS.name,
     ];

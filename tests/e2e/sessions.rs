@@ -15,13 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::*;
 use crate::tokens::*;
 
-const TOKEN: &str = "s3cret-admin-token";
+pub(crate) const TOKEN: &str = "s3cret-admin-token";
 
 const ROUTES: &str = "[[routes]]\npath = \"/ws/chat\"\nmode = \"echo\"\npolicy = \"chat\"\n\
      [policies.chat.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n\
      [[routes]]\npath = \"/ws/short\"\nmode = \"echo\"\nmax_session_duration = \"2s\"\n";
 
-async fn gateway(extra: &str) -> Gateway {
+pub(crate) async fn gateway(extra: &str) -> Gateway {
     Gateway::start_full_prepared(
         "token_file = \"admin.token\"\n",
         &format!("{ROUTES}{extra}"),
@@ -33,7 +33,7 @@ async fn gateway(extra: &str) -> Gateway {
     .await
 }
 
-fn token_for(subject: &str, jti: &str) -> String {
+pub(crate) fn token_for(subject: &str, jti: &str) -> String {
     sign(
         Algorithm::ES256,
         None,
@@ -42,7 +42,7 @@ fn token_for(subject: &str, jti: &str) -> String {
 }
 
 /// A chat socket as `subject`, its token passed in the query string.
-async fn chat(gw: &Gateway, subject: &str, jti: &str) -> Wss {
+pub(crate) async fn chat(gw: &Gateway, subject: &str, jti: &str) -> Wss {
     let url = gw.url(&format!(
         "/ws/chat?room=7&access_token={}",
         token_for(subject, jti)
@@ -51,7 +51,7 @@ async fn chat(gw: &Gateway, subject: &str, jti: &str) -> Wss {
 }
 
 /// A `[cluster]` table for the Redis at `url`, with its own key prefix.
-fn cluster_table(url: &str, prefix: &str) -> String {
+pub(crate) fn cluster_table(url: &str, prefix: &str) -> String {
     format!(
         "[cluster]\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nlease_ttl = \"4s\"\ntimeout = \"500ms\"\n"
     )
@@ -69,7 +69,12 @@ fn sessions_cli(gw: &Gateway, args: &[&str]) -> Command {
 }
 
 /// One admin request with the token: status and JSON body.
-async fn admin(gw: &Gateway, method: &str, target: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn admin(
+    gw: &Gateway,
+    method: &str,
+    target: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     admin_as(gw, method, target, body, Some(TOKEN)).await
 }
 
@@ -646,8 +651,9 @@ async fn relayed_sessions_are_listed_with_their_upstream_and_closed_on_both_side
 }
 
 /// A replica cut off from Redis misses the events of that time. When its line comes back it
-/// reads the revocation keys again, and what Redis holds replaces what it held: a revocation
-/// made meanwhile closes the subject's open socket, and a lift made meanwhile admits again.
+/// reads the revocation keys and tombstones again and merges them with what it held, the newer
+/// action winning: a revocation made meanwhile closes the subject's open socket, and a lift
+/// made meanwhile admits again.
 #[tokio::test]
 async fn a_replica_cut_off_from_redis_catches_up_on_revocations_and_lifts() {
     let Some(redis) = Redis::start().await else {

@@ -453,7 +453,7 @@ impl Admission {
                 });
             }
             if let Some(cap) = l.connections_per_route {
-                let key = s.cluster.route_key(&route.path);
+                let key = s.cluster.route_key(&policy.name, &route.path);
                 caps.push(SharedCap {
                     key,
                     cap,

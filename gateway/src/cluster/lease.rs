@@ -6,12 +6,17 @@
 //! and removes them when the socket ends, however it ends: dropping a [`Lease`] only sends a
 //! message to the heartbeat task, so it never blocks. A replica that dies stops renewing and its
 //! members expire within `lease_ttl`; a socket open for a week is renewed for a week.
+//!
+//! On a Redis Cluster a script or a pipeline may only touch keys of one slot: the keys of one
+//! socket share their policy's hash tag (`Cluster::cap_key`), and renewals and releases are
+//! batched per slot ([`Leases::new`]'s `by_slot`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::cluster_routing::Slot;
 use tokio::sync::mpsc;
 
 use super::link::Link;
@@ -105,10 +110,12 @@ pub(crate) struct Leases {
     /// The keys of every socket that holds slots, by socket: what the heartbeat renews. Here
     /// for the same reason: a restarted heartbeat renews the sockets its predecessor knew.
     held: Mutex<HashMap<u64, Vec<String>>>,
+    /// Batch renewals and releases per slot (a Redis Cluster).
+    by_slot: bool,
 }
 
 impl Leases {
-    pub(crate) fn new(replica: String, ttl: Duration) -> Leases {
+    pub(crate) fn new(replica: String, ttl: Duration, by_slot: bool) -> Leases {
         let (events, inbox) = mpsc::unbounded_channel();
         Leases {
             replica,
@@ -119,7 +126,13 @@ impl Leases {
             renew: redis::Script::new(RENEW),
             inbox: tokio::sync::Mutex::new(inbox),
             held: Mutex::new(HashMap::new()),
+            by_slot,
         }
+    }
+
+    /// Which batch a key goes in: its slot on a Redis Cluster, else one for all.
+    fn batch_of(&self, key: &str) -> Option<Slot> {
+        self.by_slot.then(|| Slot::for_key(key))
     }
 
     fn member(&self, socket: u64) -> String {
@@ -220,20 +233,24 @@ impl Leases {
         self.held.lock().expect("leases lock").len()
     }
 
-    /// Remove ended sockets' members (one pipeline). A failure leaves them to expire.
+    /// Remove ended sockets' members (one pipeline, or one per slot on a Redis Cluster). A
+    /// failure leaves them to expire.
     async fn release(&self, link: &Link, released: Vec<(u64, Vec<String>)>) {
-        let mut pipe = redis::pipe();
+        let mut pipes: HashMap<Option<Slot>, redis::Pipeline> = HashMap::new();
         for (socket, keys) in &released {
             let member = self.member(*socket);
             for key in keys {
+                let pipe = pipes.entry(self.batch_of(key)).or_insert_with(redis::pipe);
                 pipe.zrem(key, &member).ignore();
             }
         }
-        let _ = link
-            .call(ClusterOp::Release, |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
-            })
-            .await;
+        for (_, pipe) in pipes {
+            let _ = link
+                .call(ClusterOp::Release, |mut conn| async move {
+                    pipe.query_async::<()>(&mut conn).await
+                })
+                .await;
+        }
     }
 
     /// Renew every held slot, in batches of at most `CLUSTER_RENEW_BATCH` members.
@@ -253,27 +270,36 @@ impl Leases {
         if by_key.is_empty() {
             return;
         }
+        let mut groups: HashMap<Option<Slot>, Vec<(String, Vec<String>)>> = HashMap::new();
+        for (key, members) in by_key {
+            groups
+                .entry(self.batch_of(&key))
+                .or_default()
+                .push((key, members));
+        }
         let script = &self.renew;
         let ttl = self.ttl.as_millis() as u64;
-        let mut batch = script.prepare_invoke();
-        batch.arg(ttl);
-        let mut in_batch = 0;
-        for (key, members) in by_key {
-            for chunk in members.chunks(defaults::CLUSTER_RENEW_BATCH) {
-                batch.key(&key).arg(chunk.len()).arg(chunk);
-                in_batch += chunk.len();
-                if in_batch >= defaults::CLUSTER_RENEW_BATCH {
-                    let full = std::mem::replace(&mut batch, script.prepare_invoke());
-                    batch.arg(ttl);
-                    in_batch = 0;
-                    if Self::send_renewal(link, full).await.is_err() {
-                        return;
+        for (_, keys) in groups {
+            let mut batch = script.prepare_invoke();
+            batch.arg(ttl);
+            let mut in_batch = 0;
+            for (key, members) in keys {
+                for chunk in members.chunks(defaults::CLUSTER_RENEW_BATCH) {
+                    batch.key(&key).arg(chunk.len()).arg(chunk);
+                    in_batch += chunk.len();
+                    if in_batch >= defaults::CLUSTER_RENEW_BATCH {
+                        let full = std::mem::replace(&mut batch, script.prepare_invoke());
+                        batch.arg(ttl);
+                        in_batch = 0;
+                        if Self::send_renewal(link, full).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
-        }
-        if in_batch > 0 {
-            let _ = Self::send_renewal(link, batch).await;
+            if in_batch > 0 && Self::send_renewal(link, batch).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -322,12 +348,16 @@ mod tests {
         // No Redis: calls fail at once as not connected, which is all the heartbeat needs here.
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
         let link = Arc::new(Link::new(
-            client,
+            Arc::new(super::super::endpoint::Endpoint::Direct(client)),
             "test".into(),
             Duration::from_millis(50),
+            super::super::link::Liveness {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            },
             metrics.clone(),
         ));
-        let leases = Arc::new(Leases::new("r".into(), Duration::from_secs(3)));
+        let leases = Arc::new(Leases::new("r".into(), Duration::from_secs(3), false));
         let until = |want: usize| {
             let leases = leases.clone();
             async move {

@@ -18,6 +18,13 @@
 //! The link is degraded ([`Link::down_because`], for `/readyz`) while it has no connection, and
 //! while its last calls failed (for [`defaults::CLUSTER_RECENT_FAILURE`] unless a call
 //! succeeds): a connection that is up but useless is not healthy.
+//!
+//! Liveness: a failing call is not the only way a dead connection is noticed. While connected,
+//! the loop sends `PING` every [`Liveness::interval`]; one not answered within
+//! [`Liveness::timeout`] drops the connection. A Redis killed while no handshake asks it, or a
+//! flow a NAT or load balancer forgot (no FIN, no RST: the kernel would keep retransmitting
+//! for minutes), is so noticed within interval + timeout (2 s by default), and `/readyz` and
+//! `portcullis_cluster_connected` follow.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -25,19 +32,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::{watch, Notify};
 
+use super::conn::Conn;
+use super::endpoint::Endpoint;
 use super::error::ClusterError;
 use crate::config::defaults;
 use crate::core::labels::ClusterOp;
 use crate::obs::metrics::Metrics;
 
+/// How each link to Redis is checked while nothing else shows it alive (`[cluster]
+/// liveness_interval`, `liveness_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
 /// A connection in use, and its epoch.
 struct Live {
     epoch: u64,
-    conn: MultiplexedConnection,
+    conn: Conn,
     /// A call succeeded on it (then losing it is worth an immediate reconnect).
     proven: AtomicBool,
 }
@@ -51,10 +67,11 @@ struct Failures {
 
 /// The shared connection to Redis.
 pub(crate) struct Link {
-    client: redis::Client,
+    endpoint: Arc<Endpoint>,
     /// For logs: the URL as configured (it holds no credentials).
     url: String,
     timeout: Duration,
+    liveness: Liveness,
     live: ArcSwapOption<Live>,
     /// Wakes the connect loop when a call broke the connection.
     broken: Notify,
@@ -72,17 +89,19 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(
-        client: redis::Client,
+        endpoint: Arc<Endpoint>,
         url: String,
         timeout: Duration,
+        liveness: Liveness,
         metrics: Arc<Metrics>,
     ) -> Link {
         metrics.init_cluster();
         metrics.cluster_connected(false);
         Link {
-            client,
+            endpoint,
             url,
             timeout,
+            liveness,
             live: ArcSwapOption::empty(),
             broken: Notify::new(),
             dropped_proven: AtomicBool::new(false),
@@ -92,6 +111,11 @@ impl Link {
             failures: Failures::default(),
             metrics,
         }
+    }
+
+    /// The longest one call may take (`[cluster] timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether there is a connection in use (its calls may still fail).
@@ -143,7 +167,7 @@ impl Link {
     /// Run one call on the shared connection, bounded by `[cluster] timeout`, and count it.
     pub(crate) async fn call<T, F, Fut>(&self, op: ClusterOp, work: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.call_within(op, self.timeout, work).await
@@ -159,7 +183,7 @@ impl Link {
         work: F,
     ) -> Result<T, ClusterError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let unsent = match self.live.load_full() {
@@ -247,16 +271,26 @@ impl Link {
             .set_response_timeout(None);
         let mut backoff = defaults::CLUSTER_RECONNECT_MIN;
         let mut reported = false;
+        // Whether a connection was in use when the loop last looked (then losing it decides
+        // the wait before the next attempt).
+        let mut had_one = false;
         loop {
-            if self.connected() {
-                self.broken.notified().await;
+            if let Some(live) = self.live.load_full() {
+                had_one = true;
+                // Until a call breaks it, or a PING goes unanswered.
+                tokio::select! {
+                    _ = self.broken.notified() => {}
+                    _ = tokio::time::sleep(self.liveness.interval) => self.check(&live).await,
+                }
+                continue;
+            }
+            if std::mem::take(&mut had_one) {
                 if self.dropped_proven.load(Ordering::Relaxed) {
                     backoff = defaults::CLUSTER_RECONNECT_MIN;
                 } else {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(defaults::CLUSTER_RECONNECT_MAX);
                 }
-                continue;
             }
             let started = Instant::now();
             match self.connect(&config).await {
@@ -297,22 +331,67 @@ impl Link {
         }
     }
 
-    /// One connection attempt: connect (authenticating and selecting the database), then
-    /// `HELLO` within the call timeout, so that a Redis that accepts but does not answer is not
-    /// taken for up, and one that is a replica (after a failover, the old primary) is not
-    /// taken for the primary.
-    async fn connect(
-        &self,
-        config: &AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, ClusterError> {
+    /// The liveness check: `PING` on the connection in use, answered within
+    /// [`Liveness::timeout`], or the connection is dropped. An answer proves the connection
+    /// as a call's does (losing it later is worth an immediate reconnect).
+    async fn check(&self, live: &Live) {
+        let started = Instant::now();
+        let mut conn = live.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<redis::Value>(&mut conn);
+        let result = match tokio::time::timeout(self.liveness.timeout, ping).await {
+            Err(_) => Err(ClusterError::Timeout),
+            Ok(r) => r.map(|_| ()).map_err(ClusterError::from),
+        };
+        self.metrics.cluster_call(
+            ClusterOp::Ping,
+            result.as_ref().err().map(ClusterError::label),
+            started.elapsed(),
+        );
+        match result {
+            // An error answer is an answer (a user whose ACL forbids PING): the link is alive.
+            Ok(()) | Err(ClusterError::Response(_)) => live.proven.store(true, Ordering::Relaxed),
+            Err(ClusterError::Timeout) => self.drop_connection(
+                live.epoch,
+                &format!(
+                    "no answer to PING within {:?} (liveness_timeout)",
+                    self.liveness.timeout
+                ),
+            ),
+            Err(e) => self.drop_connection(live.epoch, &format!("PING failed: {e}")),
+        }
+    }
+
+    /// One connection attempt: find the primary (ask the Sentinels, if so configured),
+    /// connect (authenticating and selecting the database), then `HELLO` within the call
+    /// timeout, so that a Redis that accepts but does not answer is not taken for up, and one
+    /// that is a replica (after a failover, the old primary) is not taken for the primary. A
+    /// Redis Cluster connection learns the nodes and slots from the configured ones and routes
+    /// to primaries itself; it must answer a `PING`.
+    async fn connect(&self, config: &AsyncConnectionConfig) -> Result<Conn, ClusterError> {
+        let within = self.timeout.max(Duration::from_millis(100));
+        if let Some(cluster) = self.endpoint.redis_cluster() {
+            let connect = cluster.get_async_connection();
+            let mut conn = tokio::time::timeout(defaults::CLUSTER_CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| ClusterError::Timeout)??;
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<redis::Value>(&mut conn);
+            return match tokio::time::timeout(within, ping).await {
+                Err(_) => Err(ClusterError::Timeout),
+                Ok(r) => r.map(|_| Conn::Cluster(conn)).map_err(ClusterError::from),
+            };
+        }
         let mut conn = self
-            .client
+            .endpoint
+            .primary()
+            .await?
             .get_multiplexed_async_connection_with_config(config)
             .await?;
         let check = primary(&mut conn);
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(100)), check).await {
+        match tokio::time::timeout(within, check).await {
             Err(_) => Err(ClusterError::Timeout),
-            Ok(r) => r.map(|()| conn),
+            Ok(r) => r.map(|()| Conn::Single(conn)),
         }
     }
 }
@@ -320,7 +399,7 @@ impl Link {
 /// `Ok` when the server answers `HELLO` as a primary. A server without `HELLO` (before Redis 6)
 /// or a user not allowed to call it gets the benefit of the doubt: it answered, and a replica
 /// is caught by its first `READONLY` instead.
-async fn primary(conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
+async fn primary(conn: &mut redis::aio::MultiplexedConnection) -> Result<(), ClusterError> {
     let hello = redis::cmd("HELLO").query_async::<redis::Value>(conn).await;
     let info = match hello.map_err(ClusterError::from) {
         Ok(info) => info,

@@ -9,11 +9,22 @@
 //! | --- | --- | --- |
 //! | `rate:{policy}:ip:{address}`, `rate:{policy}:sub:{subject}` | string | a GCRA arrival time (µs) |
 //! | `conn:{policy}:ip:{address}`, `conn:{policy}:sub:{subject}`, `conn:route:{path}` | sorted set | leases: `replica:socket` → expiry (ms) |
-//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string, with the revocation's ttl | a revocation ([`revocations`]) |
+//!
+//! On a Redis Cluster (`cluster_nodes`) the keys carry hash tags so that every script and
+//! pipeline touches one slot: the cap keys are `conn:{POLICY}:...` with literal braces (the
+//! route's is `conn:{POLICY}:route:PATH`), and the revocation keys are
+//! `{revocations}revoked:...`, `{revocations}lifted:...` (one slot, scanned on its node).
+//! | `revoked:sub:{subject}`, `revoked:jti:{id}` | string (when it was made, Unix ms), with the revocation's ttl | a revocation ([`revocations`]) |
+//! | `lifted:sub:{subject}`, `lifted:jti:{id}` | string (when it was lifted), with its own ttl | a lift's tombstone: no write-back brings the revocation back |
+//! | `closes` | sorted set, kept a minute | operators' closes by time, replayed to replicas that did not hear them ([`events`]) |
 //! | `events` | pub/sub channel | closes and revocations for every replica ([`events`]) |
 //!
 //! Nothing here blocks a handshake beyond `[cluster] timeout` in all ([`Budget`]), and nothing
 //! waits for a connection: the admission layer decides what a failure means (`on_error`).
+//!
+//! Both connections (commands, and the subscription) are checked with `PING` every
+//! `[cluster] liveness_interval`, so a dead one is noticed within about 2 s even when nothing
+//! else uses it ([`link`], [`events`]).
 //!
 //! The connection and its reconnect loop, the lease heartbeat and the event subscription run
 //! on a thread of their own (`core::background`), each supervised (a panic restarts it),
@@ -26,6 +37,8 @@
 //! means and what the way around it would cost).
 
 mod budget;
+mod conn;
+mod endpoint;
 mod error;
 pub(crate) mod events;
 mod lease;
@@ -47,11 +60,12 @@ use crate::config::defaults;
 use crate::core::background;
 use crate::core::labels::BackgroundTask;
 use crate::obs::metrics::{supervised, Metrics};
+use endpoint::Endpoint;
 use events::{Close, Events};
 use lease::Leases;
-use link::Link;
+use link::{Link, Liveness};
 use rate::Rates;
-use revocations::Revoked;
+use revocations::{Mark, Revoked};
 use std::time::Duration;
 
 /// Who a rate or a cap counts.
@@ -80,8 +94,8 @@ pub(crate) struct Cluster {
     rates: Rates,
     leases: Arc<Leases>,
     events: Arc<Events>,
-    /// For the event subscription's own connection.
-    client: redis::Client,
+    /// Where the primary is (for the event subscription's own connection too).
+    target: Arc<Endpoint>,
     metrics: Arc<Metrics>,
     started: AtomicBool,
 }
@@ -99,20 +113,30 @@ impl Cluster {
                 return Ok(prev.clone());
             }
         }
-        let client = client(config, password.as_deref())?;
+        let target = Arc::new(Endpoint::new(config, password.as_deref())?);
         let replica = replica_id();
         let metrics = Metrics::global().clone();
         Ok(Arc::new(Cluster {
-            events: Arc::new(Events::new(&config.key_prefix, &replica)),
-            client: client.clone(),
+            events: Arc::new(Events::new(
+                &config.key_prefix,
+                config.is_redis_cluster(),
+                &replica,
+                metrics.clone(),
+            )),
+            target: target.clone(),
             link: Arc::new(Link::new(
-                client,
-                config.redis_url.text.clone(),
+                target,
+                config.describe(),
                 config.timeout.0,
+                liveness(config),
                 metrics.clone(),
             )),
             rates: Rates::new(),
-            leases: Arc::new(Leases::new(replica.clone(), config.lease_ttl.0)),
+            leases: Arc::new(Leases::new(
+                replica.clone(),
+                config.lease_ttl.0,
+                config.is_redis_cluster(),
+            )),
             settings: config.clone(),
             password,
             replica,
@@ -129,7 +153,7 @@ impl Cluster {
         log::info!(
             "cluster: replica {} sharing limits through {} (prefix {:?}, on_error = {})",
             self.replica,
-            self.settings.redis_url.text,
+            self.settings.describe(),
             self.settings.key_prefix,
             self.settings.on_error.as_str()
         );
@@ -137,7 +161,7 @@ impl Cluster {
         // if it keeps panicking). What a task must keep across a restart (the connection, the
         // heartbeat's channel and sockets) lives in the shared handles, not in the task.
         let (link, leases, events) = (self.link.clone(), self.leases.clone(), self.events.clone());
-        let (metrics, client) = (self.metrics.clone(), self.client.clone());
+        let (metrics, target) = (self.metrics.clone(), self.target.clone());
         let connect = {
             let link = link.clone();
             supervised(BackgroundTask::ClusterLink, move || link.clone().run())
@@ -148,9 +172,10 @@ impl Cluster {
                 leases.clone().run(link.clone(), metrics.clone())
             })
         };
+        let checks = liveness(&self.settings);
         let subscribe = supervised(BackgroundTask::ClusterEvents, move || {
-            let (events, client, link) = (events.clone(), client.clone(), link.clone());
-            async move { events.run(client, &link).await }
+            let (events, target, link) = (events.clone(), target.clone(), link.clone());
+            async move { events.run(&target, &link, checks).await }
         });
         background::spawn("cluster", async move {
             tokio::join!(connect, heartbeat, subscribe);
@@ -162,9 +187,17 @@ impl Cluster {
         self.settings.on_error
     }
 
-    /// `None` while Redis answers; otherwise why not (for `/readyz` and logs).
+    /// `None` while Redis answers and the subscription hears; otherwise why not (for `/readyz`
+    /// and logs).
     pub(crate) fn degraded(&self) -> Option<String> {
-        self.link.down_because()
+        let deaf = self
+            .events
+            .deaf_because()
+            .map(|why| format!("not hearing closes and revocations from other replicas ({why})"));
+        match (self.link.down_because(), deaf) {
+            (Some(down), Some(deaf)) => Some(format!("{down}; {deaf}")),
+            (down, deaf) => down.or(deaf),
+        }
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
@@ -180,14 +213,22 @@ impl Cluster {
         self.key(format_args!("rate:{policy}:{}", who.key_part()))
     }
 
-    /// The cap key of `who` under `policy`.
+    /// The cap key of `who` under `policy`. On a Redis Cluster the policy is the key's hash
+    /// tag, so that the keys one socket takes slots under are in one slot.
     pub(crate) fn cap_key(&self, policy: &str, who: Counted<'_>) -> String {
-        self.key(format_args!("conn:{policy}:{}", who.key_part()))
+        match self.settings.is_redis_cluster() {
+            true => self.key(format_args!("conn:{{{policy}}}:{}", who.key_part())),
+            false => self.key(format_args!("conn:{policy}:{}", who.key_part())),
+        }
     }
 
-    /// The cap key of a route (caps per route count across policies, as locally).
-    pub(crate) fn route_key(&self, route: &str) -> String {
-        self.key(format_args!("conn:route:{route}"))
+    /// The cap key of a route (caps per route count across policies, as locally). On a Redis
+    /// Cluster it carries the hash tag of the route's `policy`, as its other cap keys do.
+    pub(crate) fn route_key(&self, policy: &str, route: &str) -> String {
+        match self.settings.is_redis_cluster() {
+            true => self.key(format_args!("conn:{{{policy}}}:route:{route}")),
+            false => self.key(format_args!("conn:route:{route}")),
+        }
     }
 
     /// A new handshake's time for Redis (`[cluster] timeout` for all its calls).
@@ -239,10 +280,10 @@ impl Cluster {
         .await
     }
 
-    /// Lift a revocation on every replica.
-    pub(crate) async fn lift(&self, who: Revoked) -> Result<(), ClusterError> {
+    /// Lift a revocation on every replica (`tombstone`: the lift as made here).
+    pub(crate) async fn lift(&self, who: Revoked, tombstone: Mark) -> Result<(), ClusterError> {
         self.operator("a lift", |within| {
-            self.events.lift(&self.link, within, who.clone())
+            self.events.lift(&self.link, within, who.clone(), tombstone)
         })
         .await
     }
@@ -284,6 +325,14 @@ impl Cluster {
     }
 }
 
+/// How the links are checked, from the settings.
+fn liveness(config: &settings::Cluster) -> Liveness {
+    Liveness {
+        interval: config.liveness_interval.0,
+        timeout: config.liveness_timeout.0,
+    }
+}
+
 /// A random replica id: 16 hex digits (unique enough among the replicas of one Redis).
 fn replica_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -296,48 +345,4 @@ fn replica_id() -> String {
             .as_nanos(),
     );
     format!("{:016x}", h.finish())
-}
-
-/// The Redis client for the settings: address, database, user and password, and for
-/// `rediss://` TLS trusting `ca_file` or the system roots.
-fn client(config: &settings::Cluster, password: Option<&str>) -> Result<redis::Client, String> {
-    use redis::IntoConnectionInfo;
-    let url = &config.redis_url;
-    let db: i64 = url
-        .path_and_query
-        .trim_start_matches('/')
-        .parse()
-        .unwrap_or(0);
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let scheme = if url.tls() { "rediss" } else { "redis" };
-    let info = format!("{scheme}://{host}:{}/{db}", url.port)
-        .into_connection_info()
-        .map_err(|e| format!("cluster.redis_url: {e}"))?;
-    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-    if let Some(user) = &config.username {
-        redis_settings = redis_settings.set_username(user);
-    }
-    if let Some(password) = password {
-        redis_settings = redis_settings.set_password(password);
-    }
-    let info = info.set_redis_settings(redis_settings);
-    match &config.ca_file {
-        Some(ca) => {
-            let root = std::fs::read(ca)
-                .map_err(|e| format!("cluster.ca_file: cannot read {}: {e}", ca.display()))?;
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root),
-                },
-            )
-            .map_err(|e| format!("cluster.ca_file: {e}"))
-        }
-        None => redis::Client::open(info).map_err(|e| format!("cluster.redis_url: {e}")),
-    }
 }

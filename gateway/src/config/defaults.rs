@@ -153,6 +153,17 @@ pub(crate) const CLUSTER_ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const CLUSTER_ADMIN_ATTEMPTS: u32 = 2;
 /// How long a failed call keeps `/readyz` saying `cluster degraded` (unless a call succeeds).
 pub(crate) const CLUSTER_RECENT_FAILURE: Duration = Duration::from_secs(10);
+/// How often each link to Redis (commands, subscription) is checked with `PING`; with the
+/// timeout below, a dead link is noticed within 2 s.
+pub(crate) const CLUSTER_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a `PING` may go unanswered before its link counts as dead.
+pub(crate) const CLUSTER_LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an operator's close stays in Redis to be replayed to a replica whose subscription
+/// comes back (a replica deaf for longer misses it; revocations are kept for their ttl).
+pub(crate) const CLUSTER_CLOSE_REPLAY: Duration = Duration::from_secs(60);
+/// The shortest a lift's tombstone is kept (otherwise as long as the revocation it lifted had
+/// left): while it is, no replica's write-back brings the revocation back.
+pub(crate) const REVOCATION_TOMBSTONE_MIN: Duration = Duration::from_secs(60);
 // [policies.NAME.ext_authz]
 
 /// One call to the authorizer, connect to last byte.

@@ -425,6 +425,14 @@ mod tests {
         assert_eq!(cluster.timeout.0, defaults::CLUSTER_TIMEOUT);
         assert_eq!(cluster.lease_ttl.0, defaults::CLUSTER_LEASE_TTL);
         assert_eq!(cluster.on_error, cluster::OnError::Open);
+        assert_eq!(
+            cluster.liveness_interval.0,
+            defaults::CLUSTER_LIVENESS_INTERVAL
+        );
+        assert_eq!(
+            cluster.liveness_timeout.0,
+            defaults::CLUSTER_LIVENESS_TIMEOUT
+        );
         assert_eq!(cluster.password().unwrap(), None);
 
         let cases = [
@@ -460,6 +468,43 @@ mod tests {
             (
                 "[cluster]\nredis_url = \"redis://x\"\nkey_prefix = \"\"",
                 "cluster.key_prefix",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nliveness_interval = \"10ms\"",
+                "cluster.liveness_interval",
+            ),
+            ("[cluster]\nkey_prefix = \"x:\"", "cluster: redis_url (one Redis), sentinels"),
+            (
+                "[cluster]\ncluster_nodes = [\"redis://n:7000\"]\nkey_prefix = \"{x}:\"",
+                "may not contain {",
+            ),
+            (
+                "[cluster]\ncluster_nodes = [\"redis://n:7000\"]\nredis_url = \"redis://x\"",
+                "not both",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nsentinels = [\"redis://s:26379\"]\nmaster_name = \"m\"",
+                "not both",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379\"]",
+                "cluster.sentinels needs cluster.master_name",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nmaster_name = \"m\"",
+                "cluster.master_name needs cluster.sentinels",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379\", \"rediss://t:26379\"]\nmaster_name = \"m\"",
+                "all be redis:// or all be rediss://",
+            ),
+            (
+                "[cluster]\nsentinels = [\"redis://s:26379/2\"]\nmaster_name = \"m\"",
+                "without a path",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nliveness_timeout = \"2m\"",
+                "cluster.liveness_timeout",
             ),
             (
                 "[cluster]\nredis_url = \"redis://x\"\nca_file = \"/etc/hostname\"",

@@ -88,16 +88,19 @@ pub(crate) enum ClusterOp {
     Event,
     /// Connecting, and the first `PING` of a connection.
     Connect,
+    /// The liveness check of a link (`PING` at `[cluster] liveness_interval`).
+    Ping,
 }
 
 impl ClusterOp {
-    pub(crate) const ALL: [ClusterOp; 6] = [
+    pub(crate) const ALL: [ClusterOp; 7] = [
         ClusterOp::Rate,
         ClusterOp::Take,
         ClusterOp::Renew,
         ClusterOp::Release,
         ClusterOp::Event,
         ClusterOp::Connect,
+        ClusterOp::Ping,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -108,6 +111,7 @@ impl ClusterOp {
             ClusterOp::Release => "release",
             ClusterOp::Event => "event",
             ClusterOp::Connect => "connect",
+            ClusterOp::Ping => "ping",
         }
     }
 }

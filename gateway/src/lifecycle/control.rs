@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cluster::events::{revocation_close, Close, Target};
-use crate::cluster::revocations::{Origin, Revocations, Revoked};
+use crate::cluster::revocations::{Revocations, Revoked};
 use crate::cluster::Cluster;
 use crate::core::end::EndReason;
 use crate::edge::generation::InForce;
@@ -92,6 +92,7 @@ impl Control {
                     code,
                     reason,
                     revoked: false,
+                    started_before_ms: None,
                 })
                 .await,
             ),
@@ -103,7 +104,7 @@ impl Control {
     /// Revoke `who` for `ttl`: close its open sessions with 1008 `revoked` and refuse its
     /// handshakes (here, and on every replica through the cluster).
     pub(crate) async fn revoke(&self, who: Revoked, ttl: Duration) -> Applied {
-        Revocations::global().add(who.clone(), ttl, Origin::Here);
+        Revocations::global().revoke_here(who.clone(), ttl);
         let closed = self.apply(&revocation_close(who.clone()));
         let published = match self.cluster() {
             Some(c) => Some(c.revoke(who.clone(), ttl).await),
@@ -115,9 +116,9 @@ impl Control {
 
     /// Lift a revocation (here and everywhere).
     pub(crate) async fn lift(&self, who: Revoked) -> Applied {
-        let lifted = Revocations::global().lift(&who);
+        let (lifted, tombstone) = Revocations::global().lift_here(who.clone());
         let published = match self.cluster() {
-            Some(c) => Some(c.lift(who).await),
+            Some(c) => Some(c.lift(who, tombstone).await),
             None => None,
         };
         with_publication(json!({ "lifted": lifted }), published)
@@ -133,7 +134,8 @@ impl Control {
         json!({ "revocations": list })
     }
 
-    /// Apply a close (ours or another replica's) to this process's sessions.
+    /// Apply a close (ours or another replica's) to this process's sessions: the matching
+    /// ones, and of a replayed close only those that started before it was made.
     fn apply(&self, close: &Close) -> usize {
         let request = CloseRequest {
             code: close.code,
@@ -144,7 +146,24 @@ impl Control {
                 EndReason::Admin
             },
         };
-        self.registry.close(&filter_of(&close.target), &request)
+        let filter = filter_of(&close.target);
+        let Some(before_ms) = close.started_before_ms else {
+            return self.registry.close(&filter, &request);
+        };
+        let (_, sessions) = self.registry.list(&filter, 0, usize::MAX);
+        let before = before_ms as f64 / 1000.0;
+        sessions
+            .iter()
+            .filter(|s| s["started_at"].as_f64().is_some_and(|at| at < before))
+            .filter_map(|s| s["id"].as_str())
+            .map(|id| {
+                let one = Filter {
+                    id: Some(id.to_string()),
+                    ..filter.clone()
+                };
+                self.registry.close(&one, &request)
+            })
+            .sum()
     }
 
     /// Close every open session of a revocation in force.

@@ -9,6 +9,7 @@ mod gateway;
 mod pipe;
 mod process;
 mod redis;
+mod sentinel;
 pub mod upstream;
 mod wait;
 
@@ -18,4 +19,5 @@ pub use gateway::*;
 pub use pipe::*;
 pub use process::*;
 pub use redis::*;
+pub use sentinel::*;
 pub use wait::*;

@@ -1,14 +1,16 @@
 //! A TCP pipe between the gateway and a real server (Redis), which the test controls: it adds
-//! latency to what the server sends back, and it cuts the line (open connections closed, new
-//! ones closed as soon as they are accepted) and restores it. It stands for the network, for
-//! trouble the server itself cannot be asked to make (slow answers that still come, one
-//! replica cut off while the others are not); the server behind it is real.
+//! latency to what the server sends back, and it breaks the line three ways until it is
+//! restored: a cut (open connections closed with FIN, new ones closed as soon as they are
+//! accepted), a reset (the same with RST), and a blackhole (nothing forwarded any more, and
+//! nothing closed: the sockets stay open and silent, as when a NAT or a load balancer forgets a
+//! flow). It stands for the network, for trouble the server itself cannot be asked to make
+//! (slow answers that still come, one replica cut off while the others are not); the server
+//! behind it is real.
 //!
 //! The pipe runs on a thread of its own, so the test's runtime being busy never delays it; it
 //! stops, closing every connection, when the handle drops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,15 +20,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+/// How the line breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Connections closed (FIN).
+    Cut,
+    /// Connections reset (RST).
+    Reset,
+    /// Nothing forwarded, nothing closed.
+    Blackhole,
+}
+
 /// What the test sets, shared with the pipe's thread.
 struct Line {
     /// Added to every chunk the server sends back.
     delay: Mutex<Duration>,
-    /// True while the line is cut: new connections are closed at once.
-    down: AtomicBool,
-    /// Counts the cuts: every open connection closes at the next one (even if the line is
-    /// restored before the connection's task sees it).
-    cuts: watch::Sender<u64>,
+    /// While the line is broken, how (new connections meet it at once).
+    down: Mutex<Option<Fault>>,
+    /// Counts the breaks, with the last one's kind: every open connection meets the next one
+    /// (even if the line is restored before the connection's task sees it).
+    breaks: watch::Sender<(u64, Fault)>,
 }
 
 /// A running pipe to one server; stopped on drop.
@@ -46,8 +59,8 @@ impl Pipe {
         let port = listener.local_addr().unwrap().port();
         let line = Arc::new(Line {
             delay: Mutex::new(Duration::ZERO),
-            down: AtomicBool::new(false),
-            cuts: watch::channel(0).0,
+            down: Mutex::new(None),
+            breaks: watch::channel((0, Fault::Cut)).0,
         });
         let (stop, stopped) = oneshot::channel();
         let server: SocketAddr = ([127, 0, 0, 1], server_port).into();
@@ -88,14 +101,42 @@ impl Pipe {
 
     /// Cut the line: close every connection, and every new one as soon as it is accepted.
     pub fn cut(&self) {
-        self.line.down.store(true, Ordering::SeqCst);
-        self.line.cuts.send_modify(|n| *n += 1);
+        self.break_line(Fault::Cut);
     }
 
-    /// Restore the line: new connections reach the server again (the ones the cut closed stay
-    /// closed, whether or not their ends have noticed yet).
+    /// Reset the line: reset (RST) every connection, and every new one as soon as it is
+    /// accepted.
+    pub fn reset(&self) {
+        self.break_line(Fault::Reset);
+    }
+
+    /// Blackhole the line: every connection, and every new one, stays open but nothing is
+    /// forwarded either way any more, and nothing says so (no FIN, no RST).
+    pub fn blackhole(&self) {
+        self.break_line(Fault::Blackhole);
+    }
+
+    /// Forget the open connections, as a NAT or a load balancer forgets idle flows: they stay
+    /// open but silent (no FIN, no RST), while new connections reach the server as before.
+    pub fn forget(&self) {
+        self.line.breaks.send_modify(|(n, kind)| {
+            *n += 1;
+            *kind = Fault::Blackhole;
+        });
+    }
+
+    fn break_line(&self, fault: Fault) {
+        *self.line.down.lock().unwrap() = Some(fault);
+        self.line.breaks.send_modify(|(n, kind)| {
+            *n += 1;
+            *kind = fault;
+        });
+    }
+
+    /// Restore the line: new connections reach the server again (the ones the break closed or
+    /// silenced stay so, whether or not their ends have noticed yet).
     pub fn restore(&self) {
-        self.line.down.store(false, Ordering::SeqCst);
+        *self.line.down.lock().unwrap() = None;
     }
 }
 
@@ -115,31 +156,64 @@ async fn accept(listener: TcpListener, server: SocketAddr, line: Arc<Line>) {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        if line.down.load(Ordering::SeqCst) {
-            drop(client);
-            continue;
+        let down = *line.down.lock().unwrap();
+        match down {
+            None => {
+                tokio::spawn(serve(client, server, line.clone()));
+            }
+            Some(Fault::Cut) => drop(client),
+            Some(Fault::Reset) => reset(client),
+            // Held open, silent, until the pipe stops.
+            Some(Fault::Blackhole) => {
+                tokio::spawn(async move {
+                    let _held = client;
+                    std::future::pending::<()>().await
+                });
+            }
         }
-        tokio::spawn(serve(client, server, line.clone()));
     }
 }
 
+/// Close with RST instead of FIN.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
 /// One connection: bytes both ways (the server's delayed), until either side ends or the
-/// line is cut; then both sockets close.
+/// line breaks; then both sockets close (or are reset, or are held open and silent).
 async fn serve(client: TcpStream, server: SocketAddr, line: Arc<Line>) {
     let Ok(upstream) = TcpStream::connect(server).await else {
         return;
     };
-    let (from_client, to_client) = client.into_split();
-    let (from_server, to_server) = upstream.into_split();
-    let mut cuts = line.cuts.subscribe();
-    tokio::select! {
-        _ = copy(from_client, to_server) => {}
-        _ = delayed(from_server, to_client, &line) => {}
-        _ = cuts.changed() => {}
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = upstream.into_split();
+    let mut breaks = line.breaks.subscribe();
+    let fault = tokio::select! {
+        _ = copy(&mut from_client, &mut to_server) => None,
+        _ = delayed(&mut from_server, &mut to_client, &line) => None,
+        _ = breaks.changed() => Some(breaks.borrow().1),
+    };
+    let (Ok(client), Ok(upstream)) = (
+        from_client.reunite(to_client),
+        from_server.reunite(to_server),
+    ) else {
+        return;
+    };
+    match fault {
+        None | Some(Fault::Cut) => {}
+        Some(Fault::Reset) => {
+            reset(client);
+            reset(upstream);
+        }
+        Some(Fault::Blackhole) => {
+            let _held = (client, upstream);
+            std::future::pending::<()>().await
+        }
     }
 }
 
-async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+async fn copy(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) {
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf).await {
         if to.write_all(&buf[..n]).await.is_err() {
@@ -150,7 +224,7 @@ async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
 
 /// Forward each chunk `delay` after it arrived (latency, not a slower rate: chunks read
 /// meanwhile are not held up by the ones before them).
-async fn delayed(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, line: &Line) {
+async fn delayed(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, line: &Line) {
     let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let read = async move {
         let mut buf = vec![0u8; 16 * 1024];

@@ -19,6 +19,10 @@ pub struct Redis {
     dir: tempfile::TempDir,
     /// `rediss://`: the certificate (its own CA) and key Redis serves TLS with.
     tls: Option<(PathBuf, PathBuf)>,
+    /// A replica of the Redis on this loopback port.
+    replica_of: Option<u16>,
+    /// A Redis Cluster node: the port of its cluster bus.
+    bus: Option<u16>,
 }
 
 impl Redis {
@@ -34,7 +38,36 @@ impl Redis {
         Redis::start_with(true).await
     }
 
+    /// Start one as a replica of `primary` (`--replicaof`), once its replication link is up.
+    pub async fn start_replica_of(primary: &Redis) -> Option<Redis> {
+        let redis = Redis::start_as(false, Some(primary.port)).await?;
+        redis.wait_link_up().await;
+        Some(redis)
+    }
+
+    /// Wait until this replica's link to its primary is up.
+    pub async fn wait_link_up(&self) {
+        eventually(START, "the replication link up", || async {
+            let info = self.cli(&["INFO", "replication"]).await;
+            done_or(info.contains("master_link_status:up"), info)
+        })
+        .await
+    }
+
     async fn start_with(tls: bool) -> Option<Redis> {
+        Redis::start_as(tls, None).await
+    }
+
+    /// Start one as a Redis Cluster node (not yet in a cluster: [`RedisCluster`] joins them).
+    async fn start_cluster_node() -> Option<Redis> {
+        Redis::start_node(false, None, true).await
+    }
+
+    async fn start_as(tls: bool, replica_of: Option<u16>) -> Option<Redis> {
+        Redis::start_node(tls, replica_of, false).await
+    }
+
+    async fn start_node(tls: bool, replica_of: Option<u16>, cluster: bool) -> Option<Redis> {
         let server = tool("redis-server")?;
         let cli = tool("redis-cli")?;
         let dir = tempfile::tempdir().unwrap();
@@ -52,9 +85,12 @@ impl Redis {
             cli,
             dir,
             tls,
+            replica_of,
+            bus: None,
         };
         for _ in 0..5 {
             redis.port = free_port();
+            redis.bus = cluster.then(free_port);
             if redis.launch().await {
                 return Some(redis);
             }
@@ -91,6 +127,20 @@ impl Redis {
                 .arg(key)
                 .args(["--tls-auth-clients", "no"]),
         };
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if let Some(bus) = self.bus {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .arg("--cluster-config-file")
+            .arg(self.dir.path().join("nodes.conf"))
+            .args(["--cluster-node-timeout", "2000"]);
+        }
         let child = cmd
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
@@ -185,10 +235,59 @@ impl Redis {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A Redis Cluster of real `redis-server` nodes on loopback, all primaries, joined with
+/// `redis-cli --cluster create` (the slots spread evenly over them); stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// `n` primaries (at least 3, as `redis-cli --cluster create` wants), once every node says
+    /// `cluster_state:ok`; `None` when redis-server is not installed.
+    pub async fn start(n: usize) -> Option<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Redis::start_cluster_node().await?);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let mut create = Command::new(&nodes[0].cli);
+        create
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .arg("--cluster-yes");
+        let out = output_within_async(create, b"", Duration::from_secs(60)).await;
+        assert!(out.status.success(), "{}", text_of(&out));
+        for node in &nodes {
+            eventually(START, "cluster_state:ok", || async {
+                let info = node.cli(&["CLUSTER", "INFO"]).await;
+                done_or(info.contains("cluster_state:ok"), info)
+            })
+            .await;
+        }
+        Some(RedisCluster { nodes })
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+
+    /// Run `redis-cli -c` (following redirections to the node of the key's slot) with `args`,
+    /// which must succeed: its answer, trimmed.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let mut cluster_args = vec!["-c"];
+        cluster_args.extend_from_slice(args);
+        self.nodes[0].cli(&cluster_args).await
+    }
 }

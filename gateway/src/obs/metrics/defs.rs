@@ -202,6 +202,12 @@ pub const CLUSTER_CONNECTED: Def = Def {
     labels: &[],
     help: "1 while this replica has a connection to the cluster store, 0 while it has none (then /readyz says cluster degraded, as it does while recent calls fail).",
 };
+pub const CLUSTER_SUBSCRIBED: Def = Def {
+    name: "portcullis_cluster_subscribed",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this replica's subscription to the cluster's closes and revocations is up and answers its liveness checks, 0 while it is not (then /readyz says that closes and revocations from other replicas are not being heard).",
+};
 pub const EXT_AUTHZ_ERRORS: Def = Def {
     name: "portcullis_ext_authz_errors_total",
     kind: Kind::Counter,
@@ -251,6 +257,7 @@ pub const ALL: &[Def] = &[
     CLUSTER_FALLBACKS,
     CLUSTER_LEASES,
     CLUSTER_CONNECTED,
+    CLUSTER_SUBSCRIBED,
     EXT_AUTHZ_ERRORS,
     BACKGROUND_TASK_RESTARTS,
     BUILD_INFO,

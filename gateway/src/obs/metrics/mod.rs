@@ -77,6 +77,7 @@ pub(crate) struct Metrics {
     /// Without labels, but vectors so that they are absent until a cluster is configured.
     cluster_leases: IntGaugeVec,
     cluster_connected: IntGaugeVec,
+    cluster_subscribed: IntGaugeVec,
     ext_authz_errors: IntCounterVec,
     background_task_restarts: IntCounterVec,
     /// Per-route message counters, resolved once per route rather than once per message.
@@ -171,6 +172,7 @@ impl Metrics {
             cluster_fallbacks: counter_vec(&r, &defs::CLUSTER_FALLBACKS),
             cluster_leases: gauge_vec(&r, &defs::CLUSTER_LEASES),
             cluster_connected: gauge_vec(&r, &defs::CLUSTER_CONNECTED),
+            cluster_subscribed: gauge_vec(&r, &defs::CLUSTER_SUBSCRIBED),
             ext_authz_errors: counter_vec(&r, &defs::EXT_AUTHZ_ERRORS),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
@@ -418,6 +420,7 @@ impl Metrics {
         }
         self.cluster_leases.with_label_values(&[] as &[&str]);
         self.cluster_connected.with_label_values(&[] as &[&str]);
+        self.cluster_subscribed.with_label_values(&[] as &[&str]);
     }
 
     /// One call to the cluster store: how long it took, and its error kind if it failed
@@ -462,6 +465,13 @@ impl Metrics {
     /// Whether this replica is connected to the cluster store now.
     pub(crate) fn cluster_connected(&self, up: bool) {
         self.cluster_connected
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
+    }
+
+    /// Whether the subscription to other replicas' closes and revocations is up.
+    pub(crate) fn cluster_subscribed(&self, up: bool) {
+        self.cluster_subscribed
             .with_label_values(&[] as &[&str])
             .set(i64::from(up));
     }
@@ -546,6 +556,7 @@ mod tests {
         m.cluster_fallback(Fallback::Local);
         m.cluster_leases(1);
         m.cluster_connected(true);
+        m.cluster_subscribed(true);
         m.ext_authz_error("/ws/echo", AuthzError::Timeout, AuthzOnError::Allow);
         let text = m.render();
         for def in defs::ALL {
