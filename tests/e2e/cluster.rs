@@ -399,7 +399,13 @@ async fn a_slow_redis_costs_a_handshake_one_timeout_in_all() {
     };
     let pipe = Pipe::to(redis.port);
     let timeout = Duration::from_millis(1000);
-    let gw = replica(&cluster_config_with(&pipe.redis_url(), 15, 1000)).await;
+    // The liveness pings are slowed down and given time: every answer is delayed by 900 ms
+    // below, and a ping timing out would drop the link and change what the handshakes count.
+    let config = cluster_config_with(&pipe.redis_url(), 15, 1000).replace(
+        "[cluster]\n",
+        "[cluster]\nliveness_interval = \"60s\"\nliveness_timeout = \"10s\"\n",
+    );
+    let gw = replica(&config).await;
     // Fast first: the three calls are made and counted.
     let (_, _first) = timed_handshake(&gw, "/ws/three", "ida").await;
     let scrape = gw.admin_get("/metrics").await;
