@@ -44,6 +44,11 @@ OPT-IN PHASES:
     --hold-relay N      hold N relayed connections through every proxy, with the handshake
                         rate measured at that size
     --hold-echo M       hold M connections on Portcullis's echo route, likewise
+    --compression       permessage-deflate on a JSON chat corpus: closed-loop load with and
+                        without compression through Portcullis's relay (passing compressed
+                        messages through to a compressing upstream echo), its echo route and
+                        NGINX; memory per idle compressed socket (relay and echo, --idle of
+                        them, with and without context takeover)
 
 SOAK (runs alone: none of the phases above):
     --soak DURATION     Portcullis's relay route for DURATION (e.g. 90s, 5m, 1h, 1h30m):
@@ -80,6 +85,7 @@ pub struct Args {
     pub burst_watch: Duration,
     pub hold_relay: Option<usize>,
     pub hold_echo: Option<usize>,
+    pub compression: bool,
     pub soak: Option<Soak>,
 }
 
@@ -182,6 +188,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         burst_watch: Duration::from_secs(30),
         hold_relay: None,
         hold_echo: None,
+        compression: false,
         soak: None,
     };
     if quick {
@@ -234,6 +241,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--burst-watch" => a.burst_watch = duration(flag, it.next())?,
             "--hold-relay" => a.hold_relay = Some(num(flag, it.next())?),
             "--hold-echo" => a.hold_echo = Some(num(flag, it.next())?),
+            "--compression" => a.compression = true,
             "--soak" => soak.duration = duration(flag, it.next())?,
             "--soak-hold" => soak.hold = num(flag, it.next())?,
             "--soak-interval" => soak.interval = duration(flag, it.next())?,
@@ -299,6 +307,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             ("--burst", a.burst.is_some()),
             ("--hold-relay", a.hold_relay.is_some()),
             ("--hold-echo", a.hold_echo.is_some()),
+            ("--compression", a.compression),
             ("--baseline", a.baseline.is_some()),
             ("--json", a.json.is_some()),
         ];

@@ -86,6 +86,15 @@ pub enum Section {
     Burst,
     /// A large number of connections held, and the handshake rate at that size (`--hold-*`).
     Hold,
+    /// `--compression`: closed-loop load of the JSON chat corpus, the client offering
+    /// permessage-deflate as a browser does (a relay's upstream compressing too).
+    Compressed,
+    /// The same corpus with nothing offered (a relay's upstream plain): the reference.
+    Uncompressed,
+    /// Idle compressed sockets with context takeover, quiet after a few messages.
+    CompressedIdle,
+    /// The same without context takeover (either way).
+    CompressedIdleNoTakeover,
 }
 
 impl Section {
@@ -113,6 +122,14 @@ impl Section {
         Section::HandshakeCluster,
     ];
 
+    /// The sections of `--compression`, in the order they run.
+    pub const COMPRESSION: [Section; 4] = [
+        Section::Compressed,
+        Section::Uncompressed,
+        Section::CompressedIdle,
+        Section::CompressedIdleNoTakeover,
+    ];
+
     pub fn portcullis_only(self) -> bool {
         Self::PORTCULLIS_ONLY.contains(&self)
     }
@@ -132,6 +149,10 @@ impl Section {
             Section::Sweep(size) => return format!("sweep.{size}"),
             Section::Burst => "burst",
             Section::Hold => "hold",
+            Section::Compressed => "compression",
+            Section::Uncompressed => "compression_plain",
+            Section::CompressedIdle => "compression_idle",
+            Section::CompressedIdleNoTakeover => "compression_idle_no_takeover",
         }
         .to_string()
     }
@@ -145,7 +166,17 @@ impl Section {
                 "latency_p99_us",
                 "cpu_us_per_message",
             ],
-            Section::Idle => &["connections", "rss_bytes_per_connection"],
+            Section::Compressed | Section::Uncompressed => &[
+                "messages_per_second",
+                "latency_p50_us",
+                "latency_p99_us",
+                "cpu_us_per_message",
+                "wire_bytes_per_message",
+                "plain_bytes_per_message",
+            ],
+            Section::Idle | Section::CompressedIdle | Section::CompressedIdleNoTakeover => {
+                &["connections", "rss_bytes_per_connection"]
+            }
             Section::Burst => &[
                 "connections",
                 "rss_pre_burst_bytes",
