@@ -46,6 +46,11 @@ OPT-IN PHASES:
     --hold-echo M       hold M connections on Portcullis's echo route, likewise
     --balance           Portcullis's relay route over three upstream URLs: handshakes by round
                         robin, then by balance = \"hash\" of the client address, in each round
+    --compression       permessage-deflate on a JSON chat corpus: closed-loop load with and
+                        without compression through Portcullis's relay (passing compressed
+                        messages through to a compressing upstream echo), its echo route and
+                        NGINX; memory per idle compressed socket (relay and echo, --idle of
+                        them, with and without context takeover)
 
 SOAK (runs alone: none of the phases above):
     --soak DURATION     Portcullis's relay route for DURATION (e.g. 90s, 5m, 1h, 1h30m):
@@ -84,6 +89,7 @@ pub struct Args {
     pub hold_echo: Option<usize>,
     /// `--balance`: round robin against `balance = "hash"`.
     pub balance: bool,
+    pub compression: bool,
     pub soak: Option<Soak>,
 }
 
@@ -187,6 +193,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         balance: false,
         hold_relay: None,
         hold_echo: None,
+        compression: false,
         soak: None,
     };
     if quick {
@@ -240,6 +247,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--hold-relay" => a.hold_relay = Some(num(flag, it.next())?),
             "--hold-echo" => a.hold_echo = Some(num(flag, it.next())?),
             "--balance" => a.balance = true,
+            "--compression" => a.compression = true,
             "--soak" => soak.duration = duration(flag, it.next())?,
             "--soak-hold" => soak.hold = num(flag, it.next())?,
             "--soak-interval" => soak.interval = duration(flag, it.next())?,
@@ -306,6 +314,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             ("--hold-relay", a.hold_relay.is_some()),
             ("--hold-echo", a.hold_echo.is_some()),
             ("--balance", a.balance),
+            ("--compression", a.compression),
             ("--baseline", a.baseline.is_some()),
             ("--json", a.json.is_some()),
         ];

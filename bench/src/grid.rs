@@ -90,6 +90,15 @@ pub enum Section {
     BalanceRoundRobin,
     /// ... and by `balance = "hash"` of the client address (Portcullis's relay only).
     BalanceHash,
+    /// `--compression`: closed-loop load of the JSON chat corpus, the client offering
+    /// permessage-deflate as a browser does (a relay's upstream compressing too).
+    Compressed,
+    /// The same corpus with nothing offered (a relay's upstream plain): the reference.
+    Uncompressed,
+    /// Idle compressed sockets with context takeover, quiet after a few messages.
+    CompressedIdle,
+    /// The same without context takeover (either way).
+    CompressedIdleNoTakeover,
 }
 
 impl Section {
@@ -117,6 +126,14 @@ impl Section {
         Section::HandshakeCluster,
     ];
 
+    /// The sections of `--compression`, in the order they run.
+    pub const COMPRESSION: [Section; 4] = [
+        Section::Compressed,
+        Section::Uncompressed,
+        Section::CompressedIdle,
+        Section::CompressedIdleNoTakeover,
+    ];
+
     pub fn portcullis_only(self) -> bool {
         Self::PORTCULLIS_ONLY.contains(&self)
     }
@@ -138,6 +155,10 @@ impl Section {
             Section::Hold => "hold",
             Section::BalanceRoundRobin => "balance_round_robin",
             Section::BalanceHash => "balance_hash",
+            Section::Compressed => "compression",
+            Section::Uncompressed => "compression_plain",
+            Section::CompressedIdle => "compression_idle",
+            Section::CompressedIdleNoTakeover => "compression_idle_no_takeover",
         }
         .to_string()
     }
@@ -151,7 +172,17 @@ impl Section {
                 "latency_p99_us",
                 "cpu_us_per_message",
             ],
-            Section::Idle => &["connections", "rss_bytes_per_connection"],
+            Section::Compressed | Section::Uncompressed => &[
+                "messages_per_second",
+                "latency_p50_us",
+                "latency_p99_us",
+                "cpu_us_per_message",
+                "wire_bytes_per_message",
+                "plain_bytes_per_message",
+            ],
+            Section::Idle | Section::CompressedIdle | Section::CompressedIdleNoTakeover => {
+                &["connections", "rss_bytes_per_connection"]
+            }
             Section::Burst => &[
                 "connections",
                 "rss_pre_burst_bytes",

@@ -56,7 +56,7 @@ pub fn tls_config(cert: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, String> {
+pub async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, String> {
     tokio::time::timeout(STEP, f)
         .await
         .map_err(|_| format!("{what} timed out after {STEP:?}"))
@@ -99,6 +99,16 @@ async fn tcp_connect(port: u16) -> std::io::Result<TcpStream> {
 
 /// TCP, TLS and the WebSocket upgrade (which must answer 101).
 pub async fn connect(t: &Target) -> Result<Ws, String> {
+    Ok(connect_offering(t, None).await?.0)
+}
+
+/// [`connect`] with `extensions` offered (`Sec-WebSocket-Extensions`); returns the server's
+/// answer to them too. Offering permessage-deflate lets compressed messages in
+/// (`compressed_messages`): the caller checks that the server agreed before it sends any.
+pub async fn connect_offering(
+    t: &Target,
+    extensions: Option<&str>,
+) -> Result<(Ws, Option<String>), String> {
     let tcp = bounded("connect", tcp_connect(t.port))
         .await?
         .map_err(|e| format!("connect: {e}"))?;
@@ -127,14 +137,26 @@ pub async fn connect(t: &Target) -> Result<Ws, String> {
         let value = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
         request.headers_mut().insert("authorization", value);
     }
-    let config = crate::upstream::websocket_config();
-    let (ws, _) = bounded(
+    let mut config = crate::upstream::websocket_config();
+    if let Some(offer) = extensions {
+        let value = offer.parse().map_err(|_| "bad extension offer")?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-extensions", value);
+        config = config.compressed_messages(true);
+    }
+    let (ws, response) = bounded(
         "upgrade",
         tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
     )
     .await?
     .map_err(|e| format!("upgrade: {e}"))?;
-    Ok(ws)
+    let answer = response
+        .headers()
+        .get("sec-websocket-extensions")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    Ok((ws, answer))
 }
 
 /// Send `payload` and wait for it to come back unchanged.

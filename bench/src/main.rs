@@ -6,6 +6,8 @@ mod args;
 mod burst;
 mod certs;
 mod chart;
+mod compression;
+mod deflate;
 mod grid;
 mod hold;
 mod identity;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("upstream-echo") => return upstream_main(&argv[2..], upstream::run),
+        Some("upstream-deflate-echo") => return upstream_main(&argv[2..], upstream::run_deflate),
         Some("identity-server") => return upstream_main(&argv[2..], identity::run),
         _ => {}
     }
@@ -58,7 +61,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `portcullis-bench upstream-echo --port P --threads N`: the upstream echo server, and
+/// `portcullis-bench upstream-echo --port P --threads N`: the upstream echo server (and
+/// `upstream-deflate-echo`, the same accepting permessage-deflate), and
 /// `portcullis-bench identity-server ...`: the authorizer and introspection endpoint (each
 /// started by the benchmark itself).
 fn upstream_main(argv: &[String], serve: fn(u16, usize) -> Result<(), String>) -> ExitCode {
@@ -71,7 +75,8 @@ fn upstream_main(argv: &[String], serve: fn(u16, usize) -> Result<(), String>) -
             ("--threads", Some(v)) if v > 0 => threads = v,
             _ => {
                 eprintln!(
-                    "usage: portcullis-bench upstream-echo|identity-server --port P [--threads N]"
+                    "usage: portcullis-bench upstream-echo|upstream-deflate-echo|identity-server \
+                     --port P [--threads N]"
                 );
                 return ExitCode::from(2);
             }
@@ -186,6 +191,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             client_tls,
             servers::Backends {
                 upstream_port,
+                deflate_upstream_port: 0,
                 identity_port: 0,
             },
             nofile,
@@ -216,6 +222,20 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         &dir.path().join("identity.log"),
     )?;
     identity.wait_listening(identity_port, Duration::from_secs(30))?;
+    // The compression sections' upstream, which accepts permessage-deflate (the shared one
+    // must not: Portcullis offers it to every upstream).
+    let mut deflate_upstream = if args.compression {
+        let port = procs::free_port()?;
+        let mut proc = procs::Proc::spawn(
+            "upstream deflate echo",
+            servers::deflate_upstream_command(port)?,
+            &dir.path().join("upstream-deflate.log"),
+        )?;
+        proc.wait_listening(port, Duration::from_secs(30))?;
+        Some((proc, port))
+    } else {
+        None
+    };
     // The cluster section's Redis: one for the whole run, on a free port, keeping nothing.
     let redis = match find_program("redis-server").filter(|_| wants("portcullis")) {
         Some(bin) => {
@@ -237,6 +257,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         client_tls,
         servers::Backends {
             upstream_port,
+            deflate_upstream_port: deflate_upstream.as_ref().map_or(0, |(_, port)| *port),
             identity_port,
         },
         nofile,
@@ -276,6 +297,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     }
     if args.balance {
         extra.extend([Section::BalanceRoundRobin, Section::BalanceHash]);
+    }
+    if args.compression {
+        extra.extend(Section::COMPRESSION);
     }
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
@@ -320,6 +344,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
                 }
                 upstream.check_alive()?;
                 identity.check_alive()?;
+                if let Some((proc, _)) = &mut deflate_upstream {
+                    proc.check_alive()?;
+                }
                 let figures = measure::measure(&env, &rt, args, subject, section).map_err(|e| {
                     format!("round {round}, {} {}: {e}", subject.key(), section.key())
                 })?;
@@ -346,6 +373,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
     }
     drop(upstream);
+    drop(deflate_upstream);
     drop(identity);
     drop(redis);
 
@@ -392,6 +420,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             "hold_relay": args.hold_relay,
             "hold_echo": args.hold_echo,
             "balance": args.balance,
+            "compression": args.compression,
+            "compression_corpus_messages": compression::CORPUS_MESSAGES,
+            "compression_messages_before_quiet": compression::MESSAGES_BEFORE_QUIET,
             "nofile": nofile,
             "client_source_addresses": load::SOURCES,
         }),

@@ -5,7 +5,7 @@ use crate::args::Args;
 use crate::grid::{Section, Subject};
 use crate::phases::{self, Figures};
 use crate::servers::Env;
-use crate::{burst, hold};
+use crate::{burst, compression, hold};
 
 /// Whether `subject` takes part in `section` in this run.
 pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
@@ -17,6 +17,15 @@ pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
             Subject::UpstreamDirect => false,
             _ => args.hold_relay.is_some(),
         },
+        // NGINX relays compression end to end (the client and the compressing upstream agree
+        // it through it); the memory of idle compressed sockets is Portcullis's figure.
+        Section::Compressed | Section::Uncompressed => matches!(
+            subject,
+            Subject::Portcullis | Subject::PortcullisEcho | Subject::Nginx
+        ),
+        Section::CompressedIdle | Section::CompressedIdleNoTakeover => {
+            matches!(subject, Subject::Portcullis | Subject::PortcullisEcho)
+        }
         s if s.portcullis_only() => subject.is_portcullis(),
         _ => true,
     }
@@ -43,6 +52,12 @@ pub fn measure(
                 args.hold_relay
             };
             hold::phase(rt, args, &proc, &target, n.unwrap_or(1))
+        }
+        Section::Compressed => compression::load_phase(rt, args, &proc, &target, true),
+        Section::Uncompressed => compression::load_phase(rt, args, &proc, &target, false),
+        Section::CompressedIdle => compression::idle_phase(rt, args, &proc, &target, true),
+        Section::CompressedIdleNoTakeover => {
+            compression::idle_phase(rt, args, &proc, &target, false)
         }
         _ => phases::handshake_phase(rt, args, &proc, &target),
     };

@@ -76,9 +76,16 @@ impl Results {
         })
     }
 
+    /// `a`'s figure over `b`'s: in the same section when `b` is a Portcullis build too (the
+    /// baseline has every section), else in the section `b` has ([`Section::reference`]).
     fn ratio(&self, a: Subject, b: Subject, section: Section, figure: &str) -> Option<f64> {
         let x = self.median(a, section, figure)?;
-        let y = self.median(b, section.reference(), figure)?;
+        let reference = if b.is_portcullis() {
+            section
+        } else {
+            section.reference()
+        };
+        let y = self.median(b, reference, figure)?;
         Some(x / y)
     }
 }
@@ -88,6 +95,9 @@ impl Results {
 enum Bound {
     /// At most (or, for a rate, at least) `factor` times the peer's figure in the same run.
     Peer { reference: Subject, factor: f64 },
+    /// At most `factor` times the same subject's figure in another section of the same run
+    /// (compressed against uncompressed).
+    Section { reference: Section, factor: f64 },
     /// At most this value.
     AtMost(f64),
     /// At least this value.
@@ -115,6 +125,13 @@ pub const BURST_LIMIT_SECS: f64 = 30.0;
 /// The large holds the issue asks for at a 20,000-descriptor limit.
 pub const HOLD_RELAY_TARGET: f64 = 9000.0;
 pub const HOLD_ECHO_TARGET: f64 = 19000.0;
+/// Memory per idle compressed echo socket (12-bit windows), with and without context takeover.
+pub const COMPRESSED_IDLE_TARGET: f64 = 24.0 * 1024.0;
+pub const COMPRESSED_IDLE_NO_TAKEOVER_TARGET: f64 = 13.0 * 1024.0;
+/// CPU per relayed compressed message (passed through) against the same messages uncompressed.
+pub const COMPRESSED_CPU_FACTOR: f64 = 1.5;
+/// Payload bytes on the wire for the corpus compressed against uncompressed.
+pub const COMPRESSED_WIRE_FACTOR: f64 = 0.2;
 
 /// The targets that apply to what ran: the peer ones need their peer in the run.
 fn goals(info: &RunInfo) -> Vec<Goal> {
@@ -197,6 +214,50 @@ fn goals(info: &RunInfo) -> Vec<Goal> {
                     ));
                 }
             }
+            Section::CompressedIdle | Section::CompressedIdleNoTakeover => {
+                let (what, limit) = if section == Section::CompressedIdle {
+                    ("with", COMPRESSED_IDLE_TARGET)
+                } else {
+                    ("without", COMPRESSED_IDLE_NO_TAKEOVER_TARGET)
+                };
+                goals.push(goal(
+                    format!(
+                        "memory per idle compressed echo socket {what} context takeover (12-bit \
+                         windows) <= {:.0} KiB",
+                        limit / 1024.0
+                    ),
+                    Subject::PortcullisEcho,
+                    section,
+                    "rss_bytes_per_connection",
+                    Bound::AtMost(limit),
+                ));
+            }
+            Section::Compressed => {
+                let against = |factor| Bound::Section {
+                    reference: Section::Uncompressed,
+                    factor,
+                };
+                goals.push(goal(
+                    format!(
+                        "CPU per relayed compressed message (passed through) <= \
+                         {COMPRESSED_CPU_FACTOR} x the same messages uncompressed"
+                    ),
+                    Subject::Portcullis,
+                    section,
+                    "cpu_us_per_message",
+                    against(COMPRESSED_CPU_FACTOR),
+                ));
+                goals.push(goal(
+                    format!(
+                        "bytes on the wire for the corpus compressed <= {COMPRESSED_WIRE_FACTOR} \
+                         x uncompressed"
+                    ),
+                    Subject::Portcullis,
+                    section,
+                    "wire_bytes_per_message",
+                    against(COMPRESSED_WIRE_FACTOR),
+                ));
+            }
             _ => {}
         }
     }
@@ -245,6 +306,14 @@ impl Goal {
                 };
                 (ours, theirs, met)
             }
+            Bound::Section { reference, factor } => {
+                let theirs = results.median(self.subject, reference, self.figure);
+                let met = match (ours, theirs) {
+                    (Some(x), Some(y)) => Some(x <= factor * y),
+                    _ => None,
+                };
+                (ours, theirs, met)
+            }
             Bound::AtMost(limit) => (ours, Some(limit), ours.map(|x| x <= limit)),
             Bound::AtLeast(limit) => (ours, Some(limit), ours.map(|x| x >= limit)),
             Bound::Within { limit, watched } => {
@@ -262,16 +331,20 @@ impl Goal {
         }
     }
 
-    fn reference_key(&self) -> &'static str {
+    /// The peer's key, `<subject>.<section>` for another section, or `limit`.
+    fn reference_key(&self) -> String {
         match self.bound {
-            Bound::Peer { reference, .. } => reference.key(),
-            _ => "limit",
+            Bound::Peer { reference, .. } => reference.key().to_string(),
+            Bound::Section { reference, .. } => {
+                format!("{}.{}", self.subject.key(), reference.key())
+            }
+            _ => "limit".to_string(),
         }
     }
 
     fn factor(&self) -> Value {
         match self.bound {
-            Bound::Peer { factor, .. } => json!(factor),
+            Bound::Peer { factor, .. } | Bound::Section { factor, .. } => json!(factor),
             _ => Value::Null,
         }
     }
@@ -433,6 +506,9 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
             "cpu_us_per_handshake": num(cpu),
         });
     }
+    if info.extra.contains(&Section::Compressed) {
+        out["compression"] = compression_json(results, info);
+    }
     let sizes = info.sizes();
     if !sizes.is_empty() {
         out["sweep"] = json!({
@@ -443,6 +519,38 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         });
     }
     out
+}
+
+/// The figures of the compressed load that are put over the uncompressed one's, per subject.
+const COMPRESSION_RATIOS: [&str; 4] = [
+    "wire_bytes_per_message",
+    "cpu_us_per_message",
+    "messages_per_second",
+    "latency_p50_us",
+];
+
+/// Compressed over uncompressed, for each subject that ran both: the corpus's bytes on the
+/// wire, CPU per message, the rate and the median latency.
+fn compression_json(results: &Results, info: &RunInfo) -> Value {
+    info.subjects
+        .iter()
+        .filter(|&&s| results.has(s, Section::Compressed))
+        .map(|&s| {
+            let ratios: Map<String, Value> = COMPRESSION_RATIOS
+                .iter()
+                .map(|f| (f.to_string(), num(compression_ratio(results, s, f))))
+                .collect();
+            (s.key().to_string(), Value::Object(ratios))
+        })
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+fn compression_ratio(results: &Results, subject: Subject, figure: &str) -> Option<f64> {
+    Some(
+        results.median(subject, Section::Compressed, figure)?
+            / results.median(subject, Section::Uncompressed, figure)?,
+    )
 }
 
 /// Whether the sweep's CPU target is met at every size: null if any size lacks a figure.
@@ -511,7 +619,17 @@ fn label(section: Section, figure: &str) -> String {
         "latency_p50_us" => "latency p50 (µs)",
         "latency_p99_us" => "latency p99 (µs)",
         "cpu_us_per_message" => "CPU per message (µs)",
+        "wire_bytes_per_message" => "payload bytes on the wire per round trip",
+        "plain_bytes_per_message" => "message bytes per round trip (uncompressed)",
         "rss_bytes_per_connection" if section == Section::Hold => "RSS per held connection (KiB)",
+        "rss_bytes_per_connection"
+            if matches!(
+                section,
+                Section::CompressedIdle | Section::CompressedIdleNoTakeover
+            ) =>
+        {
+            "RSS per idle compressed socket (KiB)"
+        }
         "rss_bytes_per_connection" => "RSS per idle connection (KiB)",
         "handshakes_per_second" => "handshakes per second",
         "cpu_us_per_handshake" => "CPU per handshake (µs)",
@@ -533,6 +651,10 @@ fn label(section: Section, figure: &str) -> String {
         Section::BalanceRoundRobin => format!("{base}, round robin"),
         Section::BalanceHash => format!("{base}, hash of the client address"),
         Section::Sweep(size) => format!("{}: {base}", human_size(size)),
+        Section::Compressed => format!("compressed: {base}"),
+        Section::Uncompressed => format!("uncompressed: {base}"),
+        Section::CompressedIdle => format!("{base}, context takeover"),
+        Section::CompressedIdleNoTakeover => format!("{base}, no context takeover"),
         Section::Hold if figure == "handshakes_per_second" || figure == "cpu_us_per_handshake" => {
             format!("{base}, at that size")
         }
@@ -703,6 +825,60 @@ fn extra_tables(results: &Results, info: &RunInfo) -> String {
             show_ratio(cpu)
         ));
     }
+    if info.extra.contains(&Section::Compressed) {
+        out.push_str(&compression_table(results, info));
+    }
+    out
+}
+
+/// The compression sections: Portcullis's relay (passing compressed messages through), NGINX
+/// (relaying them end to end) and Portcullis's echo route (compressing itself), with the ratios
+/// compressed/uncompressed of each.
+fn compression_table(results: &Results, info: &RunInfo) -> String {
+    let columns: Vec<(Subject, &str)> = [
+        (Subject::Portcullis, "Portcullis (relay)"),
+        (Subject::Nginx, "NGINX"),
+        (Subject::PortcullisEcho, "Portcullis echo"),
+    ]
+    .into_iter()
+    .filter(|(s, _)| info.subjects.contains(s))
+    .collect();
+    let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
+        .filter(|p| *p == (Subject::Portcullis, Subject::Nginx))
+        .collect();
+    let mut out = format!(
+        "### Compression: a JSON chat corpus ({} messages of about 150 bytes), permessage-deflate \
+         offered as a browser does, {} connections, {} s each; {} idle compressed sockets, each \
+         quiet for at least {} s after {} round trips\n\n",
+        info.settings["compression_corpus_messages"],
+        info.settings["conns"],
+        info.settings["duration_secs"],
+        info.settings["idle"],
+        crate::compression::QUIET.as_secs_f64(),
+        crate::compression::MESSAGES_BEFORE_QUIET,
+    );
+    out.push_str(&table(results, &columns, &pairs, &Section::COMPRESSION));
+    let ratios: Vec<String> = columns
+        .iter()
+        .filter_map(|&(subject, name)| {
+            let wire = compression_ratio(results, subject, "wire_bytes_per_message")?;
+            let cpu = compression_ratio(results, subject, "cpu_us_per_message");
+            let rate = compression_ratio(results, subject, "messages_per_second");
+            Some(format!(
+                "{name}: bytes on the wire {}, CPU per message {}, messages per second {}",
+                show_ratio(Some(wire)),
+                show_ratio(cpu),
+                show_ratio(rate)
+            ))
+        })
+        .collect();
+    if !ratios.is_empty() {
+        out.push_str(&format!(
+            "\nCompressed / uncompressed: {}.\n",
+            ratios.join("; ")
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -770,7 +946,8 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
     out.push_str(&extra_tables(results, info));
     out.push_str(
         "¹ Portcullis verifying an ES256 `Authorization: Bearer` token before its 101; its ratios \
-         are against the other side's handshakes without a token.\n",
+         are against the other side's handshakes without a token (the baseline's: its own with \
+         the same token, as for ³ and ⁴).\n",
     );
     out.push_str(
         "³ Portcullis asking an authorizer (`ext_authz`; cached: one token, so every decision \
@@ -824,6 +1001,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
             };
             let ratio = match (g.bound, ours, theirs) {
                 (Bound::Peer { factor, .. }, Some(x), Some(y)) if factor != 1.0 => {
+                    format!("; ratio {}", show_ratio(Some(x / y)))
+                }
+                (Bound::Section { .. }, Some(x), Some(y)) => {
                     format!("; ratio {}", show_ratio(Some(x / y)))
                 }
                 _ => String::new(),

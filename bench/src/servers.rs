@@ -69,7 +69,11 @@ impl Admit {
             | Section::Handshake
             | Section::Sweep(_)
             | Section::Burst
-            | Section::Hold => Admit::Public,
+            | Section::Hold
+            | Section::Compressed
+            | Section::Uncompressed
+            | Section::CompressedIdle
+            | Section::CompressedIdleNoTakeover => Admit::Public,
         }
     }
 
@@ -108,6 +112,10 @@ impl Admit {
 pub struct PortcullisRoute {
     pub echo: bool,
     pub admit: Admit,
+    /// The compression sections' route (public): `[routes.compression]` named (so a build
+    /// without permessage-deflate rejects it and the sections are reported as not measured),
+    /// and a relay's upstream is the compressing echo.
+    pub compressed: bool,
 }
 
 impl PortcullisRoute {
@@ -123,12 +131,22 @@ impl PortcullisRoute {
         Admit::Hash3,
     ];
 
-    /// Every configuration: the relay ones, then the echo ones.
+    /// Every configuration: the relay ones, then the echo ones (each kind's compressed route
+    /// last).
     pub fn all() -> impl Iterator<Item = PortcullisRoute> {
         [false, true].into_iter().flat_map(|echo| {
             Self::ADMITS
                 .into_iter()
-                .map(move |admit| PortcullisRoute { echo, admit })
+                .map(move |admit| PortcullisRoute {
+                    echo,
+                    admit,
+                    compressed: false,
+                })
+                .chain(std::iter::once(PortcullisRoute {
+                    echo,
+                    admit: Admit::Public,
+                    compressed: true,
+                }))
         })
     }
 
@@ -136,13 +154,16 @@ impl PortcullisRoute {
         PortcullisRoute {
             echo: subject == Subject::PortcullisEcho,
             admit: Admit::of(section),
+            compressed: compresses(section),
         }
     }
 
-    /// The key in the JSON output (`relay`, `relay_jwt`, `echo_authz_hit`, ...).
+    /// The key in the JSON output (`relay`, `relay_jwt`, `echo_authz_hit`, `relay_compressed`,
+    /// ...).
     pub fn key(self) -> String {
         let kind = if self.echo { "echo" } else { "relay" };
-        format!("{kind}{}", self.admit.key())
+        let compressed = if self.compressed { "_compressed" } else { "" };
+        format!("{kind}{}{compressed}", self.admit.key())
     }
 
     pub fn describe(self) -> String {
@@ -151,8 +172,21 @@ impl PortcullisRoute {
         } else {
             "a relay route"
         };
-        format!("{kind}{}", self.admit.describe())
+        let compressed = if self.compressed {
+            " with [routes.compression]"
+        } else {
+            ""
+        };
+        format!("{kind}{}{compressed}", self.admit.describe())
     }
+}
+
+/// Whether a section's clients offer compression (and a relay's upstream accepts it).
+pub fn compresses(section: Section) -> bool {
+    matches!(
+        section,
+        Section::Compressed | Section::CompressedIdle | Section::CompressedIdleNoTakeover
+    )
 }
 
 /// Limits far above what the benchmark reaches: what is measured is the cost of counting.
@@ -163,6 +197,9 @@ const UNREACHED_LIMITS: &str = "[policies.limits.limits]\n\
 /// The ports of the benchmark's own servers behind the proxies.
 pub struct Backends {
     pub upstream_port: u16,
+    /// The compressing upstream echo (`upstream-deflate-echo`), for the compression sections;
+    /// 0 when they do not run.
+    pub deflate_upstream_port: u16,
     pub identity_port: u16,
 }
 
@@ -179,6 +216,8 @@ pub struct Env {
     pub client_tls: Arc<rustls::ClientConfig>,
     /// The shared upstream echo server's port.
     pub upstream_port: u16,
+    /// The compressing upstream echo's (see [`Backends`]).
+    pub deflate_upstream_port: u16,
     /// The authorizer and introspection endpoint's port (`identity-server`).
     pub identity_port: u16,
     pub nofile: u64,
@@ -211,6 +250,7 @@ impl Env {
             material,
             client_tls,
             upstream_port: backends.upstream_port,
+            deflate_upstream_port: backends.deflate_upstream_port,
             identity_port: backends.identity_port,
             nofile,
             workers,
@@ -273,7 +313,10 @@ impl Env {
             Subject::Nginx => {
                 let bin = self.nginx.as_ref().ok_or("nginx is not installed")?;
                 let config = dir.join("nginx.conf");
-                write(&config, &self.nginx_config(&dir, port))?;
+                write(
+                    &config,
+                    &self.nginx_config(&dir, port, self.upstream_for(section)),
+                )?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("-p")
                     .arg(&dir)
@@ -314,11 +357,25 @@ impl Env {
         Ok((proc, target))
     }
 
+    /// The upstream a relay uses in `section`: the compressing echo where the clients offer
+    /// compression, the plain one elsewhere.
+    fn upstream_for(&self, section: Section) -> u16 {
+        if compresses(section) {
+            self.deflate_upstream_port
+        } else {
+            self.upstream_port
+        }
+    }
+
     /// A Portcullis configuration; every key in it is known to both the relay and the
-    /// admission builds.
+    /// admission builds (but for the compressed route's `[routes.compression]`).
     pub fn portcullis_config(&self, route: PortcullisRoute, port: u16) -> String {
         let m = &self.material;
-        let up = self.upstream_port;
+        let up = if route.compressed {
+            self.deflate_upstream_port
+        } else {
+            self.upstream_port
+        };
         let workers = self.workers;
         let mut text = format!(
             "[server]\nthreads = {workers}\nshutdown_grace = \"1s\"\n\n\
@@ -387,12 +444,16 @@ impl Env {
                 "\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis}\"\nkey_prefix = \"bench{n}:\"\n"
             ));
         }
+        if route.compressed {
+            // The defaults (12-bit windows each way, context takeover), named: the route's last
+            // table, since the compressed route has no policy.
+            text.push_str("\n[routes.compression]\nenabled = true\n");
+        }
         text
     }
 
-    fn nginx_config(&self, dir: &Path, port: u16) -> String {
+    fn nginx_config(&self, dir: &Path, port: u16, up: u16) -> String {
         let m = &self.material;
-        let up = self.upstream_port;
         let (nofile, workers) = (self.nofile, self.workers);
         // Each relayed socket holds two connections (client and upstream) in one worker.
         let worker_connections = nofile.saturating_sub(64).max(1024);
@@ -446,6 +507,11 @@ pub fn haproxy_maxconn(nofile: u64) -> u64 {
 /// The benchmark itself as the upstream echo server on `port`.
 pub fn upstream_command(port: u16) -> Result<Command, String> {
     own_command("upstream-echo", port, HELPER_THREADS)
+}
+
+/// The benchmark itself as the compressing upstream echo server on `port`.
+pub fn deflate_upstream_command(port: u16) -> Result<Command, String> {
+    own_command("upstream-deflate-echo", port, HELPER_THREADS)
 }
 
 /// The benchmark itself as the authorizer and introspection endpoint on `port` (one thread:

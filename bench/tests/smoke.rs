@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The whole benchmark run is bounded by this.
-const LIMIT: Duration = Duration::from_secs(120);
+const LIMIT: Duration = Duration::from_secs(180);
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -164,6 +164,7 @@ fn quick_run_reports_every_figure() {
         "--hold-echo",
         "50",
         "--balance",
+        "--compression",
     ]);
 
     let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
@@ -262,13 +263,16 @@ fn quick_run_reports_every_figure() {
 
     assert_eq!(out["settings"]["workers"], 1, "settings.workers");
     check_opt_in_phases(&out, &only[1..]);
+    check_compression(&out, only.contains(&"nginx"));
 
     let targets = out["targets"].as_array().expect("targets");
     // Always: memory per idle relayed and echo connection, retention after the burst (relay
-    // and echo), the holds (relay and echo). Against NGINX: CPU per message, handshakes with a
-    // JWT, CPU per message at each of the two sizes; against HAProxy: memory per idle socket.
+    // and echo), the holds (relay and echo), the four of compression (idle echo sockets with
+    // and without context takeover, CPU and bytes compressed against uncompressed). Against
+    // NGINX: CPU per message, handshakes with a JWT, CPU per message at each of the two sizes;
+    // against HAProxy: memory per idle socket.
     let expected =
-        6 + 4 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
+        10 + 4 * usize::from(only.contains(&"nginx")) + usize::from(only.contains(&"haproxy"));
     assert_eq!(targets.len(), expected, "{targets:#?}");
     for t in targets {
         if t["figure"] == "burst.secs_to_within_25pct" {
@@ -290,6 +294,7 @@ fn quick_run_reports_every_figure() {
         "### Retention",
         "### Large holds",
         "### Balancing",
+        "### Compression",
     ] {
         assert!(markdown.contains(heading), "{heading}:\n{markdown}");
     }
@@ -377,6 +382,74 @@ fn check_opt_in_phases(out: &Value, peers: &[&str]) {
                 .get(&key)
                 .unwrap_or_else(|| panic!("ratios.portcullis/{peer}.{key} is missing"));
             finite(v, &format!("ratios.portcullis/{peer}.{key}"));
+        }
+    }
+}
+
+/// `--compression`: the corpus's load compressed and not through the relay, the echo route and
+/// NGINX, each figure a number, and compression in effect (fewer bytes on the wire than the
+/// messages' own; exactly as many without it); idle compressed sockets on the relay and the
+/// echo route, with and without context takeover.
+fn check_compression(out: &Value, nginx: bool) {
+    let results = &out["results"];
+    let mut loaded = vec!["portcullis", "portcullis_echo"];
+    if nginx {
+        loaded.push("nginx");
+    }
+    const FIGURES: [&str; 6] = [
+        "messages_per_second",
+        "latency_p50_us",
+        "latency_p99_us",
+        "cpu_us_per_message",
+        "wire_bytes_per_message",
+        "plain_bytes_per_message",
+    ];
+    for subject in &loaded {
+        for section in ["compression", "compression_plain"] {
+            for figure in FIGURES {
+                finite(
+                    &results[subject][section][figure],
+                    &format!("results.{subject}.{section}.{figure}"),
+                );
+            }
+        }
+        let on = &results[subject]["compression"];
+        let off = &results[subject]["compression_plain"];
+        let wire = finite(&on["wire_bytes_per_message"], "wire");
+        assert!(
+            wire < finite(&on["plain_bytes_per_message"], "plain"),
+            "{subject}: nothing compressed: {on}"
+        );
+        assert_eq!(
+            off["wire_bytes_per_message"], off["plain_bytes_per_message"],
+            "{subject}: uncompressed: {off}"
+        );
+        finite(
+            &out["compression"][subject]["wire_bytes_per_message"],
+            &format!("compression.{subject}"),
+        );
+    }
+    for subject in ["portcullis", "portcullis_echo"] {
+        for section in ["compression_idle", "compression_idle_no_takeover"] {
+            let s = &results[subject][section];
+            assert_eq!(s["connections"], 40.0, "{subject}.{section}: {s}");
+            finite(
+                &s["rss_bytes_per_connection"],
+                &format!("{subject}.{section}"),
+            );
+        }
+    }
+    assert!(results["upstream_direct"].get("compression").is_none());
+    if nginx {
+        assert!(results["nginx"].get("compression_idle").is_none());
+        let ratios = &out["ratios"]["portcullis/nginx"];
+        for figure in FIGURES
+            .iter()
+            .filter(|f| !f.ends_with("_bytes_per_message"))
+        {
+            let key = format!("compression.{figure}");
+            let v = ratios.get(&key).unwrap_or_else(|| panic!("ratios.{key}"));
+            assert!(v.is_number() || v.is_null(), "ratios.{key}: {v}");
         }
     }
 }
