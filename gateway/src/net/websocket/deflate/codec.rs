@@ -95,7 +95,9 @@ impl Inflater {
             }
         };
         let limit = max.saturating_add(1);
-        let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(2).clamp(64, limit));
+        // A first guess, never past the limit (which may be below the guess's floor).
+        let first = payload.len().saturating_mul(2).max(64).min(limit);
+        let mut out: Vec<u8> = Vec::with_capacity(first);
         let mut parts = [payload, &TAIL[..]];
         let mut ended = false;
         for input in parts.iter_mut() {
@@ -337,6 +339,20 @@ mod tests {
         let exact = d.deflate(&zeros[..1 << 20]).unwrap();
         let mut i = Inflater::new(KEEP);
         assert_eq!(i.inflate(&exact, 1 << 20).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_limit_below_the_first_guess_is_kept() {
+        // Found by the echo_session fuzz target: a route limit under 64 bytes.
+        let mut d = Deflater::new(KEEP, 6, 0).unwrap();
+        let mut i = Inflater::new(KEEP);
+        let c = d.deflate(b"0123456789").unwrap();
+        assert_eq!(i.inflate(&c, 10).unwrap(), b"0123456789");
+        let c = d.deflate(b"0123456789!").unwrap();
+        assert_eq!(i.inflate(&c, 10), Err(Inflated::TooBig));
+        let mut i = Inflater::new(KEEP);
+        // The empty message, as RFC 7692 section 7.2.3.6 compresses it.
+        assert_eq!(i.inflate(&[0x00], 0).unwrap(), b"");
     }
 
     #[test]
