@@ -80,6 +80,8 @@ pub enum Section {
     HandshakeLimits,
     /// The same limits counted across replicas through Redis (`[cluster]`).
     HandshakeCluster,
+    /// The same limits through a Redis Cluster of three primaries (`cluster_nodes`).
+    HandshakeClusterRc,
     /// The closed-loop load at one message size of `--sizes` (bytes).
     Sweep(usize),
     /// Retention: RSS before, at the peak of and after a burst of connections (`--burst`).
@@ -103,7 +105,7 @@ pub enum Section {
 
 impl Section {
     /// The sections every run has (the opt-in ones come after them, in `report::RunInfo::extra`).
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Load,
         Section::Idle,
         Section::Handshake,
@@ -113,17 +115,19 @@ impl Section {
         Section::HandshakeIntrospection,
         Section::HandshakeLimits,
         Section::HandshakeCluster,
+        Section::HandshakeClusterRc,
     ];
 
     /// The handshake sections only Portcullis has (it checks a credential or counts limits
     /// before its 101).
-    pub const PORTCULLIS_ONLY: [Section; 6] = [
+    pub const PORTCULLIS_ONLY: [Section; 7] = [
         Section::HandshakeJwt,
         Section::HandshakeAuthzHit,
         Section::HandshakeAuthzMiss,
         Section::HandshakeIntrospection,
         Section::HandshakeLimits,
         Section::HandshakeCluster,
+        Section::HandshakeClusterRc,
     ];
 
     /// The sections of `--compression`, in the order they run.
@@ -150,6 +154,7 @@ impl Section {
             Section::HandshakeIntrospection => "handshake_introspection",
             Section::HandshakeLimits => "handshake_limits",
             Section::HandshakeCluster => "handshake_cluster",
+            Section::HandshakeClusterRc => "handshake_cluster_rc",
             Section::Sweep(size) => return format!("sweep.{size}"),
             Section::Burst => "burst",
             Section::Hold => "hold",
@@ -206,6 +211,7 @@ impl Section {
             | Section::HandshakeIntrospection
             | Section::HandshakeLimits
             | Section::HandshakeCluster
+            | Section::HandshakeClusterRc
             | Section::BalanceRoundRobin
             | Section::BalanceHash => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
         }

@@ -15,6 +15,7 @@ mod load;
 mod measure;
 mod phases;
 mod procs;
+mod redis_cluster;
 mod report;
 mod servers;
 mod soak;
@@ -250,6 +251,13 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         }
         None => None,
     };
+    // The `_rc` section's Redis Cluster: three primaries for the whole run, keeping nothing.
+    let redis_cluster = match (find_program("redis-server"), find_program("redis-cli")) {
+        (Some(server), Some(cli)) if wants("portcullis") => Some(
+            redis_cluster::RedisCluster::start(&server, &cli, dir.path())?,
+        ),
+        _ => None,
+    };
 
     let mut env = Env::new(
         dir.path().to_path_buf(),
@@ -268,6 +276,10 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
         },
     );
     env.redis = redis.as_ref().map(|(_, port)| *port);
+    env.redis_cluster = redis_cluster
+        .as_ref()
+        .map(|c| c.ports.clone())
+        .unwrap_or_default();
     for route in PortcullisRoute::all() {
         serve_with_first_accepting(&mut env, &portcullis_bins, route)?;
     }
@@ -313,6 +325,14 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
                     subject,
                     section,
                     "redis-server is not installed (scripts/bootstrap --bench installs it)".into(),
+                );
+            } else if section == Section::HandshakeClusterRc && env.redis_cluster.is_empty() {
+                results.skip(
+                    subject,
+                    section,
+                    "redis-server or redis-cli is not installed (scripts/bootstrap --bench \
+                     installs them)"
+                        .into(),
                 );
             } else if env.binary_for(subject, route).is_none() {
                 results.skip(
@@ -376,6 +396,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     drop(deflate_upstream);
     drop(identity);
     drop(redis);
+    drop(redis_cluster);
 
     let (cpus, memory_gib) = procs::machine();
     let mut versions = serde_json::Map::new();

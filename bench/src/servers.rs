@@ -45,6 +45,8 @@ pub enum Admit {
     LocalLimits,
     /// The same, counted through Redis (`[cluster]`).
     ClusterLimits,
+    /// The same, counted through a Redis Cluster (`[cluster] cluster_nodes`).
+    RedisClusterLimits,
     /// Public, over three upstream URLs (of the one echo server) by round robin.
     RoundRobin3,
     /// Public, over the same three by `balance = "hash"` of the client address (the clients
@@ -62,6 +64,7 @@ impl Admit {
             Section::HandshakeIntrospection => Admit::Introspection,
             Section::HandshakeLimits => Admit::LocalLimits,
             Section::HandshakeCluster => Admit::ClusterLimits,
+            Section::HandshakeClusterRc => Admit::RedisClusterLimits,
             Section::BalanceRoundRobin => Admit::RoundRobin3,
             Section::BalanceHash => Admit::Hash3,
             Section::Load
@@ -86,6 +89,7 @@ impl Admit {
             Admit::Introspection => "_introspection",
             Admit::LocalLimits => "_limits",
             Admit::ClusterLimits => "_cluster",
+            Admit::RedisClusterLimits => "_cluster_rc",
             Admit::RoundRobin3 => "_round_robin3",
             Admit::Hash3 => "_hash3",
         }
@@ -99,6 +103,9 @@ impl Admit {
             Admit::Introspection => " with an introspection policy",
             Admit::LocalLimits => " with rate and cap limits",
             Admit::ClusterLimits => " with rate and cap limits in [cluster]",
+            Admit::RedisClusterLimits => {
+                " with rate and cap limits in [cluster] on a Redis Cluster"
+            }
             Admit::RoundRobin3 => " over three upstreams by round robin",
             Admit::Hash3 => " over three upstreams by hash of the client address",
         }
@@ -119,7 +126,7 @@ pub struct PortcullisRoute {
 }
 
 impl PortcullisRoute {
-    pub const ADMITS: [Admit; 9] = [
+    pub const ADMITS: [Admit; 10] = [
         Admit::Public,
         Admit::Jwt,
         Admit::AuthzHit,
@@ -127,6 +134,7 @@ impl PortcullisRoute {
         Admit::Introspection,
         Admit::LocalLimits,
         Admit::ClusterLimits,
+        Admit::RedisClusterLimits,
         Admit::RoundRobin3,
         Admit::Hash3,
     ];
@@ -227,6 +235,8 @@ pub struct Env {
     pub haproxy: Option<PathBuf>,
     /// The port of the benchmark's redis-server (the cluster section), if there is one.
     pub redis: Option<u16>,
+    /// The ports of the benchmark's Redis Cluster nodes (the `_rc` section), if there is one.
+    pub redis_cluster: Vec<u16>,
     /// The Portcullis binary for each configuration it was found to accept.
     pub portcullis: Vec<(PortcullisRoute, PathBuf)>,
     /// `--baseline`: the routes it accepts, with its path.
@@ -257,6 +267,7 @@ impl Env {
             nginx: peers.nginx,
             haproxy: peers.haproxy,
             redis: None,
+            redis_cluster: Vec::new(),
             portcullis: Vec::new(),
             baseline: Vec::new(),
             instances: std::cell::Cell::new(0),
@@ -344,7 +355,11 @@ impl Env {
             Admit::AuthzHit | Admit::AuthzMiss | Admit::Introspection => {
                 Some(crate::identity::TOKEN.to_string())
             }
-            Admit::LocalLimits | Admit::ClusterLimits | Admit::RoundRobin3 | Admit::Hash3 => None,
+            Admit::LocalLimits
+            | Admit::ClusterLimits
+            | Admit::RedisClusterLimits
+            | Admit::RoundRobin3
+            | Admit::Hash3 => None,
         };
         let target = Target {
             port,
@@ -430,7 +445,7 @@ impl Env {
                 crate::identity::INTROSPECT_PATH,
                 toml_str(&m.client_secret)
             )),
-            Admit::LocalLimits | Admit::ClusterLimits => {
+            Admit::LocalLimits | Admit::ClusterLimits | Admit::RedisClusterLimits => {
                 text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"))
             }
             Admit::RoundRobin3 | Admit::Hash3 => {}
@@ -448,6 +463,23 @@ impl Env {
             // The defaults (12-bit windows each way, context takeover), named: the route's last
             // table, since the compressed route has no policy.
             text.push_str("\n[routes.compression]\nenabled = true\n");
+        }
+        if route.admit == Admit::RedisClusterLimits {
+            // Every node, though one would do (the client learns the others and the slots).
+            // Without a Redis Cluster the section is skipped; `--check` connects to none.
+            let ports = match self.redis_cluster.as_slice() {
+                [] => vec![7000, 7001, 7002],
+                ports => ports.to_vec(),
+            };
+            let nodes: Vec<String> = ports
+                .iter()
+                .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+                .collect();
+            let n = self.instances.get();
+            text.push_str(&format!(
+                "\n[cluster]\ncluster_nodes = [{}]\nkey_prefix = \"bench{n}:\"\n",
+                nodes.join(", ")
+            ));
         }
         text
     }

@@ -120,6 +120,7 @@ const PORTCULLIS_SECTIONS: &[&str] = &[
     "handshake_introspection",
     "handshake_limits",
     "handshake_cluster",
+    "handshake_cluster_rc",
 ];
 
 fn finite(v: &Value, what: &str) -> f64 {
@@ -183,14 +184,13 @@ fn quick_run_reports_every_figure() {
         subjects.push((proxy, &["load", "idle", "handshake"][..]));
     }
     let results = &out["results"];
-    // Cluster limits against local ones, for each Portcullis subject.
-    for subject in ["portcullis", "portcullis_echo"] {
-        let c = &out["cluster_vs_local"][subject];
-        finite(
-            &c["handshakes_per_second"],
-            &format!("cluster_vs_local.{subject}"),
-        );
-        assert!(c["met"].is_boolean(), "cluster_vs_local.{subject}: {c}");
+    // Cluster limits (one Redis, a Redis Cluster) against local ones, per Portcullis subject.
+    for key in ["cluster_vs_local", "redis_cluster_vs_local"] {
+        for subject in ["portcullis", "portcullis_echo"] {
+            let c = &out[key][subject];
+            finite(&c["handshakes_per_second"], &format!("{key}.{subject}"));
+            assert!(c["met"].is_boolean(), "{key}.{subject}: {c}");
+        }
     }
     for (subject, sections) in &subjects {
         for section in *sections {
@@ -289,6 +289,10 @@ fn quick_run_reports_every_figure() {
     let markdown = std::fs::read_to_string(&md_path).unwrap();
     assert!(markdown.contains("| figure | better |"), "{markdown}");
     assert!(markdown.contains("Targets:"), "{markdown}");
+    assert!(
+        markdown.contains("handshakes per second with cluster limits on a Redis Cluster >= 0.8"),
+        "{markdown}"
+    );
     for heading in [
         "### Message sizes",
         "### Retention",
