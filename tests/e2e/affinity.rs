@@ -27,6 +27,15 @@ const NAMES: [&str; 4] = ["up-a", "up-b", "up-c", "up-d"];
 const POLICY: &str = "[policies.ids.jwt]\n\
                       keys = [{ kid = \"hs\", alg = \"HS256\", secret_file = \"keys/hs.secret\" }]\n";
 
+/// The first three named upstreams.
+async fn three_named() -> [Upstream; 3] {
+    [
+        named(NAMES[0]).await,
+        named(NAMES[1]).await,
+        named(NAMES[2]).await,
+    ]
+}
+
 /// An echo upstream that accepts only its own name as subprotocol.
 async fn named(name: &'static str) -> Upstream {
     Upstream::start(
@@ -134,11 +143,7 @@ async fn wait_idle(gw: &Gateway) {
 
 #[tokio::test]
 async fn subjects_spread_evenly_stick_to_their_upstream_and_a_header_cannot_move_them() {
-    let ups = [
-        named(NAMES[0]).await,
-        named(NAMES[1]).await,
-        named(NAMES[2]).await,
-    ];
+    let ups = three_named().await;
     let urls: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
     // `/spread` has no load bound, so concurrent handshakes show the hash alone; `/sticky` has
     // the default bound; `/room` hashes a header.
@@ -311,11 +316,7 @@ async fn a_fourth_upstream_by_reload_takes_a_quarter_and_no_open_socket_moves() 
 
 #[tokio::test]
 async fn a_hot_subject_spreads_once_its_upstream_passes_the_bound() {
-    let ups = [
-        named(NAMES[0]).await,
-        named(NAMES[1]).await,
-        named(NAMES[2]).await,
-    ];
+    let ups = three_named().await;
     let urls: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
     let gw = start(&route("/hot", &urls, "")).await;
     let auth = bearer_for("hot");
@@ -445,11 +446,7 @@ async fn an_upstream_in_drain_keeps_its_open_sockets_and_takes_no_new_ones() {
 
 #[tokio::test]
 async fn client_ip_is_the_address_the_trusted_proxy_forwarded() {
-    let ups = [
-        named(NAMES[0]).await,
-        named(NAMES[1]).await,
-        named(NAMES[2]).await,
-    ];
+    let ups = three_named().await;
     let urls: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
     let routes = route(
         "/ip",

@@ -103,14 +103,7 @@ fn direct(config: &settings::Cluster, password: Option<&str>) -> Result<redis::C
     )
     .into_connection_info()
     .map_err(|e| format!("cluster.redis_url: {e}"))?;
-    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-    if let Some(user) = &config.username {
-        redis_settings = redis_settings.set_username(user);
-    }
-    if let Some(password) = password {
-        redis_settings = redis_settings.set_password(password);
-    }
-    let info = info.set_redis_settings(redis_settings);
+    let info = with_credentials(info, config, password);
     match root_cert(config)? {
         Some(root) => redis::Client::build_with_tls(
             info,
@@ -183,14 +176,7 @@ fn redis_cluster(config: &settings::Cluster, password: Option<&str>) -> Result<E
         let info = format!("{scheme}://{}:{}", bracketed(&url.host), url.port)
             .into_connection_info()
             .map_err(|e| format!("cluster.cluster_nodes: {e}"))?;
-        let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(user) = &config.username {
-            redis_settings = redis_settings.set_username(user);
-        }
-        if let Some(password) = password {
-            redis_settings = redis_settings.set_password(password);
-        }
-        let info = info.set_redis_settings(redis_settings);
+        let info = with_credentials(info, config, password);
         let node = match root {
             Some(_) => redis::Client::build_with_tls(info.clone(), certificates()),
             None => redis::Client::open(info.clone()),
@@ -223,6 +209,23 @@ fn redis_cluster(config: &settings::Cluster, password: Option<&str>) -> Result<E
 }
 
 /// A host as it goes in a URL (an IPv6 address in brackets).
+/// A server's connection settings with the configured user and password, the library name not
+/// set (`set_skip_set_lib_name`): one place for the direct and the Redis Cluster endpoints.
+fn with_credentials(
+    info: redis::ConnectionInfo,
+    config: &settings::Cluster,
+    password: Option<&str>,
+) -> redis::ConnectionInfo {
+    let mut redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(user) = &config.username {
+        redis_settings = redis_settings.set_username(user);
+    }
+    if let Some(password) = password {
+        redis_settings = redis_settings.set_password(password);
+    }
+    info.set_redis_settings(redis_settings)
+}
+
 fn bracketed(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
