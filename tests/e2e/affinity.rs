@@ -27,6 +27,18 @@ const NAMES: [&str; 4] = ["up-a", "up-b", "up-c", "up-d"];
 const POLICY: &str = "[policies.ids.jwt]\n\
                       keys = [{ kid = \"hs\", alg = \"HS256\", secret_file = \"keys/hs.secret\" }]\n";
 
+/// Reload `gw` (a plain listener, as every test here starts it) with `routes` and the subjects'
+/// policy, and wait until the reload has happened.
+async fn reload(gw: &Gateway, routes: &str) {
+    std::fs::write(
+        gw.dir.path().join("portcullis.toml"),
+        config_text(false, &format!("{routes}\n{POLICY}")),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration from").await;
+}
+
 /// The first three named upstreams.
 async fn three_named() -> [Upstream; 3] {
     [
@@ -278,13 +290,7 @@ async fn a_fourth_upstream_by_reload_takes_a_quarter_and_no_open_socket_moves() 
     wait_idle_but(&gw, 3).await;
 
     let four = route("/r", &urls, "hash_balance_factor = 0");
-    std::fs::write(
-        gw.dir.path().join("portcullis.toml"),
-        config_text(false, &format!("{four}\n{POLICY}")),
-    )
-    .unwrap();
-    gw.signal("HUP");
-    gw.wait_log("reload: configuration from").await;
+    reload(&gw, &four).await;
     gw.wait_metric(&format!(
         "portcullis_upstream_sockets_open{{upstream=\"{}\"}} 0",
         urls[3]
@@ -419,13 +425,7 @@ async fn an_upstream_in_drain_keeps_its_open_sockets_and_takes_no_new_ones() {
          hash_balance_factor = 0\nupstreams = [{{ url = \"{}\", drain = true }}, \"{}\"]\n",
         urls[0], urls[1]
     );
-    std::fs::write(
-        gw.dir.path().join("portcullis.toml"),
-        config_text(false, &format!("{drained}\n{POLICY}")),
-    )
-    .unwrap();
-    gw.signal("HUP");
-    gw.wait_log("reload: configuration from").await;
+    reload(&gw, &drained).await;
 
     // No new socket goes to up-a, the subjects of up-b stay, the open socket stays.
     let during = homes(&gw, "/d", &all).await;
