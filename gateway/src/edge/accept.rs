@@ -13,11 +13,13 @@ use tokio_util::either::Either;
 use crate::admission::caps::{Caps, Slot};
 use crate::config::Limits;
 use crate::core::labels::DropReason;
+use crate::net::quiet_tls::QuietTls;
 use crate::net::server_tls::CertStore;
 
 /// A client's byte stream after TLS (or without it, on a plain `ws://` listener). The TLS
-/// state (about 1.2 KB) is boxed so that the futures that move the stream stay small.
-pub(crate) type ClientIo = Either<Stream, Box<TlsStream<Stream>>>;
+/// state (about 1.2 KB) is boxed so that the futures that move the stream stay small; its
+/// buffers are freed while the socket is quiet.
+pub(crate) type ClientIo = Either<Stream, Box<QuietTls<TlsStream<Stream>>>>;
 
 /// One public listener as the edge sees it.
 pub(crate) struct EdgeListener {

@@ -33,6 +33,7 @@ use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::answer::Answer;
 use crate::net::http1::{self, HeadError, HeadLimits, RequestHead};
+use crate::net::quiet_tls::QuietTls;
 use crate::obs::metrics::Metrics;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
@@ -94,7 +95,7 @@ impl Edge {
             None => Either::Left(io),
             Some(store) => {
                 match tokio::time::timeout_at(deadline, store.acceptor().accept(io)).await {
-                    Ok(Ok(tls)) => Either::Right(Box::new(tls)),
+                    Ok(Ok(tls)) => Either::Right(Box::new(QuietTls::new(tls))),
                     Ok(Err(e)) => {
                         self.report.metrics.tls_handshake_failure();
                         log::debug!("TLS handshake with {peer:?} failed: {e}");

@@ -20,13 +20,14 @@ use super::RelayRoute;
 use crate::admission::Admitted;
 use crate::core::url::Url;
 use crate::net::http1::RequestHead;
+use crate::net::quiet_tls::QuietTls;
 use crate::net::websocket::deflate::Offer;
 use crate::net::websocket::upstream::{self, Switched};
 use crate::obs::metrics::Metrics;
 
 /// The upstream byte stream: plain TCP, or rustls over TCP (boxed: it is large, and an idle
 /// plain socket should not pay for it).
-pub(crate) type UpstreamStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+pub(crate) type UpstreamStream = Either<TcpStream, Box<QuietTls<TlsStream<TcpStream>>>>;
 
 /// A connected, handshaken upstream.
 pub(crate) struct Connected {
@@ -169,6 +170,6 @@ impl RelayRoute {
             .connect(name, tcp)
             .await
             .map_err(ConnectError::Tls)?;
-        Ok(Either::Right(Box::new(tls)))
+        Ok(Either::Right(Box::new(QuietTls::new(tls))))
     }
 }
