@@ -7,8 +7,13 @@ use crate::core::on_error::OnError;
 
 // [server]
 
-/// Worker threads for the gateway's listeners.
-pub(crate) const THREADS: usize = 2;
+/// Worker threads for the gateway's listeners when `threads` is not set (or `"auto"`): one per
+/// core the process may use, as NGINX's `worker_processes auto`. `available_parallelism` is the
+/// affinity mask capped by a cgroup CPU quota (v1 and v2, rounded down, at least 1), so a
+/// container limited to 2 CPUs on a 64-core host gets 2.
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 /// How long a graceful stop (SIGTERM/SIGINT) waits for open sockets to finish.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Window over which shutdown spreads its 1001 closes (at most half the grace period).

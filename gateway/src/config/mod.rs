@@ -242,6 +242,36 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_auto_by_default_or_a_number() {
+        use super::server::Threads;
+        let parse =
+            |server: &str| Config::parse(&format!("[server]\n{server}\n{MINIMAL}"), "t", None);
+        assert_eq!(parse("").unwrap().server.threads, Threads::Auto);
+        assert_eq!(
+            parse("threads = \"auto\"").unwrap().server.threads,
+            Threads::Auto
+        );
+        assert_eq!(
+            parse("threads = 3").unwrap().server.threads,
+            Threads::Count(3)
+        );
+        assert_eq!(Threads::Count(3).resolve(), 3);
+        assert_eq!(
+            Threads::Auto.resolve(),
+            std::thread::available_parallelism().unwrap().get()
+        );
+        for bad in [
+            "threads = 0",
+            "threads = 2000",
+            "threads = -1",
+            "threads = \"many\"",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("threads"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let text = format!("{MINIMAL}\n[limits]\nmax_mesage_bytes = 10\n");
         let e = Config::parse(&text, "x.toml", None)

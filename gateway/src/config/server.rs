@@ -16,8 +16,8 @@ use crate::core::log_format::LogFormat;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Server {
-    /// Worker threads serving the listeners.
-    pub(crate) threads: usize,
+    /// Worker threads serving the listeners, each with a runtime of its own.
+    pub(crate) threads: Threads,
     /// On SIGTERM/SIGINT: how long open sockets get to finish after they were sent close 1001.
     pub(crate) shutdown_grace: HumanDuration,
     /// Networks whose `X-Forwarded-For`/`Forwarded` headers are believed for the client
@@ -38,6 +38,52 @@ pub(crate) struct Server {
     pub(crate) log_format: LogFormat,
 }
 
+/// `[server] threads`: a number, or `"auto"` (the default): one per core the process may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    Auto,
+    Count(usize),
+}
+
+impl Threads {
+    /// The number of worker threads to run.
+    pub(crate) fn resolve(self) -> usize {
+        match self {
+            Threads::Auto => defaults::threads(),
+            Threads::Count(n) => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of threads or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threads, E> {
+                usize::try_from(v)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom("threads must be between 1 and 1024, or \"auto\""))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threads, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threads, E> {
+                match v {
+                    "auto" => Ok(Threads::Auto),
+                    _ => Err(E::custom(format!(
+                        "expected a number of threads or \"auto\", found {v:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 impl Server {
     /// The drain window in force (see `drain_window`).
     pub(crate) fn drain_window(&self) -> Duration {
@@ -51,7 +97,7 @@ impl Server {
 impl Default for Server {
     fn default() -> Self {
         Server {
-            threads: defaults::THREADS,
+            threads: Threads::Auto,
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
             trusted_proxies: Vec::new(),
             watch_interval: None,

@@ -12,8 +12,10 @@ use crate::core::header::RELAY_RESERVED_HEADERS;
 /// Validate a whole configuration (policies included).
 pub(super) fn config(c: &Config) -> Result<(), String> {
     let s = &c.server;
-    if s.threads == 0 || s.threads > 1024 {
-        return Err("server.threads must be between 1 and 1024".into());
+    if let super::server::Threads::Count(n) = s.threads {
+        if n == 0 || n > 1024 {
+            return Err("server.threads must be between 1 and 1024, or \"auto\"".into());
+        }
     }
     if s.drain_window.is_some_and(|d| d.0 > s.shutdown_grace.0) {
         return Err("server.drain_window must not be longer than server.shutdown_grace".into());

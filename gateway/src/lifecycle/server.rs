@@ -64,8 +64,15 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let config = generation.config.clone();
     let grace = config.server.shutdown_grace.0;
 
+    let threads = config.server.threads.resolve();
     let conf = ServerConf {
-        threads: config.server.threads,
+        threads,
+        // One single-threaded runtime per thread (pingora's no-steal runtime), as NGINX runs
+        // one process per worker: pingora hands each accepted connection to a thread picked at
+        // random, and the connection, its session task and its upstream stay there. With work
+        // stealing a session's wake-ups moved its task between threads, and its sockets'
+        // state and counters with it (README, "Threads").
+        work_stealing: false,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
         grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
@@ -212,10 +219,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     .spawn();
     spawn_exit_monitor(server.watch_execution_phase(), sessions, grace);
     log::info!(
-        "portcullis {} running with {} ({})",
+        "portcullis {} running with {} ({}, {threads} thread{})",
         env!("CARGO_PKG_VERSION"),
         config.source,
-        super::allocator::name()
+        super::allocator::name(),
+        if threads == 1 { "" } else { "s" }
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
