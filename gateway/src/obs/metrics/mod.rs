@@ -215,6 +215,7 @@ impl Metrics {
 
     /// Every metric in the Prometheus text format ([`CONTENT_TYPE`]).
     pub(crate) fn render(&self) -> String {
+        self.fold_meters();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -314,6 +315,13 @@ impl Metrics {
             self.connections_open.with_label_values(&[route]),
             self.connection_duration.with_label_values(&[route]),
         )
+    }
+
+    /// Bring the message counters up to date (they count per thread; see [`Meter`]).
+    fn fold_meters(&self) {
+        for meter in self.meters.read().expect("meters lock").values() {
+            meter.fold();
+        }
     }
 
     /// The message counters of `route`, resolved once (cheap to clone, use one per session).
@@ -612,6 +620,7 @@ mod tests {
         assert_eq!(samples("error"), 1, "a call never sent has no latency");
         assert_eq!(get(&m.handshakes, &["/a", "rejected"]), 2);
         assert_eq!(get(&m.handshakes, &["none", "rejected"]), 1);
+        m.fold_meters();
         assert_eq!(get(&m.messages, &["/a", "from_client", "binary"]), 2);
         assert_eq!(get(&m.message_bytes, &["/a", "from_client", "binary"]), 16);
         assert_eq!(
