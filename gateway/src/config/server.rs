@@ -18,6 +18,9 @@ use crate::core::log_format::LogFormat;
 pub(crate) struct Server {
     /// Worker threads serving the listeners, each with a runtime of its own.
     pub(crate) threads: Threads,
+    /// `true`: one runtime whose threads steal each other's tasks (pingora's default);
+    /// `false`: a single-threaded runtime per thread, each connection kept on its thread.
+    pub(crate) work_stealing: bool,
     /// On SIGTERM/SIGINT: how long open sockets get to finish after they were sent close 1001.
     pub(crate) shutdown_grace: HumanDuration,
     /// Networks whose `X-Forwarded-For`/`Forwarded` headers are believed for the client
@@ -98,6 +101,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             threads: Threads::Auto,
+            work_stealing: defaults::WORK_STEALING,
             shutdown_grace: HumanDuration(defaults::SHUTDOWN_GRACE),
             trusted_proxies: Vec::new(),
             watch_interval: None,

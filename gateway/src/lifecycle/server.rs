@@ -67,12 +67,11 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let threads = config.server.threads.resolve();
     let conf = ServerConf {
         threads,
-        // One single-threaded runtime per thread (pingora's no-steal runtime), as NGINX runs
-        // one process per worker: pingora hands each accepted connection to a thread picked at
-        // random, and the connection, its session task and its upstream stay there. With work
-        // stealing a session's wake-ups moved its task between threads, and its sockets'
-        // state and counters with it (README, "Threads").
-        work_stealing: false,
+        // `false`: one single-threaded runtime per thread (pingora's no-steal runtime), as
+        // NGINX runs one process per worker: pingora hands each accepted connection to a
+        // thread picked at random, and the connection, its session task and its upstream stay
+        // there (README, "Threads").
+        work_stealing: config.server.work_stealing,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
         grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
         graceful_shutdown_timeout_seconds: Some(1),
