@@ -159,18 +159,18 @@ fn goals(info: &RunInfo) -> Vec<Goal> {
             peer(Subject::Haproxy, 1.0),
         ),
         goal(
-            "memory per idle relayed wss connection <= 16 KiB".into(),
+            "memory per idle relayed wss connection <= 12 KiB".into(),
             Subject::Portcullis,
             Section::Idle,
             "rss_bytes_per_connection",
-            Bound::AtMost(16.0 * 1024.0),
+            Bound::AtMost(12.0 * 1024.0),
         ),
         goal(
-            "memory per idle echo wss connection <= 12 KiB".into(),
+            "memory per idle echo wss connection <= 8 KiB".into(),
             Subject::PortcullisEcho,
             Section::Idle,
             "rss_bytes_per_connection",
-            Bound::AtMost(12.0 * 1024.0),
+            Bound::AtMost(8.0 * 1024.0),
         ),
         goal(
             "handshakes per second with JWT verification >= NGINX's (without)".into(),
