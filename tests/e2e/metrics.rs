@@ -200,6 +200,60 @@ const SMALL_ROUTE: &str =
     "[[routes]]\npath = \"/ws/small\"\nmode = \"echo\"\nprefix = \"\"\nmax_message_bytes = 10\n";
 const SECRET: &str = "SECRET-t0ken-value";
 
+/// Per-thread runtimes (`work_stealing = false`) on two threads: sockets opened together are all
+/// served, and the message counters (per thread, summed at each scrape) come out exact.
+#[tokio::test]
+async fn per_thread_runtimes_serve_every_socket_and_count_exactly() {
+    let gw = Gateway::start("[server]\nthreads = 2\nwork_stealing = false\n").await;
+    gw.wait_log("2 threads").await;
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        sockets.push(gw.ws(ECHO).await);
+    }
+    let mut sessions = tokio::task::JoinSet::new();
+    for (i, mut ws) in sockets.into_iter().enumerate() {
+        sessions.spawn(async move {
+            for _ in 0..5 {
+                let message = Message::binary(vec![i as u8; 3]);
+                assert_eq!(roundtrip(&mut ws, message.clone()).await, message);
+            }
+            ws
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(ws) = sessions.join_next().await {
+        done.push(ws.expect("a session's task"));
+    }
+    let count = |m: &Scrape, name: &str, direction: &str| {
+        m.get(
+            name,
+            &[
+                ("route", ECHO),
+                ("direction", direction),
+                ("class", "binary"),
+            ],
+        )
+    };
+    let m = scrape_until(&gw, "40 binary messages each way", |m| {
+        count(m, "portcullis_messages_total", "to_client") >= 40.0
+    })
+    .await;
+    for direction in ["from_client", "to_client"] {
+        assert_eq!(count(&m, "portcullis_messages_total", direction), 40.0);
+        assert_eq!(
+            count(&m, "portcullis_message_bytes_total", direction),
+            120.0
+        );
+    }
+    // A later scrape adds nothing that did not happen.
+    let again = scrape(&gw).await;
+    assert_eq!(
+        count(&again, "portcullis_messages_total", "from_client"),
+        40.0
+    );
+    drop(done);
+}
+
 #[tokio::test]
 async fn scripted_traffic_gives_exact_counts() {
     let gw = Gateway::start(&format!(
