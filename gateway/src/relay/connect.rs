@@ -23,6 +23,7 @@ use crate::net::http1::RequestHead;
 use crate::net::websocket::deflate::Offer;
 use crate::net::websocket::upstream::{self, Switched};
 use crate::obs::metrics::Metrics;
+use crate::obs::trace;
 
 /// The upstream byte stream: plain TCP, or rustls over TCP (boxed: it is large, and an idle
 /// plain socket should not pay for it).
@@ -87,7 +88,11 @@ impl RelayRoute {
             let started = Instant::now();
             let attempt = tokio::time::timeout(
                 self.settings.connect_timeout,
-                self.handshake(&upstream.url, &request, &protocols, offer, config),
+                trace::step(
+                    "upstream.connect",
+                    upstream.label(),
+                    self.handshake(&upstream.url, &request, &protocols, offer, config),
+                ),
             )
             .await
             .unwrap_or(Err(ConnectError::Timeout));
