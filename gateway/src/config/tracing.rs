@@ -12,7 +12,7 @@ use crate::core::duration::HumanDuration;
 use crate::core::url::HttpUrl;
 
 /// `[tracing]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tracing {
     /// The collector's OTLP/HTTP traces endpoint, e.g. `http://collector:4318/v1/traces`.
@@ -116,4 +116,42 @@ fn batch_delay() -> HumanDuration {
 }
 fn timeout() -> HumanDuration {
     HumanDuration(defaults::TRACING_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(tracing: &str) -> Result<Config, String> {
+        let text = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[tracing]\n{tracing}\n");
+        Config::parse(&text, "test.toml", None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_checks_that_name_the_key() {
+        let c = load("endpoint = \"http://127.0.0.1:4318/v1/traces\"").unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!(t.sample_ratio, 1.0);
+        assert_eq!(t.service_name, "portcullis");
+        assert!(t.trusted_sources.is_empty());
+        assert_eq!((t.queue_size, t.batch_size), (2048, 512));
+
+        for (extra, key) in [
+            ("sample_ratio = 1.5", "tracing.sample_ratio"),
+            ("queue_size = 0", "tracing.queue_size"),
+            ("batch_size = 4096", "tracing.batch_size"),
+            ("batch_delay = \"0s\"", "tracing.batch_delay"),
+            ("headers = { \"bad header\" = \"x\" }", "tracing.headers"),
+            ("ca_file = \"ca.pem\"", "tracing.ca_file"),
+            ("trusted_sources = [\"10.0.0.0/33\"]", "trusted_sources"),
+            ("sampling = 1", "sampling"),
+        ] {
+            let e = load(&format!("endpoint = \"http://c:4318/v1/traces\"\n{extra}")).unwrap_err();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = load("endpoint = \"grpc://c:4317\"").unwrap_err();
+        assert!(e.contains("tracing.endpoint"), "{e}");
+        // Off without the table; the embedded default has none.
+        assert!(Config::embedded().unwrap().tracing.is_none());
+    }
 }

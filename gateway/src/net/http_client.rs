@@ -1,7 +1,8 @@
 //! The gateway's one HTTP client, for every outbound HTTP call: JWKS documents, the external
 //! authorizer, token introspection, trace export (the OTLP exporter's transport). It is hyper's
-//! pooled HTTP/1.1 client (`hyper-util`) over rustls settings from [`client_config`] (`hyper-rustls`), so `https://` endpoints are checked
-//! against a CA file or the system roots exactly as `wss://` upstreams are. Every call is bounded
+//! pooled HTTP/1.1 client (`hyper-util`) over rustls settings from [`client_config`]
+//! (`hyper-rustls`), so `https://` endpoints are checked against a CA file or the system roots
+//! exactly as `wss://` upstreams are. Every call is bounded
 //! in time (connect to last byte) and the answer's body in size; connections are kept alive and
 //! reused, which is what makes a per-handshake call to an authorizer affordable.
 
