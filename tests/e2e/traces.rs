@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::upstream::{HeldPort, HttpReply, HttpRequest, HttpService, Upstream};
+use crate::support::upstream::{
+    dies_after_answering, Handshake, HeldPort, HttpReply, HttpRequest, HttpService, Upstream,
+};
 use crate::support::*;
 
 /// The client's trace: `00-<TRACE>-<SPAN>-01`.
@@ -321,4 +323,42 @@ async fn a_collector_down_or_stalled_costs_only_dropped_spans() {
         done_or(n >= 34.0, n)
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_upstream_lost_after_the_upgrade_ends_the_session_not_the_handshake() {
+    let collector = Collector::start().await;
+    let up = Upstream::start(Handshake::default(), dies_after_answering("last words")).await;
+    let gw = Gateway::start(&format!(
+        "[[routes]]\npath = \"/ws/dies\"\nmode = \"relay\"\nupstreams = [\"{}\"]\n\n\
+         [tracing]\nendpoint = \"{}\"\nbatch_delay = \"50ms\"\n",
+        up.url("/"),
+        collector.url()
+    ))
+    .await;
+    let mut ws = gw.ws("/ws/dies").await;
+    ws.send(Message::text("hello")).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(STEP, ws.next()).await {}
+    let session = collector
+        .wait_span("the session span", |s| s.span.name == "websocket.session")
+        .await;
+    assert_eq!(
+        session.str("portcullis.session.end_reason").as_deref(),
+        Some("upstream_gone")
+    );
+    assert_eq!(session.int("websocket.close.code"), Some(1011));
+    assert_eq!(
+        session.str("websocket.close.initiator").as_deref(),
+        Some("gateway")
+    );
+    let hs = collector
+        .wait_span("the handshake span", |s| s.span.name == "GET /ws/dies")
+        .await;
+    assert_eq!(session.span.links[0].span_id, hs.span.span_id);
+    assert_eq!(hs.int("http.response.status_code"), Some(101));
+    assert_ne!(
+        hs.span.status.as_ref().map_or(0, |s| s.code),
+        StatusCode::Error as i32,
+        "the upgrade succeeded"
+    );
 }
