@@ -86,16 +86,16 @@ impl RelayRoute {
             // Counted from the start, so concurrent handshakes spread under least-connections.
             let active = upstream.hold();
             let started = Instant::now();
-            let attempt = tokio::time::timeout(
-                self.settings.connect_timeout,
-                trace::step(
-                    "upstream.connect",
-                    upstream.label(),
+            let bounded = async {
+                tokio::time::timeout(
+                    self.settings.connect_timeout,
                     self.handshake(&upstream.url, &request, &protocols, offer, config),
-                ),
-            )
-            .await
-            .unwrap_or(Err(ConnectError::Timeout));
+                )
+                .await
+                .unwrap_or(Err(ConnectError::Timeout))
+            };
+            // The attempt's span, a timeout included (its error is the span's).
+            let attempt = trace::step("upstream.connect", upstream.label(), bounded).await;
             metrics.upstream_connect(
                 upstream.label(),
                 attempt.as_ref().map(|_| ()).map_err(ConnectError::kind),
