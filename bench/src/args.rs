@@ -46,6 +46,8 @@ OPT-IN PHASES:
     --hold-echo M       hold M connections on Portcullis's echo route, likewise
     --balance           Portcullis's relay route over three upstream URLs: handshakes by round
                         robin, then by balance = \"hash\" of the client address, in each round
+    --tracing           Portcullis's relay handshakes without [tracing], then with it (every
+                        handshake and session recorded, exported to a sink), in each round
     --compression       permessage-deflate on a JSON chat corpus: closed-loop load with and
                         without compression through Portcullis's relay (passing compressed
                         messages through to a compressing upstream echo), its echo route and
@@ -89,6 +91,8 @@ pub struct Args {
     pub hold_echo: Option<usize>,
     /// `--balance`: round robin against `balance = "hash"`.
     pub balance: bool,
+    /// `--tracing`: handshakes without and with `[tracing]`.
+    pub tracing: bool,
     pub compression: bool,
     pub soak: Option<Soak>,
 }
@@ -191,6 +195,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         burst: None,
         burst_watch: Duration::from_secs(30),
         balance: false,
+        tracing: false,
         hold_relay: None,
         hold_echo: None,
         compression: false,
@@ -247,6 +252,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--hold-relay" => a.hold_relay = Some(num(flag, it.next())?),
             "--hold-echo" => a.hold_echo = Some(num(flag, it.next())?),
             "--balance" => a.balance = true,
+            "--tracing" => a.tracing = true,
             "--compression" => a.compression = true,
             "--soak" => soak.duration = duration(flag, it.next())?,
             "--soak-hold" => soak.hold = num(flag, it.next())?,
@@ -314,6 +320,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             ("--hold-relay", a.hold_relay.is_some()),
             ("--hold-echo", a.hold_echo.is_some()),
             ("--balance", a.balance),
+            ("--tracing", a.tracing),
             ("--compression", a.compression),
             ("--baseline", a.baseline.is_some()),
             ("--json", a.json.is_some()),

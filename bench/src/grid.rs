@@ -92,6 +92,11 @@ pub enum Section {
     BalanceRoundRobin,
     /// ... and by `balance = "hash"` of the client address (Portcullis's relay only).
     BalanceHash,
+    /// `--tracing`: relay handshakes without `[tracing]`...
+    TracesOff,
+    /// ... and with it, every handshake and session recorded (ratio 1.0) and exported to the
+    /// benchmark's sink collector (Portcullis's relay only).
+    TracesOn,
     /// `--compression`: closed-loop load of the JSON chat corpus, the client offering
     /// permessage-deflate as a browser does (a relay's upstream compressing too).
     Compressed,
@@ -160,6 +165,8 @@ impl Section {
             Section::Hold => "hold",
             Section::BalanceRoundRobin => "balance_round_robin",
             Section::BalanceHash => "balance_hash",
+            Section::TracesOff => "traces_off",
+            Section::TracesOn => "traces_on",
             Section::Compressed => "compression",
             Section::Uncompressed => "compression_plain",
             Section::CompressedIdle => "compression_idle",
@@ -213,7 +220,9 @@ impl Section {
             | Section::HandshakeCluster
             | Section::HandshakeClusterRc
             | Section::BalanceRoundRobin
-            | Section::BalanceHash => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
+            | Section::BalanceHash
+            | Section::TracesOff
+            | Section::TracesOn => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
         }
     }
 
@@ -232,7 +241,11 @@ impl Section {
     pub fn compared(self) -> bool {
         !matches!(
             self,
-            Section::Burst | Section::BalanceRoundRobin | Section::BalanceHash
+            Section::Burst
+                | Section::BalanceRoundRobin
+                | Section::BalanceHash
+                | Section::TracesOff
+                | Section::TracesOn
         )
     }
 }

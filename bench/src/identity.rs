@@ -14,6 +14,8 @@ pub const TOKEN: &str = "opaque-bench-token";
 pub const CLIENT_SECRET: &str = "bench-secret";
 pub const AUTHZ_PATH: &str = "/authz";
 pub const INTROSPECT_PATH: &str = "/introspect";
+/// The trace sink: an OTLP/HTTP collector that takes every export and keeps nothing.
+pub const TRACES_PATH: &str = "/v1/traces";
 
 /// Serve on 127.0.0.1:`port` with `threads` worker threads until killed.
 pub fn run(port: u16, threads: usize) -> Result<(), String> {
@@ -92,6 +94,13 @@ async fn serve(mut tcp: TcpStream, basic: String) {
             } else {
                 ("401 Unauthorized", "", "bad client".to_string())
             }
+        } else if request_line.starts_with(&format!("post {TRACES_PATH}")) {
+            // An empty ExportTraceServiceResponse: everything accepted.
+            (
+                "200 OK",
+                "Content-Type: application/x-protobuf\r\n",
+                String::new(),
+            )
         } else {
             ("404 Not Found", "", String::new())
         };

@@ -310,6 +310,9 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     if args.balance {
         extra.extend([Section::BalanceRoundRobin, Section::BalanceHash]);
     }
+    if args.tracing {
+        extra.extend([Section::TracesOff, Section::TracesOn]);
+    }
     if args.compression {
         extra.extend(Section::COMPRESSION);
     }
@@ -441,6 +444,7 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             "hold_relay": args.hold_relay,
             "hold_echo": args.hold_echo,
             "balance": args.balance,
+            "tracing": args.tracing,
             "compression": args.compression,
             "compression_corpus_messages": compression::CORPUS_MESSAGES,
             "compression_messages_before_quiet": compression::MESSAGES_BEFORE_QUIET,

@@ -11,7 +11,10 @@ use crate::{burst, compression, hold};
 pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
     match section {
         Section::Sweep(_) | Section::Burst => subject != Subject::UpstreamDirect,
-        Section::BalanceRoundRobin | Section::BalanceHash => subject == Subject::Portcullis,
+        Section::BalanceRoundRobin
+        | Section::BalanceHash
+        | Section::TracesOff
+        | Section::TracesOn => subject == Subject::Portcullis,
         Section::Hold => match subject {
             Subject::PortcullisEcho => args.hold_echo.is_some(),
             Subject::UpstreamDirect => false,

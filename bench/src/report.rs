@@ -509,6 +509,15 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
             "cpu_us_per_handshake": num(cpu),
         });
     }
+    if info.extra.contains(&Section::TracesOn) {
+        let (hs, cpu) = traces_ratio(results);
+        out["traces_on_vs_off"] = json!({
+            "handshakes_per_second": num(hs),
+            "cpu_us_per_handshake": num(cpu),
+            "target": TRACES_TARGET,
+            "met": hs.map(|r| r >= TRACES_TARGET),
+        });
+    }
     if info.extra.contains(&Section::Compressed) {
         out["compression"] = compression_json(results, info);
     }
@@ -605,6 +614,20 @@ fn hash_ratio(results: &Results) -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// Handshakes per second with `[tracing]` (ratio 1.0) must stay at least this share of those
+/// without.
+pub const TRACES_TARGET: f64 = 0.9;
+
+/// Tracing on against off, Portcullis's relay: the handshake-rate ratio and the CPU ratio.
+fn traces_ratio(results: &Results) -> (Option<f64>, Option<f64>) {
+    let of = |section, figure| results.median(Subject::Portcullis, section, figure);
+    let ratio = |figure| Some(of(Section::TracesOn, figure)? / of(Section::TracesOff, figure)?);
+    (
+        ratio("handshakes_per_second"),
+        ratio("cpu_us_per_handshake"),
+    )
+}
+
 fn num(v: Option<f64>) -> Value {
     v.filter(|v| v.is_finite())
         .map_or(Value::Null, |v| json!(v))
@@ -657,6 +680,8 @@ fn label(section: Section, figure: &str) -> String {
         Section::HandshakeClusterRc => format!("{base}, with cluster limits (Redis Cluster)⁴"),
         Section::BalanceRoundRobin => format!("{base}, round robin"),
         Section::BalanceHash => format!("{base}, hash of the client address"),
+        Section::TracesOff => format!("{base}, tracing off"),
+        Section::TracesOn => format!("{base}, tracing on (ratio 1.0)"),
         Section::Sweep(size) => format!("{}: {base}", human_size(size)),
         Section::Compressed => format!("compressed: {base}"),
         Section::Uncompressed => format!("uncompressed: {base}"),
@@ -828,6 +853,22 @@ fn extra_tables(results: &Results, info: &RunInfo) -> String {
         let (hs, cpu) = hash_ratio(results);
         out.push_str(&format!(
             "\nHash against round robin: handshakes per second {}, CPU per handshake {}.\n\n",
+            show_ratio(hs),
+            show_ratio(cpu)
+        ));
+    }
+    if info.extra.contains(&Section::TracesOn) {
+        out.push_str(&format!(
+            "### Traces: a relay route without and with `[tracing]`, {} handshakes each way\n\n",
+            s["handshakes"]
+        ));
+        let portcullis = [(Subject::Portcullis, "Portcullis")];
+        let sections = [Section::TracesOff, Section::TracesOn];
+        out.push_str(&table(results, &portcullis, &[], &sections));
+        let (hs, cpu) = traces_ratio(results);
+        out.push_str(&format!(
+            "\nTracing on against off: handshakes per second {} (target at least {TRACES_TARGET}), \
+             CPU per handshake {}.\n\n",
             show_ratio(hs),
             show_ratio(cpu)
         ));

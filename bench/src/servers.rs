@@ -52,6 +52,9 @@ pub enum Admit {
     /// Public, over the same three by `balance = "hash"` of the client address (the clients
     /// come from 16 loopback addresses: 16 keys).
     Hash3,
+    /// Public, with `[tracing]`: every handshake and session recorded (ratio 1.0) and exported
+    /// to the identity server's sink (`POST /v1/traces`).
+    Traced,
 }
 
 impl Admit {
@@ -67,7 +70,9 @@ impl Admit {
             Section::HandshakeClusterRc => Admit::RedisClusterLimits,
             Section::BalanceRoundRobin => Admit::RoundRobin3,
             Section::BalanceHash => Admit::Hash3,
-            Section::Load
+            Section::TracesOn => Admit::Traced,
+            Section::TracesOff
+            | Section::Load
             | Section::Idle
             | Section::Handshake
             | Section::Sweep(_)
@@ -92,6 +97,7 @@ impl Admit {
             Admit::RedisClusterLimits => "_cluster_rc",
             Admit::RoundRobin3 => "_round_robin3",
             Admit::Hash3 => "_hash3",
+            Admit::Traced => "_traced",
         }
     }
 
@@ -108,6 +114,7 @@ impl Admit {
             }
             Admit::RoundRobin3 => " over three upstreams by round robin",
             Admit::Hash3 => " over three upstreams by hash of the client address",
+            Admit::Traced => " with [tracing] (sample ratio 1.0)",
         }
     }
 }
@@ -126,7 +133,7 @@ pub struct PortcullisRoute {
 }
 
 impl PortcullisRoute {
-    pub const ADMITS: [Admit; 10] = [
+    pub const ADMITS: [Admit; 11] = [
         Admit::Public,
         Admit::Jwt,
         Admit::AuthzHit,
@@ -137,6 +144,7 @@ impl PortcullisRoute {
         Admit::RedisClusterLimits,
         Admit::RoundRobin3,
         Admit::Hash3,
+        Admit::Traced,
     ];
 
     /// Every configuration: the relay ones, then the echo ones (each kind's compressed route
@@ -359,7 +367,8 @@ impl Env {
             | Admit::ClusterLimits
             | Admit::RedisClusterLimits
             | Admit::RoundRobin3
-            | Admit::Hash3 => None,
+            | Admit::Hash3
+            | Admit::Traced => None,
         };
         let target = Target {
             port,
@@ -449,6 +458,10 @@ impl Env {
                 text.push_str(&format!("policy = \"limits\"\n\n{UNREACHED_LIMITS}"))
             }
             Admit::RoundRobin3 | Admit::Hash3 => {}
+            Admit::Traced => text.push_str(&format!(
+                "\n[tracing]\nendpoint = \"http://127.0.0.1:{id}{}\"\nsample_ratio = 1.0\n",
+                crate::identity::TRACES_PATH
+            )),
         }
         if route.admit == Admit::ClusterLimits {
             // A prefix per instance: each starts with empty counts. Without a redis-server the

@@ -165,6 +165,7 @@ fn quick_run_reports_every_figure() {
         "--hold-echo",
         "50",
         "--balance",
+        "--tracing",
         "--compression",
     ]);
 
@@ -260,6 +261,27 @@ fn quick_run_reports_every_figure() {
         &out["hash_vs_round_robin"]["handshakes_per_second"],
         "hash_vs_round_robin.handshakes_per_second",
     );
+
+    // Handshakes without and with [tracing] (every span exported to the sink), Portcullis's
+    // relay.
+    for section in ["traces_off", "traces_on"] {
+        let s = &results["portcullis"][section];
+        for figure in HANDSHAKE {
+            finite(
+                &s[figure],
+                &format!("results.portcullis.{section}.{figure}"),
+            );
+        }
+        assert_eq!(s["errors"], 0.0, "{section}: failed handshakes");
+        assert!(results["portcullis_echo"].get(section).is_none());
+    }
+    for figure in ["handshakes_per_second", "cpu_us_per_handshake"] {
+        finite(
+            &out["traces_on_vs_off"][figure],
+            &format!("traces_on_vs_off.{figure}"),
+        );
+    }
+    assert!(out["traces_on_vs_off"]["met"].is_boolean());
 
     assert_eq!(out["settings"]["workers"], 1, "settings.workers");
     check_opt_in_phases(&out, &only[1..]);

@@ -21,3 +21,4 @@ mod reload;
 mod sessions;
 mod support;
 mod tokens;
+mod traces;

@@ -42,6 +42,7 @@ use crate::net::http_client::{Call, HttpClient, HttpError};
 use crate::net::peer_cert::PeerCert;
 use crate::obs::log_limit::{left_out, LogLimit};
 use crate::obs::metrics::Metrics;
+use crate::obs::trace;
 
 /// What the authorizer decided.
 #[derive(Debug, Clone)]
@@ -131,7 +132,8 @@ impl Authorizer {
             timeout: self.timeout,
             max_body: defaults::EXT_AUTHZ_MAX_ANSWER_BYTES,
         };
-        let decision = match self.client.send(call).await {
+        let sent = trace::step("ext_authz", &self.url.text, self.client.send(call));
+        let decision = match sent.await {
             Ok(reply) if reply.status.is_success() => Decision::Allow(self.copied(&reply.headers)),
             Ok(reply) if (300..600).contains(&reply.status.as_u16()) => {
                 Decision::Deny(refusal(reply.status.as_u16(), &reply.headers, &reply.body))

@@ -24,6 +24,7 @@ use crate::core::url::HttpUrl;
 use crate::net::http1::RequestHead;
 use crate::net::http_client::{Call, HttpClient};
 use crate::obs::log_limit::{left_out, LogLimit};
+use crate::obs::trace;
 
 /// A compiled `introspection` table.
 pub(crate) struct Introspector {
@@ -157,7 +158,8 @@ impl Introspector {
             timeout: self.timeout,
             max_body: defaults::INTROSPECTION_MAX_ANSWER_BYTES,
         };
-        let reply = match self.client.send(call).await {
+        let sent = trace::step("introspection", &self.url.text, self.client.send(call));
+        let reply = match sent.await {
             Ok(reply) if reply.status == StatusCode::OK => reply,
             Ok(reply) => return Err(self.unavailable(&format!("answered {}", reply.status))),
             Err(e) => return Err(self.unavailable(&e.to_string())),

@@ -13,6 +13,7 @@ use crate::config::defaults;
 use crate::config::policy::Jwt;
 use crate::core::url::HttpUrl;
 use crate::net::http_client::{Call, HttpClient};
+use crate::obs::trace;
 
 /// A JWKS URL, its last good keys and its refresh schedule.
 pub(crate) struct RemoteJwks {
@@ -126,8 +127,9 @@ impl RemoteJwks {
         }
         let fetched = self.fetched.notified();
         self.wake.notify_one();
-        let _ =
-            tokio::time::timeout(defaults::JWKS_TIMEOUT + Duration::from_secs(1), fetched).await;
+        let wait = tokio::time::timeout(defaults::JWKS_TIMEOUT + Duration::from_secs(1), fetched);
+        let waited = async { wait.await.map_err(|_| "no answer in time") };
+        let _ = trace::step("jwks.fetch", &self.url.text, waited).await;
         true
     }
 }

@@ -16,6 +16,7 @@ use crate::config::cluster::OnError;
 use crate::config::defaults;
 use crate::core::labels::Fallback;
 use crate::core::reason::Reason;
+use crate::obs::trace;
 
 /// The cluster as one handshake under one policy uses it.
 pub(super) struct Shared<'a> {
@@ -77,7 +78,8 @@ impl<'a> Shared<'a> {
         local: &HandshakeRate<K>,
         local_key: &K,
     ) -> Result<(), Rejection> {
-        match self.cluster.rate(&mut self.budget, &key, local.gcra).await {
+        let call = self.cluster.rate(&mut self.budget, &key, local.gcra);
+        match trace::step("cluster.rate", "redis", call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(wait)) => Err(rate_limited(wait)),
             Err(e) => {
@@ -97,7 +99,8 @@ impl<'a> Shared<'a> {
         over: impl Fn(&str) -> Rejection,
     ) -> Result<Slot, Rejection> {
         let keys: Vec<(String, usize)> = caps.iter().map(|c| (c.key.clone(), c.cap)).collect();
-        match self.cluster.take(&mut self.budget, keys.clone()).await {
+        let call = self.cluster.take(&mut self.budget, keys.clone());
+        match trace::step("cluster.take", "redis", call).await {
             Ok(Taken::Held(lease)) => Ok(Slot::holding(lease)),
             Ok(Taken::Full(i)) => Err(over(caps[i].who)),
             Err(e) => {

@@ -195,3 +195,19 @@ pub(crate) const INTROSPECTION_MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Entries one policy's cache holds at most (then expired ones go, then the soonest to expire).
 pub(crate) const IDENTITY_CACHE_ENTRIES: usize = 10_000;
+
+// [tracing]
+
+/// The fraction of new traces recorded.
+pub(crate) const TRACING_SAMPLE_RATIO: f64 = 1.0;
+/// `service.name` of the spans.
+pub(crate) const TRACING_SERVICE_NAME: &str = "portcullis";
+/// Finished spans waiting for export (OpenTelemetry's batch processor default).
+pub(crate) const TRACING_QUEUE_SIZE: usize = 2048;
+/// Spans per export request (OpenTelemetry's default).
+pub(crate) const TRACING_BATCH_SIZE: usize = 512;
+/// How long a batch waits to fill (OpenTelemetry's default is 5 s; a shorter wait keeps traces
+/// fresh at a few requests per second).
+pub(crate) const TRACING_BATCH_DELAY: Duration = Duration::from_secs(1);
+/// One export request, connect to last byte.
+pub(crate) const TRACING_TIMEOUT: Duration = Duration::from_secs(5);

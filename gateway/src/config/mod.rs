@@ -23,6 +23,7 @@ pub(crate) mod route;
 pub(crate) mod secret;
 pub(crate) mod server;
 pub(crate) mod token;
+pub(crate) mod tracing;
 mod validate;
 mod validate_identity;
 
@@ -84,6 +85,8 @@ pub struct Config {
     pub(crate) policies: BTreeMap<String, Policy>,
     /// Shared rates and caps across replicas (`None`: every limit is this process's own).
     pub(crate) cluster: Option<cluster::Cluster>,
+    /// OpenTelemetry traces (`None`: off).
+    pub(crate) tracing: Option<tracing::Tracing>,
     /// Where this configuration came from (a path or [`EMBEDDED_NAME`]); not a TOML key.
     #[serde(skip)]
     pub(crate) source: String,
@@ -156,6 +159,9 @@ impl Config {
     /// Resolve the relative paths of the file's own tables against `base`.
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(file) = &mut self.admin.token_file {
+            *file = base.join(&*file);
+        }
+        if let Some(file) = self.tracing.as_mut().and_then(|t| t.ca_file.as_mut()) {
             *file = base.join(&*file);
         }
         if let Some(c) = &mut self.cluster {

@@ -59,6 +59,9 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
     if let Some(cluster) = &c.cluster {
         cluster.validate()?;
     }
+    if let Some(tracing) = &c.tracing {
+        tracing.validate()?;
+    }
     for (name, p) in &c.policies {
         policy(p, &format!("policies.{name}"))?;
         if p.cluster.is_some() && c.cluster.is_none() {

@@ -355,6 +355,27 @@ impl DropReason {
     }
 }
 
+/// The `reason` label of `portcullis_trace_spans_dropped_total`: why finished spans were not
+/// exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpanDrop {
+    /// `tracing.queue_size` spans were already waiting (the collector is slow or down).
+    QueueFull,
+    /// The collector did not take the batch (unreachable, timed out, answered an error).
+    ExportFailed,
+}
+
+impl SpanDrop {
+    pub(crate) const ALL: [SpanDrop; 2] = [SpanDrop::QueueFull, SpanDrop::ExportFailed];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+        }
+    }
+}
+
 /// The `code` label of a close: registered codes (1000–1015) as themselves, the ranges a client
 /// may choose freely as `3xxx` and `4xxx` (so a client cannot create thousands of series),
 /// `none` when the connection ended without a close frame, `invalid` otherwise.

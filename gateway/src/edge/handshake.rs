@@ -35,6 +35,7 @@ use crate::net::websocket::answer;
 use crate::net::websocket::deflate::{self, Agreed, Offer};
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
+use crate::obs::trace::{HandshakeSpan, SessionLink};
 use crate::relay::RelayRoute;
 use crate::session::control::Control;
 use crate::session::count::SessionGuard;
@@ -57,6 +58,8 @@ struct Handshake<'g> {
     client: Option<IpAddr>,
     started: Instant,
     shutdown: ShutdownWatch,
+    /// Its span, ended when the `101` or the refusal is written (`None`: not traced).
+    trace: Option<HandshakeSpan>,
 }
 
 impl Handshake<'_> {
@@ -79,6 +82,9 @@ impl Handshake<'_> {
             .answer
             .write(&mut self.conn.io, false, false)
             .await;
+        if let Some(span) = self.trace.take() {
+            span.refused(rejection.answer.status, rejection.reason.as_str());
+        }
     }
 }
 
@@ -105,6 +111,8 @@ struct Held {
     metrics: OpenSession,
     _registered: Registered,
     _permit: Permit,
+    /// The handshake's span, for the session's (boxed: most sessions are not traced).
+    trace: Option<Box<SessionLink>>,
 }
 
 impl Held {
@@ -118,7 +126,7 @@ impl Held {
     {
         tokio::spawn(session.map(move |(end, relay)| {
             // The whole of `self` moves in (a field-by-field capture would drop the guards now).
-            let held = self;
+            let mut held = self;
             let record = relay.as_ref().map(|r| RelayRecord {
                 upstream: r.relay.upstreams[r.upstream].label(),
                 end_reason: r.reason,
@@ -130,6 +138,7 @@ impl Held {
                 &end,
                 held.metrics.elapsed(),
                 record,
+                held.trace.take(),
             );
         }));
     }
@@ -154,7 +163,7 @@ struct RelayEnded {
 }
 
 impl Edge {
-    /// Admission, the 101, then the session.
+    /// Admission, the 101, then the session; traced with `[tracing]`.
     pub(super) async fn websocket(
         self: &Arc<Self>,
         conn: Conn,
@@ -162,6 +171,28 @@ impl Edge {
         generation: &Generation,
         entry: &RouteEntry,
         shutdown: ShutdownWatch,
+    ) {
+        let trace = HandshakeSpan::start(
+            &entry.route.path,
+            &head.method,
+            head.path(),
+            head.tls,
+            conn.peer,
+            &head.headers,
+        );
+        let scope = HandshakeSpan::scope(trace.as_ref());
+        let handshake = self.handshake(conn, head, generation, entry, shutdown, trace);
+        scope.run(handshake).await
+    }
+
+    async fn handshake(
+        self: &Arc<Self>,
+        conn: Conn,
+        head: RequestHead,
+        generation: &Generation,
+        entry: &RouteEntry,
+        shutdown: ShutdownWatch,
+        trace: Option<HandshakeSpan>,
     ) {
         let started = Instant::now();
         let stopping = *shutdown.borrow();
@@ -183,7 +214,11 @@ impl Edge {
             client: decision.client,
             started,
             shutdown,
+            trace,
         };
+        if let Some(span) = &hs.trace {
+            span.client(decision.client);
+        }
         let admit = match decision.verdict {
             Ok(admit) => admit,
             Err(rejection) => return hs.refuse(&rejection).await,
@@ -232,6 +267,7 @@ impl Edge {
         let counted = self.sessions.open();
         let io = &mut hs.conn.io;
         let written = io.write_all(&response).await.is_ok() && io.flush().await.is_ok();
+        let trace = hs.trace.take().and_then(|span| span.switched(101, written));
         let metrics = self.report.switched(hs.route(), written, hs.started)?;
         let ctx = self.session_context(hs, &a.admitted, &registered);
         let held = Held {
@@ -247,6 +283,7 @@ impl Edge {
             metrics,
             _registered: registered,
             _permit: a.permit,
+            trace: trace.map(Box::new),
         };
         Some((held, ctx))
     }

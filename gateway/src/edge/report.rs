@@ -13,6 +13,7 @@ use crate::core::labels::HandshakeResult;
 use crate::core::log_format::LogFormat;
 use crate::obs::access_log::{AccessLog, RejectionRecord, RelayRecord, SessionRecord};
 use crate::obs::metrics::{Metrics, OpenSession};
+use crate::obs::trace::SessionLink;
 
 /// Metrics and the access log of the public listeners.
 pub(crate) struct Report {
@@ -60,7 +61,7 @@ impl Report {
         ok.then(|| self.metrics.session_opened(route))
     }
 
-    /// A session ended; `who` says who it was.
+    /// A session ended; `who` says who it was; `trace` links its span to its handshake's.
     pub(crate) fn session_ended(
         &self,
         route: &str,
@@ -68,6 +69,7 @@ impl Report {
         end: &SessionEnd,
         duration: Duration,
         relay: Option<RelayRecord<'_>>,
+        trace: Option<Box<SessionLink>>,
     ) {
         if let Some(r) = &relay {
             self.metrics.relay_ended(route, r.end_reason);
@@ -77,6 +79,9 @@ impl Report {
             self.metrics.gateway_closed(route, reason);
         }
         self.metrics.closed(route, end.close_code, end.initiator);
+        if let Some(link) = trace {
+            link.ended(route, who.client, end, reason, duration);
+        }
         self.access.session(&SessionRecord {
             route,
             client: who.client,

@@ -82,6 +82,9 @@ impl Reloader {
                  SIGQUIT upgrade); routes and policies are reloaded now"
             );
         }
+        if next.config.tracing != old.config.tracing {
+            log::warn!("reload: [tracing] changes take effect after a restart");
+        }
         let routes = next.config.routes.len();
         let grace = next.config.server.route_removal_grace.0;
         let gone = self

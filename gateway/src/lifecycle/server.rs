@@ -22,6 +22,7 @@ use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
 use crate::edge::Edge;
 use crate::net::bind::BoundAddr;
+use crate::net::otlp_client::OtlpClient;
 use crate::net::server_tls::CertStore;
 use crate::obs::metrics::{supervised, Metrics};
 use crate::relay::health::HealthChecks;
@@ -97,6 +98,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     server.bootstrap();
 
     let metrics = Metrics::global().clone();
+    // Traces start after pingora's bootstrap (their export runs on a thread of their own).
+    if let Some(tracing) = &config.tracing {
+        let client = OtlpClient::new(tracing.ca_file.as_deref(), tracing.timeout.0)
+            .map_err(|e| format!("{}: tracing.ca_file: {e}", config.source))?;
+        crate::obs::trace::install(tracing, client)
+            .map_err(|e| format!("{}: {e}", config.source))?;
+        log::info!(
+            "tracing: spans to {} (sample ratio {})",
+            tracing.endpoint.0.text,
+            tracing.sample_ratio
+        );
+    }
     // `/readyz`: the listeners run once pingora reaches its Running phase. Code that needs more
     // before traffic may come (the relay's upstreams) adds checks with `readiness.add_check`.
     let readiness = Arc::new(Readiness::default());

@@ -1,7 +1,8 @@
 //! The gateway's one HTTP client, for every outbound HTTP call: JWKS documents, the external
-//! authorizer, token introspection. It is hyper's pooled HTTP/1.1 client (`hyper-util`) over
-//! rustls settings from [`client_config`] (`hyper-rustls`), so `https://` endpoints are checked
-//! against a CA file or the system roots exactly as `wss://` upstreams are. Every call is bounded
+//! authorizer, token introspection, trace export (the OTLP exporter's transport). It is hyper's
+//! pooled HTTP/1.1 client (`hyper-util`) over rustls settings from [`client_config`]
+//! (`hyper-rustls`), so `https://` endpoints are checked against a CA file or the system roots
+//! exactly as `wss://` upstreams are. Every call is bounded
 //! in time (connect to last byte) and the answer's body in size; connections are kept alive and
 //! reused, which is what makes a per-handshake call to an authorizer affordable.
 
@@ -48,6 +49,8 @@ impl std::fmt::Display for HttpError {
         }
     }
 }
+
+impl std::error::Error for HttpError {}
 
 /// A reply: its status, headers and (bounded) body.
 #[derive(Debug)]
@@ -125,6 +128,19 @@ impl HttpClient {
             .map_err(|_| HttpError::Timeout)?
     }
 
+    /// Send a request built elsewhere (the OTLP exporter's), within `timeout` and `max_body`.
+    pub(crate) async fn send_request(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Reply, HttpError> {
+        let request = request.map(Full::new);
+        tokio::time::timeout(timeout, self.exchange_request(request, max_body))
+            .await
+            .map_err(|_| HttpError::Timeout)?
+    }
+
     async fn exchange(&self, call: Call<'_>) -> Result<Reply, HttpError> {
         // `Url` was parsed by `http::Uri` from this text; its host stays bracketed for IPv6.
         let uri: http::Uri = call
@@ -138,6 +154,14 @@ impl HttpClient {
             .body(Full::new(call.body))
             .map_err(|e| HttpError::Protocol(e.to_string()))?;
         *request.headers_mut() = call.headers;
+        self.exchange_request(request, call.max_body).await
+    }
+
+    async fn exchange_request(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Reply, HttpError> {
         let headers = request.headers_mut();
         headers
             .entry(http::header::USER_AGENT)
@@ -155,10 +179,10 @@ impl HttpClient {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > call.max_body as u64) {
+        if declared.is_some_and(|n| n > max_body as u64) {
             return Err(HttpError::TooLarge);
         }
-        let body = Limited::new(body, call.max_body)
+        let body = Limited::new(body, max_body)
             .collect()
             .await
             .map_err(|e| {

@@ -8,6 +8,7 @@ pub(crate) mod client_tls;
 pub(crate) mod fields;
 pub(crate) mod http1;
 pub(crate) mod http_client;
+pub(crate) mod otlp_client;
 pub(crate) mod peer_cert;
 pub(crate) mod quiet_tls;
 pub(crate) mod server_tls;

@@ -24,6 +24,7 @@ use crate::net::quiet_tls::QuietTls;
 use crate::net::websocket::deflate::Offer;
 use crate::net::websocket::upstream::{self, Switched};
 use crate::obs::metrics::Metrics;
+use crate::obs::trace;
 
 /// The upstream byte stream: plain TCP, or rustls over TCP (boxed: it is large, and an idle
 /// plain socket should not pay for it).
@@ -86,12 +87,16 @@ impl RelayRoute {
             // Counted from the start, so concurrent handshakes spread under least-connections.
             let active = upstream.hold();
             let started = Instant::now();
-            let attempt = tokio::time::timeout(
-                self.settings.connect_timeout,
-                self.handshake(&upstream.url, &request, &protocols, offer, config),
-            )
-            .await
-            .unwrap_or(Err(ConnectError::Timeout));
+            let bounded = async {
+                tokio::time::timeout(
+                    self.settings.connect_timeout,
+                    self.handshake(&upstream.url, &request, &protocols, offer, config),
+                )
+                .await
+                .unwrap_or(Err(ConnectError::Timeout))
+            };
+            // The attempt's span, a timeout included (its error is the span's).
+            let attempt = trace::step("upstream.connect", upstream.label(), bounded).await;
             metrics.upstream_connect(
                 upstream.label(),
                 attempt.as_ref().map(|_| ()).map_err(ConnectError::kind),

@@ -6,6 +6,7 @@
 mod browser;
 mod client;
 mod gateway;
+mod otlp;
 mod pipe;
 mod process;
 mod redis;
@@ -16,6 +17,7 @@ mod wait;
 pub use browser::*;
 pub use client::*;
 pub use gateway::*;
+pub use otlp::*;
 pub use pipe::*;
 pub use process::*;
 pub use redis::*;

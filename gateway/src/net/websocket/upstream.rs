@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::deflate::{Agreed, Offer};
 use super::extensions;
 use crate::core::header;
+use crate::obs::trace;
 
 /// Largest answer head read from an upstream.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
@@ -104,8 +105,17 @@ fn request_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
+    // A traced handshake passes its own context on (replacing the client's, which a trusted
+    // client's continues); untraced, the client's headers go as they are.
+    let trace = trace::inject();
     for (name, value) in request.headers() {
+        if !trace.is_empty() && trace::FIELDS.contains(&name.as_str()) {
+            continue;
+        }
         line(name.as_str(), value.as_bytes());
+    }
+    for (name, value) in &trace {
+        line(name, value.as_bytes());
     }
     line("Sec-WebSocket-Key", key.as_bytes());
     if !protocols.is_empty() {

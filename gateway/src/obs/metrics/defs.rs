@@ -166,6 +166,18 @@ pub const TLS_HANDSHAKE_FAILURES: Def = Def {
     labels: &[],
     help: "TLS handshakes on the public listeners that failed or timed out.",
 };
+pub const TRACE_SPANS_EXPORTED: Def = Def {
+    name: "portcullis_trace_spans_exported_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Spans (handshakes, their steps, sessions) the trace collector accepted ([tracing]).",
+};
+pub const TRACE_SPANS_DROPPED: Def = Def {
+    name: "portcullis_trace_spans_dropped_total",
+    kind: Kind::Counter,
+    labels: &["reason"],
+    help: "Finished spans not exported: the queue was full (tracing.queue_size; the collector is slow or down) or the collector did not take their batch.",
+};
 pub const CONFIG_RELOADS: Def = Def {
     name: "portcullis_config_reloads_total",
     kind: Kind::Counter,
@@ -251,6 +263,8 @@ pub const ALL: &[Def] = &[
     UPSTREAM_SOCKETS_OPEN,
     HASH_KEY_MISSING,
     TLS_HANDSHAKE_FAILURES,
+    TRACE_SPANS_EXPORTED,
+    TRACE_SPANS_DROPPED,
     CONFIG_RELOADS,
     CLUSTER_CALL_DURATION,
     CLUSTER_ERRORS,

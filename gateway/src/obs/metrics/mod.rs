@@ -27,7 +27,7 @@ use crate::core::background;
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
     close_code_label, AuthzError, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
-    SelectionReason, UpstreamErrorKind,
+    SelectionReason, SpanDrop, UpstreamErrorKind,
 };
 use crate::core::on_error::AuthzOnError;
 use crate::core::reason::Reason;
@@ -70,6 +70,8 @@ pub(crate) struct Metrics {
     upstream_sockets_open: IntGaugeVec,
     hash_key_missing: IntCounterVec,
     tls_handshake_failures: IntCounter,
+    trace_spans_exported: IntCounter,
+    trace_spans_dropped: IntCounterVec,
     config_reloads: IntCounterVec,
     cluster_call_duration: HistogramVec,
     cluster_errors: IntCounterVec,
@@ -158,6 +160,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let trace_spans_dropped = counter_vec(&r, &defs::TRACE_SPANS_DROPPED);
+        for reason in SpanDrop::ALL {
+            trace_spans_dropped.with_label_values(&[reason.as_str()]);
+        }
         let background_task_restarts = counter_vec(&r, &defs::BACKGROUND_TASK_RESTARTS);
         for task in BackgroundTask::ALL {
             background_task_restarts.with_label_values(&[task.as_str()]);
@@ -200,6 +206,8 @@ impl Metrics {
             upstream_sockets_open: gauge_vec(&r, &defs::UPSTREAM_SOCKETS_OPEN),
             hash_key_missing: counter_vec(&r, &defs::HASH_KEY_MISSING),
             tls_handshake_failures: counter(&r, &defs::TLS_HANDSHAKE_FAILURES),
+            trace_spans_exported: counter(&r, &defs::TRACE_SPANS_EXPORTED),
+            trace_spans_dropped,
             config_reloads,
             background_task_restarts,
             meters: RwLock::new(HashMap::new()),
@@ -263,6 +271,18 @@ impl Metrics {
     /// The gauge of not-yet-admitted connections (the edge holds it per pending connection).
     pub(crate) fn pending_gauge(&self) -> IntGauge {
         self.connections_pending.clone()
+    }
+
+    /// `n` spans reached the trace collector.
+    pub(crate) fn spans_exported(&self, n: usize) {
+        self.trace_spans_exported.inc_by(n as u64);
+    }
+
+    /// `n` finished spans were not exported, for `why`.
+    pub(crate) fn spans_dropped(&self, why: SpanDrop, n: usize) {
+        self.trace_spans_dropped
+            .with_label_values(&[why.as_str()])
+            .inc_by(n as u64);
     }
 
     /// A connection was closed before its head, without an answer.
