@@ -1,16 +1,17 @@
-//! A real browser: headless Chromium (Debian's `chromium`, driven by ChromeDriver) loads a page
-//! served on loopback, which opens WebSockets through the browser's own API over real `wss` to
-//! the gateway. The page reports what it saw; the test asserts it, and checks the gateway's side
-//! (why it refused) in its metrics. `scripts/bootstrap --test` installs chromium and
-//! chromium-driver.
+//! Real browsers: headless Chromium (Debian's `chromium`, driven by ChromeDriver) and headless
+//! Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) load a page served on loopback,
+//! which opens WebSockets through the browser's own API over real `wss` to the gateway. The page
+//! reports what it saw; the test asserts it, and checks the gateway's side (why it refused) in
+//! its metrics. `scripts/bootstrap --test` installs both browsers, their drivers and certutil.
 //!
-//! Chromium trusts the gateway's generated self-signed certificate by its key only
-//! (`--ignore-certificate-errors-spki-list`, with a fresh profile), not by switching certificate
-//! checks off: any other certificate error would still fail, and so would the echo case.
+//! The gateway's certificate is issued by a test CA that each browser trusts through a fresh NSS
+//! database (see `support::browser`), not by switching certificate checks off: any other
+//! certificate error would still fail, and so would the echo case.
 
 use jsonwebtoken::Algorithm;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
+use std::path::Path;
 
 use crate::support::upstream::HttpServer;
 use crate::support::*;
@@ -40,6 +41,20 @@ keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
     )
 }
 
+/// A test CA and the gateway certificate it issued (for `localhost` and `127.0.0.1`), written
+/// where the base configuration's `[listeners.tls]` reads them (so none is generated), with the
+/// CA beside them as `certs/ca.pem` for the clients, and the token keys.
+pub fn write_ca_issued_pair_and_keys(dir: &Path) {
+    let ca = TestCa::new("Portcullis test CA");
+    let (cert, key) = ca.issue_server();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("cert.pem"), cert).unwrap();
+    std::fs::write(certs.join("key.pem"), key).unwrap();
+    std::fs::write(certs.join("ca.pem"), &ca.cert_pem).unwrap();
+    write_keys(dir);
+}
+
 /// Load the page from `page` with `params` in its fragment and wait (bounded) for its report.
 async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
     // Everything but letters and digits as `%XX`: the page reads it with decodeURIComponent.
@@ -56,11 +71,20 @@ async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
     report
 }
 
+/// What each browser shows of the compression negotiated by default (`WebSocket.extensions`):
+/// Chromium's offer (`permessage-deflate; client_max_window_bits`) lets the gateway choose both
+/// windows, and Chromium shows the answer as it came; Firefox shows the extension's name only.
+fn deflate(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Chromium => {
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        }
+        Engine::Firefox => "permessage-deflate",
+    }
+}
+
 /// What the page sees of a session refused before the 101: an error, then close code 1006 (the
 /// browser shows a page nothing of the HTTP refusal), never an open.
-/// What Chromium's offer (`permessage-deflate; client_max_window_bits`) gets by default.
-const DEFLATE: &str = "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12";
-
 fn refused() -> Value {
     json!({
         "opened": false, "protocol": null, "extensions": null, "received": [], "errors": 1,
@@ -70,16 +94,29 @@ fn refused() -> Value {
 
 #[tokio::test]
 async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
+    over_wss_echo_token_subprotocol_origin_and_refusals(Engine::Chromium).await;
+}
+
+#[tokio::test]
+async fn firefox_over_wss_echo_token_subprotocol_origin_and_refusals() {
+    over_wss_echo_token_subprotocol_origin_and_refusals(Engine::Firefox).await;
+}
+
+/// Over HTTP/1.1 `wss`, from a page on another (plain HTTP) origin.
+async fn over_wss_echo_token_subprotocol_origin_and_refusals(engine: Engine) {
     let allowed = HttpServer::page(PAGE.to_string()).await;
     let elsewhere = HttpServer::page(PAGE.to_string()).await;
     let allowed_origin = format!("http://{}", allowed.addr);
-    let gw = Gateway::start_prepared(true, &config(&allowed_origin), write_keys).await;
-    let pin = spki_pin(&gw.cert, &gw.dir.path().join("certs/key.pem"));
-    let Some(browser) =
-        Browser::start(&[format!("--ignore-certificate-errors-spki-list={pin}")]).await
-    else {
+    let gw = Gateway::start_prepared(
+        true,
+        &config(&allowed_origin),
+        write_ca_issued_pair_and_keys,
+    )
+    .await;
+    let Some(browser) = Browser::start(engine, &gw.dir.path().join("certs/ca.pem")).await else {
         return;
     };
+    let name = engine.name();
     let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
     let gateway = format!("wss://127.0.0.1:{}", gw.port);
 
@@ -87,19 +124,23 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     let report = observe(
         &browser,
         &allowed,
-        json!({ "gateway": gateway, "token": token, "cases": ["echo", "compressed", "token", "no_token"] }),
+        json!({
+            "browser": name, "gateway": gateway, "token": token,
+            "cases": ["echo", "compressed", "token", "no_token"],
+        }),
     )
     .await;
     assert_eq!(report["origin"], allowed_origin.as_str(), "{report}");
+    assert_eq!(report["page_protocol"], "http/1.1", "{report}");
     let cases = &report["cases"];
     let bytes: Vec<u8> = (0..=255).collect();
     assert_eq!(
         cases["echo"],
         json!({
             "opened": true, "protocol": "", "errors": 0, "timed_out": false,
-            "extensions": DEFLATE,
-            "received": [{ "text": "echo: hello from chromium" }, { "binary": bytes }],
-            "close": { "code": 4000, "reason": "bye from chromium", "clean": true },
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
+            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
         }),
         "the echo session"
     );
@@ -107,8 +148,8 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
         cases["token"],
         json!({
             "opened": true, "protocol": "chat.v1", "errors": 0, "timed_out": false,
-            "extensions": DEFLATE,
-            "received": [{ "text": "echo: hello from chromium" }],
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }],
             "close": { "code": 1000, "reason": "done", "clean": true },
         }),
         "the session with a token"
@@ -116,7 +157,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     // Compressed both ways: the browser's messages inflated and answered compressed, as the
     // gateway's own counts of the plain bytes show.
     let compressed = &cases["compressed"];
-    assert_eq!(compressed["extensions"], DEFLATE, "{compressed}");
+    assert_eq!(compressed["extensions"], deflate(engine), "{compressed}");
     assert_eq!(compressed["close"]["code"], 1000, "{compressed}");
     let texts = compressed["received"].as_array().unwrap();
     assert_eq!(texts.len(), 2, "{compressed}");
@@ -150,7 +191,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     let report = observe(
         &browser,
         &elsewhere,
-        json!({ "gateway": gateway, "token": token, "cases": ["with_token"] }),
+        json!({ "browser": name, "gateway": gateway, "token": token, "cases": ["with_token"] }),
     )
     .await;
     assert_eq!(report["origin"], other_origin.as_str(), "{report}");
