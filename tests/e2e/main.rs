@@ -13,6 +13,7 @@ mod deploy;
 mod echo;
 mod handshake;
 mod hardening;
+mod http2;
 mod identity;
 mod lifecycle;
 mod metrics;
