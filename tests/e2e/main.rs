@@ -13,6 +13,7 @@ mod deploy;
 mod echo;
 mod handshake;
 mod hardening;
+mod http2;
 mod http2_attacks;
 mod identity;
 mod lifecycle;

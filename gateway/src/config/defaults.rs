@@ -184,3 +184,28 @@ pub(crate) const INTROSPECTION_MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Entries one policy's cache holds at most (then expired ones go, then the soonest to expire).
 pub(crate) const IDENTITY_CACHE_ENTRIES: usize = 10_000;
+
+// [listeners.tls] and [http2]
+
+/// Whether a TLS listener offers HTTP/2 (ALPN `h2`, RFC 8441 WebSockets) besides HTTP/1.1.
+/// Off until browsers are proven on it end to end (see docs/http2.md).
+pub(crate) const LISTENER_HTTP2: bool = false;
+/// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`);
+/// each WebSocket stream also counts as one connection for the caps.
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Each stream's receive window (`SETTINGS_INITIAL_WINDOW_SIZE`): the most a client can have
+/// in flight, unread by its session, on one stream. The connection's window is this times
+/// `max_concurrent_streams`, so a slow stream never stalls the others.
+pub(crate) const H2_STREAM_WINDOW_BYTES: u32 = 65_535;
+/// Most bytes queued for one stream but not yet written (h2's per-stream send buffer); a
+/// session writing more waits for the client's window (backpressure, as on HTTP/1.1).
+pub(crate) const H2_MAX_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// A stream whose window stays at zero this long while the gateway has data for it is reset
+/// (a client that never reads cannot hold a session for ever).
+pub(crate) const H2_SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams the client reset before the gateway accepted them (rapid reset, CVE-2023-44487);
+/// past this the connection gets GOAWAY `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the gateway had to reset for the client's protocol errors; past this, GOAWAY
+/// `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;

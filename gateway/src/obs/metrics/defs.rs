@@ -166,6 +166,24 @@ pub const TLS_HANDSHAKE_FAILURES: Def = Def {
     labels: &[],
     help: "TLS handshakes on the public listeners that failed or timed out.",
 };
+pub const WEBSOCKETS_OPENED: Def = Def {
+    name: "portcullis_websockets_opened_total",
+    kind: Kind::Counter,
+    labels: &["protocol"],
+    help: "WebSockets opened (101 on HTTP/1.1, 200 on an HTTP/2 extended CONNECT stream), by the HTTP that carries them: h1 or h2.",
+};
+pub const HTTP2_CONNECTIONS: Def = Def {
+    name: "portcullis_http2_connections_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Client connections that chose HTTP/2 by ALPN and completed its preface.",
+};
+pub const HTTP2_ERRORS: Def = Def {
+    name: "portcullis_http2_errors_total",
+    kind: Kind::Counter,
+    labels: &["reason"],
+    help: "HTTP/2 connections the gateway ended with an error (GOAWAY), by class: enhance_your_calm (rapid reset, reset or DATA floods), protocol_error, flow_control_error, frame_size_error, compression_error, head_timeout (no request in time), other.",
+};
 pub const CONFIG_RELOADS: Def = Def {
     name: "portcullis_config_reloads_total",
     kind: Kind::Counter,
@@ -251,6 +269,9 @@ pub const ALL: &[Def] = &[
     UPSTREAM_SOCKETS_OPEN,
     HASH_KEY_MISSING,
     TLS_HANDSHAKE_FAILURES,
+    WEBSOCKETS_OPENED,
+    HTTP2_CONNECTIONS,
+    HTTP2_ERRORS,
     CONFIG_RELOADS,
     CLUSTER_CALL_DURATION,
     CLUSTER_ERRORS,
