@@ -28,6 +28,9 @@ pub(crate) struct StreamIo {
     stall_timeout: Duration,
     /// END_STREAM was sent.
     ended: bool,
+    /// A write failed (the window stayed closed, or the stream is gone): dropping the stream
+    /// resets it rather than ending it.
+    failed: bool,
 }
 
 impl StreamIo {
@@ -43,6 +46,7 @@ impl StreamIo {
             stall: None,
             stall_timeout,
             ended: false,
+            failed: false,
         }
     }
 }
@@ -100,8 +104,14 @@ impl AsyncWrite for StreamIo {
         let granted = match this.send.poll_capacity(cx) {
             _ if available > 0 => available,
             Poll::Ready(Some(Ok(n))) => n,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io_error(e))),
-            Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                return Poll::Ready(Err(io_error(e)));
+            }
+            Poll::Ready(None) => {
+                this.failed = true;
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             Poll::Pending => {
                 let timeout = this.stall_timeout;
                 let stall = this
@@ -109,6 +119,7 @@ impl AsyncWrite for StreamIo {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(stall.as_mut().poll(cx));
                 this.stall = None;
+                this.failed = true;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client's HTTP/2 window stayed closed",
@@ -128,8 +139,7 @@ impl AsyncWrite for StreamIo {
         Poll::Ready(Ok(()))
     }
 
-    /// After the WebSocket closing handshake: END_STREAM (RFC 8441 section 5). A stream dropped
-    /// without it (an error, a timeout) is reset by h2 (RST_STREAM `CANCEL`).
+    /// After the WebSocket closing handshake: END_STREAM (RFC 8441 section 5).
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.ended {
@@ -137,5 +147,19 @@ impl AsyncWrite for StreamIo {
             this.send.send_data(Bytes::new(), true).map_err(io_error)?;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A session ends by dropping its socket, after its closing handshake (or once the client is
+/// gone): the stream ends with END_STREAM behind what was written, the close frame included
+/// (RFC 8441 section 5). Left to h2, a dropped stream is reset (RST_STREAM `CANCEL`), which
+/// also discards the DATA still queued, so the client would never see the close frame. A
+/// stream whose writes failed (a window held closed past `send_stall_timeout`) is reset.
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        if !self.ended && !self.failed {
+            self.ended = true;
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
     }
 }
