@@ -14,9 +14,9 @@ Attacks:
                     referenced thousands of times)
   oversized_headers one request whose header list is larger than the server's
                     SETTINGS_MAX_HEADER_LIST_SIZE, then a normal request on the same connection
-  settings_flood    SETTINGS frames, each asking for an acknowledgement
-  ping_flood        PING frames, each asking for an answer
-  window_update_flood  WINDOW_UPDATE frames of 1 byte on the connection
+  settings_flood    SETTINGS frames, each asking for an acknowledgement   } on a connection
+  ping_flood        PING frames, each asking for an answer                } with a WebSocket
+  window_update_flood  WINDOW_UPDATE frames of 1 byte on the connection   } open
   empty_data_flood  empty DATA frames on an open WebSocket stream (extended CONNECT)
   too_many_streams  more WebSocket streams held open than SETTINGS_MAX_CONCURRENT_STREAMS
   idle_stream       a WebSocket stream opened and never written (nor its pings answered)
@@ -52,15 +52,17 @@ def flood(conn, count, make, args):
         for i in range(start, min(start + BATCH, count)):
             make(i)
         conn.flush(args.wait)
-        conn.pump(0)
+        conn.step(0)
         if conn.goaway or conn.closed:
             break
     conn.wait_for(lambda: conn.goaway or conn.closed, args.wait)
 
 
 def open_websocket(conn, sid, path, args):
+    """Open a WebSocket on stream `sid`; whether the server answered 200."""
     conn.headers(sid, conn.websocket_headers(path))
     conn.wait_for(lambda: conn.status(sid) is not None or sid in conn.resets, args.wait)
+    return conn.status(sid) == 200 and sid not in conn.resets
 
 
 def rapid_reset(conn, args):
@@ -141,7 +143,10 @@ def oversized_headers(conn, args):
 
 
 def settings_flood(conn, args):
-    conn.ack_settings = True
+    # On a connection with a WebSocket open (so no request is pending), each SETTINGS frame
+    # asking the server for an acknowledgement.
+    if not open_websocket(conn, 1, args.path, args):
+        return
     flood(conn, args.count or 100000, lambda i: conn.send(settings_frame()), args)
 
 
@@ -152,17 +157,20 @@ def settings_frame():
 
 
 def ping_flood(conn, args):
+    if not open_websocket(conn, 1, args.path, args):
+        return
     flood(conn, args.count or 100000, lambda i: conn.ping(i.to_bytes(8, "big")), args)
 
 
 def window_update_flood(conn, args):
     # 1 byte at a time: 100000 of them stay far below the 2^31 - 1 limit.
+    if not open_websocket(conn, 1, args.path, args):
+        return
     flood(conn, args.count or 100000, lambda i: conn.window_update(0, 1), args)
 
 
 def empty_data_flood(conn, args):
-    open_websocket(conn, 1, args.path, args)
-    if conn.status(1) != 200:
+    if not open_websocket(conn, 1, args.path, args):
         return
     flood(conn, args.count or 100000, lambda i: conn.data_frame(1, b""), args)
 
@@ -192,8 +200,7 @@ def too_many_streams(conn, args):
 
 def idle_stream(conn, args):
     # Opened, then silence: the server's pings (inside DATA) are read but never answered.
-    open_websocket(conn, 1, args.path, args)
-    if conn.status(1) != 200:
+    if not open_websocket(conn, 1, args.path, args):
         return
     conn.wait_for(lambda: 1 in conn.ended or 1 in conn.resets or conn.goaway, args.wait)
 
@@ -207,8 +214,7 @@ def stalled_headers(conn, args):
 def zero_window(conn, args):
     # Our SETTINGS (sent first by Connection) said INITIAL_WINDOW_SIZE 0: the server may send
     # no DATA on any stream until we open its window, which we never do.
-    open_websocket(conn, 1, args.path, args)
-    if conn.status(1) != 200:
+    if not open_websocket(conn, 1, args.path, args):
         return
     for i in range(args.count or 16):
         conn.data_frame(1, ws_frame(TEXT, b"x" * 1000 + str(i).encode()))

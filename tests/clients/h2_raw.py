@@ -165,35 +165,39 @@ class Connection:
 
     # --- the socket ----------------------------------------------------------------------------
 
+    def step(self, timeout):
+        """Wait up to `timeout` for the socket, then write what is queued and read what arrived."""
+        wanted_write = [self.sock] if self.outbuf else []
+        readable, writable, _ = select.select([self.sock], wanted_write, [], timeout)
+        if readable or self.sock.pending():
+            self._read()
+        if writable and not self.closed:
+            self._write()
+
     def pump(self, seconds):
-        """Write what is queued and read what arrives for up to `seconds` (less once the
-        connection is closed). Returns whether the connection is still open."""
+        """Write and read for `seconds` (less once the connection is closed); whether it is
+        still open."""
         deadline = time.monotonic() + seconds
         while not self.closed:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            wanted_write = [self.sock] if self.outbuf else []
-            readable, writable, _ = select.select([self.sock], wanted_write, [], min(left, 0.05))
-            if readable or self.sock.pending():
-                self._read()
-            if writable and not self.closed:
-                self._write()
+            self.step(min(left, 0.05))
         return not self.closed
 
     def flush(self, seconds):
-        """Pump until everything queued is written (or the connection closed, or `seconds`)."""
+        """Step until everything queued is written (or the connection closed, or `seconds`)."""
         deadline = time.monotonic() + seconds
         while self.outbuf and not self.closed and time.monotonic() < deadline:
-            self.pump(min(0.05, max(0.0, deadline - time.monotonic())))
+            self.step(min(0.05, max(0.0, deadline - time.monotonic())))
         return not self.outbuf
 
     def wait_for(self, condition, seconds):
-        """Pump until `condition()` holds or the connection closes; whether it held."""
+        """Step until `condition()` holds or the connection closes; whether it held."""
         deadline = time.monotonic() + seconds
         while not condition() and not self.closed and time.monotonic() < deadline:
-            self.pump(min(0.05, max(0.0, deadline - time.monotonic())))
-        return condition()
+            self.step(min(0.05, max(0.0, deadline - time.monotonic())))
+        return bool(condition())
 
     def _write(self):
         try:

@@ -24,6 +24,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 from h2_raw import CLOSE, PING, PONG, TEXT, tls_connect, ws_close, ws_frame, ws_parse
@@ -108,9 +109,14 @@ class Client:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
             seen["close"] = {"code": code, "reason": payload[2:].decode("utf-8", "replace")}
             # The closing handshake is done: end our side of the stream (RFC 8441 section 5).
+            # (Unless the server has closed it already: the events describe frames h2 has
+            # processed as a batch.)
             if not seen.get("ended_ours"):
                 seen["ended_ours"] = True
-                self.conn.end_stream(stream_id)
+                try:
+                    self.conn.end_stream(stream_id)
+                except h2.exceptions.StreamClosedError:
+                    pass
         elif opcode == PING:
             self.conn.send_data(stream_id, ws_frame(PONG, payload))
         else:
