@@ -13,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use std::path::Path;
 
-use crate::support::upstream::HttpServer;
+use crate::support::upstream::{HttpServer, Upstream};
 use crate::support::*;
 use crate::tokens::*;
 
@@ -216,4 +216,148 @@ async fn over_wss_echo_token_subprotocol_origin_and_refusals(engine: Engine) {
     })
     .await;
     assert!(!log.contains(&token), "a token reached the log");
+}
+
+#[tokio::test]
+async fn chromium_over_http2_echo_relay_token_and_refusal_on_the_page_connection() {
+    over_http2_on_the_page_connection(Engine::Chromium).await;
+}
+
+#[tokio::test]
+async fn firefox_over_http2_echo_relay_token_and_refusal_on_the_page_connection() {
+    over_http2_on_the_page_connection(Engine::Firefox).await;
+}
+
+/// The page's script alone, to run in a page the gateway served itself.
+fn page_script() -> &'static str {
+    let start = PAGE.find("<script>").expect("the page's script") + "<script>".len();
+    let end = PAGE.rfind("</script>").expect("the page's script end");
+    &PAGE[start..end]
+}
+
+/// With HTTP/2 on (`[listeners.tls] http2 = true`), the browser loads a page from the gateway
+/// itself (the static `/` route, over HTTP/2), and that page's WebSockets — echo, relay, the
+/// token in the subprotocol, and one refused for want of a token — ride RFC 8441 streams on
+/// the same connection: the gateway counts one HTTP/2 connection, and logs and counts every
+/// socket and the refusal as `h2`.
+async fn over_http2_on_the_page_connection(engine: Engine) {
+    let up = Upstream::echo().await;
+    let routes = format!(
+        "{}\n[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{}\"]\n",
+        token_route(),
+        up.url("/")
+    );
+    let gw = Gateway::start_tls_extra("http2 = true", &routes, write_ca_issued_pair_and_keys).await;
+    let Some(browser) = Browser::start(engine, &gw.dir.path().join("certs/ca.pem")).await else {
+        return;
+    };
+    let name = engine.name();
+    let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
+    let origin = format!("https://127.0.0.1:{}", gw.port);
+    browser.goto(&format!("{origin}/")).await;
+    let params = json!({
+        "browser": name, "gateway": format!("wss://127.0.0.1:{}", gw.port), "token": token,
+        "cases": ["echo", "relay", "token", "no_token"],
+    });
+    let script = format!(
+        "window.portcullisParams = {params};\n{}\n\
+         const done = arguments[arguments.length - 1]; window.observed.then(done);",
+        page_script()
+    );
+    let report = browser.execute_async(&script).await;
+    assert!(
+        report.get("page_error").is_none(),
+        "the page failed: {report}"
+    );
+    assert_eq!(report["origin"], origin.as_str(), "{report}");
+    assert_eq!(
+        report["page_protocol"], "h2",
+        "the page did not come over HTTP/2: {report}"
+    );
+    let cases = &report["cases"];
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert_eq!(
+        cases["echo"],
+        json!({
+            "opened": true, "protocol": "", "errors": 0, "timed_out": false,
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
+            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
+        }),
+        "the echo session"
+    );
+    assert_eq!(cases["relay"]["opened"], true, "{report}");
+    assert_eq!(
+        cases["relay"]["received"],
+        json!([{ "text": format!("hello from {name}") }]),
+        "{report}"
+    );
+    assert_eq!(
+        cases["relay"]["close"],
+        json!({ "code": 1000, "reason": "done", "clean": true }),
+        "{report}"
+    );
+    assert_eq!(cases["token"]["opened"], true, "{report}");
+    assert_eq!(cases["token"]["protocol"], "chat.v1", "{report}");
+    assert_eq!(
+        cases["token"]["received"],
+        json!([{ "text": format!("echo: hello from {name}") }]),
+        "{report}"
+    );
+    assert_eq!(cases["token"]["close"]["code"], 1000, "{report}");
+    assert_eq!(cases["no_token"], refused(), "the session without a token");
+
+    // The gateway's side: one HTTP/2 connection carried the page and every socket.
+    gw.wait_metric(r#"portcullis_rejections_total{reason="auth_missing",route="/ws/chat"} 1"#)
+        .await;
+    let scrape = gw
+        .wait_metric(r#"portcullis_websockets_opened_total{protocol="h2"} 3"#)
+        .await;
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == "portcullis_http2_connections_total 1"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.lines().any(|l| l
+            .starts_with(r#"portcullis_websockets_opened_total{protocol="h1"}"#)
+            && !l.ends_with(" 0")),
+        "{scrape}"
+    );
+    let log = eventually(STEP, "three h2 sessions in the access log", || async {
+        let log = gw.log();
+        let sessions = log
+            .lines()
+            .filter(|l| l.contains("] session route="))
+            .count();
+        done_or(sessions == 3, log.clone()).map(|()| log)
+    })
+    .await;
+    for line in log
+        .lines()
+        .filter(|l| l.contains("] session route=") || l.contains("] rejection route="))
+    {
+        assert!(line.contains("protocol=h2"), "{line}");
+    }
+    assert!(!log.contains(&token), "a token reached the log");
+}
+
+/// The token route of [`config`] without an origin allow-list (the page's origin is the
+/// gateway's own, on a port known only once it runs).
+fn token_route() -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/ws/chat"
+mode = "echo"
+policy = "browser"
+
+[policies.browser.jwt]
+sources = ["subprotocol"]
+issuers = ["{ISSUER}"]
+audiences = ["{AUDIENCE}"]
+keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
+"#
+    )
 }
