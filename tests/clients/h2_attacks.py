@@ -19,7 +19,8 @@ Attacks:
   window_update_flood  WINDOW_UPDATE frames of 1 byte on the connection   } open
   empty_data_flood  empty DATA frames on an open WebSocket stream (extended CONNECT)
   too_many_streams  more WebSocket streams held open than SETTINGS_MAX_CONCURRENT_STREAMS
-  idle_stream       a WebSocket stream opened and never written (nor its pings answered)
+  idle_stream       a WebSocket stream opened and never written (nor its pings answered;
+                    --path a route that pings)
   stalled_headers   a header block started and never finished
   zero_window       SETTINGS_INITIAL_WINDOW_SIZE 0, a WebSocket stream asked to echo, and the
                     window never opened

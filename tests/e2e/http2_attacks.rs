@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::upstream::Upstream;
 use crate::support::*;
 
 const ATTACKS: &str = concat!(
@@ -309,5 +310,35 @@ async fn a_window_held_at_zero_resets_its_stream_after_send_stall_timeout() {
         report["resets"]["1"].is_string(),
         "the stalled stream was never reset: {report}"
     );
+    others_unaffected(&gw, ws).await;
+}
+
+#[tokio::test]
+async fn a_websocket_stream_opened_and_never_written_is_ended_by_its_pings() {
+    // A relay route pings a silent client; one that never answers is dropped, stream and all,
+    // as an HTTP/1.1 socket would be.
+    let up = Upstream::echo().await;
+    let route = format!(
+        "[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{}\"]\n\
+         ping_interval = \"1s\"\nping_timeout = \"1s\"\n",
+        up.url("/")
+    );
+    let gw = h2_gateway(&format!("{BOUNDS}\n{route}")).await;
+    let ws = bystander(&gw).await;
+    let report = attack(&gw, "idle_stream", &["--path", "/ws/relay", "--wait", "30"]).await;
+    assert_eq!(report["statuses"]["1"], 200, "{report}");
+    let ended = report["ended"].as_array().unwrap().contains(&1.into());
+    assert!(
+        ended || report["resets"]["1"].is_string(),
+        "the silent stream was never ended: {report}"
+    );
+    // The connection itself stays: only the stream ended.
+    assert_eq!(report["goaway"], Value::Null, "{report}");
+    let line = gw
+        .wait_log_line("the silent stream's access line", |l| {
+            l.contains("session route=/ws/relay") && l.contains("protocol=h2")
+        })
+        .await;
+    assert!(line.contains("end_reason=ping_timeout"), "{line}");
     others_unaffected(&gw, ws).await;
 }
