@@ -26,8 +26,10 @@ pub(crate) struct StreamIo {
     /// Running while a write waits for window; its end fails the write.
     stall: Option<Pin<Box<Sleep>>>,
     stall_timeout: Duration,
-    /// END_STREAM was sent.
+    /// END_STREAM or RST_STREAM was sent.
     ended: bool,
+    /// The stream failed (the client reset it, its window stalled): it ends with RST_STREAM.
+    failed: bool,
 }
 
 impl StreamIo {
@@ -43,6 +45,7 @@ impl StreamIo {
             stall: None,
             stall_timeout,
             ended: false,
+            failed: false,
         }
     }
 }
@@ -72,7 +75,10 @@ impl AsyncRead for StreamIo {
                 Some(Ok(data)) => this.unread = data,
                 // END_STREAM: the client's side is closed, read as the end of the stream.
                 None => return Poll::Ready(Ok(())),
-                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                Some(Err(e)) => {
+                    this.failed = true;
+                    return Poll::Ready(Err(io_error(e)));
+                }
             }
         }
         let n = this.unread.len().min(buf.remaining());
@@ -97,11 +103,21 @@ impl AsyncWrite for StreamIo {
         this.send.reserve_capacity(buf.len());
         // Window already granted is used at once; h2 signals only increases of it.
         let available = this.send.capacity();
-        let granted = match this.send.poll_capacity(cx) {
-            _ if available > 0 => available,
+        let polled = if available > 0 {
+            Poll::Ready(Some(Ok(available)))
+        } else {
+            this.send.poll_capacity(cx)
+        };
+        let granted = match polled {
             Poll::Ready(Some(Ok(n))) => n,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io_error(e))),
-            Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                return Poll::Ready(Err(io_error(e)));
+            }
+            Poll::Ready(None) => {
+                this.failed = true;
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             Poll::Pending => {
                 let timeout = this.stall_timeout;
                 let stall = this
@@ -109,6 +125,7 @@ impl AsyncWrite for StreamIo {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(stall.as_mut().poll(cx));
                 this.stall = None;
+                this.failed = true;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client's HTTP/2 window stayed closed",
@@ -117,9 +134,13 @@ impl AsyncWrite for StreamIo {
         };
         this.stall = None;
         let n = granted.min(buf.len());
-        this.send
+        if let Err(e) = this
+            .send
             .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(io_error)?;
+        {
+            this.failed = true;
+            return Poll::Ready(Err(io_error(e)));
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -128,8 +149,7 @@ impl AsyncWrite for StreamIo {
         Poll::Ready(Ok(()))
     }
 
-    /// After the WebSocket closing handshake: END_STREAM (RFC 8441 section 5). A stream dropped
-    /// without it (an error, a timeout) is reset by h2 (RST_STREAM `CANCEL`).
+    /// After the WebSocket closing handshake: END_STREAM (RFC 8441 section 5).
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.ended {
@@ -137,5 +157,23 @@ impl AsyncWrite for StreamIo {
             this.send.send_data(Bytes::new(), true).map_err(io_error)?;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// How a stream ends when its session lets go of it (RFC 8441 section 5, as TCP's FIN and RST
+/// end an HTTP/1.1 socket): after a session that ended on its own (the close handshake, or its
+/// close frame for an error), END_STREAM (h2 then resets the client's half with `NO_ERROR`,
+/// as RFC 9113 section 8.1 has a server that needs no more of the request do); a stream that
+/// failed is reset with `CANCEL`.
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if self.failed {
+            self.send.send_reset(h2::Reason::CANCEL);
+        } else {
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
     }
 }
