@@ -10,18 +10,21 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
+use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -71,7 +74,13 @@ impl H2 {
     async fn connect(gw: &Gateway) -> H2 {
         let tls = tls_alpn(gw.port, &gw.cert, &[b"h2", b"http/1.1"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (send, conn) = tokio::time::timeout(STEP, h2::client::handshake(tls))
+        // A connection window for many streams, as browsers have (Chromium's is 15 MiB): with
+        // h2's default of 64 KiB, one stream the test leaves unread would hold the window of
+        // the whole connection on the client's side.
+        let handshake = h2::client::Builder::new()
+            .initial_connection_window_size(16 << 20)
+            .handshake(tls);
+        let (send, conn) = tokio::time::timeout(STEP, handshake)
             .await
             .expect("HTTP/2 preface timed out")
             .expect("HTTP/2 preface failed");
@@ -238,6 +247,17 @@ impl AsyncWrite for H2Ws {
     }
 }
 
+/// Close with 1000 and read (bounded) until the gateway's answer ends the stream.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    finish(ws).await;
+}
+
 async fn h2_gateway(extra: &str) -> Gateway {
     Gateway::start_tls_extra(HTTP2, extra, write_keys).await
 }
@@ -275,7 +295,12 @@ async fn echo_and_static_routes_over_h2_beside_http1_on_one_listener() {
         Message::binary(bytes)
     );
     // The close handshake, then END_STREAM both ways.
-    ws.close(None).await.unwrap();
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
     match tokio::time::timeout(STEP, ws.next()).await.unwrap() {
         Some(Ok(Message::Close(_))) | None => {}
         other => panic!("expected the close answered, got {other:?}"),
@@ -287,7 +312,7 @@ async fn echo_and_static_routes_over_h2_beside_http1_on_one_listener() {
         roundtrip(&mut old, Message::text("h1")).await,
         Message::text("echo: h1")
     );
-    finish(&mut old).await;
+    close(&mut old).await;
     let (status, _) = gw.try_handshake("/ws/nowhere", "").await;
     assert_eq!(status, 404);
 
@@ -327,9 +352,7 @@ async fn a_hundred_websockets_share_one_connection() {
     gw.wait_metric("portcullis_connections_open{route=\"/ws/echo\"} 100")
         .await;
     gw.wait_metric("portcullis_http2_connections_total 1").await;
-    for ws in &mut sockets {
-        finish(ws).await;
-    }
+    futures_util::future::join_all(sockets.iter_mut().map(close)).await;
     gw.wait_metric("portcullis_connections_open{route=\"/ws/echo\"} 0")
         .await;
 }
@@ -359,7 +382,7 @@ connections_per_route = 1
 async fn refusals_and_the_token_in_the_subprotocol_over_h2() {
     let gw = h2_gateway(TOKEN_ROUTE).await;
     let mut h2 = H2::connect(&gw).await;
-    let token = sign_ec2("es", &claims(json!({})));
+    let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
     let origin = ("origin", "https://chat.example.com");
     let protocols = format!("bearer.{token}, chat.v1");
 
@@ -404,7 +427,7 @@ async fn refusals_and_the_token_in_the_subprotocol_over_h2() {
         refused,
         (429, "too many connections on this route\n".into())
     );
-    finish(&mut ws).await;
+    close(&mut ws).await;
 
     gw.wait_metric("portcullis_rejections_total{reason=\"no_route\",route=\"none\"} 1")
         .await;
@@ -464,6 +487,45 @@ async fn relay_over_h2_connects_upstream_first() {
 }
 
 #[tokio::test]
+async fn a_stream_that_does_not_read_stalls_only_itself() {
+    let gw = h2_gateway("").await;
+    let mut h2 = H2::connect(&gw).await;
+    let (mut slow, _) = h2.websocket("/ws/echo", &[]).await.unwrap();
+    let (mut other, _) = h2.websocket("/ws/echo", &[]).await.unwrap();
+    // The slow stream sends and never reads its echoes: once the gateway's buffers for it and
+    // the stream's windows are full, its sends wait (or the gateway closes it, 1008).
+    let chunk = "x".repeat(16 * 1024);
+    let mut sent = 0usize;
+    loop {
+        let send = tokio::time::timeout(
+            Duration::from_secs(1),
+            slow.send(Message::text(chunk.clone())),
+        );
+        match send.await {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+        assert!(
+            sent < 64 << 20,
+            "64 MiB went into a stream that never reads: no backpressure"
+        );
+    }
+    // The connection's other stream is unaffected.
+    for i in 0..3 {
+        assert_eq!(
+            roundtrip(&mut other, Message::text(format!("still here {i}"))).await,
+            Message::text(format!("echo: still here {i}"))
+        );
+    }
+    close(&mut other).await;
+    // Reading again releases the slow stream's window: its echoes come, in order.
+    assert_eq!(
+        next_message(&mut slow).await,
+        Message::text(format!("echo: {chunk}"))
+    );
+}
+
+#[tokio::test]
 async fn a_stop_sends_goaway_and_closes_every_stream_with_1001() {
     let mut gw = h2_gateway("[server]\nshutdown_grace = \"10s\"\ndrain_window = \"0s\"\n").await;
     let mut h2 = H2::connect(&gw).await;
@@ -498,6 +560,6 @@ async fn listeners_offer_h2_only_when_configured() {
         roundtrip(&mut ws, Message::text("x")).await,
         Message::text("echo: x")
     );
-    finish(&mut ws).await;
+    close(&mut ws).await;
     drop(tls);
 }

@@ -26,10 +26,9 @@ pub(crate) struct StreamIo {
     /// Running while a write waits for window; its end fails the write.
     stall: Option<Pin<Box<Sleep>>>,
     stall_timeout: Duration,
-    /// END_STREAM was sent.
+    /// END_STREAM or RST_STREAM was sent.
     ended: bool,
-    /// A write failed (the window stayed closed, or the stream is gone): dropping the stream
-    /// resets it rather than ending it.
+    /// The stream failed (the client reset it, its window stalled): it ends with RST_STREAM.
     failed: bool,
 }
 
@@ -76,7 +75,10 @@ impl AsyncRead for StreamIo {
                 Some(Ok(data)) => this.unread = data,
                 // END_STREAM: the client's side is closed, read as the end of the stream.
                 None => return Poll::Ready(Ok(())),
-                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                Some(Err(e)) => {
+                    this.failed = true;
+                    return Poll::Ready(Err(io_error(e)));
+                }
             }
         }
         let n = this.unread.len().min(buf.remaining());
@@ -101,8 +103,12 @@ impl AsyncWrite for StreamIo {
         this.send.reserve_capacity(buf.len());
         // Window already granted is used at once; h2 signals only increases of it.
         let available = this.send.capacity();
-        let granted = match this.send.poll_capacity(cx) {
-            _ if available > 0 => available,
+        let polled = if available > 0 {
+            Poll::Ready(Some(Ok(available)))
+        } else {
+            this.send.poll_capacity(cx)
+        };
+        let granted = match polled {
             Poll::Ready(Some(Ok(n))) => n,
             Poll::Ready(Some(Err(e))) => {
                 this.failed = true;
@@ -128,9 +134,13 @@ impl AsyncWrite for StreamIo {
         };
         this.stall = None;
         let n = granted.min(buf.len());
-        this.send
+        if let Err(e) = this
+            .send
             .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(io_error)?;
+        {
+            this.failed = true;
+            return Poll::Ready(Err(io_error(e)));
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -150,15 +160,19 @@ impl AsyncWrite for StreamIo {
     }
 }
 
-/// A session ends by dropping its socket, after its closing handshake (or once the client is
-/// gone): the stream ends with END_STREAM behind what was written, the close frame included
-/// (RFC 8441 section 5). Left to h2, a dropped stream is reset (RST_STREAM `CANCEL`), which
-/// also discards the DATA still queued, so the client would never see the close frame. A
-/// stream whose writes failed (a window held closed past `send_stall_timeout`) is reset.
+/// How a stream ends when its session lets go of it (RFC 8441 section 5, as TCP's FIN and RST
+/// end an HTTP/1.1 socket): after a session that ended on its own (the close handshake, or its
+/// close frame for an error), END_STREAM (h2 then resets the client's half with `NO_ERROR`,
+/// as RFC 9113 section 8.1 has a server that needs no more of the request do); a stream that
+/// failed is reset with `CANCEL`.
 impl Drop for StreamIo {
     fn drop(&mut self) {
-        if !self.ended && !self.failed {
-            self.ended = true;
+        if self.ended {
+            return;
+        }
+        if self.failed {
+            self.send.send_reset(h2::Reason::CANCEL);
+        } else {
             let _ = self.send.send_data(Bytes::new(), true);
         }
     }
