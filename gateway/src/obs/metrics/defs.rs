@@ -364,7 +364,8 @@ mod tests {
                         "operation",
                         "version",
                         "task",
-                        "on_error"
+                        "on_error",
+                        "protocol"
                     ]
                     .contains(label),
                     "{n}: label {label} is not on the low-cardinality list"
