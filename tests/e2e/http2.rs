@@ -563,3 +563,23 @@ async fn listeners_offer_h2_only_when_configured() {
     close(&mut ws).await;
     drop(tls);
 }
+
+#[tokio::test]
+async fn a_connection_without_a_request_ends_at_the_head_timeout() {
+    let gw = h2_gateway("[limits]\nhead_timeout = \"3s\"\n").await;
+    let h2 = H2::connect(&gw).await;
+    gw.wait_metric("portcullis_connections_pending 1").await;
+    // No request: GOAWAY and the end of the connection, counted, and no longer pending.
+    let ended = tokio::time::timeout(STEP, h2.conn)
+        .await
+        .expect("the connection outlived head_timeout")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    gw.wait_metric("portcullis_http2_errors_total{reason=\"head_timeout\"} 1")
+        .await;
+    gw.wait_metric("portcullis_connections_pending 0").await;
+    // A connection that sends a request in time is not one of them.
+    let mut h2 = H2::connect(&gw).await;
+    assert_eq!(h2.get("GET", "/").await.0, 200);
+    gw.wait_metric("portcullis_connections_pending 0").await;
+}

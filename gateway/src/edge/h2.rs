@@ -123,7 +123,7 @@ impl Edge {
                     if phase == Phase::Closing {
                         return;
                     }
-                    if first.is_some() {
+                    if first.is_some() && phase == Phase::Open {
                         self.report.metrics.http2_error(Http2Error::HeadTimeout);
                     }
                     if first.is_some() || !h2.has_streams() {
