@@ -209,3 +209,7 @@ pub(crate) const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams the gateway had to reset for the client's protocol errors; past this, GOAWAY
 /// `ENHANCE_YOUR_CALM`.
 pub(crate) const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Control frames (PING, SETTINGS, PRIORITY, RST_STREAM, WINDOW_UPDATE beyond what the data
+/// the gateway sent explains) one connection may send per second, and at once; past this,
+/// GOAWAY `ENHANCE_YOUR_CALM`. Browsers send a handful per connection.
+pub(crate) const H2_MAX_CONTROL_FRAMES_PER_SECOND: u32 = 1000;

@@ -17,6 +17,7 @@ pub(crate) struct Http2 {
     pub(crate) send_stall_timeout: HumanDuration,
     pub(crate) max_pending_accept_reset_streams: usize,
     pub(crate) max_local_error_reset_streams: usize,
+    pub(crate) max_control_frames_per_second: u32,
 }
 
 impl Default for Http2 {
@@ -28,6 +29,7 @@ impl Default for Http2 {
             send_stall_timeout: HumanDuration(defaults::H2_SEND_STALL_TIMEOUT),
             max_pending_accept_reset_streams: defaults::H2_MAX_PENDING_ACCEPT_RESET_STREAMS,
             max_local_error_reset_streams: defaults::H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+            max_control_frames_per_second: defaults::H2_MAX_CONTROL_FRAMES_PER_SECOND,
         }
     }
 }
@@ -35,7 +37,7 @@ impl Default for Http2 {
 impl Http2 {
     /// Ranges that keep every bound meaningful; errors name the key.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let ranges: [(&str, usize, usize, usize); 5] = [
+        let ranges: [(&str, usize, usize, usize); 6] = [
             (
                 "http2.max_concurrent_streams",
                 self.max_concurrent_streams as usize,
@@ -66,6 +68,12 @@ impl Http2 {
                 self.max_local_error_reset_streams,
                 1,
                 100_000,
+            ),
+            (
+                "http2.max_control_frames_per_second",
+                self.max_control_frames_per_second as usize,
+                10,
+                1_000_000,
             ),
         ];
         for (key, value, min, max) in ranges {

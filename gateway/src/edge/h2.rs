@@ -8,7 +8,10 @@
 //! connect (TLS included), as an HTTP/1.1 head must, and until then it counts as pending; each
 //! stream's request counts as pending until it reaches admission; a connection without streams
 //! ends after `keepalive_timeout`; HTTP/2's own attacks are bounded by the settings of
-//! `net::http2::builder` and counted here by the error h2 ends the connection with. This task
+//! `net::http2::builder` and counted here by the error h2 ends the connection with, floods of
+//! control frames by the connection's budget (`net::http2::watched`), which this task ends with
+//! GOAWAY `ENHANCE_YOUR_CALM`; a header list over `max_head_bytes` is refused with the same
+//! `431` and reason as an HTTP/1.1 head over it. This task
 //! drives the connection (every stream's frames) until it closes; each stream's handshake and
 //! session run as tasks of their own.
 
@@ -84,6 +87,7 @@ impl Edge {
         let keepalive = config.limits.keepalive_timeout.0;
         let close_timeout = config.limits.close_timeout.0;
         let (io, peer, peer_cert, pending) = conn.into_http2();
+        let (io, flooded) = http2::watched(io, &config.http2, &config.limits);
         let info = ConnInfo {
             peer,
             peer_cert,
@@ -112,6 +116,15 @@ impl Edge {
         loop {
             let next = tokio::select! {
                 next = h2.accept() => next,
+                _ = flooded.notified(), if phase != Phase::Closing => {
+                    // Control frames past the budget: GOAWAY, then close (RFC 9113 section 10.5).
+                    log::debug!("HTTP/2 connection from {peer:?}: control frame flood");
+                    self.report.metrics.http2_error(Http2Error::EnhanceYourCalm);
+                    h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    phase = Phase::Closing;
+                    check_at = Deadline::now() + close_timeout;
+                    continue;
+                }
                 _ = shutting_down(&mut shutdown), if phase == Phase::Open => {
                     // GOAWAY; the sessions see the same stop and close with 1001.
                     h2.graceful_shutdown();
@@ -165,6 +178,14 @@ impl Edge {
         shutdown: &ShutdownWatch,
     ) {
         let generation = self.in_force.get();
+        if http2::over_head_limit(&request, generation.config.limits.max_head_bytes) {
+            let rejection = Rejection::new(Reason::HeadTooLarge, 431, "request head too large\n");
+            self.report
+                .rejected(NO_ROUTE, info.peer, "h2", &rejection, Instant::now());
+            let head_only = request.method() == http::Method::HEAD;
+            let _ = http2::answer(&mut respond, &rejection.answer, head_only);
+            return;
+        }
         let pending = match self.pending.enter(info.peer, &generation.config.limits) {
             Ok(slot) => slot,
             Err(reason) => {

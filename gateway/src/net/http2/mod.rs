@@ -1,36 +1,90 @@
 //! HTTP/2 on the wire (RFC 9113), for the HTTP/2 front (`edge::h2`): the server's settings, a
 //! stream's request as the same [`RequestHead`] an HTTP/1.1 head gives, short answers as
 //! responses on a stream, the `200` that opens a WebSocket on an extended CONNECT (RFC 8441),
-//! and the stream as a byte stream for the WebSocket layer ([`io`]).
+//! the stream as a byte stream for the WebSocket layer ([`io`]), and the connection's bytes
+//! watched for floods of control frames ([`connection`], [`flood`]).
 
+pub(crate) mod connection;
+mod flood;
 pub(crate) mod io;
 
 use bytes::Bytes;
 use h2::server::{Builder, SendResponse};
 use h2::SendStream;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
-use http::{request, Response, StatusCode};
+use http::{request, Request, Response, StatusCode};
 
 use super::answer::Answer;
 use super::http1::{RequestHead, Version};
 use crate::config::http2::Http2;
 use crate::config::Limits;
 
+/// h2 refuses a header list this many times `max_head_bytes` itself (a `431` nobody counts), and
+/// ends the connection (GOAWAY `ENHANCE_YOUR_CALM`) at four times that: below it, the gateway
+/// measures the list against `max_head_bytes` and refuses it as an HTTP/1.1 head, counted.
+const HEADER_LIST_CEILING: usize = 4;
+
 /// The server settings of every HTTP/2 connection: extended CONNECT on
 /// (`SETTINGS_ENABLE_CONNECT_PROTOCOL`), and each bound from the configuration.
 pub(crate) fn builder(h2: &Http2, limits: &Limits) -> Builder {
     let mut b = h2::server::Builder::new();
+    let ceiling = limits.max_head_bytes.saturating_mul(HEADER_LIST_CEILING);
     b.enable_connect_protocol()
         .max_concurrent_streams(h2.max_concurrent_streams)
-        // The same bound as an HTTP/1.1 head: HPACK bombs and CONTINUATION floods stop here
-        // (h2 counts the decoded list, CONTINUATION frames included).
-        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        // HPACK bombs and CONTINUATION floods stop at this ceiling (h2 counts the decoded list,
+        // CONTINUATION frames included); the client is told `max_head_bytes` (see
+        // `connection`), which [`over_head_limit`] holds each request to.
+        .max_header_list_size(u32::try_from(ceiling).unwrap_or(u32::MAX))
         .initial_window_size(h2.stream_window_bytes)
         .initial_connection_window_size(h2.connection_window())
         .max_send_buffer_size(h2.max_send_buffer_bytes)
         .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(Some(h2.max_local_error_reset_streams));
     b
+}
+
+/// A connection's I/O watched for floods, announcing `max_head_bytes` as its header-list limit;
+/// the notice is told when the client has spent its control-frame budget.
+pub(crate) fn watched<T>(
+    io: T,
+    h2: &Http2,
+    limits: &Limits,
+) -> (
+    connection::ConnectionIo<T>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    let announce = u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX);
+    connection::ConnectionIo::new(io, h2.max_control_frames_per_second, announce)
+}
+
+/// Whether a request's header list is over `max_head_bytes`, measured as RFC 9113 section
+/// 6.5.2 does (each field's name and value and 32 bytes, pseudo-header fields included), as an
+/// HTTP/1.1 head over the limit is.
+pub(crate) fn over_head_limit<T>(request: &Request<T>, max_head_bytes: usize) -> bool {
+    const FIELD: usize = 32;
+    let uri = request.uri();
+    let mut size = ":method".len() + request.method().as_str().len() + FIELD;
+    let pseudo = [
+        (":scheme", uri.scheme_str()),
+        (":authority", uri.authority().map(|a| a.as_str())),
+        (":path", uri.path_and_query().map(|p| p.as_str())),
+        (
+            ":protocol",
+            request
+                .extensions()
+                .get::<h2::ext::Protocol>()
+                .map(|p| p.as_str()),
+        ),
+    ];
+    for (name, value) in pseudo {
+        if let Some(value) = value {
+            size += name.len() + value.len() + FIELD;
+        }
+    }
+    for (name, value) in request.headers() {
+        size += name.as_str().len() + value.len() + FIELD;
+    }
+    size > max_head_bytes
 }
 
 /// A stream's request as the route and admission read it: `:authority` is its `Host` (as an
@@ -168,6 +222,20 @@ mod tests {
         assert_eq!(r.headers()["sec-websocket-version"], "13");
         assert_eq!(r.headers()["retry-after"], "1");
         assert_eq!(r.headers()[CONTENT_LENGTH], "15");
+    }
+
+    #[test]
+    fn header_lists_are_measured_as_rfc_9113_does() {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("https://a.example/x")
+            .header("x-big", "b".repeat(100))
+            .body(())
+            .unwrap();
+        // :method GET, :scheme https, :authority a.example, :path /x, x-big.
+        let size = (7 + 3) + (7 + 5) + (10 + 9) + (5 + 2) + (5 + 100) + 5 * 32;
+        assert!(!over_head_limit(&req, size));
+        assert!(over_head_limit(&req, size - 1));
     }
 
     #[test]
