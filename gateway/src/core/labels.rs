@@ -360,7 +360,8 @@ impl DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Http2Error {
     /// GOAWAY `ENHANCE_YOUR_CALM`: rapid reset (streams reset before they were accepted), too
-    /// many streams reset for the client's errors, or floods of small or empty DATA frames.
+    /// many streams reset for the client's errors, floods of small or empty DATA frames, of
+    /// CONTINUATION frames or of control frames (PING, SETTINGS, ...), or an HPACK bomb.
     EnhanceYourCalm,
     /// GOAWAY `PROTOCOL_ERROR`: a frame HTTP/2 does not allow there (CONTINUATION out of
     /// place, SETTINGS or WINDOW_UPDATE with bad values, streams past the limit, ...).
