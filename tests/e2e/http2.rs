@@ -583,3 +583,31 @@ async fn a_connection_without_a_request_ends_at_the_head_timeout() {
     assert_eq!(h2.get("GET", "/").await.0, 200);
     gw.wait_metric("portcullis_connections_pending 0").await;
 }
+
+#[tokio::test]
+async fn session_limits_apply_per_stream() {
+    let route =
+        "[[routes]]\npath = \"/ws/short\"\nmode = \"echo\"\nmax_session_duration = \"1s\"\n\
+                 max_message_bytes = 1024\n";
+    let gw = h2_gateway(route).await;
+    let mut h2 = H2::connect(&gw).await;
+    let (mut short, _) = h2.websocket("/ws/short", &[]).await.unwrap();
+    let (mut big, _) = h2.websocket("/ws/short", &[]).await.unwrap();
+    let (mut echo, _) = h2.websocket("/ws/echo", &[]).await.unwrap();
+    // A message over the route's limit closes its own stream with 1009, and only it.
+    big.send(Message::text("x".repeat(2048))).await.unwrap();
+    assert_eq!(expect_close(&mut big).await.0, 1009);
+    // The route's lifetime closes its stream with 1001; the other route's stream stays.
+    assert_eq!(expect_close(&mut short).await.0, 1001);
+    assert_eq!(
+        roundtrip(&mut echo, Message::text("on")).await,
+        Message::text("echo: on")
+    );
+    close(&mut echo).await;
+    gw.wait_log_line("the lifetime's access line", |l| {
+        l.contains("session route=/ws/short")
+            && l.contains("close_code=1001")
+            && l.contains("protocol=h2")
+    })
+    .await;
+}

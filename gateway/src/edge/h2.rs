@@ -152,7 +152,10 @@ impl Edge {
             };
             match next {
                 Some(Ok((request, respond))) => {
-                    first = None;
+                    if first.take().is_some() && phase == Phase::Open {
+                        // From now on the connection is bounded by its idleness.
+                        check_at = Deadline::now() + keepalive;
+                    }
                     self.h2_stream(request, respond, &info, &shutdown);
                 }
                 Some(Err(e)) => {

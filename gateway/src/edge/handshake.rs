@@ -48,11 +48,12 @@ use crate::session::{self, echo, SessionContext};
 /// connection, the route and its configuration generation, and who is asking.
 struct Handshake<'g> {
     edge: &'g Arc<Edge>,
-    client: Client,
+    /// The client's side: an HTTP/1.1 connection or an HTTP/2 stream.
+    front: Client,
     generation: &'g Generation,
     entry: &'g RouteEntry,
     /// The client address (trusted-proxy aware).
-    client_ip: Option<IpAddr>,
+    client: Option<IpAddr>,
     started: Instant,
     shutdown: ShutdownWatch,
 }
@@ -72,12 +73,12 @@ impl Handshake<'_> {
         let route = &self.entry.route.path;
         self.edge.report.rejected(
             route,
-            self.client_ip,
-            self.client.protocol(),
+            self.client,
+            self.front.protocol(),
             rejection,
             self.started,
         );
-        self.client.refuse(&rejection.answer).await;
+        self.front.refuse(&rejection.answer).await;
     }
 }
 
@@ -176,10 +177,10 @@ impl Edge {
             .await;
         let mut hs = Handshake {
             edge: self,
-            client,
+            front: client,
             generation,
             entry,
-            client_ip: decision.client,
+            client: decision.client,
             started,
             shutdown,
         };
@@ -229,10 +230,10 @@ impl Edge {
         // signalled right after it still waits for this session.
         let counted = self.sessions.open();
         let written = hs
-            .client
+            .front
             .open(a.accept.as_deref(), protocol, extension)
             .await;
-        let protocol_label = hs.client.protocol();
+        let protocol_label = hs.front.protocol();
         let metrics = self
             .report
             .switched(hs.route(), protocol_label, written, hs.started)?;
@@ -241,7 +242,7 @@ impl Edge {
             edge: self.clone(),
             route: hs.entry.route.clone(),
             who: Who {
-                client: hs.client_ip,
+                client: hs.client,
                 protocol: protocol_label,
                 subject: a.admitted.subject,
                 cluster_fallback: a.admitted.cluster_fallback,
@@ -267,7 +268,7 @@ impl Edge {
             route: hs.entry.route.clone(),
             subject: admitted.subject.clone(),
             jti: admitted.jti().map(String::from),
-            client: hs.client_ip,
+            client: hs.client,
             upstream: upstream.map(String::from),
             subprotocol: subprotocol.map(String::from),
         })
@@ -315,7 +316,7 @@ impl Edge {
         else {
             return;
         };
-        let (io, early) = hs.client.into_socket();
+        let (io, early) = hs.front.into_socket();
         // Frames the client sent right behind its head are kept.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
         held.spawn(echo::run(ws, EchoPrefix(route), ctx, translate).map(|end| (end, None)));
@@ -335,7 +336,7 @@ impl Edge {
         let connect = relay.connect(
             &head,
             &a.admitted,
-            hs.client.is_tls(),
+            hs.front.is_tls(),
             offer.as_ref(),
             settings.upstream_ws,
         );
@@ -379,7 +380,7 @@ impl Edge {
         else {
             return;
         };
-        let (io, early) = hs.client.into_socket();
+        let (io, early) = hs.front.into_socket();
         let client_ws =
             WebSocketStream::from_partially_read(io, early, Role::Server, Some(client_config))
                 .await;
