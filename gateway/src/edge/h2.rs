@@ -35,6 +35,7 @@ use crate::core::labels::{Http2Error, NO_ROUTE};
 use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::answer::Answer;
+use crate::net::http1::HeadError;
 use crate::net::http2;
 use crate::net::peer_cert::PeerCert;
 
@@ -182,7 +183,9 @@ impl Edge {
     ) {
         let generation = self.in_force.get();
         if http2::over_head_limit(&request, generation.config.limits.max_head_bytes) {
-            let rejection = Rejection::new(Reason::HeadTooLarge, 431, "request head too large\n");
+            // The same answer as an HTTP/1.1 head over the limit.
+            let (status, why) = HeadError::TooLarge.answer().unwrap_or((431, ""));
+            let rejection = Rejection::new(Reason::HeadTooLarge, status, format!("{why}\n"));
             self.report
                 .rejected(NO_ROUTE, info.peer, "h2", &rejection, Instant::now());
             let head_only = request.method() == http::Method::HEAD;

@@ -8,11 +8,14 @@ pub(crate) mod connection;
 mod flood;
 pub(crate) mod io;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use h2::server::{Builder, SendResponse};
 use h2::SendStream;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::{request, Request, Response, StatusCode};
+use tokio::sync::Notify;
 
 use super::answer::Answer;
 use super::http1::{RequestHead, Version};
@@ -49,10 +52,7 @@ pub(crate) fn watched<T>(
     io: T,
     h2: &Http2,
     limits: &Limits,
-) -> (
-    connection::ConnectionIo<T>,
-    std::sync::Arc<tokio::sync::Notify>,
-) {
+) -> (connection::ConnectionIo<T>, Arc<Notify>) {
     let announce = u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX);
     connection::ConnectionIo::new(io, h2.max_control_frames_per_second, announce)
 }
