@@ -93,3 +93,19 @@ impl Http2 {
         all.min((1 << 31) - 1) as u32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_hold_and_a_bad_control_frame_rate_is_named() {
+        assert_eq!(Http2::default().validate(), Ok(()));
+        let zero = Http2 {
+            max_control_frames_per_second: 0,
+            ..Http2::default()
+        };
+        let e = zero.validate().unwrap_err();
+        assert!(e.contains("http2.max_control_frames_per_second"), "{e}");
+    }
+}
