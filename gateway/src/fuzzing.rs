@@ -300,6 +300,7 @@ pub fn token(data: &[u8]) {
     let record = RejectionRecord {
         route: "/ws",
         client: None,
+        protocol: "h1",
         subject: v.subject.as_deref(),
         reason: Reason::Forbidden,
         status: 403,
@@ -330,6 +331,7 @@ fn head_of(target: &str, header: Option<&(&'static str, String)>) -> Option<Requ
         minor_version: 1,
         headers: map,
         tls: true,
+        version: http1::Version::Http1,
     })
 }
 

@@ -1,18 +1,19 @@
-//! A real browser: headless Chromium (Debian's `chromium`, driven by ChromeDriver) loads a page
-//! served on loopback, which opens WebSockets through the browser's own API over real `wss` to
-//! the gateway. The page reports what it saw; the test asserts it, and checks the gateway's side
-//! (why it refused) in its metrics. `scripts/bootstrap --test` installs chromium and
-//! chromium-driver.
+//! Real browsers: headless Chromium (Debian's `chromium`, driven by ChromeDriver) and headless
+//! Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) load a page served on loopback,
+//! which opens WebSockets through the browser's own API over real `wss` to the gateway. The page
+//! reports what it saw; the test asserts it, and checks the gateway's side (why it refused) in
+//! its metrics. `scripts/bootstrap --test` installs both browsers, their drivers and certutil.
 //!
-//! Chromium trusts the gateway's generated self-signed certificate by its key only
-//! (`--ignore-certificate-errors-spki-list`, with a fresh profile), not by switching certificate
-//! checks off: any other certificate error would still fail, and so would the echo case.
+//! The gateway's certificate is issued by a test CA that each browser trusts through a fresh NSS
+//! database (see `support::browser`), not by switching certificate checks off: any other
+//! certificate error would still fail, and so would the echo case.
 
 use jsonwebtoken::Algorithm;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
+use std::path::Path;
 
-use crate::support::upstream::HttpServer;
+use crate::support::upstream::{HttpServer, Upstream};
 use crate::support::*;
 use crate::tokens::*;
 
@@ -40,6 +41,20 @@ keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
     )
 }
 
+/// A test CA and the gateway certificate it issued (for `localhost` and `127.0.0.1`), written
+/// where the base configuration's `[listeners.tls]` reads them (so none is generated), with the
+/// CA beside them as `certs/ca.pem` for the clients, and the token keys.
+pub fn write_ca_issued_pair_and_keys(dir: &Path) {
+    let ca = TestCa::new("Portcullis test CA");
+    let (cert, key) = ca.issue_server();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("cert.pem"), cert).unwrap();
+    std::fs::write(certs.join("key.pem"), key).unwrap();
+    std::fs::write(certs.join("ca.pem"), &ca.cert_pem).unwrap();
+    write_keys(dir);
+}
+
 /// Load the page from `page` with `params` in its fragment and wait (bounded) for its report.
 async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
     // Everything but letters and digits as `%XX`: the page reads it with decodeURIComponent.
@@ -56,11 +71,20 @@ async fn observe(browser: &Browser, page: &HttpServer, params: Value) -> Value {
     report
 }
 
+/// What each browser shows of the compression negotiated by default (`WebSocket.extensions`):
+/// Chromium's offer (`permessage-deflate; client_max_window_bits`) lets the gateway choose both
+/// windows, and Chromium shows the answer as it came; Firefox shows the extension's name only.
+fn deflate(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Chromium => {
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        }
+        Engine::Firefox => "permessage-deflate",
+    }
+}
+
 /// What the page sees of a session refused before the 101: an error, then close code 1006 (the
 /// browser shows a page nothing of the HTTP refusal), never an open.
-/// What Chromium's offer (`permessage-deflate; client_max_window_bits`) gets by default.
-const DEFLATE: &str = "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12";
-
 fn refused() -> Value {
     json!({
         "opened": false, "protocol": null, "extensions": null, "received": [], "errors": 1,
@@ -70,16 +94,29 @@ fn refused() -> Value {
 
 #[tokio::test]
 async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
+    over_wss_echo_token_subprotocol_origin_and_refusals(Engine::Chromium).await;
+}
+
+#[tokio::test]
+async fn firefox_over_wss_echo_token_subprotocol_origin_and_refusals() {
+    over_wss_echo_token_subprotocol_origin_and_refusals(Engine::Firefox).await;
+}
+
+/// Over HTTP/1.1 `wss`, from a page on another (plain HTTP) origin.
+async fn over_wss_echo_token_subprotocol_origin_and_refusals(engine: Engine) {
     let allowed = HttpServer::page(PAGE.to_string()).await;
     let elsewhere = HttpServer::page(PAGE.to_string()).await;
     let allowed_origin = format!("http://{}", allowed.addr);
-    let gw = Gateway::start_prepared(true, &config(&allowed_origin), write_keys).await;
-    let pin = spki_pin(&gw.cert, &gw.dir.path().join("certs/key.pem"));
-    let Some(browser) =
-        Browser::start(&[format!("--ignore-certificate-errors-spki-list={pin}")]).await
-    else {
+    let gw = Gateway::start_prepared(
+        true,
+        &config(&allowed_origin),
+        write_ca_issued_pair_and_keys,
+    )
+    .await;
+    let Some(browser) = Browser::start(engine, &gw.dir.path().join("certs/ca.pem")).await else {
         return;
     };
+    let name = engine.name();
     let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
     let gateway = format!("wss://127.0.0.1:{}", gw.port);
 
@@ -87,19 +124,23 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     let report = observe(
         &browser,
         &allowed,
-        json!({ "gateway": gateway, "token": token, "cases": ["echo", "compressed", "token", "no_token"] }),
+        json!({
+            "browser": name, "gateway": gateway, "token": token,
+            "cases": ["echo", "compressed", "token", "no_token"],
+        }),
     )
     .await;
     assert_eq!(report["origin"], allowed_origin.as_str(), "{report}");
+    assert_eq!(report["page_protocol"], "http/1.1", "{report}");
     let cases = &report["cases"];
     let bytes: Vec<u8> = (0..=255).collect();
     assert_eq!(
         cases["echo"],
         json!({
             "opened": true, "protocol": "", "errors": 0, "timed_out": false,
-            "extensions": DEFLATE,
-            "received": [{ "text": "echo: hello from chromium" }, { "binary": bytes }],
-            "close": { "code": 4000, "reason": "bye from chromium", "clean": true },
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
+            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
         }),
         "the echo session"
     );
@@ -107,8 +148,8 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
         cases["token"],
         json!({
             "opened": true, "protocol": "chat.v1", "errors": 0, "timed_out": false,
-            "extensions": DEFLATE,
-            "received": [{ "text": "echo: hello from chromium" }],
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }],
             "close": { "code": 1000, "reason": "done", "clean": true },
         }),
         "the session with a token"
@@ -116,7 +157,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     // Compressed both ways: the browser's messages inflated and answered compressed, as the
     // gateway's own counts of the plain bytes show.
     let compressed = &cases["compressed"];
-    assert_eq!(compressed["extensions"], DEFLATE, "{compressed}");
+    assert_eq!(compressed["extensions"], deflate(engine), "{compressed}");
     assert_eq!(compressed["close"]["code"], 1000, "{compressed}");
     let texts = compressed["received"].as_array().unwrap();
     assert_eq!(texts.len(), 2, "{compressed}");
@@ -150,7 +191,7 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     let report = observe(
         &browser,
         &elsewhere,
-        json!({ "gateway": gateway, "token": token, "cases": ["with_token"] }),
+        json!({ "browser": name, "gateway": gateway, "token": token, "cases": ["with_token"] }),
     )
     .await;
     assert_eq!(report["origin"], other_origin.as_str(), "{report}");
@@ -175,4 +216,148 @@ async fn chromium_over_wss_echo_token_subprotocol_origin_and_refusals() {
     })
     .await;
     assert!(!log.contains(&token), "a token reached the log");
+}
+
+#[tokio::test]
+async fn chromium_over_http2_echo_relay_token_and_refusal_on_the_page_connection() {
+    over_http2_on_the_page_connection(Engine::Chromium).await;
+}
+
+#[tokio::test]
+async fn firefox_over_http2_echo_relay_token_and_refusal_on_the_page_connection() {
+    over_http2_on_the_page_connection(Engine::Firefox).await;
+}
+
+/// The page's script alone, to run in a page the gateway served itself.
+fn page_script() -> &'static str {
+    let start = PAGE.find("<script>").expect("the page's script") + "<script>".len();
+    let end = PAGE.rfind("</script>").expect("the page's script end");
+    &PAGE[start..end]
+}
+
+/// With HTTP/2 on (`[listeners.tls] http2 = true`), the browser loads a page from the gateway
+/// itself (the static `/` route, over HTTP/2), and that page's WebSockets — echo, relay, the
+/// token in the subprotocol, and one refused for want of a token — ride RFC 8441 streams on
+/// the same connection: the gateway counts one HTTP/2 connection, and logs and counts every
+/// socket and the refusal as `h2`.
+async fn over_http2_on_the_page_connection(engine: Engine) {
+    let up = Upstream::echo().await;
+    let routes = format!(
+        "{}\n[[routes]]\npath = \"/ws/relay\"\nmode = \"relay\"\nupstreams = [\"{}\"]\n",
+        token_route(),
+        up.url("/")
+    );
+    let gw = Gateway::start_tls_extra("http2 = true", &routes, write_ca_issued_pair_and_keys).await;
+    let Some(browser) = Browser::start(engine, &gw.dir.path().join("certs/ca.pem")).await else {
+        return;
+    };
+    let name = engine.name();
+    let token = sign(Algorithm::ES256, Some("es"), &claims(json!({})));
+    let origin = format!("https://127.0.0.1:{}", gw.port);
+    browser.goto(&format!("{origin}/")).await;
+    let params = json!({
+        "browser": name, "gateway": format!("wss://127.0.0.1:{}", gw.port), "token": token,
+        "cases": ["echo", "relay", "token", "no_token"],
+    });
+    let script = format!(
+        "window.portcullisParams = {params};\n{}\n\
+         const done = arguments[arguments.length - 1]; window.observed.then(done);",
+        page_script()
+    );
+    let report = browser.execute_async(&script).await;
+    assert!(
+        report.get("page_error").is_none(),
+        "the page failed: {report}"
+    );
+    assert_eq!(report["origin"], origin.as_str(), "{report}");
+    assert_eq!(
+        report["page_protocol"], "h2",
+        "the page did not come over HTTP/2: {report}"
+    );
+    let cases = &report["cases"];
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert_eq!(
+        cases["echo"],
+        json!({
+            "opened": true, "protocol": "", "errors": 0, "timed_out": false,
+            "extensions": deflate(engine),
+            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
+            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
+        }),
+        "the echo session"
+    );
+    assert_eq!(cases["relay"]["opened"], true, "{report}");
+    assert_eq!(
+        cases["relay"]["received"],
+        json!([{ "text": format!("hello from {name}") }]),
+        "{report}"
+    );
+    assert_eq!(
+        cases["relay"]["close"],
+        json!({ "code": 1000, "reason": "done", "clean": true }),
+        "{report}"
+    );
+    assert_eq!(cases["token"]["opened"], true, "{report}");
+    assert_eq!(cases["token"]["protocol"], "chat.v1", "{report}");
+    assert_eq!(
+        cases["token"]["received"],
+        json!([{ "text": format!("echo: hello from {name}") }]),
+        "{report}"
+    );
+    assert_eq!(cases["token"]["close"]["code"], 1000, "{report}");
+    assert_eq!(cases["no_token"], refused(), "the session without a token");
+
+    // The gateway's side: one HTTP/2 connection carried the page and every socket.
+    gw.wait_metric(r#"portcullis_rejections_total{reason="auth_missing",route="/ws/chat"} 1"#)
+        .await;
+    let scrape = gw
+        .wait_metric(r#"portcullis_websockets_opened_total{protocol="h2"} 3"#)
+        .await;
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == "portcullis_http2_connections_total 1"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.lines().any(|l| l
+            .starts_with(r#"portcullis_websockets_opened_total{protocol="h1"}"#)
+            && !l.ends_with(" 0")),
+        "{scrape}"
+    );
+    let log = eventually(STEP, "three h2 sessions in the access log", || async {
+        let log = gw.log();
+        let sessions = log
+            .lines()
+            .filter(|l| l.contains("] session route="))
+            .count();
+        done_or(sessions == 3, log.clone()).map(|()| log)
+    })
+    .await;
+    for line in log
+        .lines()
+        .filter(|l| l.contains("] session route=") || l.contains("] rejection route="))
+    {
+        assert!(line.contains("protocol=h2"), "{line}");
+    }
+    assert!(!log.contains(&token), "a token reached the log");
+}
+
+/// The token route of [`config`] without an origin allow-list (the page's origin is the
+/// gateway's own, on a port known only once it runs).
+fn token_route() -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/ws/chat"
+mode = "echo"
+policy = "browser"
+
+[policies.browser.jwt]
+sources = ["subprotocol"]
+issuers = ["{ISSUER}"]
+audiences = ["{AUDIENCE}"]
+keys = [{{ kid = "es", alg = "ES256", pem_file = "keys/ec.pub.pem" }}]
+"#
+    )
 }

@@ -13,6 +13,8 @@ mod deploy;
 mod echo;
 mod handshake;
 mod hardening;
+mod http2;
+mod http2_attacks;
 mod identity;
 mod lifecycle;
 mod metrics;

@@ -534,7 +534,7 @@ async fn scripted_traffic_gives_exact_counts() {
         ("none", "head_too_large", 431),
         ("none", "head_timeout", 408),
     ] {
-        let want = format!("rejection route={route} client=127.0.0.1 result=rejected reason={reason} status={status}");
+        let want = format!("rejection route={route} client=127.0.0.1 result=rejected reason={reason} status={status} protocol=h1");
         assert!(
             rejections.iter().any(|l| l.ends_with(&want)),
             "no {want:?} in\n{log}"

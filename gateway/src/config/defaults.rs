@@ -211,3 +211,32 @@ pub(crate) const TRACING_BATCH_SIZE: usize = 512;
 pub(crate) const TRACING_BATCH_DELAY: Duration = Duration::from_secs(1);
 /// One export request, connect to last byte.
 pub(crate) const TRACING_TIMEOUT: Duration = Duration::from_secs(5);
+
+// [listeners.tls] and [http2]
+
+/// Whether a TLS listener offers HTTP/2 (ALPN `h2`, RFC 8441 WebSockets) besides HTTP/1.1.
+/// Off until browsers are proven on it end to end (see docs/http2.md).
+pub(crate) const LISTENER_HTTP2: bool = false;
+/// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`);
+/// each WebSocket stream also counts as one connection for the caps.
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Each stream's receive window (`SETTINGS_INITIAL_WINDOW_SIZE`): the most a client can have
+/// in flight, unread by its session, on one stream. The connection's window is this times
+/// `max_concurrent_streams`, so a slow stream never stalls the others.
+pub(crate) const H2_STREAM_WINDOW_BYTES: u32 = 65_535;
+/// Most bytes queued for one stream but not yet written (h2's per-stream send buffer); a
+/// session writing more waits for the client's window (backpressure, as on HTTP/1.1).
+pub(crate) const H2_MAX_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// A stream whose window stays at zero this long while the gateway has data for it is reset
+/// (a client that never reads cannot hold a session for ever).
+pub(crate) const H2_SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams the client reset before the gateway accepted them (rapid reset, CVE-2023-44487);
+/// past this the connection gets GOAWAY `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the gateway had to reset for the client's protocol errors; past this, GOAWAY
+/// `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Control frames (PING, SETTINGS, PRIORITY, RST_STREAM, WINDOW_UPDATE beyond what the data
+/// the gateway sent explains) one connection may send per second, and at once; past this,
+/// GOAWAY `ENHANCE_YOUR_CALM`. Browsers send a handful per connection.
+pub(crate) const H2_MAX_CONTROL_FRAMES_PER_SECOND: u32 = 1000;

@@ -36,6 +36,14 @@ pub(crate) struct Tls {
     /// Certificate revocation lists (PEM) checked for client certificates.
     #[serde(default)]
     pub(crate) client_crls: Vec<PathBuf>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`): WebSockets over HTTP/2 (RFC 8441) and
+    /// static routes; HTTP/1.1 clients are served as before.
+    #[serde(default = "http2_default")]
+    pub(crate) http2: bool,
+}
+
+fn http2_default() -> bool {
+    super::defaults::LISTENER_HTTP2
 }
 
 /// `client_auth`: what a listener with a `client_ca` does without a client certificate.

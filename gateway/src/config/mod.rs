@@ -16,6 +16,7 @@ pub(crate) mod balance;
 pub(crate) mod cluster;
 pub(crate) mod compression;
 pub(crate) mod defaults;
+pub(crate) mod http2;
 pub(crate) mod identity;
 pub(crate) mod listener;
 pub(crate) mod policy;
@@ -78,6 +79,9 @@ pub struct Config {
     pub(crate) admin: Admin,
     #[serde(default)]
     pub(crate) limits: Limits,
+    /// HTTP/2's own bounds (listeners that offer it).
+    #[serde(default)]
+    pub(crate) http2: http2::Http2,
     pub(crate) listeners: Vec<Listener>,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,

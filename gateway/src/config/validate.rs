@@ -47,6 +47,7 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
         }
     }
     listeners(c)?;
+    c.http2.validate()?;
     for (key, v) in [
         ("limits.max_connections", l.max_connections),
         ("limits.max_pending_connections", l.max_pending_connections),

@@ -376,6 +376,56 @@ impl SpanDrop {
     }
 }
 
+/// Why the gateway ended an HTTP/2 connection with an error (GOAWAY), by attack class: the
+/// `reason` label of `portcullis_http2_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Http2Error {
+    /// GOAWAY `ENHANCE_YOUR_CALM`: rapid reset (streams reset before they were accepted), too
+    /// many streams reset for the client's errors, floods of small or empty DATA frames, of
+    /// CONTINUATION frames or of control frames (PING, SETTINGS, ...), or an HPACK bomb.
+    EnhanceYourCalm,
+    /// GOAWAY `PROTOCOL_ERROR`: a frame HTTP/2 does not allow there (CONTINUATION out of
+    /// place, SETTINGS or WINDOW_UPDATE with bad values, streams past the limit, ...).
+    Protocol,
+    /// GOAWAY `FLOW_CONTROL_ERROR`: data past a window, or a window grown past 2^31 - 1.
+    FlowControl,
+    /// GOAWAY `FRAME_SIZE_ERROR`: a frame larger than allowed.
+    FrameSize,
+    /// GOAWAY `COMPRESSION_ERROR`: a header block HPACK cannot decode.
+    Compression,
+    /// No request within `limits.head_timeout` of the connect (TLS included).
+    HeadTimeout,
+    /// Any other error the gateway ended the connection with.
+    Other,
+}
+
+impl Http2Error {
+    pub(crate) const ALL: [Http2Error; 7] = [
+        Http2Error::EnhanceYourCalm,
+        Http2Error::Protocol,
+        Http2Error::FlowControl,
+        Http2Error::FrameSize,
+        Http2Error::Compression,
+        Http2Error::HeadTimeout,
+        Http2Error::Other,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Http2Error::EnhanceYourCalm => "enhance_your_calm",
+            Http2Error::Protocol => "protocol_error",
+            Http2Error::FlowControl => "flow_control_error",
+            Http2Error::FrameSize => "frame_size_error",
+            Http2Error::Compression => "compression_error",
+            Http2Error::HeadTimeout => "head_timeout",
+            Http2Error::Other => "other",
+        }
+    }
+}
+
+/// The `protocol` label: the HTTP that carried a WebSocket's handshake.
+pub(crate) const PROTOCOLS: [&str; 2] = ["h1", "h2"];
+
 /// The `code` label of a close: registered codes (1000–1015) as themselves, the ranges a client
 /// may choose freely as `3xxx` and `4xxx` (so a client cannot create thousands of series),
 /// `none` when the connection ended without a close frame, `invalid` otherwise.

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::conn::Conn;
+use super::conn::Client;
 use super::generation::Generation;
 use super::report::Who;
 use super::route::RouteEntry;
@@ -31,7 +30,6 @@ use crate::core::end::{EndReason, SessionEnd};
 use crate::core::reason::Reason;
 use crate::core::shutdown::shutting_down;
 use crate::net::http1::RequestHead;
-use crate::net::websocket::answer;
 use crate::net::websocket::deflate::{self, Agreed, Offer};
 use crate::obs::access_log::RelayRecord;
 use crate::obs::metrics::OpenSession;
@@ -51,7 +49,8 @@ use crate::session::{self, echo, SessionContext};
 /// connection, the route and its configuration generation, and who is asking.
 struct Handshake<'g> {
     edge: &'g Arc<Edge>,
-    conn: Conn,
+    /// The client's side: an HTTP/1.1 connection or an HTTP/2 stream.
+    front: Client,
     generation: &'g Generation,
     entry: &'g RouteEntry,
     /// The client address (trusted-proxy aware).
@@ -75,13 +74,14 @@ impl Handshake<'_> {
     /// it in the metrics and the log.
     async fn refuse(&mut self, rejection: &Rejection) {
         let route = &self.entry.route.path;
-        self.edge
-            .report
-            .rejected(route, self.client, rejection, self.started);
-        let _ = rejection
-            .answer
-            .write(&mut self.conn.io, false, false)
-            .await;
+        self.edge.report.rejected(
+            route,
+            self.client,
+            self.front.protocol(),
+            rejection,
+            self.started,
+        );
+        self.front.refuse(&rejection.answer).await;
         if let Some(span) = self.trace.take() {
             span.refused(rejection.answer.status, rejection.reason.as_str());
         }
@@ -93,8 +93,8 @@ struct Accepted {
     admitted: Admitted,
     /// The connection slots admission took; the session holds them to its end.
     permit: Permit,
-    /// `Sec-WebSocket-Accept`.
-    accept: String,
+    /// `Sec-WebSocket-Accept` (HTTP/1.1 only).
+    accept: Option<String>,
     /// permessage-deflate as agreed with the client, and the answer's extension header.
     deflate: Option<(Agreed, String)>,
 }
@@ -166,7 +166,7 @@ impl Edge {
     /// Admission, the 101, then the session; traced with `[tracing]`.
     pub(super) async fn websocket(
         self: &Arc<Self>,
-        conn: Conn,
+        client: Client,
         head: RequestHead,
         generation: &Generation,
         entry: &RouteEntry,
@@ -177,17 +177,17 @@ impl Edge {
             &head.method,
             head.path(),
             head.tls,
-            conn.peer,
+            client.peer(),
             &head.headers,
         );
         let scope = HandshakeSpan::scope(trace.as_ref());
-        let handshake = self.handshake(conn, head, generation, entry, shutdown, trace);
+        let handshake = self.handshake(client, head, generation, entry, shutdown, trace);
         scope.run(handshake).await
     }
 
     async fn handshake(
         self: &Arc<Self>,
-        conn: Conn,
+        client: Client,
         head: RequestHead,
         generation: &Generation,
         entry: &RouteEntry,
@@ -201,14 +201,14 @@ impl Edge {
             .decide(admission::Request {
                 head: &head,
                 route: &entry.route,
-                peer: conn.peer,
-                peer_cert: conn.peer_cert.as_deref(),
+                peer: client.peer(),
+                peer_cert: client.peer_cert(),
                 stopping,
             })
             .await;
         let mut hs = Handshake {
             edge: self,
-            conn,
+            front: client,
             generation,
             entry,
             client: decision.client,
@@ -261,20 +261,26 @@ impl Edge {
             return None;
         }
         let extension = a.deflate.as_ref().map(|(_, header)| header.as_str());
-        let response = answer::switching_protocols(&a.accept, protocol, extension);
         // Counted for the graceful stop before the client can see the 101, so that a stop
         // signalled right after it still waits for this session.
         let counted = self.sessions.open();
-        let io = &mut hs.conn.io;
-        let written = io.write_all(&response).await.is_ok() && io.flush().await.is_ok();
-        let trace = hs.trace.take().and_then(|span| span.switched(101, written));
-        let metrics = self.report.switched(hs.route(), written, hs.started)?;
+        let written = hs
+            .front
+            .open(a.accept.as_deref(), protocol, extension)
+            .await;
+        let opened = hs.front.opened_status();
+        let trace = hs.trace.take().and_then(|span| span.switched(opened, written));
+        let protocol_label = hs.front.protocol();
+        let metrics = self
+            .report
+            .switched(hs.route(), protocol_label, written, hs.started)?;
         let ctx = self.session_context(hs, &a.admitted, &registered);
         let held = Held {
             edge: self.clone(),
             route: hs.entry.route.clone(),
             who: Who {
                 client: hs.client,
+                protocol: protocol_label,
                 subject: a.admitted.subject,
                 cluster_fallback: a.admitted.cluster_fallback,
                 extension: a.deflate.map(|(agreed, _)| agreed),
@@ -348,7 +354,7 @@ impl Edge {
         else {
             return;
         };
-        let (io, early) = hs.conn.into_parts();
+        let (io, early) = hs.front.into_socket();
         // Frames the client sent right behind its head are kept.
         let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
         held.spawn(echo::run(ws, EchoPrefix(route), ctx, translate).map(|end| (end, None)));
@@ -368,7 +374,7 @@ impl Edge {
         let connect = relay.connect(
             &head,
             &a.admitted,
-            hs.conn.is_tls(),
+            hs.front.is_tls(),
             offer.as_ref(),
             settings.upstream_ws,
         );
@@ -412,7 +418,7 @@ impl Edge {
         else {
             return;
         };
-        let (io, early) = hs.conn.into_parts();
+        let (io, early) = hs.front.into_socket();
         let client_ws =
             WebSocketStream::from_partially_read(io, early, Role::Server, Some(client_config))
                 .await;

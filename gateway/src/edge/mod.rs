@@ -1,5 +1,6 @@
 //! One connection's life on a public listener, in the order it travels:
-//! accept and TLS ([`accept`]) → head ([`conn`], `net::http1`) → route ([`route`]) → admission
+//! accept and TLS ([`accept`]) → head ([`conn`], `net::http1`; or an HTTP/2 connection's
+//! streams, [`h2`]) → route ([`route`]) → admission
 //! → upstream first → `101` ([`handshake`]) → session (`session`, a task of its own) → report
 //! ([`report`]). Each request follows the [`generation`] in force when it begins, to its end.
 //!
@@ -14,6 +15,7 @@
 pub(crate) mod accept;
 pub(crate) mod conn;
 pub(crate) mod generation;
+mod h2;
 mod handshake;
 pub(crate) mod report;
 pub(crate) mod route;
@@ -38,7 +40,7 @@ use crate::obs::metrics::Metrics;
 use crate::session::count::Sessions;
 use crate::session::registry::Registry;
 use accept::{listener_of, peer_of, EdgeListener, Pending};
-use conn::Conn;
+use conn::{Client, Conn};
 use generation::InForce;
 use report::Report;
 use tokio_util::either::Either;
@@ -122,7 +124,7 @@ impl Edge {
     /// own value (`handshake::Handshake::refuse`).
     async fn refuse_unrouted(&self, conn: &mut Conn, rejection: &Rejection) {
         self.report
-            .rejected(NO_ROUTE, conn.peer, rejection, Instant::now());
+            .rejected(NO_ROUTE, conn.peer, "h1", rejection, Instant::now());
         let _ = rejection.answer.write(&mut conn.io, false, false).await;
     }
 
@@ -132,6 +134,9 @@ impl Edge {
         let Some((mut conn, first_deadline)) = self.accept(io).await else {
             return;
         };
+        if conn.chose_http2() {
+            return self.serve_h2(conn, first_deadline, shutdown).await;
+        }
         let mut first = true;
         loop {
             // Each request follows the configuration in force when it starts.
@@ -183,7 +188,7 @@ impl Edge {
             };
             first = false;
             let Some(entry) = generation.router.find(head.path()).cloned() else {
-                if head.header_has_token("upgrade", "websocket") {
+                if head.wants_websocket() {
                     // A WebSocket upgrade to nowhere is a refused handshake.
                     let rejection = Rejection::new(Reason::NoRoute, 404, "no route\n");
                     self.refuse_unrouted(&mut conn, &rejection).await;
@@ -203,8 +208,9 @@ impl Edge {
                     }
                 }
                 Mode::Echo | Mode::Relay => {
-                    conn.admitting();
-                    self.websocket(conn, head, &generation, &entry, shutdown)
+                    let mut client = Client::Http1(conn);
+                    client.admitting();
+                    self.websocket(client, head, &generation, &entry, shutdown)
                         .await;
                     return;
                 }
@@ -230,7 +236,7 @@ async fn answer_http(
 }
 
 /// The answer of a `static` route.
-fn static_answer(route: &Route, head: &RequestHead) -> Answer {
+pub(super) fn static_answer(route: &Route, head: &RequestHead) -> Answer {
     if head.method != "GET" && head.method != "HEAD" {
         return Answer::new(405, "method not allowed\n").header("Allow", "GET, HEAD");
     }

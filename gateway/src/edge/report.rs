@@ -35,6 +35,7 @@ impl Report {
         &self,
         route: &str,
         client: Option<IpAddr>,
+        protocol: &'static str,
         rejection: &Rejection,
         started: Instant,
     ) {
@@ -43,6 +44,7 @@ impl Report {
         self.access.rejection(&RejectionRecord {
             route,
             client,
+            protocol,
             subject: None,
             reason: rejection.reason,
             status: rejection.answer.status,
@@ -50,14 +52,24 @@ impl Report {
         });
     }
 
-    /// The `101` was written (`ok`) or the client left before it could be.
-    pub(crate) fn switched(&self, route: &str, ok: bool, started: Instant) -> Option<OpenSession> {
+    /// The `101` (HTTP/1.1) or `200` (HTTP/2) was written (`ok`) or the client left before it
+    /// could be.
+    pub(crate) fn switched(
+        &self,
+        route: &str,
+        protocol: &str,
+        ok: bool,
+        started: Instant,
+    ) -> Option<OpenSession> {
         let result = if ok {
             HandshakeResult::Accepted
         } else {
             HandshakeResult::Failed
         };
         self.metrics.handshake(route, result, started.elapsed());
+        if ok {
+            self.metrics.websocket_opened(protocol);
+        }
         ok.then(|| self.metrics.session_opened(route))
     }
 
@@ -85,6 +97,7 @@ impl Report {
         self.access.session(&SessionRecord {
             route,
             client: who.client,
+            protocol: who.protocol,
             subject: who.subject.as_deref(),
             end,
             duration,
@@ -100,6 +113,8 @@ impl Report {
 pub(crate) struct Who {
     /// The client address (trusted-proxy aware).
     pub(crate) client: Option<IpAddr>,
+    /// The HTTP that carried the socket: `h1` or `h2`.
+    pub(crate) protocol: &'static str,
     /// The verified subject, when the route authenticated the client.
     pub(crate) subject: Option<String>,
     /// Admitted under this process's own limits because the cluster store failed.

@@ -30,6 +30,19 @@ pub(crate) struct RequestHead {
     /// section 3.3), which the authorizer is told (`X-Forwarded-Proto`). The reader of the head
     /// does not know its connection; the edge, which does, sets it.
     pub(crate) tls: bool,
+    /// Which HTTP carried the request.
+    pub(crate) version: Version,
+}
+
+/// The HTTP that carried a request: its WebSocket handshake differs (RFC 6455 section 4 on
+/// HTTP/1.1, RFC 8441 extended CONNECT on HTTP/2); everything after it is the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Version {
+    Http1,
+    /// An HTTP/2 stream; `protocol` is its `:protocol` pseudo-header, if it had one.
+    Http2 {
+        protocol: Option<String>,
+    },
 }
 
 impl RequestHead {
@@ -56,6 +69,7 @@ impl RequestHead {
             minor_version: 1,
             headers: map,
             tls: false,
+            version: Version::Http1,
         }
     }
 
@@ -77,6 +91,20 @@ impl RequestHead {
     /// Whether a comma-separated header (e.g. `Connection`) holds `token`, case-insensitively.
     pub(crate) fn header_has_token(&self, name: &str, token: &str) -> bool {
         header::items(self.headers.get_all(name)).any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the request asks for a WebSocket: an `Upgrade: websocket` on HTTP/1.1, an
+    /// extended CONNECT with `:protocol = websocket` on HTTP/2 (RFC 8441 section 4).
+    pub(crate) fn wants_websocket(&self) -> bool {
+        match &self.version {
+            Version::Http1 => self.header_has_token("upgrade", "websocket"),
+            Version::Http2 { protocol } => {
+                self.method == "CONNECT"
+                    && protocol
+                        .as_deref()
+                        .is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+            }
+        }
     }
 
     /// Whether content follows the head (which the gateway never reads): any
@@ -243,6 +271,7 @@ fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>,
         minor_version,
         headers,
         tls: false,
+        version: Version::Http1,
     };
     Ok(Some((head, len)))
 }
@@ -499,6 +528,7 @@ mod tests {
             minor_version: 1,
             headers,
             tls: false,
+            version: Version::Http1,
         };
         assert!(head.header_has_token("connection", "upgrade"));
         assert!(head.keep_alive());

@@ -298,8 +298,23 @@ fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(builder.with_cert_resolver(resolver)))
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = alpn(set.tls.http2);
+    Ok(Arc::new(config))
 }
+
+/// The application protocols a listener offers by ALPN, preferred first. A listener without
+/// HTTP/2 offers none, as before (a client that asks gets HTTP/1.1 all the same).
+pub(crate) fn alpn(http2: bool) -> Vec<Vec<u8>> {
+    if http2 {
+        vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// ALPN's name for HTTP/2 over TLS (RFC 9113 section 3.2).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// Picks a certificate of the [`CertSet`] in force by SNI.
 #[derive(Debug)]

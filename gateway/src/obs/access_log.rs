@@ -6,8 +6,8 @@
 //! them off). In `text` format a line reads
 //!
 //! ```text
-//! [2026-01-01T12:00:00.000Z INFO  access] session route=/ws/echo client=127.0.0.1 result=closed close_code=1000 initiator=client duration_s=1.250 messages_in=2 messages_out=2 bytes_in=10 bytes_out=22
-//! [2026-01-01T12:00:00.000Z INFO  access] rejection route=/ws/echo client=127.0.0.1 reason=upgrade_required status=426
+//! [2026-01-01T12:00:00.000Z INFO  access] session route=/ws/echo client=127.0.0.1 result=closed close_code=1000 initiator=client duration_s=1.250 messages_in=2 messages_out=2 bytes_in=10 bytes_out=22 protocol=h1
+//! [2026-01-01T12:00:00.000Z INFO  access] rejection route=/ws/echo client=127.0.0.1 reason=upgrade_required status=426 protocol=h1
 //! ```
 //!
 //! A line whose admission was decided under this process's own limits because the cluster store
@@ -42,6 +42,8 @@ pub(crate) struct SessionRecord<'a> {
     /// The configured route path.
     pub(crate) route: &'a str,
     pub(crate) client: Option<IpAddr>,
+    /// The HTTP that carried the socket: `h1` or `h2`.
+    pub(crate) protocol: &'a str,
     /// The token's subject, when the route authenticated the client.
     pub(crate) subject: Option<&'a str>,
     pub(crate) end: &'a SessionEnd,
@@ -71,6 +73,8 @@ pub(crate) struct RejectionRecord<'a> {
     /// The configured route path, or `none` before routing.
     pub(crate) route: &'a str,
     pub(crate) client: Option<IpAddr>,
+    /// The HTTP that carried the request: `h1` or `h2`.
+    pub(crate) protocol: &'a str,
     /// The token's subject, when it was known at the time of the rejection.
     pub(crate) subject: Option<&'a str>,
     pub(crate) reason: Reason,
@@ -184,6 +188,7 @@ pub(crate) fn session_fields(r: &SessionRecord<'_>) -> Fields {
     if let Some(extension) = r.extension {
         f.push(("extension", extension.into()));
     }
+    f.push(("protocol", r.protocol.into()));
     if r.cluster_fallback {
         f.push(("cluster", CLUSTER_FALLBACK.into()));
     }
@@ -202,6 +207,7 @@ pub(crate) fn rejection_fields(r: &RejectionRecord<'_>) -> Fields {
         ("result", "rejected".into()),
         ("reason", r.reason.as_str().into()),
         ("status", r.status.into()),
+        ("protocol", r.protocol.into()),
     ]);
     if r.cluster_fallback {
         f.push(("cluster", CLUSTER_FALLBACK.into()));
@@ -257,6 +263,7 @@ pub(crate) mod tests {
         let r = SessionRecord {
             route: "/ws/echo",
             client: Some("127.0.0.1".parse().unwrap()),
+            protocol: "h2",
             subject: Some("alice"),
             end: &end,
             duration: Duration::from_millis(1250),
@@ -268,11 +275,13 @@ pub(crate) mod tests {
         assert_eq!(
             line,
             "session route=/ws/echo client=127.0.0.1 subject=alice result=closed close_code=4000 \
-             initiator=client duration_s=1.250 messages_in=2 messages_out=3 bytes_in=10 bytes_out=22"
+             initiator=client duration_s=1.250 messages_in=2 messages_out=3 bytes_in=10 bytes_out=22 \
+             protocol=h2"
         );
         let r = RejectionRecord {
             route: "none",
             client: None,
+            protocol: "h1",
             subject: None,
             reason: Reason::HeadTimeout,
             status: 408,
@@ -282,7 +291,7 @@ pub(crate) mod tests {
         assert_eq!(
             line,
             "rejection route=none client=unknown result=rejected reason=head_timeout status=408 \
-             cluster=local_fallback"
+             protocol=h1 cluster=local_fallback"
         );
     }
 
@@ -292,6 +301,7 @@ pub(crate) mod tests {
         let r = SessionRecord {
             route: "/ws",
             client: None,
+            protocol: "h1",
             subject: Some("eve status=200\n[INFO access] session route=/admin"),
             end: &end,
             duration: Duration::ZERO,

@@ -103,6 +103,7 @@ mod tests {
         let r = SessionRecord {
             route: "/ws/echo",
             client: Some("::1".parse().unwrap()),
+            protocol: "h1",
             subject: None,
             end: &end,
             duration: Duration::from_millis(5),

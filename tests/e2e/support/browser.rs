@@ -1,26 +1,31 @@
-//! Headless Chromium (Debian's `chromium`), driven by ChromeDriver through its W3C WebDriver HTTP
-//! API: a few JSON requests over loopback, no client library and no npm. ChromeDriver runs in a
-//! process group of its own, which Chromium and its helper processes inherit (its crash handlers,
-//! which leave the group, exit with the browser), so dropping the handle kills them all, also
-//! when a test fails half-way.
+//! Headless browsers driven through the W3C WebDriver HTTP API: Debian's Chromium under
+//! ChromeDriver and Debian's Firefox ESR under geckodriver (from crates.io). A few JSON requests
+//! over loopback, the same for both, no client library and no npm. The driver runs in a process
+//! group of its own, which the browser and its helper processes inherit (Chromium's crash
+//! handlers, which leave the group, exit with the browser), so dropping the handle kills them
+//! all, also when a test fails half-way.
+//!
+//! Both trust the test's CA the way a user's browser trusts a private CA: a fresh NSS database
+//! (`certutil`, from libnss3-tools) with the CA as a trust anchor for servers — Firefox's in its
+//! new profile, Chromium's in `$HOME/.pki/nssdb` of a fresh home. No certificate check is
+//! switched off, so any other certificate error still fails.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::client::status_and_body;
-use super::process::tool;
+use super::process::{run_ok, tool};
 use super::wait::*;
 
 /// Chromium's flags here: headless as root, and none of its background connections (updates,
 /// sync, safe browsing, QUIC probes), which a closed network refuses, many at a time.
-const FLAGS: [&str; 8] = [
+const CHROMIUM_FLAGS: [&str; 8] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -31,57 +36,125 @@ const FLAGS: [&str; 8] = [
     "--disable-sync",
 ];
 
-/// What ChromeDriver prints once it listens (on the port the kernel chose for `--port=0`).
-const STARTED: &str = "ChromeDriver was started successfully on port ";
+/// Which browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
 
-/// One Chromium session under ChromeDriver; both are killed on drop.
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+
+    /// The browser's binary and its WebDriver server.
+    fn tools(self) -> &'static [&'static str; 2] {
+        match self {
+            Engine::Chromium => &["chromium", "chromedriver"],
+            Engine::Firefox => &["firefox-esr", "geckodriver"],
+        }
+    }
+
+    /// What the driver prints once it listens, followed by the port (and, for ChromeDriver, a
+    /// full stop); the kernel chose the port for `--port=0`.
+    fn started(self) -> &'static str {
+        match self {
+            Engine::Chromium => "ChromeDriver was started successfully on port ",
+            Engine::Firefox => "Listening on 127.0.0.1:",
+        }
+    }
+}
+
+/// One browser session under its WebDriver server; both are killed on drop.
 pub struct Browser {
+    pub engine: Engine,
     driver: Child,
     port: u16,
     session: String,
-    /// ChromeDriver's output and log, and Chromium's fresh, empty profile.
+    /// The driver's output and log, the browser's fresh profile and home.
     dir: tempfile::TempDir,
 }
 
 impl Browser {
-    /// Start ChromeDriver and a headless Chromium session with `extra_flags` besides [`FLAGS`].
-    /// `None` when chromium or chromedriver is not installed (a failure under CI, see `tool`).
-    pub async fn start(extra_flags: &[String]) -> Option<Browser> {
-        let chromium = tool("chromium")?;
-        let chromedriver = tool("chromedriver")?;
+    /// Start `engine` headless with a fresh profile that trusts the CA certificate(s) in the PEM
+    /// file `ca`. `None` when the browser, its driver or certutil is not installed (a failure
+    /// under CI, see `tool`).
+    pub async fn start(engine: Engine, ca: &Path) -> Option<Browser> {
+        let [browser_name, driver_name] = engine.tools();
+        let binary = tool(browser_name)?;
+        let driver_binary = tool(driver_name)?;
+        let certutil = tool("certutil")?;
         let dir = tempfile::tempdir().unwrap();
-        let out = std::fs::File::create(dir.path().join("chromedriver.out")).unwrap();
-        let driver = Command::new(chromedriver)
-            .arg("--port=0")
-            .arg(format!(
-                "--log-path={}",
-                dir.path().join("chromedriver.log").display()
-            ))
+        let home = dir.path().join("home");
+        let profile = dir.path().join("profile");
+        let nssdb = match engine {
+            Engine::Chromium => home.join(".pki/nssdb"),
+            Engine::Firefox => profile.clone(),
+        };
+        trust_ca(&certutil, &nssdb, ca);
+        let out = std::fs::File::create(dir.path().join("driver.out")).unwrap();
+        let log = dir.path().join("driver.log");
+        let mut command = Command::new(driver_binary);
+        match engine {
+            Engine::Chromium => command
+                .arg("--port=0")
+                .arg(format!("--log-path={}", log.display())),
+            // geckodriver logs to its output; `--log` keeps it informative without tracing.
+            Engine::Firefox => command.args(["--port", "0", "--log", "info"]),
+        };
+        let driver = command
+            // The browser finds its NSS database (Chromium) and writes nothing outside the test.
+            .env("HOME", &home)
+            .env("TMPDIR", dir.path())
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("chromedriver cannot start");
+            .unwrap_or_else(|e| panic!("{driver_name} cannot start: {e}"));
         let mut browser = Browser {
+            engine,
             driver,
             port: 0,
             session: String::new(),
             dir,
         };
         browser.port = browser.driver_port().await;
-        let profile = browser.dir.path().join("profile");
-        std::fs::create_dir(&profile).unwrap();
-        let mut args: Vec<String> = FLAGS.iter().map(|f| f.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.display()));
-        args.extend(extra_flags.iter().cloned());
-        let capabilities = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": chromium, "args": args },
-            "timeouts": { "pageLoad": millis(STEP), "script": millis(START) },
-        }}});
+        let timeouts = json!({ "pageLoad": millis(STEP), "script": millis(START) });
+        let capabilities = match engine {
+            Engine::Chromium => {
+                let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
+                args.push(format!("--user-data-dir={}", profile.display()));
+                json!({
+                    "browserName": "chrome",
+                    "goog:chromeOptions": { "binary": binary, "args": args },
+                    "timeouts": timeouts,
+                })
+            }
+            Engine::Firefox => json!({
+                "browserName": "firefox",
+                "moz:firefoxOptions": {
+                    "binary": binary,
+                    // geckodriver uses a profile named with -profile as it is (the CA in it) and
+                    // writes the prefs into its user.js.
+                    "args": ["-headless", "-profile", profile],
+                    "prefs": FIREFOX_PREFS.iter().map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect::<serde_json::Map<String, Value>>(),
+                },
+                "timeouts": timeouts,
+            }),
+        };
         let session = browser
-            .call("POST", "/session", Some(&capabilities), START)
+            .call(
+                "POST",
+                "/session",
+                Some(&json!({ "capabilities": { "alwaysMatch": capabilities } })),
+                START,
+            )
             .await;
         browser.session = session["sessionId"]
             .as_str()
@@ -90,41 +163,47 @@ impl Browser {
         Some(browser)
     }
 
-    /// The port ChromeDriver listens on, from its output (bounded; an early exit fails at once).
+    /// The port the driver listens on, from its output (bounded; an early exit fails at once).
     async fn driver_port(&mut self) -> u16 {
         let deadline = Instant::now() + START;
+        let driver = self.engine.tools()[1];
         loop {
             let out = self.output();
-            if let Some(rest) = out.split_once(STARTED).map(|(_, r)| r) {
-                // The number is complete once the sentence's full stop follows it.
-                if let Some(port) = rest.split_once('.').and_then(|(n, _)| n.parse().ok()) {
+            if let Some(rest) = out.split_once(self.engine.started()).map(|(_, r)| r) {
+                // The number is complete once something else follows it.
+                let digits = rest.find(|c: char| !c.is_ascii_digit());
+                if let Some(port) = digits.and_then(|end| rest[..end].parse().ok()) {
                     return port;
                 }
             }
             if let Some(status) = self.driver.try_wait().unwrap() {
-                panic!("chromedriver exited ({status}) before listening:\n{out}");
+                panic!("{driver} exited ({status}) before listening:\n{out}");
             }
             assert!(
                 Instant::now() < deadline,
-                "chromedriver not listening within {START:?}:\n{out}"
+                "{driver} not listening within {START:?}:\n{out}"
             );
             tokio::time::sleep(POLL).await;
         }
     }
 
     fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("chromedriver.out")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("driver.out")).unwrap_or_default()
     }
 
-    /// The end of ChromeDriver's log, for failure messages.
+    /// The end of the driver's log (geckodriver's is its output), for failure messages.
     fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
+        let log = match self.engine {
+            Engine::Chromium => {
+                std::fs::read_to_string(self.dir.path().join("driver.log")).unwrap_or_default()
+            }
+            Engine::Firefox => self.output(),
+        };
         let start = log.len().saturating_sub(4000);
         let start = (start..log.len())
             .find(|&i| log.is_char_boundary(i))
             .unwrap_or(0);
-        log[start..].to_string()
+        format!("{}'s log:\n{}", self.engine.tools()[1], &log[start..])
     }
 
     /// Load `url` and wait for its load event (bounded by the session's page-load timeout).
@@ -154,7 +233,7 @@ impl Browser {
         let exchange = async {
             let mut s = TcpStream::connect(("127.0.0.1", self.port)).await?;
             s.write_all(request.as_bytes()).await?;
-            // ChromeDriver may keep the connection open despite `Connection: close`: the answer
+            // A driver may keep the connection open despite `Connection: close`: the answer
             // ends where its Content-Length says.
             let mut answer = Vec::new();
             let mut chunk = [0u8; 16384];
@@ -171,7 +250,7 @@ impl Browser {
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "WebDriver {method} {path}: no answer within {limit:?}; chromedriver's log:\n{}",
+                    "WebDriver {method} {path}: no answer within {limit:?}; {}",
                     self.log_tail()
                 )
             })
@@ -182,7 +261,7 @@ impl Browser {
         assert_eq!(
             status,
             200,
-            "WebDriver {method} {path} failed: {value}; chromedriver's log:\n{}",
+            "WebDriver {method} {path} failed: {value}; {}",
             self.log_tail()
         );
         value["value"].clone()
@@ -196,7 +275,7 @@ impl Drop for Browser {
         // yet, so the group id is still ours.
         unsafe { libc::killpg(group, libc::SIGKILL) };
         let _ = self.driver.wait();
-        // Chromium's processes were reparented when ChromeDriver died; wait (bounded) until the
+        // The browser's processes were reparented when the driver died; wait (bounded) until the
         // group is gone before its profile folder is removed.
         let deadline = Instant::now() + STEP;
         // SAFETY: signal 0 only checks whether the group still has a process.
@@ -223,22 +302,37 @@ fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-/// The `--ignore-certificate-errors-spki-list` entry for a certificate whose private key is the
-/// PEM file `key`: base64 of the SHA-256 of its SubjectPublicKeyInfo. Chromium then accepts that
-/// key's certificate, and no other that fails verification. Checked against `cert`: the SPKI
-/// must be in it.
-pub fn spki_pin(cert: &Path, key: &Path) -> String {
-    use rcgen::PublicKeyData;
-    use rustls::pki_types::pem::PemObject;
-    let pair = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
-    let spki = pair.subject_public_key_info();
-    let der = rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap();
-    assert!(
-        der.windows(spki.len()).any(|w| w == spki.as_slice()),
-        "{} does not hold the public key of {}",
-        cert.display(),
-        key.display()
+/// Firefox's preferences here: nothing fetched in the background (a closed network refuses it),
+/// and WebSockets over HTTP/2 (RFC 8441) explicitly on, as they are by default.
+const FIREFOX_PREFS: [(&str, Value); 7] = [
+    ("network.http.http2.websockets", Value::Bool(true)),
+    ("app.update.disabledForTesting", Value::Bool(true)),
+    ("browser.safebrowsing.update.enabled", Value::Bool(false)),
+    ("network.captive-portal-service.enabled", Value::Bool(false)),
+    ("network.connectivity-service.enabled", Value::Bool(false)),
+    ("security.OCSP.enabled", Value::Bool(false)),
+    ("network.dns.disablePrefetch", Value::Bool(true)),
+];
+
+/// A new NSS database at `db` (a profile folder, or Chromium's `$HOME/.pki/nssdb`) whose only
+/// added certificate is the CA in the PEM file `ca`, trusted to issue server certificates
+/// (`C,,`): the browser then verifies the gateway's certificate as any other.
+fn trust_ca(certutil: &Path, db: &Path, ca: &Path) {
+    std::fs::create_dir_all(db).unwrap();
+    let db = format!("sql:{}", db.display());
+    run_ok(Command::new(certutil).args(["-N", "-d", &db, "--empty-password"]));
+    run_ok(
+        Command::new(certutil)
+            .args([
+                "-A",
+                "-d",
+                &db,
+                "-n",
+                "Portcullis test CA",
+                "-t",
+                "C,,",
+                "-i",
+            ])
+            .arg(ca),
     );
-    let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }

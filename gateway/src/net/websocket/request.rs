@@ -8,7 +8,7 @@ use super::extensions::{self, Extension};
 use super::Rejection;
 use crate::core::header;
 use crate::core::reason::Reason;
-use crate::net::http1::RequestHead;
+use crate::net::http1::{RequestHead, Version};
 
 /// The only protocol version RFC 6455 defines.
 pub(crate) const WEBSOCKET_VERSION: &str = "13";
@@ -25,8 +25,8 @@ const SINGLETONS: [(&str, &str); 5] = [
 /// A valid upgrade: what the 101 answer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Upgrade {
-    /// `Sec-WebSocket-Accept` for the 101.
-    pub(crate) accept: String,
+    /// `Sec-WebSocket-Accept` for the 101; `None` on HTTP/2, which has none (RFC 8441).
+    pub(crate) accept: Option<String>,
     /// Subprotocols the client offered, in its order.
     pub(crate) offered_protocols: Vec<String>,
     /// Extensions the client offered, in its order; none when their syntax is broken (an offer
@@ -34,23 +34,30 @@ pub(crate) struct Upgrade {
     pub(crate) offered_extensions: Vec<Extension>,
 }
 
-/// Validate the opening handshake of a request to a WebSocket route.
+/// Validate the opening handshake of a request to a WebSocket route, whichever HTTP carried
+/// it: RFC 6455 section 4.2.1 on HTTP/1.1, RFC 8441 section 4 (extended CONNECT) on HTTP/2.
 pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
-    if !head.header_has_token("upgrade", "websocket") {
-        return Err(Rejection::new(
+    if !head.wants_websocket() {
+        let refusal = Rejection::new(
             Reason::UpgradeRequired,
             426,
             "this endpoint speaks WebSocket only\n",
-        )
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", WEBSOCKET_VERSION));
+        );
+        // `Upgrade` is a connection header, which HTTP/2 forbids (RFC 9113 section 8.2.2).
+        let refusal = match head.version {
+            Version::Http1 => refusal.header("Upgrade", "websocket"),
+            Version::Http2 { .. } => refusal,
+        };
+        return Err(refusal.header("Sec-WebSocket-Version", WEBSOCKET_VERSION));
     }
     let bad = |why: &str| Rejection::new(Reason::BadRequest, 400, format!("{why}\n"));
-    if head.method != "GET" {
-        return Err(bad("a WebSocket handshake must use GET"));
-    }
-    if head.minor_version < 1 {
-        return Err(bad("a WebSocket handshake needs HTTP/1.1"));
+    if head.version == Version::Http1 {
+        if head.method != "GET" {
+            return Err(bad("a WebSocket handshake must use GET"));
+        }
+        if head.minor_version < 1 {
+            return Err(bad("a WebSocket handshake needs HTTP/1.1"));
+        }
     }
     // Content behind an upgrade would be read as frames here while a proxy in front, following
     // HTTP framing, sees a body: a desync that lets frames pass unseen.
@@ -69,10 +76,11 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
             return Err(bad(&format!("more than one {shown} header")));
         }
     }
+    // On HTTP/2 the `:authority` pseudo-header stands for Host (the front puts it there).
     if head.count("host") != 1 {
         return Err(bad("a WebSocket handshake needs one Host header"));
     }
-    if !head.header_has_token("connection", "upgrade") {
+    if head.version == Version::Http1 && !head.header_has_token("connection", "upgrade") {
         return Err(bad("the Connection header must include Upgrade"));
     }
     match head.header("sec-websocket-version") {
@@ -82,17 +90,12 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
                 .header("Sec-WebSocket-Version", WEBSOCKET_VERSION))
         }
     }
-    let key = match head.headers.get("sec-websocket-key") {
-        Some(k) => k.as_bytes(),
-        None => return Err(bad("missing Sec-WebSocket-Key")),
+    // RFC 8441 section 5: no Sec-WebSocket-Key and no Sec-WebSocket-Accept on HTTP/2; the
+    // stream itself binds the answer to the request.
+    let accept = match head.version {
+        Version::Http1 => Some(accept_key(head)?),
+        Version::Http2 { .. } => None,
     };
-    let key = key.trim_ascii();
-    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
-    if !matches!(decoded, Ok(ref nonce) if nonce.len() == 16) {
-        return Err(bad(
-            "invalid Sec-WebSocket-Key (must be 16 bytes in base64)",
-        ));
-    }
     let offered_protocols = header::items(head.headers.get_all("sec-websocket-protocol"))
         .map(String::from)
         .collect();
@@ -104,10 +107,27 @@ pub(crate) fn check(head: &RequestHead) -> Result<Upgrade, Rejection> {
     )
     .unwrap_or_default();
     Ok(Upgrade {
-        accept: derive_accept_key(key),
+        accept,
         offered_protocols,
         offered_extensions,
     })
+}
+
+/// `Sec-WebSocket-Accept` for an HTTP/1.1 handshake's `Sec-WebSocket-Key`.
+fn accept_key(head: &RequestHead) -> Result<String, Rejection> {
+    let bad = |why: &str| Rejection::new(Reason::BadRequest, 400, format!("{why}\n"));
+    let key = match head.headers.get("sec-websocket-key") {
+        Some(k) => k.as_bytes(),
+        None => return Err(bad("missing Sec-WebSocket-Key")),
+    };
+    let key = key.trim_ascii();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if !matches!(decoded, Ok(ref nonce) if nonce.len() == 16) {
+        return Err(bad(
+            "invalid Sec-WebSocket-Key (must be 16 bytes in base64)",
+        ));
+    }
+    Ok(derive_accept_key(key))
 }
 
 #[cfg(test)]
@@ -130,7 +150,7 @@ mod tests {
         h.push(("sec-websocket-protocol", "chat, superchat"));
         let up = check(&RequestHead::for_test("GET", "/ws", &h)).unwrap();
         // RFC 6455, section 1.3.
-        assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(up.accept.as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         assert_eq!(up.offered_protocols, ["chat", "superchat"]);
         assert!(up.offered_extensions.is_empty());
         h.push((
@@ -249,5 +269,49 @@ mod tests {
                 r.answer.body
             );
         }
+    }
+
+    /// An HTTP/2 head as the front builds it: `:authority` as Host, `:protocol` kept.
+    fn h2(method: &str, protocol: Option<&str>, headers: &[(&str, &str)]) -> RequestHead {
+        let mut head = RequestHead::for_test(method, "/ws", headers);
+        head.version = Version::Http2 {
+            protocol: protocol.map(String::from),
+        };
+        head
+    }
+
+    #[test]
+    fn accepts_extended_connect_without_key_or_upgrade() {
+        let h = [
+            ("host", "example"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat"),
+            ("sec-websocket-extensions", "permessage-deflate"),
+        ];
+        let up = check(&h2("CONNECT", Some("websocket"), &h)).unwrap();
+        assert_eq!(up.accept, None);
+        assert_eq!(up.offered_protocols, ["chat"]);
+        assert_eq!(up.offered_extensions[0].name, "permessage-deflate");
+    }
+
+    #[test]
+    fn refuses_http2_defects() {
+        let good = [("host", "example"), ("sec-websocket-version", "13")];
+        let r = check(&h2("GET", None, &good)).unwrap_err();
+        assert_eq!(r.answer.status, 426);
+        assert!(
+            r.answer.headers.iter().all(|(n, _)| *n != "Upgrade"),
+            "no connection header on HTTP/2"
+        );
+        let r = check(&h2("CONNECT", Some("h2-tunnel"), &good)).unwrap_err();
+        assert_eq!(r.answer.status, 426);
+        let r = check(&h2("CONNECT", Some("websocket"), &good[..1])).unwrap_err();
+        assert!(r.answer.body.contains("Version must be 13"));
+        let r = check(&h2("CONNECT", Some("websocket"), &good[1..])).unwrap_err();
+        assert!(r.answer.body.contains("Host"));
+        let mut with_body = good.to_vec();
+        with_body.push(("content-length", "3"));
+        let r = check(&h2("CONNECT", Some("websocket"), &with_body)).unwrap_err();
+        assert!(r.answer.body.contains("carries no content"));
     }
 }

@@ -178,6 +178,24 @@ pub const TRACE_SPANS_DROPPED: Def = Def {
     labels: &["reason"],
     help: "Finished spans not exported: the queue was full (tracing.queue_size; the collector is slow or down) or the collector did not take their batch.",
 };
+pub const WEBSOCKETS_OPENED: Def = Def {
+    name: "portcullis_websockets_opened_total",
+    kind: Kind::Counter,
+    labels: &["protocol"],
+    help: "WebSockets opened (101 on HTTP/1.1, 200 on an HTTP/2 extended CONNECT stream), by the HTTP that carries them: h1 or h2.",
+};
+pub const HTTP2_CONNECTIONS: Def = Def {
+    name: "portcullis_http2_connections_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Client connections that chose HTTP/2 by ALPN and completed its preface.",
+};
+pub const HTTP2_ERRORS: Def = Def {
+    name: "portcullis_http2_errors_total",
+    kind: Kind::Counter,
+    labels: &["reason"],
+    help: "HTTP/2 connections the gateway ended with an error (GOAWAY), by class: enhance_your_calm (rapid reset, reset or DATA floods), protocol_error, flow_control_error, frame_size_error, compression_error, head_timeout (no request in time), other.",
+};
 pub const CONFIG_RELOADS: Def = Def {
     name: "portcullis_config_reloads_total",
     kind: Kind::Counter,
@@ -265,6 +283,9 @@ pub const ALL: &[Def] = &[
     TLS_HANDSHAKE_FAILURES,
     TRACE_SPANS_EXPORTED,
     TRACE_SPANS_DROPPED,
+    WEBSOCKETS_OPENED,
+    HTTP2_CONNECTIONS,
+    HTTP2_ERRORS,
     CONFIG_RELOADS,
     CLUSTER_CALL_DURATION,
     CLUSTER_ERRORS,
@@ -357,7 +378,8 @@ mod tests {
                         "operation",
                         "version",
                         "task",
-                        "on_error"
+                        "on_error",
+                        "protocol"
                     ]
                     .contains(label),
                     "{n}: label {label} is not on the low-cardinality list"

@@ -27,7 +27,7 @@ use crate::core::background;
 use crate::core::end::{EndReason, Initiator};
 use crate::core::labels::{
     close_code_label, AuthzError, BackgroundTask, ClusterOp, DropReason, Fallback, HandshakeResult,
-    SelectionReason, SpanDrop, UpstreamErrorKind,
+    Http2Error, SelectionReason, SpanDrop, UpstreamErrorKind, PROTOCOLS,
 };
 use crate::core::on_error::AuthzOnError;
 use crate::core::reason::Reason;
@@ -50,6 +50,9 @@ pub(crate) struct Metrics {
     registry: Registry,
     connections_accepted: IntCounter,
     connections_dropped: IntCounterVec,
+    websockets_opened: IntCounterVec,
+    http2_connections: IntCounter,
+    http2_errors: IntCounterVec,
     connections_pending: IntGauge,
     connections_open: IntGaugeVec,
     connections_limit: IntGaugeVec,
@@ -156,6 +159,14 @@ impl Metrics {
         for reason in DropReason::ALL {
             connections_dropped.with_label_values(&[reason.as_str()]);
         }
+        let websockets_opened = counter_vec(&r, &defs::WEBSOCKETS_OPENED);
+        for protocol in PROTOCOLS {
+            websockets_opened.with_label_values(&[protocol]);
+        }
+        let http2_errors = counter_vec(&r, &defs::HTTP2_ERRORS);
+        for reason in Http2Error::ALL {
+            http2_errors.with_label_values(&[reason.as_str()]);
+        }
         let config_reloads = counter_vec(&r, &defs::CONFIG_RELOADS);
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
@@ -182,6 +193,9 @@ impl Metrics {
             ext_authz_errors: counter_vec(&r, &defs::EXT_AUTHZ_ERRORS),
             connections_accepted: counter(&r, &defs::CONNECTIONS_ACCEPTED),
             connections_dropped,
+            websockets_opened,
+            http2_connections: counter(&r, &defs::HTTP2_CONNECTIONS),
+            http2_errors,
             connections_pending: gauge(&r, &defs::CONNECTIONS_PENDING),
             connections_open: gauge_vec(&r, &defs::CONNECTIONS_OPEN),
             connections_limit: gauge_vec(&r, &defs::CONNECTIONS_LIMIT),
@@ -426,6 +440,23 @@ impl Metrics {
         self.upstream_healthy
             .with_label_values(&[upstream])
             .set(i64::from(healthy));
+    }
+
+    /// A WebSocket was opened over `protocol` (`h1` or `h2`).
+    pub(crate) fn websocket_opened(&self, protocol: &str) {
+        self.websockets_opened.with_label_values(&[protocol]).inc();
+    }
+
+    /// A client connection chose HTTP/2.
+    pub(crate) fn http2_connection(&self) {
+        self.http2_connections.inc();
+    }
+
+    /// The gateway ended an HTTP/2 connection with an error.
+    pub(crate) fn http2_error(&self, reason: Http2Error) {
+        self.http2_errors
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// A TLS handshake on a public listener failed or timed out.
