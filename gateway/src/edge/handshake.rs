@@ -269,7 +269,10 @@ impl Edge {
             .open(a.accept.as_deref(), protocol, extension)
             .await;
         let opened = hs.front.opened_status();
-        let trace = hs.trace.take().and_then(|span| span.switched(opened, written));
+        let trace = hs
+            .trace
+            .take()
+            .and_then(|span| span.switched(opened, written));
         let protocol_label = hs.front.protocol();
         let metrics = self
             .report
