@@ -611,3 +611,40 @@ async fn session_limits_apply_per_stream() {
     })
     .await;
 }
+
+/// With `[tracing]`, a WebSocket over an HTTP/2 stream is traced as on HTTP/1.1: its handshake
+/// span (an extended CONNECT, HTTP version 2) ends with the `200` that opened the stream, and
+/// its session span, linked to it, arrives at the close with its counts.
+#[tokio::test]
+async fn a_websocket_over_h2_is_traced_with_its_200() {
+    let collector = Collector::start().await;
+    let gw = h2_gateway(&format!(
+        "[tracing]\nendpoint = \"{}\"\nbatch_delay = \"50ms\"\n",
+        collector.url()
+    ))
+    .await;
+    let mut h2 = H2::connect(&gw).await;
+    let (mut ws, _) = h2.websocket("/ws/echo", &[]).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("traced")).await,
+        Message::text("echo: traced")
+    );
+    close(&mut ws).await;
+    let hs = collector
+        .wait_span("the h2 handshake span", |s| {
+            s.span.name == "CONNECT /ws/echo"
+        })
+        .await;
+    assert_eq!(hs.int("http.response.status_code"), Some(200));
+    assert_eq!(hs.str("network.protocol.version").as_deref(), Some("2"));
+    assert_eq!(hs.str("http.request.method").as_deref(), Some("CONNECT"));
+    let session = collector
+        .wait_span("the h2 session span", |s| {
+            s.span.name == "websocket.session"
+                && s.span.links.iter().any(|l| l.span_id == hs.span.span_id)
+        })
+        .await;
+    assert_eq!(session.int("websocket.close.code"), Some(1000));
+    assert_eq!(session.int("websocket.messages.from_client"), Some(1));
+    assert_eq!(session.int("websocket.messages.to_client"), Some(1));
+}

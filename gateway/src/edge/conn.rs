@@ -157,6 +157,14 @@ impl Client {
         }
     }
 
+    /// The HTTP version as the trace conventions name it (`network.protocol.version`).
+    pub(crate) fn http_version(&self) -> &'static str {
+        match self {
+            Client::Http1(_) => "1.1",
+            Client::Http2(_) => "2",
+        }
+    }
+
     /// The request has reached admission: it no longer counts as pending.
     pub(crate) fn admitting(&mut self) {
         match self {

@@ -174,6 +174,7 @@ impl Edge {
     ) {
         let trace = HandshakeSpan::start(
             &entry.route.path,
+            client.http_version(),
             &head.method,
             head.path(),
             head.tls,

@@ -124,9 +124,11 @@ pub(crate) struct HandshakeSpan {
 }
 
 impl HandshakeSpan {
-    /// A handshake on `route` from the socket peer `peer`; `None` when tracing is off.
+    /// A handshake on `route` from the socket peer `peer`, carried by HTTP `version` (`1.1`
+    /// or `2`); `None` when tracing is off.
     pub(crate) fn start(
         route: &str,
+        version: &'static str,
         method: &str,
         path: &str,
         tls: bool,
@@ -143,6 +145,7 @@ impl HandshakeSpan {
             KeyValue::new("url.path", path.to_string()),
             KeyValue::new("url.scheme", if tls { "wss" } else { "ws" }),
             KeyValue::new("network.protocol.name", "http"),
+            KeyValue::new("network.protocol.version", version),
         ];
         if let Some(peer) = peer {
             attributes.push(KeyValue::new("network.peer.address", peer.to_string()));
