@@ -215,7 +215,7 @@ pub(crate) const TRACING_TIMEOUT: Duration = Duration::from_secs(5);
 // [listeners.tls] and [http2]
 
 /// Whether a TLS listener offers HTTP/2 (ALPN `h2`, RFC 8441 WebSockets) besides HTTP/1.1.
-/// Off until browsers are proven on it end to end (see docs/http2.md).
+/// Off until the rest of docs/http2.md's open list is done (browsers are proven on it).
 pub(crate) const LISTENER_HTTP2: bool = false;
 /// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`);
 /// each WebSocket stream also counts as one connection for the caps.
