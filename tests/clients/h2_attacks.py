@@ -22,6 +22,7 @@ Attacks:
   idle_stream       a WebSocket stream opened and never written (nor its pings answered;
                     --path a route that pings)
   stalled_headers   a header block started and never finished
+  stalled_headers_open  the same after a WebSocket stream opened on the connection (--path)
   zero_window       SETTINGS_INITIAL_WINDOW_SIZE 0, a WebSocket stream asked to echo, and the
                     window never opened
 
@@ -212,6 +213,16 @@ def stalled_headers(conn, args):
     conn.wait_for(lambda: conn.goaway or conn.closed, args.wait)
 
 
+def stalled_headers_open(conn, args):
+    # A WebSocket stream first, so the connection is past its first request; then a header
+    # block on another stream, never finished (no frame may come until it is, RFC 9113 6.10).
+    if not open_websocket(conn, 1, args.path, args):
+        return
+    conn.headers(3, conn.request_headers("/"), end_headers=False)
+    conn.flush(args.wait)
+    conn.wait_for(lambda: conn.goaway or conn.closed, args.wait)
+
+
 def zero_window(conn, args):
     # Our SETTINGS (sent first by Connection) said INITIAL_WINDOW_SIZE 0: the server may send
     # no DATA on any stream until we open its window, which we never do.
@@ -235,6 +246,7 @@ ATTACKS = {
     "too_many_streams": too_many_streams,
     "idle_stream": idle_stream,
     "stalled_headers": stalled_headers,
+    "stalled_headers_open": stalled_headers_open,
     "zero_window": zero_window,
 }
 

@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::sessions;
 use crate::support::upstream::*;
 use crate::support::*;
 use crate::tokens::*;
@@ -647,4 +648,117 @@ async fn a_websocket_over_h2_is_traced_with_its_200() {
     assert_eq!(session.int("websocket.close.code"), Some(1000));
     assert_eq!(session.int("websocket.messages.from_client"), Some(1));
     assert_eq!(session.int("websocket.messages.to_client"), Some(1));
+}
+
+/// A gateway with an admin token and a JWT route, speaking HTTP/2 on its TLS listener.
+async fn h2_admin_gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(dir.path());
+    std::fs::write(
+        dir.path().join("admin.token"),
+        format!("{}\n", sessions::TOKEN),
+    )
+    .unwrap();
+    let chat = "[[routes]]\npath = \"/ws/chat\"\nmode = \"echo\"\npolicy = \"chat\"\n\
+                [policies.chat.jwt]\nkeys = [{ alg = \"ES256\", pem_file = \"keys/ec.pub.pem\" }]\n";
+    let marker = "generate_self_signed = true\n";
+    let text = config_text_at(
+        ANY_PORT,
+        ANY_PORT,
+        true,
+        "token_file = \"admin.token\"\n",
+        chat,
+    )
+    .replacen(marker, &format!("{marker}{HTTP2}\n"), 1);
+    std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
+    let cert = dir.path().join("certs/cert.pem");
+    Gateway::run(dir, &["--config", "portcullis.toml"], cert, true).await
+}
+
+/// A WebSocket on `/ws/chat` as `subject`, one more stream of `h2`.
+async fn chat_stream(h2: &mut H2, subject: &str, jti: &str) -> WebSocketStream<H2Ws> {
+    let bearer = format!("Bearer {}", sessions::token_for(subject, jti));
+    let header = [("authorization", bearer.as_str())];
+    h2.websocket("/ws/chat", &header).await.unwrap().0
+}
+
+/// Session control reaches each stream of an HTTP/2 connection on its own: the streams are
+/// listed (as `h2`), a close by id ends only its stream, a revocation only its subject's, and
+/// the connection and its other streams go on.
+#[tokio::test]
+async fn session_control_closes_and_revokes_single_streams() {
+    let gw = h2_admin_gateway().await;
+    let mut h2 = H2::connect(&gw).await;
+    let mut alice = chat_stream(&mut h2, "alice", "a1").await;
+    let mut bob = chat_stream(&mut h2, "bob", "b1").await;
+    let mut carol = chat_stream(&mut h2, "carol", "c1").await;
+
+    let (status, all) = sessions::admin(&gw, "GET", "/sessions", None).await;
+    assert_eq!((status, &all["total"]), (200, &json!(3)), "{all}");
+    let mut subjects: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["protocol"], "h2", "{s}");
+            assert_eq!(s["route"], "/ws/chat", "{s}");
+            s["subject"].as_str().unwrap()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["alice", "bob", "carol"]);
+
+    // A close by id: that stream gets 1008, the others keep echoing.
+    let (_, listed) = sessions::admin(&gw, "GET", "/sessions?subject=alice", None).await;
+    let id = listed["sessions"][0]["id"].as_str().unwrap().to_string();
+    let (status, body) =
+        sessions::admin(&gw, "POST", "/sessions/close", Some(json!({ "id": id }))).await;
+    assert_eq!((status, &body["closed"]), (200, &json!(1)), "{body}");
+    assert_eq!(
+        expect_close(&mut alice).await,
+        (1008, "closed by operator".into())
+    );
+    for (ws, text) in [(&mut bob, "b"), (&mut carol, "c")] {
+        assert_eq!(
+            roundtrip(ws, Message::text(text)).await,
+            Message::text(format!("echo: {text}"))
+        );
+    }
+
+    // A revocation: the subject's stream gets 1008 `revoked`; carol's stays.
+    let (status, body) = sessions::admin(
+        &gw,
+        "POST",
+        "/revocations",
+        Some(json!({ "subject": "bob", "ttl": "1h" })),
+    )
+    .await;
+    assert_eq!((status, &body["closed"]), (200, &json!(1)), "{body}");
+    assert_eq!(expect_close(&mut bob).await, (1008, "revoked".into()));
+    assert_eq!(
+        roundtrip(&mut carol, Message::text("still")).await,
+        Message::text("echo: still")
+    );
+
+    // The connection stays open: a revoked subject is refused on it, new streams open on it.
+    assert!(!h2.conn.is_finished());
+    let bearer = format!("Bearer {}", sessions::token_for("bob", "b2"));
+    let refused = h2
+        .websocket("/ws/chat", &[("authorization", bearer.as_str())])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.0, 401);
+    let mut dave = chat_stream(&mut h2, "dave", "d1").await;
+    assert_eq!(
+        roundtrip(&mut dave, Message::text("new")).await,
+        Message::text("echo: new")
+    );
+    eventually(STEP, "only carol's and dave's streams listed", || async {
+        let (_, all) = sessions::admin(&gw, "GET", "/sessions", None).await;
+        done_or(all["total"] == 2, all)
+    })
+    .await;
+    close(&mut carol).await;
+    close(&mut dave).await;
+    assert!(!h2.conn.is_finished());
 }

@@ -299,6 +299,19 @@ async fn a_header_block_never_finished_is_bounded_by_head_timeout() {
 }
 
 #[tokio::test]
+async fn a_header_block_never_finished_beside_an_open_stream_is_bounded_by_head_timeout() {
+    let gw = h2_gateway(BOUNDS).await;
+    let ws = bystander(&gw).await;
+    // Past its first request the connection is bounded by its idleness, which an open stream
+    // holds off; the header block's own timer ends it: GOAWAY once `head_timeout` has passed
+    // (the wait is that and a margin), counted as the connection's head timeout.
+    let report = attack(&gw, "stalled_headers_open", &["--wait", "12"]).await;
+    assert_eq!(report["statuses"]["1"], 200, "{report}");
+    goaway(&gw, &report, "ENHANCE_YOUR_CALM", "head_timeout").await;
+    others_unaffected(&gw, ws).await;
+}
+
+#[tokio::test]
 async fn a_window_held_at_zero_resets_its_stream_after_send_stall_timeout() {
     let gw = h2_gateway(BOUNDS).await;
     let ws = bystander(&gw).await;

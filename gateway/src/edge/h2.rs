@@ -9,8 +9,8 @@
 //! stream's request counts as pending until it reaches admission; a connection without streams
 //! ends after `keepalive_timeout`; HTTP/2's own attacks are bounded by the settings of
 //! `net::http2::builder` and counted here by the error h2 ends the connection with, floods of
-//! control frames by the connection's budget (`net::http2::watched`), which this task ends with
-//! GOAWAY `ENHANCE_YOUR_CALM`; a header list over `max_head_bytes` is refused with the same
+//! control frames by the connection's budget and a header block left open past `head_timeout`
+//! (`net::http2::watched`), which this task ends with GOAWAY `ENHANCE_YOUR_CALM`; a header list over `max_head_bytes` is refused with the same
 //! `431` and reason as an HTTP/1.1 head over it. This task
 //! drives the connection (every stream's frames) until it closes; each stream's handshake and
 //! session run as tasks of their own.
@@ -88,7 +88,7 @@ impl Edge {
         let keepalive = config.limits.keepalive_timeout.0;
         let close_timeout = config.limits.close_timeout.0;
         let (io, peer, peer_cert, pending) = conn.into_http2();
-        let (io, flooded) = http2::watched(io, &config.http2, &config.limits);
+        let (io, signals) = http2::watched(io, &config.http2, &config.limits);
         let info = ConnInfo {
             peer,
             peer_cert,
@@ -117,7 +117,20 @@ impl Edge {
         loop {
             let next = tokio::select! {
                 next = h2.accept() => next,
-                _ = flooded.notified(), if phase != Phase::Closing => {
+                _ = signals.stalled.notified(), if phase != Phase::Closing => {
+                    // A header block begun and not finished within head_timeout: while it is
+                    // open no other frame may come (RFC 9113 section 6.10), so it holds every
+                    // stream of the connection. Not a malformed frame but a peer that loads the
+                    // server, so ENHANCE_YOUR_CALM (section 7), counted as the whole
+                    // connection's head timeout is.
+                    log::debug!("HTTP/2 connection from {peer:?}: header block not finished");
+                    self.report.metrics.http2_error(Http2Error::HeadTimeout);
+                    h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    phase = Phase::Closing;
+                    check_at = Deadline::now() + close_timeout;
+                    continue;
+                }
+                _ = signals.flooded.notified(), if phase != Phase::Closing => {
                     // Control frames past the budget: GOAWAY, then close (RFC 9113 section 10.5).
                     log::debug!("HTTP/2 connection from {peer:?}: control frame flood");
                     self.report.metrics.http2_error(Http2Error::EnhanceYourCalm);

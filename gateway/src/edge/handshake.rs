@@ -313,6 +313,7 @@ impl Edge {
             client: hs.client,
             upstream: upstream.map(String::from),
             subprotocol: subprotocol.map(String::from),
+            protocol: hs.front.protocol(),
         })
     }
 

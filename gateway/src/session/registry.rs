@@ -120,6 +120,8 @@ pub(crate) struct SessionInfo {
     /// The upstream as configured (relay routes).
     pub(crate) upstream: Option<String>,
     pub(crate) subprotocol: Option<String>,
+    /// What the session runs over: `h1` (its own connection) or `h2` (a stream of one).
+    pub(crate) protocol: &'static str,
 }
 
 /// Which sessions a list or a close means; every field set must match.
@@ -259,6 +261,7 @@ impl Registry {
                     "client": a.client.map(|c| c.to_string()),
                     "upstream": a.upstream,
                     "subprotocol": a.subprotocol,
+                    "protocol": a.protocol,
                     "started_at": (started.as_millis() as f64) / 1000.0,
                     "age_s": e.started.elapsed().map_or(0.0, |d| d.as_secs_f64()),
                 });
@@ -298,6 +301,7 @@ mod tests {
             client: Some("127.0.0.1".parse().unwrap()),
             upstream: None,
             subprotocol: None,
+            protocol: "h1",
         }
     }
 

@@ -3,16 +3,21 @@
 //! is signalled to the connection's task (which ends it with GOAWAY `ENHANCE_YOUR_CALM`), and
 //! the header-list limit h2's first SETTINGS frame announces is the configured one, while h2
 //! itself enforces a ceiling above it so that the gateway measures, refuses and counts a header
-//! list over the limit as it does an HTTP/1.1 head (see [`super::over_head_limit`]).
+//! list over the limit as it does an HTTP/1.1 head (see [`super::over_head_limit`]). A header
+//! block the client begins and does not finish within `head_timeout` is signalled too (the
+//! task ends the connection with GOAWAY `ENHANCE_YOUR_CALM`): while it is open nothing else on
+//! the connection moves, whatever streams it already has.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::flood::{ControlBudget, FrameWalker};
 
@@ -30,32 +35,50 @@ enum Announce {
     Done,
 }
 
+/// What the connection's task is told, each at most once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Signals {
+    /// The client spent its control-frame budget.
+    pub(crate) flooded: Arc<Notify>,
+    /// A header block stayed open for `head_timeout`.
+    pub(crate) stalled: Arc<Notify>,
+}
+
 /// The connection's I/O, watched.
 pub(crate) struct ConnectionIo<T> {
     inner: T,
     walker: FrameWalker,
     budget: ControlBudget,
-    /// Told once the budget is spent.
-    flooded: Arc<Notify>,
-    /// The budget was spent: nothing more is read, the connection is ending.
+    signals: Signals,
+    /// A flood or a stalled header block: nothing more is read, the connection is ending.
     over: bool,
     announce: Announce,
+    head_timeout: Duration,
+    /// Running while a header block is open; its end is the connection's.
+    block_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> ConnectionIo<T> {
     /// `control_rate`: `[http2] max_control_frames_per_second`; `announce`: the header-list
-    /// limit to announce. `flooded` is told when the client spends its budget.
-    pub(crate) fn new(inner: T, control_rate: u32, announce: u32) -> (Self, Arc<Notify>) {
-        let flooded = Arc::new(Notify::new());
+    /// limit to announce; `head_timeout`: how long a header block may stay open.
+    pub(crate) fn new(
+        inner: T,
+        control_rate: u32,
+        announce: u32,
+        head_timeout: Duration,
+    ) -> (Self, Signals) {
+        let signals = Signals::default();
         let io = ConnectionIo {
             inner,
             walker: FrameWalker::client(),
             budget: ControlBudget::new(control_rate, Instant::now()),
-            flooded: flooded.clone(),
+            signals: signals.clone(),
             over: false,
             announce: Announce::Pending(announce),
+            head_timeout,
+            block_timer: None,
         };
-        (io, flooded)
+        (io, signals)
     }
 }
 
@@ -88,19 +111,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnectionIo<T> {
             return Poll::Pending;
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let budget = &mut this.budget;
-        let mut over = false;
-        this.walker.feed(&buf.filled()[before..], |c| {
-            if !over && !budget.spend(c, Instant::now()) {
-                over = true;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let budget = &mut this.budget;
+            let mut over = false;
+            this.walker.feed(&buf.filled()[before..], |c| {
+                if !over && !budget.spend(c, Instant::now()) {
+                    over = true;
+                }
+            });
+            if over {
+                this.over = true;
+                this.signals.flooded.notify_one();
+                return polled;
             }
-        });
-        if over {
-            this.over = true;
-            this.flooded.notify_one();
         }
-        Poll::Ready(Ok(()))
+        if !this.walker.header_block_open() {
+            this.block_timer = None;
+        } else {
+            let timeout = this.head_timeout;
+            let timer = this
+                .block_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            // Polled here so that its end wakes h2's reads of the connection.
+            if timer.as_mut().poll(cx).is_ready() {
+                this.over = true;
+                this.signals.stalled.notify_one();
+            }
+        }
+        polled
     }
 }
 
@@ -195,7 +234,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let (mut io, flooded) = ConnectionIo::new(server, 10, 16384);
+        let (mut io, signals) = ConnectionIo::new(server, 10, 16384, Duration::from_secs(10));
         let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         for _ in 0..11 {
             bytes.extend([0, 0, 8, 0x6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -203,9 +242,40 @@ mod tests {
         client.write_all(&bytes).await.unwrap();
         let mut got = vec![0; bytes.len()];
         io.read_exact(&mut got).await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), flooded.notified())
+        tokio::time::timeout(Duration::from_secs(5), signals.flooded.notified())
             .await
             .expect("the flood was signalled");
         assert!(io.over, "reads stop after the flood");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_block_left_open_is_signalled_at_the_head_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let timeout = Duration::from_secs(10);
+        let (mut io, signals) = ConnectionIo::new(server, 100, 16384, timeout);
+        // A whole header block, then one left open (HEADERS without END_HEADERS).
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend([0, 0, 1, 0x1, 0x5, 0, 0, 0, 1, 0x82]);
+        let whole = bytes.len();
+        bytes.extend([0, 0, 1, 0x1, 0x0, 0, 0, 0, 3, 0x82]);
+        client.write_all(&bytes[..whole]).await.unwrap();
+        let mut got = vec![0; bytes.len()];
+        io.read_exact(&mut got[..whole]).await.unwrap();
+        // A finished block starts no timer.
+        let read = tokio::time::timeout(timeout * 2, io.read(&mut got[whole..])).await;
+        assert!(read.is_err(), "no bytes, no end: {read:?}");
+        assert!(!io.over);
+        client.write_all(&bytes[whole..]).await.unwrap();
+        io.read_exact(&mut got[whole..]).await.unwrap();
+        let reading = tokio::spawn(async move {
+            let mut more = [0; 16];
+            let _ = io.read(&mut more).await;
+        });
+        tokio::time::timeout(timeout + Duration::from_secs(1), signals.stalled.notified())
+            .await
+            .expect("the open header block was signalled");
+        reading.abort();
     }
 }

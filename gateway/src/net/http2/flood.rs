@@ -7,6 +7,11 @@
 //!
 //! The walk reads only the 9-byte frame headers: a frame's payload is skipped by its length,
 //! so DATA costs a few integer operations per frame and nothing per byte.
+//!
+//! It also notes whether a header block is open (HEADERS without END_HEADERS, not yet ended by
+//! a CONTINUATION with it): h2 hands over whole header blocks only, and while one is open no
+//! other frame may come (RFC 9113 section 6.10), so an unfinished one holds the connection and
+//! every stream on it; the connection's I/O bounds it by `[limits] head_timeout`.
 
 use std::time::{Duration, Instant};
 
@@ -15,12 +20,15 @@ const PREFACE_LEN: usize = 24;
 /// A frame header: length (24 bits), type, flags, stream id (RFC 9113 section 4.1).
 const HEADER_LEN: usize = 9;
 
+const HEADERS: u8 = 0x1;
 const PRIORITY: u8 = 0x2;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
 const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
 
 /// What a frame costs the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +59,8 @@ pub(crate) struct FrameWalker {
     /// A frame header split across reads, and how much of it has come.
     header: [u8; HEADER_LEN],
     have: usize,
+    /// A header block was begun and its END_HEADERS has not come yet.
+    block_open: bool,
 }
 
 impl FrameWalker {
@@ -61,7 +71,13 @@ impl FrameWalker {
             skip: 0,
             header: [0; HEADER_LEN],
             have: 0,
+            block_open: false,
         }
+    }
+
+    /// Whether the frames walked so far leave a header block open.
+    pub(crate) fn header_block_open(&self) -> bool {
+        self.block_open
     }
 
     /// Walk the next bytes of the connection; `on_control` for each control frame whose
@@ -96,6 +112,11 @@ impl FrameWalker {
             };
             self.skip =
                 usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            match header[3] {
+                HEADERS => self.block_open = header[4] & END_HEADERS == 0,
+                CONTINUATION if header[4] & END_HEADERS != 0 => self.block_open = false,
+                _ => {}
+            }
             if let Some(c) = control(header[3], header[4]) {
                 on_control(c);
             }
@@ -243,6 +264,45 @@ mod tests {
     fn a_preface_split_short_is_still_skipped() {
         let bytes = connection();
         assert_eq!(walk(&[&bytes[..5], &bytes[5..20], &bytes[20..]]), EXPECTED);
+    }
+
+    /// Whether a header block is open after each of `frames`, fed one by one and split.
+    fn blocks_open(frames: &[Vec<u8>]) -> Vec<bool> {
+        let mut walker = FrameWalker::client();
+        walker.feed(PREFACE, |_| {});
+        frames
+            .iter()
+            .map(|f| {
+                let (a, b) = f.split_at(f.len() / 2);
+                walker.feed(a, |_| {});
+                walker.feed(b, |_| {});
+                walker.header_block_open()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn notes_a_header_block_begun_and_not_finished() {
+        let frames = [
+            frame(0x1, 0x4 | 0x1, 30),    // HEADERS, END_HEADERS: whole
+            frame(0x0, 0, 100),           // DATA
+            frame(0x1, 0x1, 30),          // HEADERS without END_HEADERS: open
+            frame(CONTINUATION, 0, 20),   // still open
+            frame(CONTINUATION, 0x4, 20), // END_HEADERS: finished
+            frame(PING, 0, 8),            // a frame between blocks
+            frame(0x1, 0, 16_384),        // open again, its payload skipped
+            frame(CONTINUATION, 0x4, 0),  // finished by an empty CONTINUATION
+            frame(0x1, 0, 9),             // left open at the end
+        ];
+        assert_eq!(
+            blocks_open(&frames),
+            [false, false, true, true, false, false, true, false, true]
+        );
+        // Payload bytes that look like a CONTINUATION with END_HEADERS do not finish a block.
+        let mut tricky = frame(0x1, 0, 9);
+        tricky[9 + 3] = CONTINUATION;
+        tricky[9 + 4] = 0x4;
+        assert_eq!(blocks_open(&[tricky]), [true]);
     }
 
     #[test]

@@ -8,14 +8,11 @@ pub(crate) mod connection;
 mod flood;
 pub(crate) mod io;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use h2::server::{Builder, SendResponse};
 use h2::SendStream;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::{request, Request, Response, StatusCode};
-use tokio::sync::Notify;
 
 use super::answer::Answer;
 use super::http1::{RequestHead, Version};
@@ -46,15 +43,20 @@ pub(crate) fn builder(h2: &Http2, limits: &Limits) -> Builder {
     b
 }
 
-/// A connection's I/O watched for floods, announcing `max_head_bytes` as its header-list limit;
-/// the notice is told when the client has spent its control-frame budget.
+/// A connection's I/O watched for floods and for header blocks left open past `head_timeout`,
+/// announcing `max_head_bytes` as its header-list limit; the signals tell the connection's task.
 pub(crate) fn watched<T>(
     io: T,
     h2: &Http2,
     limits: &Limits,
-) -> (connection::ConnectionIo<T>, Arc<Notify>) {
+) -> (connection::ConnectionIo<T>, connection::Signals) {
     let announce = u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX);
-    connection::ConnectionIo::new(io, h2.max_control_frames_per_second, announce)
+    connection::ConnectionIo::new(
+        io,
+        h2.max_control_frames_per_second,
+        announce,
+        limits.head_timeout.0,
+    )
 }
 
 /// Whether a request's header list is over `max_head_bytes`, measured as RFC 9113 section
