@@ -64,6 +64,38 @@ service_instance_id = "gw-test-1"
     )
 }
 
+/// The test collector, the authorizer, the upstream, a port nothing answers on, and a gateway
+/// tracing to the collector with `config`, trusting `trusted` (a TOML list's items).
+struct Traced {
+    collector: Collector,
+    authz: HttpService,
+    up: Upstream,
+    _down: HeldPort,
+    gw: Gateway,
+}
+
+async fn traced(trusted: &str) -> Traced {
+    let collector = Collector::start().await;
+    let authz = HttpService::start(authorizer()).await;
+    let up = Upstream::echo().await;
+    let down = HeldPort::new();
+    let gw = Gateway::start(&config(
+        &collector.url(),
+        &authz.url("/check"),
+        &up.url("/chat"),
+        &format!("ws://{}/", down.addr),
+        trusted,
+    ))
+    .await;
+    Traced {
+        collector,
+        authz,
+        up,
+        _down: down,
+        gw,
+    }
+}
+
 async fn counter(gw: &Gateway, sample: &str) -> f64 {
     gw.admin_get("/metrics")
         .await
@@ -74,18 +106,13 @@ async fn counter(gw: &Gateway, sample: &str) -> f64 {
 
 #[tokio::test]
 async fn a_trusted_parent_is_continued_to_the_upstream_with_steps_and_a_linked_session() {
-    let collector = Collector::start().await;
-    let authz = HttpService::start(authorizer()).await;
-    let mut up = Upstream::echo().await;
-    let down = HeldPort::new();
-    let gw = Gateway::start(&config(
-        &collector.url(),
-        &authz.url("/check"),
-        &up.url("/chat"),
-        &format!("ws://{}/", down.addr),
-        "\"127.0.0.0/8\"",
-    ))
-    .await;
+    let Traced {
+        collector,
+        authz,
+        mut up,
+        _down,
+        gw,
+    } = traced("\"127.0.0.0/8\"").await;
     let parent = traceparent();
     let (mut ws, _) = gw
         .ws_headers(
@@ -186,18 +213,13 @@ async fn a_trusted_parent_is_continued_to_the_upstream_with_steps_and_a_linked_s
 
 #[tokio::test]
 async fn an_untrusted_parent_is_a_link_of_a_new_trace_and_refusals_carry_their_status() {
-    let collector = Collector::start().await;
-    let authz = HttpService::start(authorizer()).await;
-    let mut up = Upstream::echo().await;
-    let down = HeldPort::new();
-    let gw = Gateway::start(&config(
-        &collector.url(),
-        &authz.url("/check"),
-        &up.url("/chat"),
-        &format!("ws://{}/", down.addr),
-        "\"10.0.0.0/8\"",
-    ))
-    .await;
+    let Traced {
+        collector,
+        authz: _authz,
+        mut up,
+        _down,
+        gw,
+    } = traced("\"10.0.0.0/8\"").await;
     let parent = traceparent();
     let (_ws, _) = gw
         .ws_headers(
