@@ -15,27 +15,28 @@
 //!
 //! CPU is `utime + stime` of the gateway from `/proc/PID/stat`, RSS its `VmRSS`.
 
-use std::io;
+#[path = "../../tests/e2e/support/h2_ws.rs"]
+mod h2_ws;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use h2_ws::H2Ws;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
@@ -92,74 +93,6 @@ fn tls(cert: &Path, alpn: &[&[u8]]) -> Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// The client's side of an extended CONNECT stream as a byte stream.
-struct H2Ws {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    unread: Bytes,
-}
-
-fn h2_io(e: h2::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, e)
-}
-
-impl AsyncRead for H2Ws {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.unread.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => this.unread = data,
-                None => return Poll::Ready(Ok(())),
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-            }
-        }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
-        let _ = this.recv.flow_control().release_capacity(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for H2Ws {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        this.send.reserve_capacity(buf.len());
-        let n = match this.send.capacity() {
-            0 => match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            },
-            n => n,
-        };
-        let n = n.min(buf.len());
-        this.send
-            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(h2_io)?;
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 struct Target {
     port: u16,
     cert: PathBuf,
@@ -212,12 +145,29 @@ async fn h2_ws(send: &SendRequest<Bytes>, port: u16) -> Result<WebSocketStream<H
     if response.status() != 200 {
         return Err(format!("status {}", response.status()).into());
     }
-    let io = H2Ws {
-        send: stream,
-        recv: response.into_body(),
-        unread: Bytes::new(),
-    };
+    let io = H2Ws::new(stream, response.into_body());
     Ok(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
+}
+
+/// Every socket in a closed loop of `payload` round trips for `run`: the round trips made and
+/// the gateway's CPU seconds meanwhile.
+async fn closed_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    sockets: &mut [WebSocketStream<S>],
+    payload: &[u8],
+    run: Duration,
+    pid: u32,
+) -> (u64, f64) {
+    let cpu0 = cpu_seconds(pid);
+    let until = Instant::now() + run;
+    let counts = futures_util::future::join_all(sockets.iter_mut().map(|ws| async move {
+        let mut n = 0u64;
+        while Instant::now() < until {
+            roundtrip(ws, payload).await.map(|()| n += 1).ok();
+        }
+        n
+    }))
+    .await;
+    (counts.iter().sum(), cpu_seconds(pid) - cpu0)
 }
 
 async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
@@ -356,42 +306,14 @@ async fn main() -> Result<()> {
     for _ in 0..conns {
         h1.push(target.wss().await?);
     }
-    let cpu0 = cpu_seconds(pid);
-    let until = Instant::now() + run;
-    let counts = futures_util::future::join_all(h1.iter_mut().map(|ws| {
-        let payload = &payload;
-        async move {
-            let mut n = 0u64;
-            while Instant::now() < until {
-                roundtrip(ws, payload).await.map(|()| n += 1).ok();
-            }
-            n
-        }
-    }))
-    .await;
-    let h1_msgs: u64 = counts.iter().sum();
-    let h1_cpu = cpu_seconds(pid) - cpu0;
+    let (h1_msgs, h1_cpu) = closed_loop(&mut h1, &payload, run, pid).await;
     drop(h1);
     let conn = target.h2().await?;
     let mut h2s = Vec::new();
     for _ in 0..conns {
         h2s.push(h2_ws(&conn, port).await?);
     }
-    let cpu0 = cpu_seconds(pid);
-    let until = Instant::now() + run;
-    let counts = futures_util::future::join_all(h2s.iter_mut().map(|ws| {
-        let payload = &payload;
-        async move {
-            let mut n = 0u64;
-            while Instant::now() < until {
-                roundtrip(ws, payload).await.map(|()| n += 1).ok();
-            }
-            n
-        }
-    }))
-    .await;
-    let h2_msgs: u64 = counts.iter().sum();
-    let h2_cpu = cpu_seconds(pid) - cpu0;
+    let (h2_msgs, h2_cpu) = closed_loop(&mut h2s, &payload, run, pid).await;
     println!(
         "messages ({size} B, {conns} sockets, {seconds} s): h1 {:.0}/s {:.2} us CPU each; h2 (one connection) {:.0}/s {:.2} us CPU each; h2/h1 msgs {:.2}, CPU per msg {:.2}",
         h1_msgs as f64 / run.as_secs_f64(),

@@ -5,20 +5,17 @@
 //! a stop sends GOAWAY and 1001, and the gateway's access log and metrics say which protocol
 //! carried each socket.
 
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
+use h2::RecvStream;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
@@ -147,11 +144,7 @@ impl H2 {
         if status != 200 {
             return Err((status, body(recv).await));
         }
-        let io = H2Ws {
-            send: stream,
-            recv,
-            unread: Bytes::new(),
-        };
+        let io = H2Ws::new(stream, recv);
         let ws = WebSocketStream::from_raw_socket(io, Role::Client, None).await;
         Ok((ws, parts.headers))
     }
@@ -169,83 +162,6 @@ async fn body(mut recv: RecvStream) -> String {
         out.extend_from_slice(&chunk);
     }
     String::from_utf8(out).unwrap()
-}
-
-/// The client's side of an extended CONNECT stream as a byte stream (DATA frames both ways).
-struct H2Ws {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    unread: Bytes,
-}
-
-impl std::fmt::Debug for H2Ws {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "H2Ws({:?})", self.send.stream_id())
-    }
-}
-
-fn h2_io(e: h2::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, e)
-}
-
-impl AsyncRead for H2Ws {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.unread.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => this.unread = data,
-                None => return Poll::Ready(Ok(())),
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-            }
-        }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
-        let _ = this.recv.flow_control().release_capacity(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for H2Ws {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        this.send.reserve_capacity(buf.len());
-        let available = this.send.capacity();
-        let n = if available > 0 {
-            available
-        } else {
-            match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            }
-        };
-        let n = n.min(buf.len());
-        this.send
-            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(h2_io)?;
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let _ = self.get_mut().send.send_data(Bytes::new(), true);
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// Close with 1000 and read (bounded) until the gateway's answer ends the stream.

@@ -6,6 +6,7 @@
 mod browser;
 mod client;
 mod gateway;
+mod h2_ws;
 mod otlp;
 mod pipe;
 mod process;
@@ -17,6 +18,7 @@ mod wait;
 pub use browser::*;
 pub use client::*;
 pub use gateway::*;
+pub use h2_ws::*;
 pub use otlp::*;
 pub use pipe::*;
 pub use process::*;
