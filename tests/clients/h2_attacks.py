@@ -98,19 +98,24 @@ def hpack_bomb(conn, args):
     entry = b"\x40" + bytes([6]) + b"x-bomb" + b"\x7f" + encode_int(len(value) - 127) + value
     refs = b"\xbe" * (args.count or 12000)
     block = conn.encoder.encode(conn.request_headers("/")) + entry + refs
-    # In frames of 16 KiB (the smallest SETTINGS_MAX_FRAME_SIZE every server accepts).
-    chunks = [block[i : i + 16384] for i in range(0, len(block), 16384)]
+    send_header_block(conn, 1, block)
+    conn.flush(args.wait)
+    conn.wait_for(lambda: conn.goaway or conn.closed or conn.status(1) or 1 in conn.resets, args.wait)
+
+
+def send_header_block(conn, stream_id, block):
+    """One request's header block (with END_STREAM) as a HEADERS frame and CONTINUATION frames
+    of 16 KiB, the smallest SETTINGS_MAX_FRAME_SIZE every server accepts."""
     from hyperframe.frame import HeadersFrame
 
-    first = HeadersFrame(1, chunks[0])
+    chunks = [block[i : i + 16384] for i in range(0, len(block), 16384)]
+    first = HeadersFrame(stream_id, chunks[0])
     first.flags.add("END_STREAM")
     if len(chunks) == 1:
         first.flags.add("END_HEADERS")
     conn.send(first)
     for i, chunk in enumerate(chunks[1:], start=2):
-        conn.continuation(1, chunk, end_headers=i == len(chunks))
-    conn.flush(args.wait)
-    conn.wait_for(lambda: conn.goaway or conn.closed or conn.status(1) or 1 in conn.resets, args.wait)
+        conn.continuation(stream_id, chunk, end_headers=i == len(chunks))
 
 
 def encode_int(n):
@@ -129,16 +134,7 @@ def oversized_headers(conn, args):
     limit = conn.server_settings.get(MAX_HEADER_LIST_SIZE, 1 << 16)
     big = [("x-big", "b" * (limit + 1024))]
     block = conn.encoder.encode(conn.request_headers("/", extra=big))
-    chunks = [block[i : i + 16384] for i in range(0, len(block), 16384)]
-    from hyperframe.frame import HeadersFrame
-
-    first = HeadersFrame(1, chunks[0])
-    first.flags.add("END_STREAM")
-    if len(chunks) == 1:
-        first.flags.add("END_HEADERS")
-    conn.send(first)
-    for i, chunk in enumerate(chunks[1:], start=2):
-        conn.continuation(1, chunk, end_headers=i == len(chunks))
+    send_header_block(conn, 1, block)
     conn.wait_for(lambda: 1 in conn.ended or 1 in conn.resets or conn.goaway, args.wait)
     conn.headers(3, conn.request_headers("/"), end_stream=True)
     conn.wait_for(lambda: 3 in conn.ended or 3 in conn.resets or conn.goaway, args.wait)
