@@ -85,6 +85,18 @@ fn deflate(engine: Engine) -> &'static str {
 
 /// What the page sees of a session refused before the 101: an error, then close code 1006 (the
 /// browser shows a page nothing of the HTTP refusal), never an open.
+/// What the page reports of its echo session: a text and every byte value echoed, closed by
+/// the page with 4000.
+fn echo_case(engine: Engine, name: &str) -> Value {
+    let bytes: Vec<u8> = (0..=255).collect();
+    json!({
+        "opened": true, "protocol": "", "errors": 0, "timed_out": false,
+        "extensions": deflate(engine),
+        "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
+        "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
+    })
+}
+
 fn refused() -> Value {
     json!({
         "opened": false, "protocol": null, "extensions": null, "received": [], "errors": 1,
@@ -133,17 +145,7 @@ async fn over_wss_echo_token_subprotocol_origin_and_refusals(engine: Engine) {
     assert_eq!(report["origin"], allowed_origin.as_str(), "{report}");
     assert_eq!(report["page_protocol"], "http/1.1", "{report}");
     let cases = &report["cases"];
-    let bytes: Vec<u8> = (0..=255).collect();
-    assert_eq!(
-        cases["echo"],
-        json!({
-            "opened": true, "protocol": "", "errors": 0, "timed_out": false,
-            "extensions": deflate(engine),
-            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
-            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
-        }),
-        "the echo session"
-    );
+    assert_eq!(cases["echo"], echo_case(engine, name), "the echo session");
     assert_eq!(
         cases["token"],
         json!({
@@ -275,17 +277,7 @@ async fn over_http2_on_the_page_connection(engine: Engine) {
         "the page did not come over HTTP/2: {report}"
     );
     let cases = &report["cases"];
-    let bytes: Vec<u8> = (0..=255).collect();
-    assert_eq!(
-        cases["echo"],
-        json!({
-            "opened": true, "protocol": "", "errors": 0, "timed_out": false,
-            "extensions": deflate(engine),
-            "received": [{ "text": format!("echo: hello from {name}") }, { "binary": bytes }],
-            "close": { "code": 4000, "reason": format!("bye from {name}"), "clean": true },
-        }),
-        "the echo session"
-    );
+    assert_eq!(cases["echo"], echo_case(engine, name), "the echo session");
     assert_eq!(cases["relay"]["opened"], true, "{report}");
     assert_eq!(
         cases["relay"]["received"],
