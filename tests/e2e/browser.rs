@@ -114,13 +114,14 @@ async fn firefox_over_wss_echo_token_subprotocol_origin_and_refusals() {
     over_wss_echo_token_subprotocol_origin_and_refusals(Engine::Firefox).await;
 }
 
-/// Over HTTP/1.1 `wss`, from a page on another (plain HTTP) origin.
+/// Over HTTP/1.1 `wss` (a listener with `http2 = false`, so that no browser can pick HTTP/2),
+/// from a page on another (plain HTTP) origin.
 async fn over_wss_echo_token_subprotocol_origin_and_refusals(engine: Engine) {
     let allowed = HttpServer::page(PAGE.to_string()).await;
     let elsewhere = HttpServer::page(PAGE.to_string()).await;
     let allowed_origin = format!("http://{}", allowed.addr);
-    let gw = Gateway::start_prepared(
-        true,
+    let gw = Gateway::start_tls_extra(
+        "http2 = false",
         &config(&allowed_origin),
         write_ca_issued_pair_and_keys,
     )
@@ -237,7 +238,7 @@ fn page_script() -> &'static str {
     &PAGE[start..end]
 }
 
-/// With HTTP/2 on (`[listeners.tls] http2 = true`), the browser loads a page from the gateway
+/// With the listener's default (HTTP/2 offered), the browser loads a page from the gateway
 /// itself (the static `/` route, over HTTP/2), and that page's WebSockets — echo, relay, the
 /// token in the subprotocol, and one refused for want of a token — ride RFC 8441 streams on
 /// the same connection: the gateway counts one HTTP/2 connection, and logs and counts every
@@ -249,7 +250,7 @@ async fn over_http2_on_the_page_connection(engine: Engine) {
         token_route(),
         up.url("/")
     );
-    let gw = Gateway::start_tls_extra("http2 = true", &routes, write_ca_issued_pair_and_keys).await;
+    let gw = Gateway::start_prepared(true, &routes, write_ca_issued_pair_and_keys).await;
     let Some(browser) = Browser::start(engine, &gw.dir.path().join("certs/ca.pem")).await else {
         return;
     };

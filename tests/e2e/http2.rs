@@ -467,8 +467,12 @@ async fn a_stop_sends_goaway_and_closes_every_stream_with_1001() {
 }
 
 #[tokio::test]
-async fn listeners_offer_h2_only_when_configured() {
+async fn listeners_offer_h2_by_default_and_not_when_switched_off() {
     let gw = Gateway::start("").await;
+    let tls = tls_alpn(gw.port, &gw.cert, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+    let gw = Gateway::start_tls_extra("http2 = false", "", |_| {}).await;
     let tls = tls_alpn(gw.port, &gw.cert, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), None);
     // Such a client speaks HTTP/1.1, as before.

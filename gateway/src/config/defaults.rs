@@ -215,8 +215,9 @@ pub(crate) const TRACING_TIMEOUT: Duration = Duration::from_secs(5);
 // [listeners.tls] and [http2]
 
 /// Whether a TLS listener offers HTTP/2 (ALPN `h2`, RFC 8441 WebSockets) besides HTTP/1.1.
-/// Off until the rest of docs/http2.md's open list is done (browsers are proven on it).
-pub(crate) const LISTENER_HTTP2: bool = false;
+/// On: browsers treat the setting as all or nothing, and every part of RFC 8441 that they use
+/// is served and tested (docs/http2.md); `http2 = false` keeps a listener on HTTP/1.1 only.
+pub(crate) const LISTENER_HTTP2: bool = true;
 /// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`);
 /// each WebSocket stream also counts as one connection for the caps.
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;

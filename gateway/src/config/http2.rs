@@ -1,4 +1,5 @@
-//! `[http2]`: the bounds of HTTP/2 connections (listeners with `[listeners.tls] http2 = true`).
+//! `[http2]`: the bounds of HTTP/2 connections (TLS listeners offer HTTP/2 unless
+//! `[listeners.tls] http2 = false`).
 //! The header list is bounded by `[limits] max_head_bytes`, the first request by
 //! `head_timeout` and an idle connection by `keepalive_timeout`, as on HTTP/1.1.
 
