@@ -110,6 +110,8 @@ impl Edge {
             }
         };
         self.report.metrics.http2_connection();
+        // A graceful stop waits for this connection to write its streams' closes and GOAWAY.
+        let _draining = self.sessions.open_connection();
         // The connection is pending until its first request.
         let mut first = Some(pending);
         let mut phase = Phase::Open;
