@@ -53,6 +53,12 @@ OPT-IN PHASES:
                         messages through to a compressing upstream echo), its echo route and
                         NGINX; memory per idle compressed socket (relay and echo, --idle of
                         them, with and without context takeover)
+    --http2             WebSockets over HTTP/2 (RFC 8441) on Portcullis's relay and echo routes
+                        (and the baseline's relay): new wss connections against new streams on
+                        an open HTTP/2 connection (per second, CPU per handshake), the RSS of an
+                        extra idle stream on shared connections (--idle streams), --size-byte
+                        messages over --conns wss connections against --conns streams of one
+                        connection; a build without [listeners.tls] http2 gives the wss figures
 
 SOAK (runs alone: none of the phases above):
     --soak DURATION     Portcullis's relay route for DURATION (e.g. 90s, 5m, 1h, 1h30m):
@@ -94,6 +100,8 @@ pub struct Args {
     /// `--tracing`: handshakes without and with `[tracing]`.
     pub tracing: bool,
     pub compression: bool,
+    /// `--http2`: new `wss` connections against new streams on an open HTTP/2 connection.
+    pub http2: bool,
     pub soak: Option<Soak>,
 }
 
@@ -199,6 +207,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         hold_relay: None,
         hold_echo: None,
         compression: false,
+        http2: false,
         soak: None,
     };
     if quick {
@@ -254,6 +263,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--balance" => a.balance = true,
             "--tracing" => a.tracing = true,
             "--compression" => a.compression = true,
+            "--http2" => a.http2 = true,
             "--soak" => soak.duration = duration(flag, it.next())?,
             "--soak-hold" => soak.hold = num(flag, it.next())?,
             "--soak-interval" => soak.interval = duration(flag, it.next())?,
@@ -322,6 +332,7 @@ pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             ("--balance", a.balance),
             ("--tracing", a.tracing),
             ("--compression", a.compression),
+            ("--http2", a.http2),
             ("--baseline", a.baseline.is_some()),
             ("--json", a.json.is_some()),
         ];

@@ -106,6 +106,11 @@ pub enum Section {
     CompressedIdle,
     /// The same without context takeover (either way).
     CompressedIdleNoTakeover,
+    /// `--http2`: on one Portcullis process, new `wss` connections against new WebSocket
+    /// streams on an open HTTP/2 connection (RFC 8441), the marginal memory of an idle stream on
+    /// shared connections, and messages over `wss` connections against streams of one
+    /// connection. A build that does not serve HTTP/2 gives the HTTP/1.1 figures only.
+    Http2,
 }
 
 impl Section {
@@ -171,6 +176,7 @@ impl Section {
             Section::Uncompressed => "compression_plain",
             Section::CompressedIdle => "compression_idle",
             Section::CompressedIdleNoTakeover => "compression_idle_no_takeover",
+            Section::Http2 => "http2",
         }
         .to_string()
     }
@@ -223,6 +229,19 @@ impl Section {
             | Section::BalanceHash
             | Section::TracesOff
             | Section::TracesOn => &["handshakes_per_second", "cpu_us_per_handshake", "errors"],
+            Section::Http2 => &[
+                "wss_handshakes_per_second",
+                "wss_cpu_us_per_handshake",
+                "h2_handshakes_per_second",
+                "h2_cpu_us_per_handshake",
+                "h1_messages_per_second",
+                "h1_cpu_us_per_message",
+                "h2_messages_per_second",
+                "h2_cpu_us_per_message",
+                "idle_streams",
+                "h2_rss_bytes_per_idle_stream",
+                "errors",
+            ],
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{stream, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
@@ -71,7 +72,7 @@ pub const SOURCES: u32 = 16;
 static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
 
 /// A TCP connection to 127.0.0.1:`port` from the next source address.
-async fn tcp_connect(port: u16) -> std::io::Result<TcpStream> {
+pub async fn tcp_connect(port: u16) -> std::io::Result<TcpStream> {
     let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCES;
     let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + n);
     let socket = TcpSocket::new_v4()?;
@@ -159,8 +160,12 @@ pub async fn connect_offering(
     Ok((ws, answer))
 }
 
-/// Send `payload` and wait for it to come back unchanged.
-pub async fn round_trip(ws: &mut Ws, payload: &[u8]) -> Result<(), String> {
+/// Send `payload` and wait for it to come back unchanged (over any transport: a `wss`
+/// connection or an HTTP/2 stream).
+pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    payload: &[u8],
+) -> Result<(), String> {
     bounded("send", ws.send(Message::binary(payload.to_vec())))
         .await?
         .map_err(|e| format!("send: {e}"))?;
@@ -226,8 +231,8 @@ pub async fn open_counting(t: &Target, n: usize, parallel: usize) -> Opened {
 
 /// One closed-loop client: send a message, wait for its echo, record the latency (µs) when the
 /// message was sent after `measure_from` and came back by `until`; repeat until `until`.
-pub async fn closed_loop(
-    mut ws: Ws,
+pub async fn closed_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
     payload: Arc<Vec<u8>>,
     measure_from: Instant,
     until: Instant,

@@ -10,6 +10,7 @@ mod compression;
 mod deflate;
 mod grid;
 mod hold;
+mod http2;
 mod identity;
 mod load;
 mod measure;
@@ -316,10 +317,13 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
     if args.compression {
         extra.extend(Section::COMPRESSION);
     }
+    if args.http2 {
+        extra.push(Section::Http2);
+    }
     let mut results = Results::default();
     for &subject in subjects.iter().filter(|s| s.is_portcullis()) {
         for section in Section::ALL.into_iter().chain(extra.iter().copied()) {
-            let route = PortcullisRoute::of(subject, section);
+            let route = env.route(subject, section);
             if !measure::runs(args, subject, section) {
                 continue;
             }
@@ -446,6 +450,8 @@ fn run(args: &Args, argv: &[String]) -> Result<(), String> {
             "balance": args.balance,
             "tracing": args.tracing,
             "compression": args.compression,
+            "http2": args.http2,
+            "http2_streams_per_connection": servers::H2_STREAMS_PER_CONNECTION,
             "compression_corpus_messages": compression::CORPUS_MESSAGES,
             "compression_messages_before_quiet": compression::MESSAGES_BEFORE_QUIET,
             "nofile": nofile,

@@ -5,7 +5,7 @@ use crate::args::Args;
 use crate::grid::{Section, Subject};
 use crate::phases::{self, Figures};
 use crate::servers::Env;
-use crate::{burst, compression, hold};
+use crate::{burst, compression, hold, http2};
 
 /// Whether `subject` takes part in `section` in this run.
 pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
@@ -29,6 +29,8 @@ pub fn runs(args: &Args, subject: Subject, section: Section) -> bool {
         Section::CompressedIdle | Section::CompressedIdleNoTakeover => {
             matches!(subject, Subject::Portcullis | Subject::PortcullisEcho)
         }
+        // NGINX does not serve RFC 8441; HAProxy does, but is not measured here (bench/README).
+        Section::Http2 => subject.is_portcullis(),
         s if s.portcullis_only() => subject.is_portcullis(),
         _ => true,
     }
@@ -61,6 +63,10 @@ pub fn measure(
         Section::CompressedIdle => compression::idle_phase(rt, args, &proc, &target, true),
         Section::CompressedIdleNoTakeover => {
             compression::idle_phase(rt, args, &proc, &target, false)
+        }
+        Section::Http2 => {
+            let h2 = env.route(subject, section).http2;
+            http2::phase(rt, args, &proc, &target, h2)
         }
         _ => phases::handshake_phase(rt, args, &proc, &target),
     };

@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+
 use crate::args::Args;
 use crate::load::{self, Target, Ws};
 use crate::procs::{Proc, Usage};
@@ -74,6 +77,21 @@ pub fn load_phase(
     size: usize,
 ) -> Result<Figures, String> {
     let conns = rt.block_on(load::open(target, args.conns, args.conns))?;
+    closed_loop_phase(rt, args, proc, conns, size)
+}
+
+/// The closed-loop load on sockets already open (`wss` connections, or the HTTP/2 phase's
+/// streams): the figures of [`load_phase`].
+pub fn closed_loop_phase<S>(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    proc: &Proc,
+    conns: Vec<WebSocketStream<S>>,
+    size: usize,
+) -> Result<Figures, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let payload = payload(size);
     let measure_from = tokio::time::Instant::now() + args.warmup();
     let until = measure_from + Duration::from_secs_f64(args.duration);

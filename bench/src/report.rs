@@ -9,7 +9,7 @@ use crate::grid::{Section, Subject};
 
 /// Figures that are counts of the setup, not performance: never put in a ratio.
 fn is_count(figure: &str) -> bool {
-    matches!(figure, "connections" | "errors")
+    matches!(figure, "connections" | "errors" | "idle_streams")
 }
 
 fn higher_is_better(figure: &str) -> bool {
@@ -98,6 +98,12 @@ enum Bound {
     /// At most `factor` times the same subject's figure in another section of the same run
     /// (compressed against uncompressed).
     Section { reference: Section, factor: f64 },
+    /// At most (or, for a rate, at least) `factor` times another figure of the same subject
+    /// and section (an HTTP/2 figure against its HTTP/1.1 counterpart of the same process).
+    Figure {
+        reference: &'static str,
+        factor: f64,
+    },
     /// At most this value.
     AtMost(f64),
     /// At least this value.
@@ -132,6 +138,14 @@ pub const COMPRESSED_IDLE_NO_TAKEOVER_TARGET: f64 = 13.0 * 1024.0;
 pub const COMPRESSED_CPU_FACTOR: f64 = 1.5;
 /// Payload bytes on the wire for the corpus compressed against uncompressed.
 pub const COMPRESSED_WIRE_FACTOR: f64 = 0.2;
+/// The gateway's CPU for a new WebSocket stream on an open HTTP/2 connection against a new
+/// `wss` connection's.
+pub const H2_HANDSHAKE_CPU_FACTOR: f64 = 0.1;
+/// Memory per extra idle WebSocket stream on a shared HTTP/2 connection.
+pub const H2_IDLE_STREAM_TARGET: f64 = 4.0 * 1024.0;
+/// Messages per second and CPU per message over HTTP/2 streams within this factor of
+/// HTTP/1.1's.
+pub const H2_MESSAGE_FACTOR: f64 = 1.2;
 
 /// The targets that apply to what ran: the peer ones need their peer in the run.
 fn goals(info: &RunInfo) -> Vec<Goal> {
@@ -232,6 +246,11 @@ fn goals(info: &RunInfo) -> Vec<Goal> {
                     Bound::AtMost(limit),
                 ));
             }
+            Section::Http2 => {
+                for subject in [Subject::Portcullis, Subject::PortcullisEcho] {
+                    goals.extend(http2_goals(subject));
+                }
+            }
             Section::Compressed => {
                 let against = |factor| Bound::Section {
                     reference: Section::Uncompressed,
@@ -269,6 +288,53 @@ fn goals(info: &RunInfo) -> Vec<Goal> {
             _ => true,
         })
         .collect()
+}
+
+/// The HTTP/2 phase's targets for one subject: each against its own HTTP/1.1 figure of the same
+/// process, but the idle stream's.
+fn http2_goals(subject: Subject) -> Vec<Goal> {
+    let name = short_name(subject);
+    let figure = |what: String, figure, reference, factor| Goal {
+        what,
+        subject,
+        section: Section::Http2,
+        figure,
+        bound: Bound::Figure { reference, factor },
+    };
+    vec![
+        figure(
+            format!(
+                "{name}: CPU per new WebSocket on an open HTTP/2 connection <= \
+                 {H2_HANDSHAKE_CPU_FACTOR} x a new wss connection's"
+            ),
+            "h2_cpu_us_per_handshake",
+            "wss_cpu_us_per_handshake",
+            H2_HANDSHAKE_CPU_FACTOR,
+        ),
+        Goal {
+            what: format!(
+                "{name}: memory per extra idle WebSocket stream on a shared connection <= {:.0} \
+                 KiB",
+                H2_IDLE_STREAM_TARGET / 1024.0
+            ),
+            subject,
+            section: Section::Http2,
+            figure: "h2_rss_bytes_per_idle_stream",
+            bound: Bound::AtMost(H2_IDLE_STREAM_TARGET),
+        },
+        figure(
+            format!("{name}: messages per second over HTTP/2 streams >= HTTP/1.1's / {H2_MESSAGE_FACTOR}"),
+            "h2_messages_per_second",
+            "h1_messages_per_second",
+            1.0 / H2_MESSAGE_FACTOR,
+        ),
+        figure(
+            format!("{name}: CPU per message over HTTP/2 streams <= {H2_MESSAGE_FACTOR} x HTTP/1.1's"),
+            "h2_cpu_us_per_message",
+            "h1_cpu_us_per_message",
+            H2_MESSAGE_FACTOR,
+        ),
+    ]
 }
 
 /// Retention after the burst, for any server (the issue holds Portcullis to it; the JSON says
@@ -314,6 +380,15 @@ impl Goal {
                 };
                 (ours, theirs, met)
             }
+            Bound::Figure { reference, factor } => {
+                let theirs = results.median(self.subject, self.section, reference);
+                let met = match (ours, theirs) {
+                    (Some(x), Some(y)) if higher_is_better(self.figure) => Some(x >= factor * y),
+                    (Some(x), Some(y)) => Some(x <= factor * y),
+                    _ => None,
+                };
+                (ours, theirs, met)
+            }
             Bound::AtMost(limit) => (ours, Some(limit), ours.map(|x| x <= limit)),
             Bound::AtLeast(limit) => (ours, Some(limit), ours.map(|x| x >= limit)),
             Bound::Within { limit, watched } => {
@@ -338,13 +413,18 @@ impl Goal {
             Bound::Section { reference, .. } => {
                 format!("{}.{}", self.subject.key(), reference.key())
             }
+            Bound::Figure { reference, .. } => {
+                format!("{}.{}.{reference}", self.subject.key(), self.section.key())
+            }
             _ => "limit".to_string(),
         }
     }
 
     fn factor(&self) -> Value {
         match self.bound {
-            Bound::Peer { factor, .. } | Bound::Section { factor, .. } => json!(factor),
+            Bound::Peer { factor, .. }
+            | Bound::Section { factor, .. }
+            | Bound::Figure { factor, .. } => json!(factor),
             _ => Value::Null,
         }
     }
@@ -521,6 +601,9 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
     if info.extra.contains(&Section::Compressed) {
         out["compression"] = compression_json(results, info);
     }
+    if info.extra.contains(&Section::Http2) {
+        out["http2"] = http2_json(results, info);
+    }
     let sizes = info.sizes();
     if !sizes.is_empty() {
         out["sweep"] = json!({
@@ -531,6 +614,60 @@ pub fn json(results: &Results, info: &RunInfo) -> Value {
         });
     }
     out
+}
+
+/// The HTTP/2 phase's ratios, each an HTTP/2 figure over its HTTP/1.1 counterpart of the same
+/// process (null where the build does not serve HTTP/2).
+const HTTP2_RATIOS: [(&str, &str, &str); 4] = [
+    (
+        "cpu_per_handshake_stream_vs_wss",
+        "h2_cpu_us_per_handshake",
+        "wss_cpu_us_per_handshake",
+    ),
+    (
+        "handshakes_per_second_stream_vs_wss",
+        "h2_handshakes_per_second",
+        "wss_handshakes_per_second",
+    ),
+    (
+        "messages_per_second_h2_vs_h1",
+        "h2_messages_per_second",
+        "h1_messages_per_second",
+    ),
+    (
+        "cpu_per_message_h2_vs_h1",
+        "h2_cpu_us_per_message",
+        "h1_cpu_us_per_message",
+    ),
+];
+
+fn http2_ratio(results: &Results, subject: Subject, over: &str, under: &str) -> Option<f64> {
+    Some(
+        results.median(subject, Section::Http2, over)?
+            / results.median(subject, Section::Http2, under)?,
+    )
+}
+
+/// Per subject that ran the phase: whether it served HTTP/2, and [`HTTP2_RATIOS`].
+fn http2_json(results: &Results, info: &RunInfo) -> Value {
+    info.subjects
+        .iter()
+        .filter(|&&s| results.has(s, Section::Http2))
+        .map(|&s| {
+            let mut block: Map<String, Value> = HTTP2_RATIOS
+                .iter()
+                .map(|(key, over, under)| {
+                    (key.to_string(), num(http2_ratio(results, s, over, under)))
+                })
+                .collect();
+            let served = results
+                .median(s, Section::Http2, "h2_handshakes_per_second")
+                .is_some();
+            block.insert("served".into(), json!(served));
+            (s.key().to_string(), Value::Object(block))
+        })
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 /// The figures of the compressed load that are put over the uncompressed one's, per subject.
@@ -668,6 +805,15 @@ fn label(section: Section, figure: &str) -> String {
         "rss_after_5s_bytes" => "RSS 5 s after the burst closed (MiB)",
         "rss_end_bytes" => "RSS at the end of the watch (MiB)",
         "secs_to_within_25pct" => "seconds until RSS within 25 % of before",
+        "wss_handshakes_per_second" => "new wss connections per second",
+        "wss_cpu_us_per_handshake" => "CPU per new wss connection (µs)",
+        "h2_handshakes_per_second" => "new streams on an open HTTP/2 connection per second",
+        "h2_cpu_us_per_handshake" => "CPU per new stream on an open HTTP/2 connection (µs)",
+        "h1_messages_per_second" => "messages per second, wss connections",
+        "h1_cpu_us_per_message" => "CPU per message (µs), wss connections",
+        "h2_messages_per_second" => "messages per second, streams of one HTTP/2 connection",
+        "h2_cpu_us_per_message" => "CPU per message (µs), streams of one HTTP/2 connection",
+        "h2_rss_bytes_per_idle_stream" => "RSS per extra idle stream on shared connections (KiB)",
         other => other,
     };
     match section {
@@ -712,8 +858,9 @@ fn show(figure: &str, v: Option<f64>) -> String {
         Some(v) if v.is_infinite() => "not reached".into(),
         Some(v) => match figure {
             "rss_bytes_per_connection" => format!("{:.1}", v / 1024.0),
+            "h2_rss_bytes_per_idle_stream" => format!("{:.2}", v / 1024.0),
             f if f.starts_with("rss_") => format!("{:.1}", v / (1024.0 * 1024.0)),
-            "cpu_us_per_message" | "cpu_us_per_handshake" => format!("{v:.1}"),
+            f if f.contains("cpu_us_per_") => format!("{v:.1}"),
             _ => format!("{v:.0}"),
         },
     }
@@ -876,6 +1023,69 @@ fn extra_tables(results: &Results, info: &RunInfo) -> String {
     if info.extra.contains(&Section::Compressed) {
         out.push_str(&compression_table(results, info));
     }
+    if info.extra.contains(&Section::Http2) {
+        out.push_str(&http2_table(results, info));
+    }
+    out
+}
+
+/// The HTTP/2 phase: each Portcullis subject's HTTP/2 figures beside its HTTP/1.1 ones from the
+/// same process, the ratios of each, and Portcullis/baseline for the HTTP/1.1 ones.
+fn http2_table(results: &Results, info: &RunInfo) -> String {
+    let s = &info.settings;
+    let columns: Vec<(Subject, &str)> = [
+        (Subject::Portcullis, "Portcullis (relay)"),
+        (Subject::Baseline, "baseline (relay)"),
+        (Subject::PortcullisEcho, "Portcullis echo"),
+    ]
+    .into_iter()
+    .filter(|(s, _)| info.subjects.contains(s))
+    .collect();
+    let pairs: Vec<(Subject, Subject)> = report_pairs(&info.subjects)
+        .filter(|p| *p == (Subject::Portcullis, Subject::Baseline))
+        .collect();
+    let mut out = format!(
+        "### WebSockets over HTTP/2 (RFC 8441) against new wss connections, on one process: {} \
+         new wss connections and {} times as many new streams on an open HTTP/2 connection ({} \
+         at a time); {}-byte messages over {} wss connections and over \
+         {} streams of one HTTP/2 connection, {} s each; {} idle streams, the second half added \
+         to shared connections of up to {} streams\n\n",
+        s["handshakes"],
+        crate::http2::STREAMS_PER_WSS,
+        s["conns"],
+        s["size"],
+        s["conns"],
+        s["conns"],
+        s["duration_secs"],
+        s["idle"],
+        s["http2_streams_per_connection"],
+    );
+    out.push_str(&table(results, &columns, &pairs, &[Section::Http2]));
+    let lines: Vec<String> = columns
+        .iter()
+        .filter(|(subject, _)| results.has(*subject, Section::Http2))
+        .map(|&(subject, name)| {
+            if results
+                .median(subject, Section::Http2, "h2_handshakes_per_second")
+                .is_none()
+            {
+                return format!("{name}: does not serve HTTP/2 (wss and HTTP/1.1 figures only)");
+            }
+            let ratio = |over, under| show_ratio(http2_ratio(results, subject, over, under));
+            format!(
+                "{name}: CPU per new stream / per new wss connection {}, handshakes per second \
+                 {}; messages per second h2/h1 {}, CPU per message h2/h1 {}",
+                ratio("h2_cpu_us_per_handshake", "wss_cpu_us_per_handshake"),
+                ratio("h2_handshakes_per_second", "wss_handshakes_per_second"),
+                ratio("h2_messages_per_second", "h1_messages_per_second"),
+                ratio("h2_cpu_us_per_message", "h1_cpu_us_per_message"),
+            )
+        })
+        .collect();
+    if !lines.is_empty() {
+        out.push_str(&format!("\n{}.\n", lines.join(";\n")));
+    }
+    out.push('\n');
     out
 }
 
@@ -1052,7 +1262,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
                 (Bound::Peer { factor, .. }, Some(x), Some(y)) if factor != 1.0 => {
                     format!("; ratio {}", show_ratio(Some(x / y)))
                 }
-                (Bound::Section { .. }, Some(x), Some(y)) => {
+                (Bound::Section { .. } | Bound::Figure { .. }, Some(x), Some(y)) => {
                     format!("; ratio {}", show_ratio(Some(x / y)))
                 }
                 _ => String::new(),

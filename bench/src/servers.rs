@@ -81,7 +81,8 @@ impl Admit {
             | Section::Compressed
             | Section::Uncompressed
             | Section::CompressedIdle
-            | Section::CompressedIdleNoTakeover => Admit::Public,
+            | Section::CompressedIdleNoTakeover
+            | Section::Http2 => Admit::Public,
         }
     }
 
@@ -130,6 +131,10 @@ pub struct PortcullisRoute {
     /// without permessage-deflate rejects it and the sections are reported as not measured),
     /// and a relay's upstream is the compressing echo.
     pub compressed: bool,
+    /// The HTTP/2 phase's route (public): `[listeners.tls] http2 = true` and an `[http2]` table
+    /// (a build without HTTP/2 rejects them; the phase then runs on the plain route, its
+    /// HTTP/1.1 figures only: [`Env::route`]).
+    pub http2: bool,
 }
 
 impl PortcullisRoute {
@@ -147,22 +152,29 @@ impl PortcullisRoute {
         Admit::Traced,
     ];
 
-    /// Every configuration: the relay ones, then the echo ones (each kind's compressed route
-    /// last).
+    /// Every configuration: the relay ones, then the echo ones (each kind's compressed and
+    /// HTTP/2 routes last).
     pub fn all() -> impl Iterator<Item = PortcullisRoute> {
         [false, true].into_iter().flat_map(|echo| {
+            let public = PortcullisRoute {
+                echo,
+                admit: Admit::Public,
+                compressed: false,
+                http2: false,
+            };
             Self::ADMITS
                 .into_iter()
-                .map(move |admit| PortcullisRoute {
-                    echo,
-                    admit,
-                    compressed: false,
-                })
-                .chain(std::iter::once(PortcullisRoute {
-                    echo,
-                    admit: Admit::Public,
-                    compressed: true,
-                }))
+                .map(move |admit| PortcullisRoute { admit, ..public })
+                .chain([
+                    PortcullisRoute {
+                        compressed: true,
+                        ..public
+                    },
+                    PortcullisRoute {
+                        http2: true,
+                        ..public
+                    },
+                ])
         })
     }
 
@@ -171,6 +183,7 @@ impl PortcullisRoute {
             echo: subject == Subject::PortcullisEcho,
             admit: Admit::of(section),
             compressed: compresses(section),
+            http2: section == Section::Http2,
         }
     }
 
@@ -179,7 +192,8 @@ impl PortcullisRoute {
     pub fn key(self) -> String {
         let kind = if self.echo { "echo" } else { "relay" };
         let compressed = if self.compressed { "_compressed" } else { "" };
-        format!("{kind}{}{compressed}", self.admit.key())
+        let http2 = if self.http2 { "_http2" } else { "" };
+        format!("{kind}{}{compressed}{http2}", self.admit.key())
     }
 
     pub fn describe(self) -> String {
@@ -193,7 +207,12 @@ impl PortcullisRoute {
         } else {
             ""
         };
-        format!("{kind}{}{compressed}", self.admit.describe())
+        let http2 = if self.http2 {
+            " on a listener with http2"
+        } else {
+            ""
+        };
+        format!("{kind}{}{compressed}{http2}", self.admit.describe())
     }
 }
 
@@ -204,6 +223,10 @@ pub fn compresses(section: Section) -> bool {
         Section::Compressed | Section::CompressedIdle | Section::CompressedIdleNoTakeover
     )
 }
+
+/// Streams one HTTP/2 connection may carry in the HTTP/2 phase (`[http2]
+/// max_concurrent_streams`): the idle streams share connections of up to this many.
+pub const H2_STREAMS_PER_CONNECTION: usize = 1000;
 
 /// Limits far above what the benchmark reaches: what is measured is the cost of counting.
 const UNREACHED_LIMITS: &str = "[policies.limits.limits]\n\
@@ -294,6 +317,20 @@ impl Env {
         }
     }
 
+    /// The route `subject` serves `section` on: the HTTP/2 phase's falls back to the plain
+    /// route when no binary of the subject accepts `http2` (its HTTP/1.1 figures only).
+    pub fn route(&self, subject: Subject, section: Section) -> PortcullisRoute {
+        let route = PortcullisRoute::of(subject, section);
+        if route.http2 && self.binary_for(subject, route).is_none() {
+            PortcullisRoute {
+                http2: false,
+                ..route
+            }
+        } else {
+            route
+        }
+    }
+
     fn find(list: &[(PortcullisRoute, PathBuf)], route: PortcullisRoute) -> Option<&Path> {
         list.iter()
             .find(|(r, _)| *r == route)
@@ -316,7 +353,7 @@ impl Env {
         let port = free_port()?;
         let (name, cmd) = match subject {
             Subject::Portcullis | Subject::PortcullisEcho | Subject::Baseline => {
-                let route = PortcullisRoute::of(subject, section);
+                let route = self.route(subject, section);
                 let bin = self
                     .binary_for(subject, route)
                     .ok_or_else(|| format!("no Portcullis binary accepts {}", route.describe()))?;
@@ -405,10 +442,11 @@ impl Env {
             "[server]\nthreads = {workers}\nshutdown_grace = \"1s\"\n\n\
              [admin]\nenabled = false\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
-             [listeners.tls]\ncert = {}\nkey = {}\n\n\
+             [listeners.tls]\ncert = {}\nkey = {}\n{}\n\
              [[routes]]\npath = \"{PATH}\"\n",
             toml_str(&m.cert),
             toml_str(&m.key),
+            if route.http2 { "http2 = true\n" } else { "" },
         );
         if route.echo {
             text.push_str("mode = \"echo\"\nprefix = \"\"\n");
@@ -476,6 +514,12 @@ impl Env {
             // The defaults (12-bit windows each way, context takeover), named: the route's last
             // table, since the compressed route has no policy.
             text.push_str("\n[routes.compression]\nenabled = true\n");
+        }
+        if route.http2 {
+            // Room for the idle streams on few connections; the other bounds are the defaults.
+            text.push_str(&format!(
+                "\n[http2]\nmax_concurrent_streams = {H2_STREAMS_PER_CONNECTION}\n"
+            ));
         }
         if route.admit == Admit::RedisClusterLimits {
             // Every node, though one would do (the client learns the others and the slots).

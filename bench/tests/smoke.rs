@@ -531,3 +531,150 @@ fn short_soak_writes_samples_and_curve() {
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("Gateway RSS") && svg.contains("descriptors"));
 }
+
+/// `--http2` with a `--baseline` that does not serve HTTP/2: Portcullis's relay and echo
+/// routes give every figure of the phase (new `wss` connections and new streams on an open
+/// HTTP/2 connection, messages over both, the extra idle stream's memory), with their ratios
+/// and targets; the baseline gives its `wss` and HTTP/1.1 figures and none of HTTP/2.
+///
+/// The baseline is the workspace's own binary behind a shell script that refuses, as a build
+/// from before HTTP/2 does (unknown key), any configuration with `http2 = true`, and runs every
+/// other one unchanged.
+#[test]
+fn http2_phase_beside_a_baseline_without_http2() {
+    let portcullis = portcullis_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("portcullis-without-http2");
+    std::fs::write(
+        &baseline,
+        format!(
+            "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --config ] && grep -q \
+             '^http2 = true' \"$a\"; then\n    echo 'unknown field `http2`' >&2\n    exit 1\n  \
+             fi\n  prev=\"$a\"\ndone\nexec '{}' \"$@\"\n",
+            portcullis.display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&baseline).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&baseline, permissions).unwrap();
+    let (json_path, md_path) = (dir.path().join("out.json"), dir.path().join("out.md"));
+    run_bench(&[
+        "--quick",
+        "--only",
+        "portcullis",
+        "--portcullis",
+        portcullis.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--http2",
+        "--json",
+        json_path.to_str().unwrap(),
+        "--markdown",
+        md_path.to_str().unwrap(),
+    ]);
+    let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let results = &out["results"];
+    const WSS: &[&str] = &[
+        "wss_handshakes_per_second",
+        "wss_cpu_us_per_handshake",
+        "h1_messages_per_second",
+        "h1_cpu_us_per_message",
+    ];
+    const H2: &[&str] = &[
+        "h2_handshakes_per_second",
+        "h2_cpu_us_per_handshake",
+        "h2_messages_per_second",
+        "h2_cpu_us_per_message",
+        "h2_rss_bytes_per_idle_stream",
+    ];
+    for subject in ["portcullis", "portcullis_echo", "portcullis_baseline"] {
+        let s = &results[subject]["http2"];
+        assert!(
+            s.is_object(),
+            "results.{subject}.http2 is missing:\n{out:#}"
+        );
+        for figure in WSS {
+            finite(&s[figure], &format!("results.{subject}.http2.{figure}"));
+        }
+        assert_eq!(s["errors"], 0.0, "{subject}.http2: failed handshakes");
+        let served = subject != "portcullis_baseline";
+        assert_eq!(out["http2"][subject]["served"], served, "http2.{subject}");
+        for figure in H2 {
+            if served {
+                finite(&s[figure], &format!("results.{subject}.http2.{figure}"));
+            } else {
+                assert!(s[figure].is_null(), "results.{subject}.http2.{figure}: {s}");
+            }
+        }
+        // --idle 40: 20 streams, then 20 more on the same connections.
+        if served {
+            assert_eq!(s["idle_streams"], 20.0, "{subject}: {s}");
+        } else {
+            assert!(s["idle_streams"].is_null(), "{subject}: {s}");
+        }
+        for (ratio, over, under) in [
+            (
+                "messages_per_second_h2_vs_h1",
+                "h2_messages_per_second",
+                "h1_messages_per_second",
+            ),
+            (
+                "cpu_per_message_h2_vs_h1",
+                "h2_cpu_us_per_message",
+                "h1_cpu_us_per_message",
+            ),
+            (
+                "cpu_per_handshake_stream_vs_wss",
+                "h2_cpu_us_per_handshake",
+                "wss_cpu_us_per_handshake",
+            ),
+        ] {
+            let v = &out["http2"][subject][ratio];
+            if served && s[under] != 0.0 && s[over].is_number() {
+                finite(v, &format!("http2.{subject}.{ratio}"));
+            } else if !served {
+                assert!(v.is_null(), "http2.{subject}.{ratio}: {v}");
+            }
+        }
+    }
+    // The HTTP/1.1 figures against the baseline's; the HTTP/2 ones have nothing to compare.
+    let ratios = &out["ratios"]["portcullis/portcullis_baseline"];
+    for figure in WSS {
+        let key = format!("http2.{figure}");
+        if results["portcullis_baseline"]["http2"][figure] != 0.0 {
+            finite(
+                &ratios[&key],
+                &format!("ratios.portcullis/portcullis_baseline.{key}"),
+            );
+        }
+    }
+    for figure in H2 {
+        assert!(ratios[format!("http2.{figure}")].is_null(), "{figure}");
+    }
+    let http2_targets: Vec<&Value> = out["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| t["figure"].as_str().unwrap().starts_with("http2."))
+        .collect();
+    // Four each for the relay and the echo route; none for the baseline.
+    assert_eq!(http2_targets.len(), 8, "{http2_targets:#?}");
+    for t in http2_targets {
+        assert_ne!(t["subject"], "portcullis_baseline");
+        finite(&t["portcullis"], "targets[].portcullis");
+        finite(&t["reference_value"], "targets[].reference_value");
+        assert!(t["met"].is_boolean(), "targets[].met: {t}");
+    }
+    let markdown = std::fs::read_to_string(&md_path).unwrap();
+    assert!(
+        markdown.contains("### WebSockets over HTTP/2"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("baseline (relay): does not serve HTTP/2"),
+        "{markdown}"
+    );
+}

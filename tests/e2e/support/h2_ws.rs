@@ -1,7 +1,7 @@
 //! The client's side of an HTTP/2 extended CONNECT stream (RFC 8441) as the byte stream a
 //! WebSocket client runs over: DATA frames both ways, the window released as it is read, writes
-//! waiting for the gateway's window. Shared by the e2e tests and `gateway/examples/h2_cost.rs`
-//! (which includes this file by path).
+//! waiting for the gateway's window. Shared by the e2e tests and the benchmark's HTTP/2 phase
+//! (`bench/src/http2.rs`, which includes this file by path).
 
 use std::io;
 use std::pin::Pin;
