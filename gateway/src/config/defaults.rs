@@ -26,8 +26,8 @@ pub(crate) const UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
 /// Whether the worker threads share their tasks (work stealing) rather than each accepting on
 /// a listening socket of its own and keeping its connections. Chosen by measurement (README,
 /// "Threads"): on the 2-core benchmark machine, shared with the load, a socket and a runtime
-/// per thread relayed 1.31 × the messages per second of work stealing at 0.91 × the CPU per
-/// message.
+/// per thread relayed 1.55 × the messages per second of work stealing at 0.98 × the CPU per
+/// message (1.31 × at 0.91 × in a busier run).
 pub(crate) const WORK_STEALING: bool = false;
 
 // [routes.compression]
