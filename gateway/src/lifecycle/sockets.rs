@@ -15,7 +15,7 @@
 //!
 //! An upgrade takes over every socket the old process had and binds the ones it lacks (more
 //! threads now); pingora closes the ones no service claims (fewer threads now:
-//! `server/bootstrap_services.rs` 157, with the keys of [`PublicService::listen_addresses`]),
+//! `server/bootstrap_services.rs` 157, with the keys of `Plan::claims`),
 //! which the kernel would otherwise go on giving connections that nobody accepts. pingora
 //! passes at most 32 sockets on an upgrade (`server/transfer_fd/mod.rs` 138), so with more
 //! threads × listeners than that, each address gets fewer sockets than threads (dealt out so
