@@ -135,6 +135,24 @@ async fn drain_spreads_closes_over_the_window() {
     gw.wait_exit(Duration::from_secs(8)).await;
 }
 
+/// Start a new process with `server` that takes over `old`'s listening sockets (`--upgrade`),
+/// and send `old` SIGQUIT. The new process and its log file.
+async fn upgrade(old: &Gateway, server: &str) -> (Reaper, std::path::PathBuf) {
+    // The sockets are handed over by address: the new process names the concrete ports the
+    // old one was given for its port-0 listeners.
+    let new_config = config_text_at(&old.address(), &old.admin_address(), true, "", server);
+    std::fs::write(old.dir.path().join("new.toml"), new_config).unwrap();
+    let new = Reaper(spawn_logged(
+        &["--upgrade", "--config", "new.toml"],
+        old.dir.path(),
+        "new.log",
+    ));
+    let new_log = old.dir.path().join("new.log");
+    wait_file_log(&new_log, "waiting for the running gateway").await;
+    old.signal("QUIT");
+    (new, new_log)
+}
+
 /// A deploy without cutting sockets: a new process takes the listening sockets (`--upgrade`),
 /// the old one gets SIGQUIT, hands them over, then drains its own sockets with 1001 and exits.
 /// New connections are served throughout.
@@ -148,18 +166,7 @@ async fn zero_downtime_upgrade_hands_over_the_listeners() {
     );
     let mut old = Gateway::start(&server).await;
     let mut before = old.ws("/ws/echo").await;
-    // The sockets are handed over by address: the new process names the concrete ports the
-    // old one was given for its port-0 listeners.
-    let new_config = config_text_at(&old.address(), &old.admin_address(), true, "", &server);
-    std::fs::write(old.dir.path().join("new.toml"), new_config).unwrap();
-    let new = Reaper(spawn_logged(
-        &["--upgrade", "--config", "new.toml"],
-        old.dir.path(),
-        "new.log",
-    ));
-    let new_log = old.dir.path().join("new.log");
-    wait_file_log(&new_log, "waiting for the running gateway").await;
-    old.signal("QUIT");
+    let (new, new_log) = upgrade(&old, &server).await;
     // While the old process hands over and drains, new connections keep being served.
     let mut during = old.ws("/ws/echo").await;
     assert_eq!(
@@ -179,5 +186,36 @@ async fn zero_downtime_upgrade_hands_over_the_listeners() {
     drop(after);
     // The new process writes the session's access-log line when the session ends.
     wait_file_log(&new_log, "route=/ws/echo").await;
+    drop(new);
+}
+
+/// With a listening socket per thread (`work_stealing = false`), an upgrade to fewer threads
+/// closes the sockets it has no thread for: the kernel spreads connections over every socket
+/// of the port, so one left open without a thread would leave about half of them unanswered.
+#[tokio::test]
+async fn an_upgrade_to_fewer_threads_leaves_no_socket_without_a_thread() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("upgrade.sock");
+    let server = |threads: usize| {
+        format!(
+            "[server]\nthreads = {threads}\nwork_stealing = false\nupgrade_sock = \"{}\"\n\
+             drain_window = \"0s\"\nshutdown_grace = \"2s\"\n",
+            sock.display()
+        )
+    };
+    // 16 connections from as many source ports: on two sockets, all 16 land on the same one
+    // once in 32,768 runs.
+    async fn every_connection_served(gw: &Gateway) {
+        for i in 0..16u8 {
+            let mut ws = gw.ws("/ws/echo").await;
+            let m = Message::binary(vec![i]);
+            assert_eq!(roundtrip(&mut ws, m.clone()).await, m);
+        }
+    }
+    let mut old = Gateway::start(&server(2)).await;
+    every_connection_served(&old).await;
+    let (new, _) = upgrade(&old, &server(1)).await;
+    old.wait_exit(Duration::from_secs(15)).await;
+    every_connection_served(&old).await;
     drop(new);
 }

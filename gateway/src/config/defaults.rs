@@ -23,11 +23,12 @@ pub(crate) const ROUTE_REMOVAL_GRACE: Duration = Duration::from_secs(30);
 /// Where an upgrading process picks up the listening sockets.
 pub(crate) const UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
 
-/// Whether the worker threads share their tasks (work stealing) rather than each keeping its
-/// own connections. Chosen by measurement (README, "Threads"): on the 2-core benchmark machine,
-/// shared with the load, per-thread runtimes cost 1.25 × the CPU per relayed message (their
-/// threads sleep and wake more often), for 1.23 × the messages per second.
-pub(crate) const WORK_STEALING: bool = true;
+/// Whether the worker threads share their tasks (work stealing) rather than each accepting on
+/// a listening socket of its own and keeping its connections. Chosen by measurement (README,
+/// "Threads"): on the 2-core benchmark machine, shared with the load, a socket and a runtime
+/// per thread relayed 1.55 × the messages per second of work stealing at 0.98 × the CPU per
+/// message (1.31 × at 0.91 × in a busier run).
+pub(crate) const WORK_STEALING: bool = false;
 
 // [routes.compression]
 

@@ -257,8 +257,8 @@ mod tests {
         let parse =
             |server: &str| Config::parse(&format!("[server]\n{server}\n{MINIMAL}"), "t", None);
         assert_eq!(parse("").unwrap().server.threads, Threads::Auto);
-        assert!(parse("").unwrap().server.work_stealing);
-        assert!(!parse("work_stealing = false").unwrap().server.work_stealing);
+        assert!(!parse("").unwrap().server.work_stealing);
+        assert!(parse("work_stealing = true").unwrap().server.work_stealing);
         assert_eq!(
             parse("threads = \"auto\"").unwrap().server.threads,
             Threads::Auto

@@ -19,7 +19,8 @@ pub(crate) struct Server {
     /// Worker threads serving the listeners, each with a runtime of its own.
     pub(crate) threads: Threads,
     /// `true`: one runtime whose threads steal each other's tasks (pingora's default);
-    /// `false`: a single-threaded runtime per thread, each connection kept on its thread.
+    /// `false`: a single-threaded runtime and a listening socket (`SO_REUSEPORT`) per thread,
+    /// each connection kept on the thread that accepted it.
     pub(crate) work_stealing: bool,
     /// On SIGTERM/SIGINT: how long open sockets get to finish after they were sent close 1001.
     pub(crate) shutdown_grace: HumanDuration,

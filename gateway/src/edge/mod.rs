@@ -246,14 +246,18 @@ pub(super) fn static_answer(route: &Route, head: &RequestHead) -> Answer {
     )
 }
 
+/// The pingora app of one public-listener service. With a service per worker thread (README,
+/// "Threads") every one of them serves the same [`Edge`].
+pub(crate) struct EdgeApp(pub(crate) Arc<Edge>);
+
 #[async_trait]
-impl ServerApp for Edge {
+impl ServerApp for EdgeApp {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.serve(stream, shutdown.clone()).await;
+        self.0.serve(stream, shutdown.clone()).await;
         None
     }
 }

@@ -12,5 +12,6 @@ mod server;
 mod sessions_api;
 pub mod sessions_cli;
 mod signals;
+mod sockets;
 
 pub use server::{check, run};

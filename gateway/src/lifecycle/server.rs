@@ -14,13 +14,14 @@ use super::control::Control;
 use super::listeners::Listeners;
 use super::reload::Reloader;
 use super::signals::{spawn_exit_monitor, Signals};
+use super::sockets::{Plan, PublicService};
 use crate::config::cluster::OnError;
 use crate::config::Config;
 use crate::core::background::Tasks;
 use crate::core::labels::BackgroundTask;
 use crate::edge::accept::EdgeListener;
 use crate::edge::generation::{Files, Generation, InForce};
-use crate::edge::Edge;
+use crate::edge::{Edge, EdgeApp};
 use crate::net::bind::BoundAddr;
 use crate::net::otlp_client::OtlpClient;
 use crate::net::server_tls::CertStore;
@@ -69,9 +70,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let conf = ServerConf {
         threads,
         // `false`: one single-threaded runtime per thread (pingora's no-steal runtime), as
-        // NGINX runs one process per worker: pingora hands each accepted connection to a
-        // thread picked at random, and the connection, its session task and its upstream stay
-        // there (README, "Threads").
+        // NGINX runs one process per worker; the public listeners are then a service per
+        // thread, each accepting on its own `SO_REUSEPORT` socket, and a connection, its
+        // session task and its upstream stay on the thread that accepted it (`sockets`,
+        // README "Threads").
         work_stealing: config.server.work_stealing,
         // A backstop only: the exit monitor ends the process as soon as the drain is done.
         grace_period_seconds: Some(grace.as_secs().saturating_add(2)),
@@ -117,14 +119,14 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
 
     let admin_token = generation.admin_token.clone();
     let mut stores = Vec::new();
-    let mut public_listeners = Vec::new();
+    let mut public_addresses = Vec::new();
     let mut edge_listeners = Vec::new();
     // Port-0 reservations, held until the process exits.
     let mut bound = Vec::new();
     for (listener, set) in config.listeners.iter().zip(&generation.certs) {
         let addr = BoundAddr::resolve(listener.address.0)?;
         let store = set.clone().map(CertStore::new).transpose()?;
-        public_listeners.push(addr.listener().l4_buffer(socket_buffers()));
+        public_addresses.push(addr.address);
         let tls = match &store {
             Some(store) => {
                 log::info!("listening on wss://{}", addr.address);
@@ -184,20 +186,32 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
             follower.clone().follow_cluster()
         }),
     );
-    let mut public = Service::new(
-        "portcullis".to_string(),
-        Edge::new(
-            in_force.clone(),
-            sessions.clone(),
-            registry,
-            metrics.clone(),
-            edge_listeners,
-        ),
-    );
-    for listener in public_listeners {
-        public.add_listener(listener);
+    let edge = Arc::new(Edge::new(
+        in_force.clone(),
+        sessions.clone(),
+        registry,
+        metrics.clone(),
+        edge_listeners,
+    ));
+    // A service per thread, or one for all of them with work stealing (`sockets`).
+    let (services, service_threads) = match config.server.work_stealing {
+        true => (1, None),
+        false => (threads, Some(1)),
+    };
+    let plan = Arc::new(Plan::new(
+        public_addresses,
+        services,
+        usize::from(config.admin.enabled),
+    ));
+    for index in 0..services {
+        server.add_service(PublicService::new(
+            plan.clone(),
+            index,
+            service_threads,
+            EdgeApp(edge.clone()),
+            socket_buffers(),
+        ));
     }
-    server.add_service(public);
     let health_in_force = in_force.clone();
     server.add_service(background_service(
         "upstream health",

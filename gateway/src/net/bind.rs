@@ -2,11 +2,14 @@
 //!
 //! An address with port 0 gets a free port from the kernel: a placeholder socket is bound to
 //! port 0 with `SO_REUSEPORT` (the kernel never autobinds a port another socket holds), and
-//! pingora then binds and listens on that concrete port with `SO_REUSEPORT` too. The
+//! the listening sockets are then bound to that concrete port with `SO_REUSEPORT` too. The
 //! placeholder never listens, so it never receives a connection; it is kept for the life of
-//! the process. Addresses with a port keep pingora's usual bind.
+//! the process. The public listeners' sockets are bound here ([`listen_shared`], always with
+//! `SO_REUSEPORT`: one per worker thread may share a port); the admin listener's by pingora,
+//! with its usual bind for an address with a port.
 
 use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
 
 use pingora::listeners::{ListenerConfig, TcpSocketOptions};
 use tokio::net::TcpSocket;
@@ -58,3 +61,24 @@ impl BoundAddr {
         }
     }
 }
+
+/// A listening TCP socket on `address` with `SO_REUSEPORT`, so that several (one per worker
+/// thread) can share the port and the kernel spreads new connections over them. Its raw
+/// descriptor, owned by the caller (pingora takes it over from its table of listening
+/// sockets). Call within a tokio runtime.
+pub(crate) fn listen_shared(address: SocketAddr) -> std::io::Result<RawFd> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    // As pingora binds: `SO_REUSEADDR` (a restart does not wait out TIME_WAIT), its backlog.
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?;
+    Ok(listener.into_std()?.into_raw_fd())
+}
+
+/// pingora's backlog for the listening sockets it binds (`listeners/l4.rs`).
+const LISTEN_BACKLOG: u32 = 65535;
