@@ -38,6 +38,7 @@ async fn close_by_gateway<S>(
 /// which would otherwise keep two copies of it. For the same reason this returns an `async`
 /// block instead of being an `async fn`, whose future keeps a second copy of every argument, the
 /// socket included: 536 bytes, which put the task a size class (1 KiB) higher.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn run<S, P>(
     mut ws: WebSocketStream<S>,
     prefix: P,

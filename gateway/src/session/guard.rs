@@ -89,6 +89,7 @@ pub(crate) struct Expiry {
 impl Expiry {
     /// Resolves at the expiry, or never when there is none. (An `async` block rather than an
     /// `async fn`, whose state would keep a second copy of `expiry`: every open socket holds it.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn wait(expiry: Option<Expiry>) -> impl std::future::Future<Output = ()> {
         async move {
             match expiry {

@@ -77,6 +77,7 @@ impl Outside {
     /// are then registered once, not once per message. (An `async` block rather than an
     /// `async fn`: every open socket holds this future, and an `async fn`'s would also keep a
     /// copy of its arguments.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn wait<'a>(
         stop: &'a mut StopSignal,
         expiry: Option<Expiry>,
