@@ -87,11 +87,15 @@ pub(crate) struct Expiry {
 }
 
 impl Expiry {
-    /// Resolves at the expiry, or never when there is none.
-    pub(crate) async fn wait(expiry: Option<Expiry>) {
-        match expiry {
-            Some(e) => super::sleep_until(e.at).await,
-            None => std::future::pending().await,
+    /// Resolves at the expiry, or never when there is none. (An `async` block rather than an
+    /// `async fn`, whose state would keep a second copy of `expiry`: every open socket holds it.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn wait(expiry: Option<Expiry>) -> impl std::future::Future<Output = ()> {
+        async move {
+            match expiry {
+                Some(e) => super::sleep_until(e.at).await,
+                None => std::future::pending().await,
+            }
         }
     }
 

@@ -21,8 +21,12 @@ pub(crate) mod relay;
 pub(crate) mod settings;
 pub(crate) mod stop;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Sleep;
 
 use crate::core::close::TOKEN_EXPIRED;
 use crate::core::end::{EndReason, Stop};
@@ -51,9 +55,10 @@ pub(crate) struct SessionContext {
 
 /// Sleep until `at`, with the timer on the heap. Every open socket holds its session's future,
 /// and most of a session's timers (token expiry, lifetime, the drain delay, ping and idle
-/// watchdogs) are never started: boxed, each costs a pointer until it is.
-pub(crate) async fn sleep_until(at: tokio::time::Instant) {
-    Box::pin(tokio::time::sleep_until(at)).await
+/// watchdogs) are never started: boxed, each costs a pointer until it is. (A plain function, not
+/// an `async fn`: that one's state would hold `at` twice beside the pointer.)
+pub(crate) fn sleep_until(at: tokio::time::Instant) -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep_until(at))
 }
 
 /// What ends a session from outside its sockets.
@@ -69,17 +74,22 @@ pub(crate) enum Outside {
 impl Outside {
     /// Resolves when the gateway's stop, the token's expiry, an operator or the route's lifetime
     /// ends the session. Create it once per session and poll it beside the sockets: its timers
-    /// are then registered once, not once per message.
-    pub(crate) async fn wait(
-        stop: &mut StopSignal,
+    /// are then registered once, not once per message. (An `async` block rather than an
+    /// `async fn`: every open socket holds this future, and an `async fn`'s would also keep a
+    /// copy of its arguments.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn wait<'a>(
+        stop: &'a mut StopSignal,
         expiry: Option<Expiry>,
-        control: &mut Control,
-    ) -> Outside {
-        tokio::select! {
-            biased;
-            why = stop.wait() => Outside::Stop(why),
-            _ = Expiry::wait(expiry) => Outside::Expired,
-            request = control.wait() => Outside::Operator(request),
+        control: &'a mut Control,
+    ) -> impl Future<Output = Outside> + 'a {
+        async move {
+            tokio::select! {
+                biased;
+                why = stop.wait() => Outside::Stop(why),
+                _ = Expiry::wait(expiry) => Outside::Expired,
+                request = control.wait() => Outside::Operator(request),
+            }
         }
     }
 

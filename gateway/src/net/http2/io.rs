@@ -21,7 +21,8 @@ use tokio::time::Sleep;
 pub(crate) struct StreamIo {
     send: SendStream<Bytes>,
     recv: RecvStream,
-    /// Received but not yet read by the session (released to the window as it is read).
+    /// Received but not yet read by the session (released to the window as it is read); let go
+    /// of once read (see `poll_read`).
     unread: Bytes,
     /// Running while a write waits for window; its end fails the write.
     stall: Option<Pin<Box<Sleep>>>,
@@ -84,6 +85,11 @@ impl AsyncRead for StreamIo {
         let n = this.unread.len().min(buf.remaining());
         buf.put_slice(&this.unread[..n]);
         this.unread.advance(n);
+        if this.unread.is_empty() {
+            // h2's DATA payloads are slices of the connection's 8 KiB read buffers: an empty
+            // slice kept here would pin one of them for as long as the stream stays quiet.
+            this.unread = Bytes::new();
+        }
         // Only now may the client send this much more on this stream.
         let _ = this.recv.flow_control().release_capacity(n);
         Poll::Ready(Ok(()))

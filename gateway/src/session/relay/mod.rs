@@ -23,6 +23,7 @@ mod outcome;
 mod pump;
 mod timers;
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -67,98 +68,102 @@ pub(crate) struct RelayEnd {
 /// Relay until either side closes, breaks the protocol or the policy, goes quiet, or the
 /// gateway shuts down; then close both sides (bounded by the close timeout).
 /// (`ctx` is borrowed field by field, never moved out: an open socket holds its session's
-/// future, which would otherwise keep two copies of it.)
-pub(crate) async fn run<C, U>(
+/// future, which would otherwise keep two copies of it. For the same reason this is a function
+/// that splits the streams and returns an `async` block: an `async fn` would keep its arguments
+/// twice, the two streams among them, which the split has moved out.)
+pub(crate) fn run<C, U>(
     client: WebSocketStream<C>,
     upstream: WebSocketStream<U>,
     mut ctx: SessionContext,
     mut opts: RelayOptions,
-) -> RelayEnd
+) -> impl Future<Output = RelayEnd>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let SessionContext {
-        stop,
-        close_timeout,
-        inbound,
-        expiry,
-        meter,
-        counters,
-        control,
-    } = &mut ctx;
-    let (close_timeout, expiry) = (*close_timeout, *expiry);
-    let shared = Shared::new(counters.clone());
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
-
-    let (mut to_upstream, mut to_client) = (opts.to_upstream.take(), opts.to_client.take());
-    let outcome = {
-        let up = client_to_upstream(
-            &mut c_rx,
-            &mut u_tx,
-            inbound,
-            (&shared, meter),
-            &mut to_upstream,
-        );
-        let down = upstream_to_client(
-            &mut u_rx,
-            &mut c_tx,
-            &opts,
-            (&shared, meter),
-            &mut to_client,
-        );
-        tokio::select! {
-            biased;
-            outside = Outside::wait(stop, expiry, control) => match outside {
-                Outside::Operator(request) => Outcome::Operator(request),
-                other => Outcome::Gateway { reason: other.close().1 },
-            },
-            // The timers before the pumps: a busy pump must not starve them.
-            _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
-                Outcome::Gateway { reason: EndReason::PingTimeout }
-            }
-            _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
-            // Never completes: wakes the pumps so that quiet sockets' next reads give their
-            // buffers back.
-            never = wake_when_quiet(counters) => match never {},
-            o = up => o,
-            o = down => o,
-        }
-    };
-
-    let Plan {
-        mut end,
-        client,
-        upstream,
-        upstream_first,
-    } = Plan::of(outcome);
-    // A client that never answered pings will not answer a close either: do not wait for it.
-    let client_wait = if end.reason == EndReason::PingTimeout {
-        close_timeout.min(Duration::from_secs(1))
-    } else {
-        close_timeout
-    };
-    if upstream_first {
-        finish_upstream_delivering(
-            (&mut u_tx, &mut u_rx),
-            upstream,
+    async move {
+        let SessionContext {
+            stop,
             close_timeout,
-            &mut c_tx,
-            (&opts, &shared, meter),
-            &mut to_client,
-        )
-        .await;
-        finish(&mut c_tx, &mut c_rx, client, client_wait).await;
-    } else {
-        tokio::join!(
-            finish(&mut c_tx, &mut c_rx, client, client_wait),
-            finish(&mut u_tx, &mut u_rx, upstream, close_timeout),
-        );
-    }
+            inbound,
+            expiry,
+            meter,
+            counters,
+            control,
+        } = &mut ctx;
+        let (close_timeout, expiry) = (*close_timeout, *expiry);
+        let shared = Shared::new(counters.clone());
 
-    counters.load_into(&mut end.session);
-    end
+        let (mut to_upstream, mut to_client) = (opts.to_upstream.take(), opts.to_client.take());
+        let outcome = {
+            let up = client_to_upstream(
+                &mut c_rx,
+                &mut u_tx,
+                inbound,
+                (&shared, meter),
+                &mut to_upstream,
+            );
+            let down = upstream_to_client(
+                &mut u_rx,
+                &mut c_tx,
+                &opts,
+                (&shared, meter),
+                &mut to_client,
+            );
+            tokio::select! {
+                biased;
+                outside = Outside::wait(stop, expiry, control) => match outside {
+                    Outside::Operator(request) => Outcome::Operator(request),
+                    other => Outcome::Gateway { reason: other.close().1 },
+                },
+                // The timers before the pumps: a busy pump must not starve them.
+                _ = silent_client(&shared, opts.ping_interval, opts.ping_timeout) => {
+                    Outcome::Gateway { reason: EndReason::PingTimeout }
+                }
+                _ = idle(&shared, opts.idle_timeout) => Outcome::Gateway { reason: EndReason::IdleTimeout },
+                // Never completes: wakes the pumps so that quiet sockets' next reads give their
+                // buffers back.
+                never = wake_when_quiet(counters) => match never {},
+                o = up => o,
+                o = down => o,
+            }
+        };
+
+        let Plan {
+            mut end,
+            client,
+            upstream,
+            upstream_first,
+        } = Plan::of(outcome);
+        // A client that never answered pings will not answer a close either: do not wait for it.
+        let client_wait = if end.reason == EndReason::PingTimeout {
+            close_timeout.min(Duration::from_secs(1))
+        } else {
+            close_timeout
+        };
+        if upstream_first {
+            finish_upstream_delivering(
+                (&mut u_tx, &mut u_rx),
+                upstream,
+                close_timeout,
+                &mut c_tx,
+                (&opts, &shared, meter),
+                &mut to_client,
+            )
+            .await;
+            finish(&mut c_tx, &mut c_rx, client, client_wait).await;
+        } else {
+            tokio::join!(
+                finish(&mut c_tx, &mut c_rx, client, client_wait),
+                finish(&mut u_tx, &mut u_rx, upstream, close_timeout),
+            );
+        }
+
+        counters.load_into(&mut end.session);
+        end
+    }
 }
 
 #[cfg(test)]
