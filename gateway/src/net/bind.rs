@@ -31,16 +31,8 @@ impl BoundAddr {
             });
         }
         let fail = |e: std::io::Error| format!("cannot reserve a port on {address}: {e}");
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(fail)?;
-        socket
-            .set_reuseport(true)
-            .and_then(|()| socket.bind(address))
-            .map_err(fail)?;
+        let socket = reuseport_socket(address).map_err(fail)?;
+        socket.bind(address).map_err(fail)?;
         let local = socket.local_addr().map_err(fail)?;
         Ok(BoundAddr {
             address: local,
@@ -67,14 +59,9 @@ impl BoundAddr {
 /// descriptor, owned by the caller (pingora takes it over from its table of listening
 /// sockets). Call within a tokio runtime.
 pub(crate) fn listen_shared(address: SocketAddr) -> std::io::Result<RawFd> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }?;
+    let socket = reuseport_socket(address)?;
     // As pingora binds: `SO_REUSEADDR` (a restart does not wait out TIME_WAIT), its backlog.
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.bind(address)?;
     let listener = socket.listen(LISTEN_BACKLOG)?;
     Ok(listener.into_std()?.into_raw_fd())
@@ -82,3 +69,15 @@ pub(crate) fn listen_shared(address: SocketAddr) -> std::io::Result<RawFd> {
 
 /// pingora's backlog for the listening sockets it binds (`listeners/l4.rs`).
 const LISTEN_BACKLOG: u32 = 65535;
+
+/// An unbound TCP socket of `address`'s family with `SO_REUSEPORT`: the port-0 reservation and
+/// every public listening socket share a port this way.
+fn reuseport_socket(address: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
